@@ -1,0 +1,359 @@
+//! The domain types of a mission, in the shapes SPEC §4 fixes for the files on disk.
+//!
+//! A [`Mission`] is the `mission.json` projection; a [`Plan`] holds [`Milestone`]s which hold
+//! [`Feature`]s; the [`Contract`] holds [`Assertion`]s, each with a [`Check`]; workers leave a
+//! [`Handoff`] per feature and validators leave [`Finding`]s. All of them are derived from the
+//! event log (see `store`), never edited in place.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The lifecycle states of SPEC §2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissionState {
+    Planning,
+    AwaitingApproval,
+    Running,
+    Validating,
+    AwaitingAcceptance,
+    Paused,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl MissionState {
+    /// A terminal state is never left again: no command moves a mission out of it.
+    pub fn is_terminal(self) -> bool {
+        match self {
+            MissionState::Completed | MissionState::Failed | MissionState::Cancelled => true,
+            MissionState::Planning
+            | MissionState::AwaitingApproval
+            | MissionState::Running
+            | MissionState::Validating
+            | MissionState::AwaitingAcceptance
+            | MissionState::Paused => false,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MissionState::Planning => "planning",
+            MissionState::AwaitingApproval => "awaiting_approval",
+            MissionState::Running => "running",
+            MissionState::Validating => "validating",
+            MissionState::AwaitingAcceptance => "awaiting_acceptance",
+            MissionState::Paused => "paused",
+            MissionState::Completed => "completed",
+            MissionState::Failed => "failed",
+            MissionState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for MissionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a mission is paused (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    User,
+    Budget,
+    Provider,
+    Conflict,
+    Blocked,
+}
+
+/// The three model roles plus the two validator agents, each routed to its own model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Orchestrator,
+    Worker,
+    Reviewer,
+    UserTester,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Orchestrator, Role::Worker, Role::Reviewer, Role::UserTester];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Orchestrator => "orchestrator",
+            Role::Worker => "worker",
+            Role::Reviewer => "reviewer",
+            Role::UserTester => "user_tester",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a mission came from: a backlog item or free text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub kind: SourceKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Backlog,
+    Text,
+}
+
+/// Where the mission currently is: which milestone, feature and role is active.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub milestone: Option<String>,
+    pub feature: Option<String>,
+    pub role: Option<Role>,
+}
+
+/// Tokens and dollars spent by one role.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoleSpend {
+    pub tokens: u64,
+    pub usd: f64,
+}
+
+/// The budget block of `mission.json`. `used_tokens` counts every token the providers
+/// reported: input including cache reads and writes, plus output. `usd_unknown` is set as
+/// soon as one call was made to a model without a known price, so a partial dollar figure is
+/// never mistaken for the whole.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub used_tokens: u64,
+    pub used_usd: f64,
+    pub max_tokens: Option<u64>,
+    pub max_usd: Option<f64>,
+    #[serde(default)]
+    pub usd_unknown: bool,
+    pub by_role: BTreeMap<Role, RoleSpend>,
+}
+
+/// The `mission.json` projection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mission {
+    pub id: String,
+    pub title: String,
+    pub source: Source,
+    pub state: MissionState,
+    pub pause_reason: Option<PauseReason>,
+    /// A human sentence saying why the mission paused or failed, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub branch: String,
+    pub base_commit: String,
+    pub contract_sha256: Option<String>,
+    pub auto_accept: bool,
+    pub current: Option<Cursor>,
+    pub budget: Budget,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Status of a milestone or a feature in `plan.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkStatus {
+    Pending,
+    InProgress,
+    Done,
+    Validating,
+    Validated,
+    Accepted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feature {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub assertions: Vec<String>,
+    pub status: WorkStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Milestone {
+    pub id: String,
+    pub title: String,
+    pub status: WorkStatus,
+    pub features: Vec<Feature>,
+}
+
+/// The `plan.json` projection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub title: String,
+    pub summary: String,
+    pub milestones: Vec<Milestone>,
+}
+
+impl Plan {
+    pub fn milestone(&self, id: &str) -> Option<&Milestone> {
+        self.milestones.iter().find(|m| m.id == id)
+    }
+
+    pub fn feature_mut(&mut self, id: &str) -> Option<&mut Feature> {
+        self.milestones.iter_mut().flat_map(|m| m.features.iter_mut()).find(|f| f.id == id)
+    }
+}
+
+/// How an assertion is checked (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Check {
+    Command {
+        command: String,
+        #[serde(default)]
+        expect_exit: i32,
+    },
+    Review {
+        rubric: String,
+    },
+    UserTest {
+        steps: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssertionStatus {
+    Pending,
+    Passing,
+    Failing,
+    Waived,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assertion {
+    pub id: String,
+    pub milestone: String,
+    pub description: String,
+    pub check: Check,
+    pub status: AssertionStatus,
+}
+
+/// The `contract.json` projection. `sha256` is null until the plan is approved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contract {
+    pub sha256: Option<String>,
+    pub assertions: Vec<Assertion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedItem {
+    pub item: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedCommand {
+    pub command: String,
+    pub exit_code: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedCommand {
+    pub command: String,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Error,
+    Warning,
+    Info,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffIssue {
+    pub severity: Severity,
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChange {
+    pub path: String,
+    /// 1-based inclusive line ranges in the file as committed.
+    pub ranges: Vec<[u32; 2]>,
+}
+
+/// `handoffs/<feature-id>.json`: the worker's own account plus what the engine observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    pub feature: String,
+    pub model: String,
+    pub summary: String,
+    pub completed: Vec<String>,
+    pub skipped: Vec<SkippedItem>,
+    pub commands: Vec<ClaimedCommand>,
+    pub issues: Vec<HandoffIssue>,
+    pub procedures_followed: bool,
+    pub procedure_notes: String,
+    pub files_changed: Vec<FileChange>,
+    pub commit: Option<String>,
+    pub observed_commands: Vec<ObservedCommand>,
+}
+
+/// Which validator produced a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Validator {
+    Command,
+    ProjectCheck,
+    Review,
+    UserTest,
+    HandoffMismatch,
+    Engine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingStatus {
+    Open,
+    Fixed,
+    Dismissed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub id: String,
+    pub milestone: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assertion: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
+    pub validator: Validator,
+    pub severity: Severity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_line: Option<u32>,
+    pub message: String,
+    pub evidence: String,
+    pub status: FindingStatus,
+}

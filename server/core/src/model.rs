@@ -1,0 +1,288 @@
+//! The one trait every model provider implements, and the provider-neutral conversation types.
+//!
+//! A [`ModelRequest`] (system prompt, [`Message`]s of [`ContentBlock`]s, [`ToolSpec`]s) goes
+//! in; a [`ModelResponse`] (content, [`StopReason`], normalised [`Usage`], cost) comes out, or a
+//! [`ModelError`] whose variant tells the caller what it can do about it. The HTTP providers
+//! live in `missions-providers`; this module has no HTTP in it, so the engine can be driven by
+//! any implementation, including scripted ones in tests.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::transcript::TranscriptWriter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatRole {
+    User,
+    Assistant,
+}
+
+/// One block of a message. Tool results always answer a tool use of the previous assistant
+/// message, matched by id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentBlock {
+    Text { text: String },
+    ToolUse { id: String, name: String, input: serde_json::Value },
+    ToolResult { tool_use_id: String, content: String, is_error: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: ChatRole,
+    pub content: Vec<ContentBlock>,
+}
+
+impl Message {
+    pub fn user_text(text: impl Into<String>) -> Message {
+        Message { role: ChatRole::User, content: vec![ContentBlock::Text { text: text.into() }] }
+    }
+}
+
+/// A tool offered to the model: its name, what it is for, and a JSON Schema of its input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub input_schema: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRequest {
+    pub model: String,
+    pub system: String,
+    pub messages: Vec<Message>,
+    pub tools: Vec<ToolSpec>,
+    /// Overrides the provider's configured `max_output_tokens` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+}
+
+/// Why the model stopped, mapped from each wire format's own vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    EndTurn,
+    ToolUse,
+    MaxTokens,
+    StopSequence,
+    Refusal,
+    PauseTurn,
+    ContextWindowExceeded,
+    ContentFilter,
+    /// A value this version does not know, kept verbatim.
+    Other(String),
+}
+
+/// Token counts normalised across providers. `input` excludes cache reads and writes (the
+/// Anthropic convention); OpenAI's `prompt_tokens` includes `cached_tokens`, so its adapter
+/// subtracts them. `reasoning` is an informational subset of `output`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    #[serde(default)]
+    pub reasoning: u64,
+}
+
+impl Usage {
+    /// Every token the provider reported: input including cache reads and writes, plus output.
+    pub fn total(&self) -> u64 {
+        self.input + self.cache_read + self.cache_write + self.output
+    }
+
+    pub fn add(&mut self, other: &Usage) {
+        self.input += other.input;
+        self.output += other.output;
+        self.cache_read += other.cache_read;
+        self.cache_write += other.cache_write;
+        self.reasoning += other.reasoning;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelResponse {
+    pub content: Vec<ContentBlock>,
+    pub stop_reason: StopReason,
+    /// Usage of this call, summed over every attempt the provider reported usage for.
+    pub usage: Usage,
+    /// Dollars, from the price table; `None` when the model's price is unknown (never 0).
+    pub cost_usd: Option<f64>,
+    /// The model as the server named it in its response.
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// How many HTTP attempts this call took (1 when nothing was retried).
+    #[serde(default = "one")]
+    pub attempts: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl ModelResponse {
+    pub fn tool_uses(&self) -> impl Iterator<Item = (&str, &str, &serde_json::Value)> {
+        self.content.iter().filter_map(|block| match block {
+            ContentBlock::ToolUse { id, name, input } => Some((id.as_str(), name.as_str(), input)),
+            ContentBlock::Text { .. } | ContentBlock::ToolResult { .. } => None,
+        })
+    }
+
+    pub fn text(&self) -> String {
+        self.content
+            .iter()
+            .filter_map(|block| match block {
+                ContentBlock::Text { text } => Some(text.as_str()),
+                ContentBlock::ToolUse { .. } | ContentBlock::ToolResult { .. } => None,
+            })
+            .collect()
+    }
+}
+
+/// Which wait ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    Connect,
+    FirstByte,
+    Idle,
+}
+
+impl std::fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeoutPhase::Connect => "the connection",
+            TimeoutPhase::FirstByte => "the first byte of the response",
+            TimeoutPhase::Idle => "the next chunk of the stream",
+        })
+    }
+}
+
+/// A failed model call, classified so that callers can branch: retry, pause the mission with
+/// reason `provider`, tell the model its tool call was cut, or give up.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("timed out waiting for {phase} after {after:?}")]
+    Timeout { phase: TimeoutPhase, after: Duration },
+    #[error("rate limited: {message}")]
+    RateLimited { message: String, retry_after: Option<Duration> },
+    #[error("the provider is overloaded: {message}")]
+    Overloaded { message: String },
+    #[error("server error (HTTP {status}): {message}")]
+    Server { status: u16, message: String },
+    #[error("authentication failed (HTTP {status}): {message}")]
+    Auth { status: u16, message: String },
+    #[error("quota or spend limit reached, not retried: {message}")]
+    QuotaExhausted { message: String },
+    #[error("the request does not fit the model's context window: {message}")]
+    ContextOverflow { message: String },
+    #[error("invalid request (HTTP {status}): {message}")]
+    InvalidRequest { status: u16, message: String },
+    #[error("{kind} error (HTTP {status}): {message}")]
+    Api { status: u16, kind: String, message: String },
+    /// The stream ended, or broke, before the response was complete. Nothing in `partial`
+    /// may be acted on as if it were a whole turn.
+    #[error("the response stream ended early: {reason}")]
+    StreamInterrupted { reason: String, partial: Box<ModelResponse> },
+    /// A tool call whose JSON input was cut off (by `max_tokens` or a broken stream). The call
+    /// is not in `partial.content` and must never be executed; the agent loop can tell the
+    /// model and ask again.
+    #[error("the input of tool call `{tool}` was cut off ({reason}); it was not executed")]
+    IncompleteToolCall { tool: String, reason: String, partial: Box<ModelResponse> },
+    #[error("malformed response from the provider: {message}")]
+    Protocol { message: String },
+    #[error("replay: {message}")]
+    Replay { message: String },
+    #[error("the call was cancelled")]
+    Cancelled,
+}
+
+impl ModelError {
+    /// Whether trying the same request again may succeed. Quota, auth and request errors never
+    /// get better by retrying; the SDKs' retry set (408, 409, 429, 5xx, 529) maps to the
+    /// variants below.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ModelError::Connect { .. }
+            | ModelError::Timeout { .. }
+            | ModelError::RateLimited { .. }
+            | ModelError::Overloaded { .. }
+            | ModelError::Server { .. }
+            | ModelError::StreamInterrupted { .. } => true,
+            ModelError::Api { status, .. } => matches!(status, 408 | 409 | 429) || *status >= 500,
+            ModelError::Auth { .. }
+            | ModelError::QuotaExhausted { .. }
+            | ModelError::ContextOverflow { .. }
+            | ModelError::InvalidRequest { .. }
+            | ModelError::IncompleteToolCall { .. }
+            | ModelError::Protocol { .. }
+            | ModelError::Replay { .. }
+            | ModelError::Cancelled => false,
+        }
+    }
+
+    /// Tokens the provider reported for the failed call, which still count against the budget.
+    pub fn usage(&self) -> Usage {
+        match self {
+            ModelError::StreamInterrupted { partial, .. } | ModelError::IncompleteToolCall { partial, .. } => {
+                partial.usage
+            }
+            _ => Usage::default(),
+        }
+    }
+}
+
+/// What a streaming call reports while it runs, for progress displays.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamUpdate {
+    Text(String),
+    ToolCallStarted { name: String },
+    Retrying { attempt: u32, delay: Duration, reason: String },
+}
+
+/// Per-call context: where to record the exchange and who wants progress.
+#[derive(Default, Clone, Copy)]
+pub struct CallContext<'a> {
+    pub transcript: Option<&'a TranscriptWriter>,
+    pub observer: Option<&'a (dyn Fn(&StreamUpdate) + Send + Sync)>,
+}
+
+impl CallContext<'_> {
+    pub fn notify(&self, update: StreamUpdate) {
+        if let Some(observer) = self.observer {
+            observer(&update);
+        }
+    }
+}
+
+/// The result of `missions doctor`'s cheap request to one provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeReport {
+    pub reachable: bool,
+    /// What was tried and what came back, in a sentence.
+    pub detail: String,
+}
+
+/// A model provider: one wire format, one configured endpoint.
+pub trait ModelProvider: Send + Sync {
+    /// The provider's name in `[providers.<name>]`.
+    fn name(&self) -> &str;
+
+    /// Sends one request and returns the whole, assembled response. Retries retryable
+    /// failures per the provider's policy before giving up.
+    fn complete<'a>(
+        &'a self,
+        request: &'a ModelRequest,
+        context: CallContext<'a>,
+    ) -> BoxFuture<'a, Result<ModelResponse, ModelError>>;
+
+    /// One cheap request that tells whether the provider can be reached and accepts the key.
+    fn probe(&self) -> BoxFuture<'_, ProbeReport>;
+}

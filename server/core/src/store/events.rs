@@ -1,0 +1,170 @@
+//! The closed set of facts a mission records. Every projection is a fold of these.
+//!
+//! An [`Event`] says what happened, never what to do; the engine decides, then records. Each
+//! line of `events.jsonl` is a [`Record`]: the event plus its sequence number, timestamp and
+//! the SHA-256 of the previous line, which chains the log so truncation and tampering show.
+
+use serde::{Deserialize, Serialize};
+
+use crate::mission::{
+    AssertionStatus, Check, Finding, FindingStatus, Handoff, MissionState, PauseReason, Role, Source, WorkStatus,
+};
+use crate::model::Usage;
+
+/// A feature as the orchestrator submits it (no status yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureDraft {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub assertions: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MilestoneDraft {
+    pub id: String,
+    pub title: String,
+    pub features: Vec<FeatureDraft>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanDraft {
+    pub title: String,
+    pub summary: String,
+    pub milestones: Vec<MilestoneDraft>,
+}
+
+/// An assertion as submitted: what `submit_plan` and `decide_milestone` carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssertionDraft {
+    pub id: String,
+    pub milestone: String,
+    pub description: String,
+    pub check: Check,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    MissionCreated {
+        id: String,
+        title: String,
+        source: Source,
+        branch: String,
+        base_commit: String,
+        auto_accept: bool,
+        max_tokens: Option<u64>,
+        max_usd: Option<f64>,
+    },
+    PlanSubmitted {
+        plan: PlanDraft,
+        contract: Vec<AssertionDraft>,
+    },
+    /// The user approved the plan; the contract is locked with this digest.
+    PlanApproved {
+        contract_sha256: String,
+    },
+    StateChanged {
+        state: MissionState,
+        #[serde(default)]
+        pause_reason: Option<PauseReason>,
+        #[serde(default)]
+        detail: Option<String>,
+    },
+    /// Where the mission's attention is now; `None` fields clear.
+    CursorMoved {
+        milestone: Option<String>,
+        feature: Option<String>,
+        role: Option<Role>,
+    },
+    MilestoneStatusChanged {
+        milestone: String,
+        status: WorkStatus,
+    },
+    FeatureStatusChanged {
+        feature: String,
+        status: WorkStatus,
+    },
+    /// Corrective features for a milestone, from the orchestrator or from a rejection.
+    FeaturesAdded {
+        milestone: String,
+        features: Vec<FeatureDraft>,
+    },
+    HandoffRecorded {
+        handoff: Handoff,
+    },
+    AssertionsAdded {
+        assertions: Vec<AssertionDraft>,
+        /// `orchestrator` or `user`.
+        by: String,
+    },
+    AssertionChecked {
+        assertion: String,
+        status: AssertionStatus,
+        evidence: String,
+    },
+    /// Only the user can waive an assertion; the reason is kept.
+    AssertionWaived {
+        assertion: String,
+        reason: String,
+    },
+    FindingRecorded {
+        finding: Finding,
+    },
+    FindingStatusChanged {
+        finding: String,
+        status: FindingStatus,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    UsageRecorded {
+        role: Role,
+        run_id: String,
+        provider: String,
+        model: String,
+        usage: Usage,
+        cost_usd: Option<f64>,
+    },
+    AutoAcceptSet {
+        auto_accept: bool,
+    },
+    CourseCorrectionNoted {
+        note: String,
+    },
+}
+
+impl Event {
+    /// The `type` tag, for logs and messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::MissionCreated { .. } => "mission_created",
+            Event::PlanSubmitted { .. } => "plan_submitted",
+            Event::PlanApproved { .. } => "plan_approved",
+            Event::StateChanged { .. } => "state_changed",
+            Event::CursorMoved { .. } => "cursor_moved",
+            Event::MilestoneStatusChanged { .. } => "milestone_status_changed",
+            Event::FeatureStatusChanged { .. } => "feature_status_changed",
+            Event::FeaturesAdded { .. } => "features_added",
+            Event::HandoffRecorded { .. } => "handoff_recorded",
+            Event::AssertionsAdded { .. } => "assertions_added",
+            Event::AssertionChecked { .. } => "assertion_checked",
+            Event::AssertionWaived { .. } => "assertion_waived",
+            Event::FindingRecorded { .. } => "finding_recorded",
+            Event::FindingStatusChanged { .. } => "finding_status_changed",
+            Event::UsageRecorded { .. } => "usage_recorded",
+            Event::AutoAcceptSet { .. } => "auto_accept_set",
+            Event::CourseCorrectionNoted { .. } => "course_correction_noted",
+        }
+    }
+}
+
+/// One line of `events.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    pub ts: String,
+    /// Hex SHA-256 of the previous line's bytes (without its newline); 64 zeros for the first.
+    pub prev: String,
+    #[serde(flatten)]
+    pub event: Event,
+}

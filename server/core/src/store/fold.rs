@@ -1,0 +1,191 @@
+//! The fold: events in, projections out.
+//!
+//! [`Projection::apply`] is the only place that turns events into the state users see in
+//! `mission.json`, `plan.json`, `contract.json`, `handoffs/` and `findings.json`. It is
+//! deliberately forgiving (an event about an unknown feature changes nothing) because legality
+//! is the engine's job before it records; the fold only has to be deterministic, so that
+//! replaying a log always rebuilds the same files.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::events::{AssertionDraft, Event, FeatureDraft, Record};
+use crate::mission::{
+    Assertion, AssertionStatus, Budget, Contract, Cursor, Feature, Finding, Handoff, Milestone, Mission,
+    MissionState, Plan, RoleSpend, WorkStatus,
+};
+
+/// Everything a mission's log says, folded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Projection {
+    pub mission: Option<Mission>,
+    pub plan: Option<Plan>,
+    pub contract: Contract,
+    pub handoffs: BTreeMap<String, Handoff>,
+    pub findings: Vec<Finding>,
+    /// Course-correction notes, in the order the user gave them.
+    pub course_corrections: Vec<String>,
+    /// How many events were folded.
+    pub events: u64,
+}
+
+fn feature_from(draft: &FeatureDraft) -> Feature {
+    Feature {
+        id: draft.id.clone(),
+        title: draft.title.clone(),
+        description: draft.description.clone(),
+        assertions: draft.assertions.clone(),
+        status: WorkStatus::Pending,
+    }
+}
+
+fn assertion_from(draft: &AssertionDraft) -> Assertion {
+    Assertion {
+        id: draft.id.clone(),
+        milestone: draft.milestone.clone(),
+        description: draft.description.clone(),
+        check: draft.check.clone(),
+        status: AssertionStatus::Pending,
+    }
+}
+
+impl Projection {
+    /// Folds a whole log.
+    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a Record>) -> Projection {
+        let mut projection = Projection::default();
+        for record in records {
+            projection.apply(record);
+        }
+        projection
+    }
+
+    pub fn apply(&mut self, record: &Record) {
+        self.events += 1;
+        let ts = &record.ts;
+        match &record.event {
+            Event::MissionCreated { id, title, source, branch, base_commit, auto_accept, max_tokens, max_usd } => {
+                self.mission = Some(Mission {
+                    id: id.clone(),
+                    title: title.clone(),
+                    source: source.clone(),
+                    state: MissionState::Planning,
+                    pause_reason: None,
+                    detail: None,
+                    branch: branch.clone(),
+                    base_commit: base_commit.clone(),
+                    contract_sha256: None,
+                    auto_accept: *auto_accept,
+                    current: None,
+                    budget: Budget { max_tokens: *max_tokens, max_usd: *max_usd, ..Budget::default() },
+                    created_at: ts.clone(),
+                    updated_at: ts.clone(),
+                });
+            }
+            Event::PlanSubmitted { plan, contract } => {
+                self.plan = Some(Plan {
+                    title: plan.title.clone(),
+                    summary: plan.summary.clone(),
+                    milestones: plan
+                        .milestones
+                        .iter()
+                        .map(|m| Milestone {
+                            id: m.id.clone(),
+                            title: m.title.clone(),
+                            status: WorkStatus::Pending,
+                            features: m.features.iter().map(feature_from).collect(),
+                        })
+                        .collect(),
+                });
+                self.contract = Contract { sha256: None, assertions: contract.iter().map(assertion_from).collect() };
+            }
+            Event::PlanApproved { contract_sha256 } => {
+                self.contract.sha256 = Some(contract_sha256.clone());
+                if let Some(mission) = &mut self.mission {
+                    mission.contract_sha256 = Some(contract_sha256.clone());
+                }
+            }
+            Event::StateChanged { state, pause_reason, detail } => {
+                if let Some(mission) = &mut self.mission {
+                    mission.state = *state;
+                    mission.pause_reason = *pause_reason;
+                    mission.detail = detail.clone();
+                }
+            }
+            Event::CursorMoved { milestone, feature, role } => {
+                if let Some(mission) = &mut self.mission {
+                    mission.current = if milestone.is_none() && feature.is_none() && role.is_none() {
+                        None
+                    } else {
+                        Some(Cursor { milestone: milestone.clone(), feature: feature.clone(), role: *role })
+                    };
+                }
+            }
+            Event::MilestoneStatusChanged { milestone, status } => {
+                if let Some(m) = self.plan.as_mut().and_then(|p| p.milestones.iter_mut().find(|m| &m.id == milestone)) {
+                    m.status = *status;
+                }
+            }
+            Event::FeatureStatusChanged { feature, status } => {
+                if let Some(f) = self.plan.as_mut().and_then(|p| p.feature_mut(feature)) {
+                    f.status = *status;
+                }
+            }
+            Event::FeaturesAdded { milestone, features } => {
+                if let Some(m) = self.plan.as_mut().and_then(|p| p.milestones.iter_mut().find(|m| &m.id == milestone)) {
+                    m.features.extend(features.iter().map(feature_from));
+                }
+            }
+            Event::HandoffRecorded { handoff } => {
+                self.handoffs.insert(handoff.feature.clone(), handoff.clone());
+            }
+            Event::AssertionsAdded { assertions, .. } => {
+                self.contract.assertions.extend(assertions.iter().map(assertion_from));
+            }
+            Event::AssertionChecked { assertion, status, .. } => {
+                if let Some(a) = self.contract.assertions.iter_mut().find(|a| &a.id == assertion) {
+                    a.status = *status;
+                }
+            }
+            Event::AssertionWaived { assertion, .. } => {
+                if let Some(a) = self.contract.assertions.iter_mut().find(|a| &a.id == assertion) {
+                    a.status = AssertionStatus::Waived;
+                }
+            }
+            Event::FindingRecorded { finding } => match self.findings.iter_mut().find(|f| f.id == finding.id) {
+                Some(existing) => *existing = finding.clone(),
+                None => self.findings.push(finding.clone()),
+            },
+            Event::FindingStatusChanged { finding, status, .. } => {
+                if let Some(f) = self.findings.iter_mut().find(|f| &f.id == finding) {
+                    f.status = *status;
+                }
+            }
+            Event::UsageRecorded { role, usage, cost_usd, .. } => {
+                if let Some(mission) = &mut self.mission {
+                    let budget = &mut mission.budget;
+                    let tokens = usage.total();
+                    budget.used_tokens += tokens;
+                    let spend = budget.by_role.entry(*role).or_insert_with(RoleSpend::default);
+                    spend.tokens += tokens;
+                    match cost_usd {
+                        Some(usd) => {
+                            budget.used_usd += usd;
+                            spend.usd += usd;
+                        }
+                        None => budget.usd_unknown = true,
+                    }
+                }
+            }
+            Event::AutoAcceptSet { auto_accept } => {
+                if let Some(mission) = &mut self.mission {
+                    mission.auto_accept = *auto_accept;
+                }
+            }
+            Event::CourseCorrectionNoted { note } => self.course_corrections.push(note.clone()),
+        }
+        if let Some(mission) = &mut self.mission {
+            mission.updated_at = ts.clone();
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! `events.jsonl`: the append-only, hash-chained, fsync'd source of truth.
+//!
+//! Reading ([`read_log`]) checks every complete line: valid JSON, the expected `seq`, and a
+//! `prev` equal to the SHA-256 of the line before. A last line without its newline is what a
+//! crash in the middle of an append leaves; it is dropped with a warning, because the append
+//! was never acknowledged. Anything wrong before the last line is corruption and an error:
+//! it is never "fixed" silently, since the log is the only record of the mission.
+//!
+//! Writing ([`EventLog`]) holds an exclusive lock on `events.lock` for as long as it lives, so
+//! only one process writes a mission at a time; a second one gets an error naming the holder.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::StoreError;
+use super::events::{Event, Record};
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+pub fn line_hash(line: &[u8]) -> String {
+    hex::encode(Sha256::digest(line))
+}
+
+/// A verified log as read from disk.
+#[derive(Debug)]
+pub struct LogContents {
+    pub records: Vec<Record>,
+    /// Hash of the last complete line (the `prev` of the next record).
+    pub last_hash: String,
+    /// Byte length of the complete lines; anything after it is a torn tail.
+    pub valid_len: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Parses and verifies a log's bytes.
+pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents, StoreError> {
+    let mut records = Vec::new();
+    let mut last_hash = GENESIS.to_owned();
+    let mut offset = 0usize;
+    let mut warnings = Vec::new();
+    let mut line_no = 0usize;
+    while offset < bytes.len() {
+        line_no += 1;
+        let rest = &bytes[offset..];
+        let Some(newline) = rest.iter().position(|b| *b == b'\n') else {
+            warnings.push(format!(
+                "{}: dropped an incomplete last line ({} bytes at byte {offset}), left by an interrupted write",
+                path.display(),
+                rest.len()
+            ));
+            break;
+        };
+        let line = &rest[..newline];
+        let corrupt = |message: String| StoreError::Corrupt { path: path.to_owned(), line: line_no, message };
+        let record: Record =
+            serde_json::from_slice(line).map_err(|error| corrupt(format!("not a valid event: {error}")))?;
+        let expected_seq = records.len() as u64 + 1;
+        if record.seq != expected_seq {
+            return Err(corrupt(format!("sequence number {} where {expected_seq} was expected", record.seq)));
+        }
+        if record.prev != last_hash {
+            return Err(corrupt(
+                "hash chain broken: this event does not follow the one before it (the log was edited or lines were lost)"
+                    .to_owned(),
+            ));
+        }
+        last_hash = line_hash(line);
+        records.push(record);
+        offset += newline + 1;
+    }
+    Ok(LogContents { records, last_hash, valid_len: offset as u64, warnings })
+}
+
+/// Reads and verifies a log without locking it (for `status` and other readers).
+pub fn read_log(path: &Path) -> Result<LogContents, StoreError> {
+    let bytes = std::fs::read(path).map_err(|source| StoreError::Io { path: path.to_owned(), source })?;
+    parse_log(path, &bytes)
+}
+
+/// The writer's handle on a mission's log. Holds the lock until dropped.
+#[derive(Debug)]
+pub struct EventLog {
+    path: PathBuf,
+    file: File,
+    _lock: File,
+    /// Bytes of complete lines in the file; a failed append is cut back to this.
+    len: u64,
+    next_seq: u64,
+    last_hash: String,
+}
+
+/// Who holds a mission's lock: written into the lock file so a refused process can say who.
+fn holder_description() -> String {
+    let command: Vec<String> = std::env::args().collect();
+    format!("pid {} ({}) since {}", std::process::id(), command.join(" "), crate::now_rfc3339())
+}
+
+fn acquire_lock(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join("events.lock");
+    let io = |source| StoreError::Io { path: path.clone(), source };
+    let mut lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    match lock.try_lock() {
+        Ok(()) => {
+            lock.set_len(0).map_err(io)?;
+            lock.write_all(holder_description().as_bytes()).map_err(io)?;
+            Ok(lock)
+        }
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            // The holder wrote its description after locking; an empty read means it is
+            // between the two steps, which is still a live holder.
+            let _ = lock.read_to_string(&mut holder);
+            let holder = if holder.trim().is_empty() { "another process".to_owned() } else { holder };
+            Err(StoreError::Locked { dir: dir.to_owned(), holder })
+        }
+        Err(TryLockError::Error(source)) => Err(io(source)),
+    }
+}
+
+impl EventLog {
+    /// Creates a new log in `dir` (which must not hold one yet) and locks it.
+    pub fn create(dir: &Path) -> Result<EventLog, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
+        let lock = acquire_lock(dir)?;
+        let path = dir.join("events.jsonl");
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        Ok(EventLog { path, file, _lock: lock, len: 0, next_seq: 1, last_hash: GENESIS.to_owned() })
+    }
+
+    /// Opens an existing log for writing: locks it, verifies it, and cuts off a torn tail so
+    /// the next append starts on a fresh line. Returns the verified contents as well.
+    pub fn open(dir: &Path) -> Result<(EventLog, LogContents), StoreError> {
+        let lock = acquire_lock(dir)?;
+        let path = dir.join("events.jsonl");
+        let contents = read_log(&path)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        let io = |source| StoreError::Io { path: path.clone(), source };
+        if file.metadata().map_err(io)?.len() != contents.valid_len {
+            file.set_len(contents.valid_len).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        let log = EventLog {
+            path: path.clone(),
+            file,
+            _lock: lock,
+            len: contents.valid_len,
+            next_seq: contents.records.len() as u64 + 1,
+            last_hash: contents.last_hash.clone(),
+        };
+        Ok((log, contents))
+    }
+
+    /// Appends one event and makes it durable (fsync) before returning: nobody hears of a
+    /// state change that a crash could still take back.
+    pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
+        let record = Record { seq: self.next_seq, ts: crate::now_rfc3339(), prev: self.last_hash.clone(), event };
+        let mut line = serde_json::to_vec(&record)
+            .map_err(|error| StoreError::Encode { message: error.to_string() })?;
+        let hash = line_hash(&line);
+        line.push(b'\n');
+        if let Err(source) = self.file.write_all(&line).and_then(|()| self.file.sync_data()) {
+            // Cut a partly written line back off, so the log stays a sequence of whole events
+            // and the next append does not glue onto garbage.
+            let _ = self.file.set_len(self.len);
+            return Err(StoreError::Io { path: self.path.clone(), source });
+        }
+        self.len += line.len() as u64;
+        self.next_seq += 1;
+        self.last_hash = hash;
+        Ok(record)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

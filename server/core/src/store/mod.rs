@@ -1,0 +1,195 @@
+//! The durable mission store: `.missions/<mission-id>/` (SPEC §4).
+//!
+//! `events.jsonl` ([`log`]) is the source of truth. Everything else in the directory is a
+//! projection ([`fold::Projection`]) written atomically after each append, and can be rebuilt
+//! from the log alone: [`load_projection`] never trusts the projection files. A
+//! [`MissionStore`] is the single writer of one mission: it holds the log's lock for its whole
+//! life.
+
+pub mod events;
+pub mod fold;
+pub mod log;
+mod render;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use events::{AssertionDraft, Event, FeatureDraft, MilestoneDraft, PlanDraft, Record};
+pub use fold::Projection;
+
+/// Errors of the store. Callers branch on `Locked` (tell the user who holds the mission),
+/// `NotFound` (unknown mission id: exit 2) and `Corrupt` (stop; never overwrite).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("mission {dir} is being driven by another process: {holder}")]
+    Locked { dir: PathBuf, holder: String },
+    #[error("no mission `{id}` in {root}")]
+    NotFound { id: String, root: PathBuf },
+    #[error(
+        "{path} line {line} is corrupt: {message}. The log is the mission's source of truth, so it is left \
+         untouched; restore it from a backup or move the mission directory aside"
+    )]
+    Corrupt { path: PathBuf, line: usize, message: String },
+    #[error("cannot encode an event: {message}")]
+    Encode { message: String },
+    #[error("{path} holds no mission_created event")]
+    Empty { path: PathBuf },
+}
+
+/// `<workspace>/.missions`.
+pub fn missions_root(workspace: &Path) -> PathBuf {
+    workspace.join(".missions")
+}
+
+/// The ids of the missions in a workspace, oldest first (ids sort by creation date).
+pub fn list_missions(workspace: &Path) -> Result<Vec<String>, StoreError> {
+    let root = missions_root(workspace);
+    let entries = match std::fs::read_dir(&root) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(StoreError::Io { path: root, source }),
+    };
+    let mut ids: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().join("events.jsonl").is_file())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// The directory of mission `id`, which must exist.
+pub fn mission_dir(workspace: &Path, id: &str) -> Result<PathBuf, StoreError> {
+    let root = missions_root(workspace);
+    let valid_id = !id.is_empty() && !id.contains(['/', '\\']) && id != "." && id != "..";
+    let dir = root.join(id);
+    if valid_id && dir.join("events.jsonl").is_file() {
+        Ok(dir)
+    } else {
+        Err(StoreError::NotFound { id: id.to_owned(), root })
+    }
+}
+
+/// Folds a mission's log without locking it or reading any projection file. Returns the
+/// projection and the warnings from reading (a dropped torn line).
+pub fn load_projection(dir: &Path) -> Result<(Projection, Vec<String>), StoreError> {
+    let path = dir.join("events.jsonl");
+    let contents = log::read_log(&path)?;
+    let projection = Projection::from_records(&contents.records);
+    if projection.mission.is_none() {
+        return Err(StoreError::Empty { path });
+    }
+    Ok((projection, contents.warnings))
+}
+
+/// The single writer of one mission.
+#[derive(Debug)]
+pub struct MissionStore {
+    dir: PathBuf,
+    log: log::EventLog,
+    projection: Projection,
+    /// SHA-256 of what was last written to each projection file, so unchanged files are not
+    /// rewritten after every event.
+    written: HashMap<PathBuf, [u8; 32]>,
+}
+
+impl MissionStore {
+    /// Creates `<workspace>/.missions/<id>/` with its first event, which must be
+    /// `MissionCreated`.
+    pub fn create(workspace: &Path, created: Event) -> Result<MissionStore, StoreError> {
+        let Event::MissionCreated { id, .. } = &created else {
+            return Err(StoreError::Encode { message: "a mission log must start with mission_created".to_owned() });
+        };
+        let dir = missions_root(workspace).join(id);
+        let log = log::EventLog::create(&dir)?;
+        let mut store = MissionStore { dir, log, projection: Projection::default(), written: HashMap::new() };
+        store.append(created)?;
+        Ok(store)
+    }
+
+    /// Opens mission `dir` for writing: takes the lock, verifies the log, drops a torn tail,
+    /// and rewrites every projection from the log.
+    pub fn open(dir: &Path) -> Result<(MissionStore, Vec<String>), StoreError> {
+        let (log, contents) = log::EventLog::open(dir)?;
+        let projection = Projection::from_records(&contents.records);
+        if projection.mission.is_none() {
+            return Err(StoreError::Empty { path: log.path().to_owned() });
+        }
+        let mut store = MissionStore { dir: dir.to_owned(), log, projection, written: HashMap::new() };
+        store.write_projections()?;
+        Ok((store, contents.warnings))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn projection(&self) -> &Projection {
+        &self.projection
+    }
+
+    /// Records an event durably, folds it, and refreshes the projections. When this returns,
+    /// the event survives a crash; a failure to write a projection is reported but the event
+    /// stands (the projection is rebuilt on the next open).
+    pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
+        let record = self.log.append(event)?;
+        self.projection.apply(&record);
+        self.write_projections()?;
+        Ok(record)
+    }
+
+    /// Writes every projection file whose content changed, each atomically.
+    pub fn write_projections(&mut self) -> Result<(), StoreError> {
+        for (path, bytes) in render::projection_files(&self.dir, &self.projection)? {
+            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            if self.written.get(&path) == Some(&digest) && path.exists() {
+                continue;
+            }
+            write_atomically(&path, &bytes)?;
+            self.written.insert(path, digest);
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` so that a reader sees either the old file or the whole new one:
+/// a temporary file in the same directory, fsync'd, then renamed over the target.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io { path: path.to_owned(), source };
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io)?;
+    let mut temp = tempfile::NamedTempFile::new_in(parent).map_err(io)?;
+    temp.write_all(bytes).map_err(io)?;
+    temp.as_file().sync_all().map_err(io)?;
+    temp.persist(path).map_err(|error| io(error.error))?;
+    // The rename is only durable once the directory entry is; without this a crash can bring
+    // back the old file even though the new one was acknowledged.
+    std::fs::File::open(parent).and_then(|dir| dir.sync_all()).map_err(io)?;
+    Ok(())
+}
+
+/// The digest that locks a contract: SHA-256 over the canonical JSON of its assertions
+/// (id, milestone, description, check), in id order, so the same contract always gives the
+/// same digest whatever order it was written in.
+pub fn contract_digest(assertions: &[crate::mission::Assertion]) -> String {
+    let mut drafts: Vec<AssertionDraft> = assertions
+        .iter()
+        .map(|a| AssertionDraft {
+            id: a.id.clone(),
+            milestone: a.milestone.clone(),
+            description: a.description.clone(),
+            check: a.check.clone(),
+        })
+        .collect();
+    drafts.sort_by(|a, b| a.id.cmp(&b.id));
+    let canonical = serde_json::to_vec(&drafts).unwrap_or_default();
+    hex::encode(Sha256::digest(canonical))
+}
+
+#[cfg(test)]
+mod tests;
