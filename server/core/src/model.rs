@@ -265,9 +265,20 @@ impl CallContext<'_> {
 /// The result of `missions doctor`'s cheap request to one provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProbeReport {
-    pub reachable: bool,
+    pub status: ProbeStatus,
     /// What was tried and what came back, in a sentence.
     pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeStatus {
+    /// The server answered and accepted the request.
+    Ok,
+    /// The server answered but refused (a bad key, a wrong path).
+    Rejected,
+    /// Nothing answered: connection refused, DNS, timeout.
+    Unreachable,
 }
 
 /// A model provider: one wire format, one configured endpoint.

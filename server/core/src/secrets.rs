@@ -30,7 +30,7 @@ impl Redactor {
             .map(|(name, value)| (value.into(), format!("[REDACTED:{}]", name.as_ref())))
             .filter(|(value, _)| value.len() >= MIN_SECRET_LEN)
             .collect();
-        pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        pairs.sort_by_key(|pair| std::cmp::Reverse(pair.0.len()));
         pairs.dedup_by(|a, b| a.0 == b.0);
         Redactor { secrets: pairs }
     }

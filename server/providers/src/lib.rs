@@ -1,1 +1,142 @@
-//! placeholder
+//! Model providers for Missions, behind `missions_core::model::ModelProvider`.
+//!
+//! Three kinds: `anthropic` (the Messages API), `openai` (Chat Completions, which local
+//! servers speak too) and `replay` (a recorded transcript played back). The two HTTP kinds
+//! share one engine ([`http`]) for timeouts, retries ([`retry`]), transcripts and pricing
+//! ([`pricing`]); each contributes only its wire format. The wire formats are our own code on
+//! purpose: retry policy, usage and cache accounting are part of what Missions promises.
+//!
+//! Boundary: this crate knows HTTP and the vendors' JSON; it knows nothing of missions,
+//! plans or LSP.
+
+mod anthropic;
+mod http;
+mod openai;
+pub mod pricing;
+pub mod replay;
+pub mod retry;
+pub mod sse;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use missions_core::config::{ConfigError, Environment, LoadedConfig, ProviderConfig, ProviderKind};
+use missions_core::mission::Role;
+use missions_core::model::{ModelError, ModelProvider};
+use missions_core::secrets::Redactor;
+use missions_core::transcript::{TranscriptError, TranscriptWriter};
+
+pub use http::HttpSettings;
+pub use pricing::PriceTable;
+pub use retry::RetryPolicy;
+
+/// Why a provider could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("provider `{provider}`: {source}")]
+    Client { provider: String, source: ModelError },
+    #[error("provider `{provider}`: {source}")]
+    Record { provider: String, source: TranscriptError },
+}
+
+fn seconds(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value).unwrap_or(Duration::from_secs(60))
+}
+
+/// The HTTP settings a provider's configuration asks for.
+pub fn http_settings(config: &ProviderConfig) -> HttpSettings {
+    HttpSettings {
+        stream: config.stream,
+        max_output_tokens: config.max_output_tokens,
+        connect_timeout: seconds(config.connect_timeout_s),
+        first_byte_timeout: seconds(config.first_byte_timeout_s),
+        idle_timeout: seconds(config.idle_timeout_s),
+        retry: RetryPolicy {
+            max_retries: config.max_retries,
+            initial: Duration::from_millis(config.initial_backoff_ms),
+            max: Duration::from_millis(config.max_backoff_ms),
+        },
+    }
+}
+
+/// Builds the provider named `name`. Relative paths (`transcript`, `record`) are taken from
+/// the workspace root. The key is read from `env` here and nowhere else.
+pub fn build_provider(
+    name: &str,
+    config: &ProviderConfig,
+    prices: Arc<PriceTable>,
+    workspace: &Path,
+    env: &dyn Environment,
+    redactor: &Redactor,
+) -> Result<Arc<dyn ModelProvider>, BuildError> {
+    let kind = config.kind.ok_or_else(|| ConfigError::Invalid {
+        origin: "configuration".into(),
+        key: format!("providers.{name}.kind"),
+        message: "is missing".into(),
+    })?;
+    let recorder = match &config.record {
+        Some(path) => Some(
+            TranscriptWriter::create(&workspace.join(path), redactor.clone())
+                .map_err(|source| BuildError::Record { provider: name.to_owned(), source })?,
+        ),
+        None => None,
+    };
+    let base_url = config.base_url.clone().unwrap_or_default();
+    let client_error = |source| BuildError::Client { provider: name.to_owned(), source };
+    let provider: Arc<dyn ModelProvider> = match kind {
+        ProviderKind::Anthropic => {
+            let key = config.api_key(name, env)?;
+            let version = config.anthropic_version.clone().unwrap_or_else(|| anthropic::DEFAULT_VERSION.to_owned());
+            let wire = anthropic::AnthropicWire { base_url, version };
+            Arc::new(http::HttpProvider::new(name.to_owned(), wire, key, http_settings(config), prices, recorder).map_err(client_error)?)
+        }
+        ProviderKind::Openai => {
+            let key = config.api_key(name, env)?;
+            let wire = openai::OpenAiWire { base_url };
+            Arc::new(http::HttpProvider::new(name.to_owned(), wire, key, http_settings(config), prices, recorder).map_err(client_error)?)
+        }
+        ProviderKind::Replay => {
+            let transcript = config.transcript.clone().unwrap_or_default();
+            Arc::new(replay::ReplayProvider::new(name.to_owned(), workspace.join(transcript)))
+        }
+    };
+    Ok(provider)
+}
+
+/// Each role's provider and model, built from the configuration. Roles that share a provider
+/// share one instance (and so one connection pool, and one replay tape).
+pub struct ProviderRegistry {
+    routes: BTreeMap<Role, (Arc<dyn ModelProvider>, String)>,
+}
+
+impl ProviderRegistry {
+    pub fn from_config(loaded: &LoadedConfig, workspace: &Path, env: &dyn Environment) -> Result<ProviderRegistry, BuildError> {
+        let prices = Arc::new(PriceTable::with_overrides(&loaded.config.prices));
+        let redactor = loaded.redactor(env);
+        let mut built: BTreeMap<String, Arc<dyn ModelProvider>> = BTreeMap::new();
+        let mut routes = BTreeMap::new();
+        for role in Role::ALL {
+            let route = loaded.route(role)?;
+            let provider = match built.get(&route.provider) {
+                Some(provider) => provider.clone(),
+                None => {
+                    let config = loaded.config.providers.get(&route.provider).cloned().unwrap_or_default();
+                    let provider = build_provider(&route.provider, &config, prices.clone(), workspace, env, &redactor)?;
+                    built.insert(route.provider.clone(), provider.clone());
+                    provider
+                }
+            };
+            routes.insert(role, (provider, route.model));
+        }
+        Ok(ProviderRegistry { routes })
+    }
+
+    /// The provider and model that serve `role`.
+    pub fn for_role(&self, role: Role) -> Option<(&Arc<dyn ModelProvider>, &str)> {
+        self.routes.get(&role).map(|(provider, model)| (provider, model.as_str()))
+    }
+}
