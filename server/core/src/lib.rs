@@ -14,6 +14,7 @@ pub mod ids;
 pub mod mission;
 pub mod model;
 pub mod secrets;
+pub mod status;
 pub mod store;
 pub mod transcript;
 

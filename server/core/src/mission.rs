@@ -82,7 +82,12 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Orchestrator, Role::Worker, Role::Reviewer, Role::UserTester];
+    pub const ALL: [Role; 4] = [
+        Role::Orchestrator,
+        Role::Worker,
+        Role::Reviewer,
+        Role::UserTester,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -210,7 +215,10 @@ impl Plan {
     }
 
     pub fn feature_mut(&mut self, id: &str) -> Option<&mut Feature> {
-        self.milestones.iter_mut().flat_map(|m| m.features.iter_mut()).find(|f| f.id == id)
+        self.milestones
+            .iter_mut()
+            .flat_map(|m| m.features.iter_mut())
+            .find(|f| f.id == id)
     }
 }
 

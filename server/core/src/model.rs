@@ -25,9 +25,19 @@ pub enum ChatRole {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentBlock {
-    Text { text: String },
-    ToolUse { id: String, name: String, input: serde_json::Value },
-    ToolResult { tool_use_id: String, content: String, is_error: bool },
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        input: serde_json::Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        content: String,
+        is_error: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,7 +48,10 @@ pub struct Message {
 
 impl Message {
     pub fn user_text(text: impl Into<String>) -> Message {
-        Message { role: ChatRole::User, content: vec![ContentBlock::Text { text: text.into() }] }
+        Message {
+            role: ChatRole::User,
+            content: vec![ContentBlock::Text { text: text.into() }],
+        }
     }
 }
 
@@ -170,9 +183,15 @@ pub enum ModelError {
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("timed out waiting for {phase} after {after:?}")]
-    Timeout { phase: TimeoutPhase, after: Duration },
+    Timeout {
+        phase: TimeoutPhase,
+        after: Duration,
+    },
     #[error("rate limited: {message}")]
-    RateLimited { message: String, retry_after: Option<Duration> },
+    RateLimited {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     #[error("the provider is overloaded: {message}")]
     Overloaded { message: String },
     #[error("server error (HTTP {status}): {message}")]
@@ -186,16 +205,27 @@ pub enum ModelError {
     #[error("invalid request (HTTP {status}): {message}")]
     InvalidRequest { status: u16, message: String },
     #[error("{kind} error (HTTP {status}): {message}")]
-    Api { status: u16, kind: String, message: String },
+    Api {
+        status: u16,
+        kind: String,
+        message: String,
+    },
     /// The stream ended, or broke, before the response was complete. Nothing in `partial`
     /// may be acted on as if it were a whole turn.
     #[error("the response stream ended early: {reason}")]
-    StreamInterrupted { reason: String, partial: Box<ModelResponse> },
+    StreamInterrupted {
+        reason: String,
+        partial: Box<ModelResponse>,
+    },
     /// A tool call whose JSON input was cut off (by `max_tokens` or a broken stream). The call
     /// is not in `partial.content` and must never be executed; the agent loop can tell the
     /// model and ask again.
     #[error("the input of tool call `{tool}` was cut off ({reason}); it was not executed")]
-    IncompleteToolCall { tool: String, reason: String, partial: Box<ModelResponse> },
+    IncompleteToolCall {
+        tool: String,
+        reason: String,
+        partial: Box<ModelResponse>,
+    },
     #[error("malformed response from the provider: {message}")]
     Protocol { message: String },
     #[error("replay: {message}")]
@@ -231,9 +261,8 @@ impl ModelError {
     /// Tokens the provider reported for the failed call, which still count against the budget.
     pub fn usage(&self) -> Usage {
         match self {
-            ModelError::StreamInterrupted { partial, .. } | ModelError::IncompleteToolCall { partial, .. } => {
-                partial.usage
-            }
+            ModelError::StreamInterrupted { partial, .. }
+            | ModelError::IncompleteToolCall { partial, .. } => partial.usage,
             _ => Usage::default(),
         }
     }
@@ -243,8 +272,14 @@ impl ModelError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamUpdate {
     Text(String),
-    ToolCallStarted { name: String },
-    Retrying { attempt: u32, delay: Duration, reason: String },
+    ToolCallStarted {
+        name: String,
+    },
+    Retrying {
+        attempt: u32,
+        delay: Duration,
+        reason: String,
+    },
 }
 
 /// Per-call context: where to record the exchange and who wants progress.

@@ -52,7 +52,9 @@ impl Redactor {
 
     /// Whether `text` holds any known secret anywhere in it.
     pub fn contains_secret(&self, text: &str) -> bool {
-        self.secrets.iter().any(|(value, _)| text.contains(value.as_str()))
+        self.secrets
+            .iter()
+            .any(|(value, _)| text.contains(value.as_str()))
     }
 }
 
@@ -64,7 +66,10 @@ mod tests {
     fn replaces_every_occurrence_and_names_the_variable() {
         let r = Redactor::new([("OPENAI_API_KEY", "sk-test-1234567890"), ("SHORT", "abc")]);
         let out = r.redact("key=sk-test-1234567890; again sk-test-1234567890; abc stays");
-        assert_eq!(out, "key=[REDACTED:OPENAI_API_KEY]; again [REDACTED:OPENAI_API_KEY]; abc stays");
+        assert_eq!(
+            out,
+            "key=[REDACTED:OPENAI_API_KEY]; again [REDACTED:OPENAI_API_KEY]; abc stays"
+        );
         assert!(r.contains_secret("xx sk-test-1234567890"));
         assert!(!r.contains_secret("abc"));
     }

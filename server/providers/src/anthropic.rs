@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 
 use missions_core::model::{
-    CallContext, ChatRole, ContentBlock, ModelError, ModelRequest, ModelResponse, StopReason, StreamUpdate, Usage,
+    CallContext, ChatRole, ContentBlock, ModelError, ModelRequest, ModelResponse, StopReason,
+    StreamUpdate, Usage,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
@@ -35,8 +36,14 @@ fn block_json(block: &ContentBlock) -> Option<Value> {
         // The API rejects empty text blocks.
         ContentBlock::Text { text } if text.is_empty() => None,
         ContentBlock::Text { text } => Some(json!({"type": "text", "text": text})),
-        ContentBlock::ToolUse { id, name, input } => Some(json!({"type": "tool_use", "id": id, "name": name, "input": input})),
-        ContentBlock::ToolResult { tool_use_id, content, is_error } => Some(json!({
+        ContentBlock::ToolUse { id, name, input } => {
+            Some(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
+        }
+        ContentBlock::ToolResult {
+            tool_use_id,
+            content,
+            is_error,
+        } => Some(json!({
             "type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error
         })),
     }
@@ -107,10 +114,18 @@ impl Wire for AnthropicWire {
     fn headers(&self, key: Option<&str>) -> Result<HeaderMap, ModelError> {
         let mut headers = HeaderMap::new();
         let value = |v: &str| {
-            HeaderValue::from_str(v).map_err(|_| ModelError::Protocol { message: "a header value is not valid ASCII".into() })
+            HeaderValue::from_str(v).map_err(|_| ModelError::Protocol {
+                message: "a header value is not valid ASCII".into(),
+            })
         };
-        headers.insert(HeaderName::from_static("content-type"), HeaderValue::from_static("application/json"));
-        headers.insert(HeaderName::from_static("anthropic-version"), value(&self.version)?);
+        headers.insert(
+            HeaderName::from_static("content-type"),
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            HeaderName::from_static("anthropic-version"),
+            value(&self.version)?,
+        );
         if let Some(key) = key {
             let mut key = value(key)?;
             key.set_sensitive(true);
@@ -132,7 +147,11 @@ impl Wire for AnthropicWire {
             })
             .collect();
         // Caching the conversation so far: the next turn repeats it byte for byte.
-        if let Some(last) = messages.last_mut().and_then(|m| m.get_mut("content")).and_then(Value::as_array_mut).and_then(|c| c.last_mut())
+        if let Some(last) = messages
+            .last_mut()
+            .and_then(|m| m.get_mut("content"))
+            .and_then(Value::as_array_mut)
+            .and_then(|c| c.last_mut())
             && let Some(block) = last.as_object_mut()
         {
             block.insert("cache_control".into(), cache_control());
@@ -151,7 +170,8 @@ impl Wire for AnthropicWire {
             "messages": messages,
         });
         if !request.system.is_empty() {
-            body["system"] = json!([{"type": "text", "text": request.system, "cache_control": cache_control()}]);
+            body["system"] =
+                json!([{"type": "text", "text": request.system, "cache_control": cache_control()}]);
         }
         if !tools.is_empty() {
             body["tools"] = Value::Array(tools);
@@ -163,26 +183,55 @@ impl Wire for AnthropicWire {
     }
 
     fn parse_body(&self, body: &[u8]) -> Result<ModelResponse, ModelError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|error| ModelError::Protocol { message: format!("response is not JSON: {error}") })?;
-        let mut response = empty_response(value.get("model").and_then(Value::as_str).unwrap_or_default().to_owned());
+        let value: Value = serde_json::from_slice(body).map_err(|error| ModelError::Protocol {
+            message: format!("response is not JSON: {error}"),
+        })?;
+        let mut response = empty_response(
+            value
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        );
         response.request_id = value.get("id").and_then(Value::as_str).map(str::to_owned);
         response.usage = RawUsage::read(value.get("usage")).over(RawUsage::default());
-        let stop = value.get("stop_reason").and_then(Value::as_str).unwrap_or("end_turn");
+        let stop = value
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .unwrap_or("end_turn");
         response.stop_reason = map_stop_reason(stop);
         let mut last_tool = None;
-        for block in value.get("content").and_then(Value::as_array).into_iter().flatten() {
+        for block in value
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             match block.get("type").and_then(Value::as_str) {
                 Some("text") => {
-                    let text = block.get("text").and_then(Value::as_str).unwrap_or_default().to_owned();
+                    let text = block
+                        .get("text")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
                     response.content.push(ContentBlock::Text { text });
                 }
                 Some("tool_use") => {
-                    let name = block.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-                    let id = block.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                    let name = block
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let id = block
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
                     let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
                     last_tool = Some(name.clone());
-                    response.content.push(ContentBlock::ToolUse { id, name, input });
+                    response
+                        .content
+                        .push(ContentBlock::ToolUse { id, name, input });
                 }
                 _ => {}
             }
@@ -192,7 +241,9 @@ impl Wire for AnthropicWire {
         if response.stop_reason == StopReason::MaxTokens
             && let Some(tool) = last_tool
         {
-            response.content.retain(|b| !matches!(b, ContentBlock::ToolUse { name, .. } if *name == tool));
+            response
+                .content
+                .retain(|b| !matches!(b, ContentBlock::ToolUse { name, .. } if *name == tool));
             return Err(ModelError::IncompleteToolCall {
                 tool,
                 reason: "the response hit max_tokens".into(),
@@ -225,7 +276,12 @@ impl Wire for AnthropicWire {
 
 enum Block {
     Text(String),
-    Tool { id: String, name: String, json: String, closed: bool },
+    Tool {
+        id: String,
+        name: String,
+        json: String,
+        closed: bool,
+    },
     /// Thinking, citations and block types added after this was written.
     Other,
 }
@@ -251,9 +307,18 @@ impl AnthropicStream {
         let mut incomplete = None;
         for block in std::mem::take(&mut self.blocks).into_values() {
             match block {
-                Block::Text(text) if !text.is_empty() => response.content.push(ContentBlock::Text { text }),
-                Block::Tool { id, name, json, closed } => match parse_tool_input(&json).filter(|_| closed) {
-                    Some(input) => response.content.push(ContentBlock::ToolUse { id, name, input }),
+                Block::Text(text) if !text.is_empty() => {
+                    response.content.push(ContentBlock::Text { text })
+                }
+                Block::Tool {
+                    id,
+                    name,
+                    json,
+                    closed,
+                } => match parse_tool_input(&json).filter(|_| closed) {
+                    Some(input) => response
+                        .content
+                        .push(ContentBlock::ToolUse { id, name, input }),
                     None => {
                         incomplete.get_or_insert(name);
                     }
@@ -275,7 +340,11 @@ impl StreamAssembler for AnthropicStream {
             // this version does not know, and is skipped like any unknown event.
             return Ok(());
         };
-        let kind = data.get("type").and_then(Value::as_str).or(event.event.as_deref()).unwrap_or_default();
+        let kind = data
+            .get("type")
+            .and_then(Value::as_str)
+            .or(event.event.as_deref())
+            .unwrap_or_default();
         let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
         match kind {
             "message_start" => {
@@ -283,20 +352,35 @@ impl StreamAssembler for AnthropicStream {
                 if let Some(model) = message.and_then(|m| m.get("model")).and_then(Value::as_str) {
                     self.response.model = model.to_owned();
                 }
-                self.response.request_id = message.and_then(|m| m.get("id")).and_then(Value::as_str).map(str::to_owned);
+                self.response.request_id = message
+                    .and_then(|m| m.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
                 self.start_usage = RawUsage::read(message.and_then(|m| m.get("usage")));
             }
             "content_block_start" => {
                 let block = data.get("content_block");
                 let block = match block.and_then(|b| b.get("type")).and_then(Value::as_str) {
                     Some("text") => Block::Text(
-                        block.and_then(|b| b.get("text")).and_then(Value::as_str).unwrap_or_default().to_owned(),
+                        block
+                            .and_then(|b| b.get("text"))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
                     ),
                     Some("tool_use") => {
-                        let name = block.and_then(|b| b.get("name")).and_then(Value::as_str).unwrap_or_default().to_owned();
+                        let name = block
+                            .and_then(|b| b.get("name"))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned();
                         context.notify(StreamUpdate::ToolCallStarted { name: name.clone() });
                         Block::Tool {
-                            id: block.and_then(|b| b.get("id")).and_then(Value::as_str).unwrap_or_default().to_owned(),
+                            id: block
+                                .and_then(|b| b.get("id"))
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
                             name,
                             json: String::new(),
                             closed: false,
@@ -308,14 +392,25 @@ impl StreamAssembler for AnthropicStream {
             }
             "content_block_delta" => {
                 let delta = data.get("delta");
-                match (delta.and_then(|d| d.get("type")).and_then(Value::as_str), self.blocks.get_mut(&index)) {
+                match (
+                    delta.and_then(|d| d.get("type")).and_then(Value::as_str),
+                    self.blocks.get_mut(&index),
+                ) {
                     (Some("text_delta"), Some(Block::Text(text))) => {
-                        let piece = delta.and_then(|d| d.get("text")).and_then(Value::as_str).unwrap_or_default();
+                        let piece = delta
+                            .and_then(|d| d.get("text"))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
                         text.push_str(piece);
                         context.notify(StreamUpdate::Text(piece.to_owned()));
                     }
                     (Some("input_json_delta"), Some(Block::Tool { json, .. })) => {
-                        json.push_str(delta.and_then(|d| d.get("partial_json")).and_then(Value::as_str).unwrap_or_default());
+                        json.push_str(
+                            delta
+                                .and_then(|d| d.get("partial_json"))
+                                .and_then(Value::as_str)
+                                .unwrap_or_default(),
+                        );
                     }
                     _ => {}
                 }
@@ -341,8 +436,15 @@ impl StreamAssembler for AnthropicStream {
             "error" => {
                 let error = data.get("error");
                 let field = |name: &str| error.and_then(|e| e.get(name)).and_then(Value::as_str);
-                let code = error.and_then(|e| e.pointer("/details/error_code")).and_then(Value::as_str);
-                return Err(classify(None, field("type"), code, field("message").unwrap_or("error event").to_owned()));
+                let code = error
+                    .and_then(|e| e.pointer("/details/error_code"))
+                    .and_then(Value::as_str);
+                return Err(classify(
+                    None,
+                    field("type"),
+                    code,
+                    field("message").unwrap_or("error event").to_owned(),
+                ));
             }
             // `ping` and event types added after this was written.
             _ => {}
@@ -377,8 +479,15 @@ impl StreamAssembler for AnthropicStream {
     fn interrupted(mut self: Box<Self>, reason: String) -> ModelError {
         let (response, incomplete) = self.build();
         match incomplete {
-            Some(tool) => ModelError::IncompleteToolCall { tool, reason, partial: Box::new(response) },
-            None => ModelError::StreamInterrupted { reason, partial: Box::new(response) },
+            Some(tool) => ModelError::IncompleteToolCall {
+                tool,
+                reason,
+                partial: Box::new(response),
+            },
+            None => ModelError::StreamInterrupted {
+                reason,
+                partial: Box::new(response),
+            },
         }
     }
 

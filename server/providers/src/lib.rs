@@ -38,9 +38,15 @@ pub enum BuildError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("provider `{provider}`: {source}")]
-    Client { provider: String, source: ModelError },
+    Client {
+        provider: String,
+        source: ModelError,
+    },
     #[error("provider `{provider}`: {source}")]
-    Record { provider: String, source: TranscriptError },
+    Record {
+        provider: String,
+        source: TranscriptError,
+    },
 }
 
 fn seconds(value: f64) -> Duration {
@@ -80,28 +86,61 @@ pub fn build_provider(
     })?;
     let recorder = match &config.record {
         Some(path) => Some(
-            TranscriptWriter::create(&workspace.join(path), redactor.clone())
-                .map_err(|source| BuildError::Record { provider: name.to_owned(), source })?,
+            TranscriptWriter::create(&workspace.join(path), redactor.clone()).map_err(
+                |source| BuildError::Record {
+                    provider: name.to_owned(),
+                    source,
+                },
+            )?,
         ),
         None => None,
     };
     let base_url = config.base_url.clone().unwrap_or_default();
-    let client_error = |source| BuildError::Client { provider: name.to_owned(), source };
+    let client_error = |source| BuildError::Client {
+        provider: name.to_owned(),
+        source,
+    };
     let provider: Arc<dyn ModelProvider> = match kind {
         ProviderKind::Anthropic => {
             let key = config.api_key(name, env)?;
-            let version = config.anthropic_version.clone().unwrap_or_else(|| anthropic::DEFAULT_VERSION.to_owned());
+            let version = config
+                .anthropic_version
+                .clone()
+                .unwrap_or_else(|| anthropic::DEFAULT_VERSION.to_owned());
             let wire = anthropic::AnthropicWire { base_url, version };
-            Arc::new(http::HttpProvider::new(name.to_owned(), wire, key, http_settings(config), prices, recorder).map_err(client_error)?)
+            Arc::new(
+                http::HttpProvider::new(
+                    name.to_owned(),
+                    wire,
+                    key,
+                    http_settings(config),
+                    prices,
+                    recorder,
+                )
+                .map_err(client_error)?,
+            )
         }
         ProviderKind::Openai => {
             let key = config.api_key(name, env)?;
             let wire = openai::OpenAiWire { base_url };
-            Arc::new(http::HttpProvider::new(name.to_owned(), wire, key, http_settings(config), prices, recorder).map_err(client_error)?)
+            Arc::new(
+                http::HttpProvider::new(
+                    name.to_owned(),
+                    wire,
+                    key,
+                    http_settings(config),
+                    prices,
+                    recorder,
+                )
+                .map_err(client_error)?,
+            )
         }
         ProviderKind::Replay => {
             let transcript = config.transcript.clone().unwrap_or_default();
-            Arc::new(replay::ReplayProvider::new(name.to_owned(), workspace.join(transcript)))
+            Arc::new(replay::ReplayProvider::new(
+                name.to_owned(),
+                workspace.join(transcript),
+            ))
         }
     };
     Ok(provider)
@@ -114,7 +153,11 @@ pub struct ProviderRegistry {
 }
 
 impl ProviderRegistry {
-    pub fn from_config(loaded: &LoadedConfig, workspace: &Path, env: &dyn Environment) -> Result<ProviderRegistry, BuildError> {
+    pub fn from_config(
+        loaded: &LoadedConfig,
+        workspace: &Path,
+        env: &dyn Environment,
+    ) -> Result<ProviderRegistry, BuildError> {
         let prices = Arc::new(PriceTable::with_overrides(&loaded.config.prices));
         let redactor = loaded.redactor(env);
         let mut built: BTreeMap<String, Arc<dyn ModelProvider>> = BTreeMap::new();
@@ -124,8 +167,20 @@ impl ProviderRegistry {
             let provider = match built.get(&route.provider) {
                 Some(provider) => provider.clone(),
                 None => {
-                    let config = loaded.config.providers.get(&route.provider).cloned().unwrap_or_default();
-                    let provider = build_provider(&route.provider, &config, prices.clone(), workspace, env, &redactor)?;
+                    let config = loaded
+                        .config
+                        .providers
+                        .get(&route.provider)
+                        .cloned()
+                        .unwrap_or_default();
+                    let provider = build_provider(
+                        &route.provider,
+                        &config,
+                        prices.clone(),
+                        workspace,
+                        env,
+                        &redactor,
+                    )?;
                     built.insert(route.provider.clone(), provider.clone());
                     provider
                 }
@@ -137,6 +192,8 @@ impl ProviderRegistry {
 
     /// The provider and model that serve `role`.
     pub fn for_role(&self, role: Role) -> Option<(&Arc<dyn ModelProvider>, &str)> {
-        self.routes.get(&role).map(|(provider, model)| (provider, model.as_str()))
+        self.routes
+            .get(&role)
+            .map(|(provider, model)| (provider, model.as_str()))
     }
 }

@@ -10,7 +10,8 @@ use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
 use missions_core::model::{
-    CallContext, ModelError, ModelProvider, ModelRequest, ModelResponse, ProbeReport, ProbeStatus, StreamUpdate,
+    CallContext, ModelError, ModelProvider, ModelRequest, ModelResponse, ProbeReport, ProbeStatus,
+    StreamUpdate,
 };
 use missions_core::transcript::{TranscriptEntry, read_responses};
 
@@ -23,17 +24,28 @@ pub struct ReplayProvider {
 
 impl ReplayProvider {
     pub fn new(name: String, path: PathBuf) -> ReplayProvider {
-        ReplayProvider { name, path, tape: Mutex::new(None) }
+        ReplayProvider {
+            name,
+            path,
+            tape: Mutex::new(None),
+        }
     }
 
     fn next_response(&self) -> Result<ModelResponse, ModelError> {
-        let mut tape = self.tape.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tape = self
+            .tape
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if tape.is_none() {
-            let responses = read_responses(&self.path).map_err(|error| ModelError::Replay { message: error.to_string() })?;
+            let responses = read_responses(&self.path).map_err(|error| ModelError::Replay {
+                message: error.to_string(),
+            })?;
             *tape = Some((responses, 0));
         }
         let Some((responses, cursor)) = tape.as_mut() else {
-            return Err(ModelError::Replay { message: "the tape could not be loaded".into() });
+            return Err(ModelError::Replay {
+                message: "the tape could not be loaded".into(),
+            });
         };
         let response = responses.get(*cursor).cloned().ok_or_else(|| ModelError::Replay {
             message: format!(
@@ -46,11 +58,21 @@ impl ReplayProvider {
         Ok(response)
     }
 
-    async fn call(&self, request: &ModelRequest, context: CallContext<'_>) -> Result<ModelResponse, ModelError> {
+    async fn call(
+        &self,
+        request: &ModelRequest,
+        context: CallContext<'_>,
+    ) -> Result<ModelResponse, ModelError> {
         let ts = missions_core::now_rfc3339;
         if let Some(transcript) = context.transcript {
             let body = serde_json::to_value(request).unwrap_or_default();
-            let entry = TranscriptEntry::Request { ts: ts(), provider: self.name.clone(), url: format!("replay:{}", self.path.display()), attempt: 1, body };
+            let entry = TranscriptEntry::Request {
+                ts: ts(),
+                provider: self.name.clone(),
+                url: format!("replay:{}", self.path.display()),
+                attempt: 1,
+                body,
+            };
             if let Err(error) = transcript.append(&entry) {
                 tracing::warn!("{error}");
             }
@@ -61,7 +83,11 @@ impl ReplayProvider {
             context.notify(StreamUpdate::Text(text));
         }
         if let Some(transcript) = context.transcript {
-            let entry = TranscriptEntry::Response { ts: ts(), provider: self.name.clone(), response: response.clone() };
+            let entry = TranscriptEntry::Response {
+                ts: ts(),
+                provider: self.name.clone(),
+                response: response.clone(),
+            };
             if let Err(error) = transcript.append(&entry) {
                 tracing::warn!("{error}");
             }
@@ -88,9 +114,16 @@ impl ModelProvider for ReplayProvider {
             match read_responses(&self.path) {
                 Ok(responses) => ProbeReport {
                     status: ProbeStatus::Ok,
-                    detail: format!("{} recorded responses in {}", responses.len(), self.path.display()),
+                    detail: format!(
+                        "{} recorded responses in {}",
+                        responses.len(),
+                        self.path.display()
+                    ),
                 },
-                Err(error) => ProbeReport { status: ProbeStatus::Unreachable, detail: error.to_string() },
+                Err(error) => ProbeReport {
+                    status: ProbeStatus::Unreachable,
+                    detail: error.to_string(),
+                },
             }
         })
     }

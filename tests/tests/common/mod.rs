@@ -56,13 +56,23 @@ pub fn request(model: &str) -> ModelRequest {
             Message {
                 role: missions_core::model::ChatRole::Assistant,
                 content: vec![
-                    ContentBlock::Text { text: "Reading.".into() },
-                    ContentBlock::ToolUse { id: "call_1".into(), name: "read_file".into(), input: json!({"path": "a.py"}) },
+                    ContentBlock::Text {
+                        text: "Reading.".into(),
+                    },
+                    ContentBlock::ToolUse {
+                        id: "call_1".into(),
+                        name: "read_file".into(),
+                        input: json!({"path": "a.py"}),
+                    },
                 ],
             },
             Message {
                 role: missions_core::model::ChatRole::User,
-                content: vec![ContentBlock::ToolResult { tool_use_id: "call_1".into(), content: "x = 1".into(), is_error: false }],
+                content: vec![ContentBlock::ToolResult {
+                    tool_use_id: "call_1".into(),
+                    content: "x = 1".into(),
+                    is_error: false,
+                }],
             },
         ],
         tools: vec![ToolSpec {

@@ -7,7 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::mission::{
-    AssertionStatus, Check, Finding, FindingStatus, Handoff, MissionState, PauseReason, Role, Source, WorkStatus,
+    AssertionStatus, Check, Finding, FindingStatus, Handoff, MissionState, PauseReason, Role,
+    Source, WorkStatus,
 };
 use crate::model::Usage;
 

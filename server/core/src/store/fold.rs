@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use super::events::{AssertionDraft, Event, FeatureDraft, Record};
 use crate::mission::{
-    Assertion, AssertionStatus, Budget, Contract, Cursor, Feature, Finding, Handoff, Milestone, Mission,
-    MissionState, Plan, RoleSpend, WorkStatus,
+    Assertion, AssertionStatus, Budget, Contract, Cursor, Feature, Finding, Handoff, Milestone,
+    Mission, MissionState, Plan, RoleSpend, WorkStatus,
 };
 
 /// Everything a mission's log says, folded.
@@ -64,7 +64,16 @@ impl Projection {
         self.events += 1;
         let ts = &record.ts;
         match &record.event {
-            Event::MissionCreated { id, title, source, branch, base_commit, auto_accept, max_tokens, max_usd } => {
+            Event::MissionCreated {
+                id,
+                title,
+                source,
+                branch,
+                base_commit,
+                auto_accept,
+                max_tokens,
+                max_usd,
+            } => {
                 self.mission = Some(Mission {
                     id: id.clone(),
                     title: title.clone(),
@@ -77,7 +86,11 @@ impl Projection {
                     contract_sha256: None,
                     auto_accept: *auto_accept,
                     current: None,
-                    budget: Budget { max_tokens: *max_tokens, max_usd: *max_usd, ..Budget::default() },
+                    budget: Budget {
+                        max_tokens: *max_tokens,
+                        max_usd: *max_usd,
+                        ..Budget::default()
+                    },
                     created_at: ts.clone(),
                     updated_at: ts.clone(),
                 });
@@ -97,7 +110,10 @@ impl Projection {
                         })
                         .collect(),
                 });
-                self.contract = Contract { sha256: None, assertions: contract.iter().map(assertion_from).collect() };
+                self.contract = Contract {
+                    sha256: None,
+                    assertions: contract.iter().map(assertion_from).collect(),
+                };
             }
             Event::PlanApproved { contract_sha256 } => {
                 self.contract.sha256 = Some(contract_sha256.clone());
@@ -105,24 +121,41 @@ impl Projection {
                     mission.contract_sha256 = Some(contract_sha256.clone());
                 }
             }
-            Event::StateChanged { state, pause_reason, detail } => {
+            Event::StateChanged {
+                state,
+                pause_reason,
+                detail,
+            } => {
                 if let Some(mission) = &mut self.mission {
                     mission.state = *state;
                     mission.pause_reason = *pause_reason;
                     mission.detail = detail.clone();
                 }
             }
-            Event::CursorMoved { milestone, feature, role } => {
+            Event::CursorMoved {
+                milestone,
+                feature,
+                role,
+            } => {
                 if let Some(mission) = &mut self.mission {
-                    mission.current = if milestone.is_none() && feature.is_none() && role.is_none() {
+                    mission.current = if milestone.is_none() && feature.is_none() && role.is_none()
+                    {
                         None
                     } else {
-                        Some(Cursor { milestone: milestone.clone(), feature: feature.clone(), role: *role })
+                        Some(Cursor {
+                            milestone: milestone.clone(),
+                            feature: feature.clone(),
+                            role: *role,
+                        })
                     };
                 }
             }
             Event::MilestoneStatusChanged { milestone, status } => {
-                if let Some(m) = self.plan.as_mut().and_then(|p| p.milestones.iter_mut().find(|m| &m.id == milestone)) {
+                if let Some(m) = self
+                    .plan
+                    .as_mut()
+                    .and_then(|p| p.milestones.iter_mut().find(|m| &m.id == milestone))
+                {
                     m.status = *status;
                 }
             }
@@ -131,42 +164,76 @@ impl Projection {
                     f.status = *status;
                 }
             }
-            Event::FeaturesAdded { milestone, features } => {
-                if let Some(m) = self.plan.as_mut().and_then(|p| p.milestones.iter_mut().find(|m| &m.id == milestone)) {
+            Event::FeaturesAdded {
+                milestone,
+                features,
+            } => {
+                if let Some(m) = self
+                    .plan
+                    .as_mut()
+                    .and_then(|p| p.milestones.iter_mut().find(|m| &m.id == milestone))
+                {
                     m.features.extend(features.iter().map(feature_from));
                 }
             }
             Event::HandoffRecorded { handoff } => {
-                self.handoffs.insert(handoff.feature.clone(), handoff.clone());
+                self.handoffs
+                    .insert(handoff.feature.clone(), handoff.clone());
             }
             Event::AssertionsAdded { assertions, .. } => {
-                self.contract.assertions.extend(assertions.iter().map(assertion_from));
+                self.contract
+                    .assertions
+                    .extend(assertions.iter().map(assertion_from));
             }
-            Event::AssertionChecked { assertion, status, .. } => {
-                if let Some(a) = self.contract.assertions.iter_mut().find(|a| &a.id == assertion) {
+            Event::AssertionChecked {
+                assertion, status, ..
+            } => {
+                if let Some(a) = self
+                    .contract
+                    .assertions
+                    .iter_mut()
+                    .find(|a| &a.id == assertion)
+                {
                     a.status = *status;
                 }
             }
             Event::AssertionWaived { assertion, .. } => {
-                if let Some(a) = self.contract.assertions.iter_mut().find(|a| &a.id == assertion) {
+                if let Some(a) = self
+                    .contract
+                    .assertions
+                    .iter_mut()
+                    .find(|a| &a.id == assertion)
+                {
                     a.status = AssertionStatus::Waived;
                 }
             }
-            Event::FindingRecorded { finding } => match self.findings.iter_mut().find(|f| f.id == finding.id) {
-                Some(existing) => *existing = finding.clone(),
-                None => self.findings.push(finding.clone()),
-            },
-            Event::FindingStatusChanged { finding, status, .. } => {
+            Event::FindingRecorded { finding } => {
+                match self.findings.iter_mut().find(|f| f.id == finding.id) {
+                    Some(existing) => *existing = finding.clone(),
+                    None => self.findings.push(finding.clone()),
+                }
+            }
+            Event::FindingStatusChanged {
+                finding, status, ..
+            } => {
                 if let Some(f) = self.findings.iter_mut().find(|f| &f.id == finding) {
                     f.status = *status;
                 }
             }
-            Event::UsageRecorded { role, usage, cost_usd, .. } => {
+            Event::UsageRecorded {
+                role,
+                usage,
+                cost_usd,
+                ..
+            } => {
                 if let Some(mission) = &mut self.mission {
                     let budget = &mut mission.budget;
                     let tokens = usage.total();
                     budget.used_tokens += tokens;
-                    let spend = budget.by_role.entry(*role).or_insert_with(RoleSpend::default);
+                    let spend = budget
+                        .by_role
+                        .entry(*role)
+                        .or_insert_with(RoleSpend::default);
                     spend.tokens += tokens;
                     match cost_usd {
                         Some(usd) => {

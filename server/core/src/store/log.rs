@@ -54,12 +54,19 @@ pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents, StoreError> {
             break;
         };
         let line = &rest[..newline];
-        let corrupt = |message: String| StoreError::Corrupt { path: path.to_owned(), line: line_no, message };
-        let record: Record =
-            serde_json::from_slice(line).map_err(|error| corrupt(format!("not a valid event: {error}")))?;
+        let corrupt = |message: String| StoreError::Corrupt {
+            path: path.to_owned(),
+            line: line_no,
+            message,
+        };
+        let record: Record = serde_json::from_slice(line)
+            .map_err(|error| corrupt(format!("not a valid event: {error}")))?;
         let expected_seq = records.len() as u64 + 1;
         if record.seq != expected_seq {
-            return Err(corrupt(format!("sequence number {} where {expected_seq} was expected", record.seq)));
+            return Err(corrupt(format!(
+                "sequence number {} where {expected_seq} was expected",
+                record.seq
+            )));
         }
         if record.prev != last_hash {
             return Err(corrupt(
@@ -71,12 +78,20 @@ pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents, StoreError> {
         records.push(record);
         offset += newline + 1;
     }
-    Ok(LogContents { records, last_hash, valid_len: offset as u64, warnings })
+    Ok(LogContents {
+        records,
+        last_hash,
+        valid_len: offset as u64,
+        warnings,
+    })
 }
 
 /// Reads and verifies a log without locking it (for `status` and other readers).
 pub fn read_log(path: &Path) -> Result<LogContents, StoreError> {
-    let bytes = std::fs::read(path).map_err(|source| StoreError::Io { path: path.to_owned(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     parse_log(path, &bytes)
 }
 
@@ -95,17 +110,32 @@ pub struct EventLog {
 /// Who holds a mission's lock: written into the lock file so a refused process can say who.
 fn holder_description() -> String {
     let command: Vec<String> = std::env::args().collect();
-    format!("pid {} ({}) since {}", std::process::id(), command.join(" "), crate::now_rfc3339())
+    format!(
+        "pid {} ({}) since {}",
+        std::process::id(),
+        command.join(" "),
+        crate::now_rfc3339()
+    )
 }
 
 fn acquire_lock(dir: &Path) -> Result<File, StoreError> {
     let path = dir.join("events.lock");
-    let io = |source| StoreError::Io { path: path.clone(), source };
-    let mut lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    let io = |source| StoreError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
     match lock.try_lock() {
         Ok(()) => {
             lock.set_len(0).map_err(io)?;
-            lock.write_all(holder_description().as_bytes()).map_err(io)?;
+            lock.write_all(holder_description().as_bytes())
+                .map_err(io)?;
             Ok(lock)
         }
         Err(TryLockError::WouldBlock) => {
@@ -113,8 +143,15 @@ fn acquire_lock(dir: &Path) -> Result<File, StoreError> {
             // The holder wrote its description after locking; an empty read means it is
             // between the two steps, which is still a live holder.
             let _ = lock.read_to_string(&mut holder);
-            let holder = if holder.trim().is_empty() { "another process".to_owned() } else { holder };
-            Err(StoreError::Locked { dir: dir.to_owned(), holder })
+            let holder = if holder.trim().is_empty() {
+                "another process".to_owned()
+            } else {
+                holder
+            };
+            Err(StoreError::Locked {
+                dir: dir.to_owned(),
+                holder,
+            })
         }
         Err(TryLockError::Error(source)) => Err(io(source)),
     }
@@ -123,15 +160,28 @@ fn acquire_lock(dir: &Path) -> Result<File, StoreError> {
 impl EventLog {
     /// Creates a new log in `dir` (which must not hold one yet) and locks it.
     pub fn create(dir: &Path) -> Result<EventLog, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         let lock = acquire_lock(dir)?;
         let path = dir.join("events.jsonl");
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(&path)
-            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
-        Ok(EventLog { path, file, _lock: lock, len: 0, next_seq: 1, last_hash: GENESIS.to_owned() })
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(EventLog {
+            path,
+            file,
+            _lock: lock,
+            len: 0,
+            next_seq: 1,
+            last_hash: GENESIS.to_owned(),
+        })
     }
 
     /// Opens an existing log for writing: locks it, verifies it, and cuts off a torn tail so
@@ -143,8 +193,14 @@ impl EventLog {
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
-            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
-        let io = |source| StoreError::Io { path: path.clone(), source };
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
         if file.metadata().map_err(io)?.len() != contents.valid_len {
             file.set_len(contents.valid_len).map_err(io)?;
             file.sync_all().map_err(io)?;
@@ -163,16 +219,29 @@ impl EventLog {
     /// Appends one event and makes it durable (fsync) before returning: nobody hears of a
     /// state change that a crash could still take back.
     pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
-        let record = Record { seq: self.next_seq, ts: crate::now_rfc3339(), prev: self.last_hash.clone(), event };
-        let mut line = serde_json::to_vec(&record)
-            .map_err(|error| StoreError::Encode { message: error.to_string() })?;
+        let record = Record {
+            seq: self.next_seq,
+            ts: crate::now_rfc3339(),
+            prev: self.last_hash.clone(),
+            event,
+        };
+        let mut line = serde_json::to_vec(&record).map_err(|error| StoreError::Encode {
+            message: error.to_string(),
+        })?;
         let hash = line_hash(&line);
         line.push(b'\n');
-        if let Err(source) = self.file.write_all(&line).and_then(|()| self.file.sync_data()) {
+        if let Err(source) = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data())
+        {
             // Cut a partly written line back off, so the log stays a sequence of whole events
             // and the next append does not glue onto garbage.
             let _ = self.file.set_len(self.len);
-            return Err(StoreError::Io { path: self.path.clone(), source });
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source,
+            });
         }
         self.len += line.len() as u64;
         self.next_seq += 1;

@@ -25,7 +25,10 @@ pub use fold::Projection;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("mission {dir} is being driven by another process: {holder}")]
     Locked { dir: PathBuf, holder: String },
     #[error("no mission `{id}` in {root}")]
@@ -34,7 +37,11 @@ pub enum StoreError {
         "{path} line {line} is corrupt: {message}. The log is the mission's source of truth, so it is left \
          untouched; restore it from a backup or move the mission directory aside"
     )]
-    Corrupt { path: PathBuf, line: usize, message: String },
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("cannot encode an event: {message}")]
     Encode { message: String },
     #[error("{path} holds no mission_created event")]
@@ -71,7 +78,10 @@ pub fn mission_dir(workspace: &Path, id: &str) -> Result<PathBuf, StoreError> {
     if valid_id && dir.join("events.jsonl").is_file() {
         Ok(dir)
     } else {
-        Err(StoreError::NotFound { id: id.to_owned(), root })
+        Err(StoreError::NotFound {
+            id: id.to_owned(),
+            root,
+        })
     }
 }
 
@@ -103,11 +113,18 @@ impl MissionStore {
     /// `MissionCreated`.
     pub fn create(workspace: &Path, created: Event) -> Result<MissionStore, StoreError> {
         let Event::MissionCreated { id, .. } = &created else {
-            return Err(StoreError::Encode { message: "a mission log must start with mission_created".to_owned() });
+            return Err(StoreError::Encode {
+                message: "a mission log must start with mission_created".to_owned(),
+            });
         };
         let dir = missions_root(workspace).join(id);
         let log = log::EventLog::create(&dir)?;
-        let mut store = MissionStore { dir, log, projection: Projection::default(), written: HashMap::new() };
+        let mut store = MissionStore {
+            dir,
+            log,
+            projection: Projection::default(),
+            written: HashMap::new(),
+        };
         store.append(created)?;
         Ok(store)
     }
@@ -118,9 +135,16 @@ impl MissionStore {
         let (log, contents) = log::EventLog::open(dir)?;
         let projection = Projection::from_records(&contents.records);
         if projection.mission.is_none() {
-            return Err(StoreError::Empty { path: log.path().to_owned() });
+            return Err(StoreError::Empty {
+                path: log.path().to_owned(),
+            });
         }
-        let mut store = MissionStore { dir: dir.to_owned(), log, projection, written: HashMap::new() };
+        let mut store = MissionStore {
+            dir: dir.to_owned(),
+            log,
+            projection,
+            written: HashMap::new(),
+        };
         store.write_projections()?;
         Ok((store, contents.warnings))
     }
@@ -160,7 +184,10 @@ impl MissionStore {
 /// Writes `bytes` to `path` so that a reader sees either the old file or the whole new one:
 /// a temporary file in the same directory, fsync'd, then renamed over the target.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let io = |source| StoreError::Io { path: path.to_owned(), source };
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io)?;
     let mut temp = tempfile::NamedTempFile::new_in(parent).map_err(io)?;
@@ -169,7 +196,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     temp.persist(path).map_err(|error| io(error.error))?;
     // The rename is only durable once the directory entry is; without this a crash can bring
     // back the old file even though the new one was acknowledged.
-    std::fs::File::open(parent).and_then(|dir| dir.sync_all()).map_err(io)?;
+    std::fs::File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io)?;
     Ok(())
 }
 

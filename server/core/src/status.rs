@@ -1,0 +1,83 @@
+//! The status snapshot: one schema for `missions status --json`, the `missions.status` LSP
+//! command and the `missions/didChange` notification (SPEC §6, §8).
+//!
+//! A snapshot is the `mission.json` projection with the plan, the contract (assertion
+//! statuses), the open findings and the active run beside it. It is always built from the
+//! event log, never from projection files.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mission::{Contract, Finding, FindingStatus, Mission, Plan, Role};
+use crate::store::{self, Projection, StoreError};
+
+/// The agent run in progress, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveRun {
+    pub run_id: String,
+    pub role: Role,
+    pub milestone: Option<String>,
+    pub feature: Option<String>,
+    pub started_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusSnapshot {
+    #[serde(flatten)]
+    pub mission: Mission,
+    pub plan: Option<Plan>,
+    pub contract: Contract,
+    /// Open findings only; fixed and dismissed ones are in `findings.json`.
+    pub findings: Vec<Finding>,
+    pub active_run: Option<ActiveRun>,
+}
+
+impl StatusSnapshot {
+    /// The snapshot of a folded log; `None` for a log without a mission.
+    pub fn from_projection(projection: &Projection) -> Option<StatusSnapshot> {
+        let mission = projection.mission.clone()?;
+        Some(StatusSnapshot {
+            mission,
+            plan: projection.plan.clone(),
+            contract: projection.contract.clone(),
+            findings: projection
+                .findings
+                .iter()
+                .filter(|f| f.status == FindingStatus::Open)
+                .cloned()
+                .collect(),
+            // Runs are recorded by the mission loop; until one records a start without an
+            // end, there is no active run.
+            active_run: None,
+        })
+    }
+}
+
+/// The snapshot of mission `id` in `workspace`, with warnings from reading its log.
+pub fn mission_snapshot(
+    workspace: &Path,
+    id: &str,
+) -> Result<(StatusSnapshot, Vec<String>), StoreError> {
+    let dir = store::mission_dir(workspace, id)?;
+    let (projection, warnings) = store::load_projection(&dir)?;
+    let snapshot =
+        StatusSnapshot::from_projection(&projection).ok_or_else(|| StoreError::Empty {
+            path: dir.join("events.jsonl"),
+        })?;
+    Ok((snapshot, warnings))
+}
+
+/// Snapshots of every mission in `workspace`, oldest first.
+pub fn workspace_snapshots(
+    workspace: &Path,
+) -> Result<(Vec<StatusSnapshot>, Vec<String>), StoreError> {
+    let mut snapshots = Vec::new();
+    let mut warnings = Vec::new();
+    for id in store::list_missions(workspace)? {
+        let (snapshot, more) = mission_snapshot(workspace, &id)?;
+        snapshots.push(snapshot);
+        warnings.extend(more);
+    }
+    Ok((snapshots, warnings))
+}
