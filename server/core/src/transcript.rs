@@ -93,6 +93,14 @@ impl TranscriptWriter {
         &self.path
     }
 
+    /// Appends one entry, logging a failure instead of returning it: a transcript is a
+    /// record for people, not mission state, so a full disk must not fail a model call.
+    pub fn record(&self, entry: &TranscriptEntry) {
+        if let Err(error) = self.append(entry) {
+            tracing::warn!("{error}");
+        }
+    }
+
     /// Appends one entry. A transcript is a record for people, not the source of truth, so a
     /// failed write is reported to the caller but never loses mission state.
     pub fn append(&self, entry: &TranscriptEntry) -> Result<(), TranscriptError> {

@@ -17,7 +17,9 @@ use missions_core::model::{
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
-use crate::http::{StreamAssembler, Wire, classify, empty_response, error_parts};
+use crate::http::{
+    StreamAssembler, Wire, broken_off, classify, empty_response, error_parts, settle,
+};
 use crate::sse::SseEvent;
 
 pub const DEFAULT_VERSION: &str = "2023-06-01";
@@ -246,7 +248,7 @@ impl Wire for AnthropicWire {
                 .retain(|b| !matches!(b, ContentBlock::ToolUse { name, .. } if *name == tool));
             return Err(ModelError::IncompleteToolCall {
                 tool,
-                reason: "the response hit max_tokens".into(),
+                reason: "the response hit the output token limit (max_tokens)".into(),
                 partial: Box::new(response),
             });
         }
@@ -453,42 +455,17 @@ impl StreamAssembler for AnthropicStream {
     }
 
     fn finish(mut self: Box<Self>) -> Result<ModelResponse, ModelError> {
-        let stopped = self.stopped;
-        let max_tokens = self.stop_reason.as_deref() == Some("max_tokens");
+        let (stopped, hit_limit) = (
+            self.stopped,
+            self.stop_reason.as_deref() == Some("max_tokens"),
+        );
         let (response, incomplete) = self.build();
-        match (incomplete, stopped) {
-            (Some(tool), _) => Err(ModelError::IncompleteToolCall {
-                tool,
-                reason: if !stopped {
-                    "the stream ended before the call was complete".into()
-                } else if max_tokens {
-                    "the response hit max_tokens".into()
-                } else {
-                    "its input is not valid JSON".into()
-                },
-                partial: Box::new(response),
-            }),
-            (None, false) => Err(ModelError::StreamInterrupted {
-                reason: "the stream ended without message_stop".into(),
-                partial: Box::new(response),
-            }),
-            (None, true) => Ok(response),
-        }
+        settle(response, incomplete, stopped, hit_limit, "message_stop")
     }
 
     fn interrupted(mut self: Box<Self>, reason: String) -> ModelError {
         let (response, incomplete) = self.build();
-        match incomplete {
-            Some(tool) => ModelError::IncompleteToolCall {
-                tool,
-                reason,
-                partial: Box::new(response),
-            },
-            None => ModelError::StreamInterrupted {
-                reason,
-                partial: Box::new(response),
-            },
-        }
+        broken_off(response, incomplete, reason)
     }
 
     fn usage_so_far(&self) -> Usage {

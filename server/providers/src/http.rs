@@ -151,9 +151,7 @@ impl<W: Wire> HttpProvider<W> {
 
     fn record(&self, context: &CallContext<'_>, entry: TranscriptEntry) {
         for writer in context.transcript.into_iter().chain(self.recorder.as_ref()) {
-            if let Err(error) = writer.append(&entry) {
-                tracing::warn!("{error}");
-            }
+            writer.record(&entry);
         }
     }
 
@@ -439,6 +437,55 @@ fn with_usage(error: ModelError, consumed: Usage) -> ModelError {
             }
         }
         other => other,
+    }
+}
+
+/// What an assembled stream amounts to once its body has ended: the whole response, or an
+/// error saying why it is not whole. `terminal` says whether the wire format's last event
+/// (`terminal_event`) arrived; `hit_limit` whether the model stopped at its output limit.
+pub(crate) fn settle(
+    response: ModelResponse,
+    incomplete_tool: Option<String>,
+    terminal: bool,
+    hit_limit: bool,
+    terminal_event: &str,
+) -> Result<ModelResponse, ModelError> {
+    match (incomplete_tool, terminal) {
+        (Some(tool), _) => Err(ModelError::IncompleteToolCall {
+            tool,
+            reason: if !terminal {
+                "the stream ended before the call was complete".into()
+            } else if hit_limit {
+                "the response hit the output token limit (max_tokens)".into()
+            } else {
+                "its input is not valid JSON".into()
+            },
+            partial: Box::new(response),
+        }),
+        (None, false) => Err(ModelError::StreamInterrupted {
+            reason: format!("the stream ended without {terminal_event}"),
+            partial: Box::new(response),
+        }),
+        (None, true) => Ok(response),
+    }
+}
+
+/// The error for a stream whose body broke off (`reason`), carrying what was assembled.
+pub(crate) fn broken_off(
+    response: ModelResponse,
+    incomplete_tool: Option<String>,
+    reason: String,
+) -> ModelError {
+    match incomplete_tool {
+        Some(tool) => ModelError::IncompleteToolCall {
+            tool,
+            reason,
+            partial: Box::new(response),
+        },
+        None => ModelError::StreamInterrupted {
+            reason,
+            partial: Box::new(response),
+        },
     }
 }
 

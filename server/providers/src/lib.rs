@@ -96,54 +96,56 @@ pub fn build_provider(
         None => None,
     };
     let base_url = config.base_url.clone().unwrap_or_default();
-    let client_error = |source| BuildError::Client {
-        provider: name.to_owned(),
-        source,
-    };
-    let provider: Arc<dyn ModelProvider> = match kind {
+    match kind {
         ProviderKind::Anthropic => {
-            let key = config.api_key(name, env)?;
             let version = config
                 .anthropic_version
                 .clone()
                 .unwrap_or_else(|| anthropic::DEFAULT_VERSION.to_owned());
             let wire = anthropic::AnthropicWire { base_url, version };
-            Arc::new(
-                http::HttpProvider::new(
-                    name.to_owned(),
-                    wire,
-                    key,
-                    http_settings(config),
-                    prices,
-                    recorder,
-                )
-                .map_err(client_error)?,
-            )
+            http_provider(name, wire, config, env, prices, recorder)
         }
-        ProviderKind::Openai => {
-            let key = config.api_key(name, env)?;
-            let wire = openai::OpenAiWire { base_url };
-            Arc::new(
-                http::HttpProvider::new(
-                    name.to_owned(),
-                    wire,
-                    key,
-                    http_settings(config),
-                    prices,
-                    recorder,
-                )
-                .map_err(client_error)?,
-            )
-        }
+        ProviderKind::Openai => http_provider(
+            name,
+            openai::OpenAiWire { base_url },
+            config,
+            env,
+            prices,
+            recorder,
+        ),
         ProviderKind::Replay => {
             let transcript = config.transcript.clone().unwrap_or_default();
-            Arc::new(replay::ReplayProvider::new(
+            Ok(Arc::new(replay::ReplayProvider::new(
                 name.to_owned(),
                 workspace.join(transcript),
-            ))
+            )))
         }
-    };
-    Ok(provider)
+    }
+}
+
+/// An HTTP provider speaking `wire`, with its key read from the environment.
+fn http_provider<W: http::Wire>(
+    name: &str,
+    wire: W,
+    config: &ProviderConfig,
+    env: &dyn Environment,
+    prices: Arc<PriceTable>,
+    recorder: Option<TranscriptWriter>,
+) -> Result<Arc<dyn ModelProvider>, BuildError> {
+    let key = config.api_key(name, env)?;
+    let provider = http::HttpProvider::new(
+        name.to_owned(),
+        wire,
+        key,
+        http_settings(config),
+        prices,
+        recorder,
+    )
+    .map_err(|source| BuildError::Client {
+        provider: name.to_owned(),
+        source,
+    })?;
+    Ok(Arc::new(provider))
 }
 
 /// Each role's provider and model, built from the configuration. Roles that share a provider

@@ -18,7 +18,9 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
 use crate::anthropic::parse_tool_input;
-use crate::http::{StreamAssembler, Wire, classify, empty_response, error_parts};
+use crate::http::{
+    StreamAssembler, Wire, broken_off, classify, empty_response, error_parts, settle,
+};
 use crate::sse::SseEvent;
 
 pub(crate) struct OpenAiWire {
@@ -407,41 +409,14 @@ impl StreamAssembler for OpenAiStream {
 
     fn finish(mut self: Box<Self>) -> Result<ModelResponse, ModelError> {
         let terminal = self.finish_reason.is_some() || self.done;
-        let hit_length = self.finish_reason.as_deref() == Some("length");
+        let hit_limit = self.finish_reason.as_deref() == Some("length");
         let (response, incomplete) = self.build();
-        match (incomplete, terminal) {
-            (Some(tool), _) => Err(ModelError::IncompleteToolCall {
-                tool,
-                reason: if !terminal {
-                    "the stream ended before the call was complete".into()
-                } else if hit_length {
-                    "the response hit the token limit".into()
-                } else {
-                    "its arguments are not valid JSON".into()
-                },
-                partial: Box::new(response),
-            }),
-            (None, false) => Err(ModelError::StreamInterrupted {
-                reason: "the stream ended without a finish_reason".into(),
-                partial: Box::new(response),
-            }),
-            (None, true) => Ok(response),
-        }
+        settle(response, incomplete, terminal, hit_limit, "a finish_reason")
     }
 
     fn interrupted(mut self: Box<Self>, reason: String) -> ModelError {
         let (response, incomplete) = self.build();
-        match incomplete {
-            Some(tool) => ModelError::IncompleteToolCall {
-                tool,
-                reason,
-                partial: Box::new(response),
-            },
-            None => ModelError::StreamInterrupted {
-                reason,
-                partial: Box::new(response),
-            },
-        }
+        broken_off(response, incomplete, reason)
     }
 
     fn usage_so_far(&self) -> Usage {

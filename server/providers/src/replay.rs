@@ -73,9 +73,7 @@ impl ReplayProvider {
                 attempt: 1,
                 body,
             };
-            if let Err(error) = transcript.append(&entry) {
-                tracing::warn!("{error}");
-            }
+            transcript.record(&entry);
         }
         let response = self.next_response()?;
         let text = response.text();
@@ -88,9 +86,7 @@ impl ReplayProvider {
                 provider: self.name.clone(),
                 response: response.clone(),
             };
-            if let Err(error) = transcript.append(&entry) {
-                tracing::warn!("{error}");
-            }
+            transcript.record(&entry);
         }
         Ok(response)
     }
