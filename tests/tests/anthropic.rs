@@ -190,7 +190,8 @@ async fn a_tool_call_cut_off_by_max_tokens_is_never_returned_as_a_call() {
     let error = provider(&config(ProviderKind::Anthropic, server.url()))
         .complete(&request("claude-sonnet-4-5"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     match &error {
         ModelError::IncompleteToolCall {
             tool,
@@ -231,15 +232,22 @@ async fn a_stream_that_stops_early_is_an_interruption_not_a_response() {
     let error = provider
         .complete(&request("claude-sonnet-4-5"), CallContext::default())
         .await
-        .unwrap_err();
-    assert!(
-        matches!(&error, ModelError::IncompleteToolCall { tool, .. } if tool == "write_file"),
-        "{error:?}"
-    );
+        .unwrap_err()
+        .error;
+    match &error {
+        // A broken stream is retryable; the call that was being sent is named, never returned.
+        ModelError::StreamInterrupted { reason, partial } => {
+            assert!(reason.contains("write_file"), "{reason}");
+            assert!(partial.tool_uses().next().is_none());
+        }
+        other => panic!("expected StreamInterrupted, got {other:?}"),
+    }
+    assert!(error.is_retryable());
     let error = provider
         .complete(&request("claude-sonnet-4-5"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     match &error {
         ModelError::StreamInterrupted { partial, .. } => {
             assert_eq!(partial.text(), "Héllo ✓ ");
@@ -279,7 +287,8 @@ async fn a_mid_stream_error_event_is_classified_by_its_type_and_retried() {
     let error = common::provider(&no_retry)
         .complete(&request("m"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(matches!(error, ModelError::Overloaded { .. }), "{error:?}");
 }
 
@@ -320,7 +329,8 @@ async fn rate_limits_and_overloads_are_retried_as_the_headers_say() {
     let error = common::provider(&config(ProviderKind::Anthropic, server.url()))
         .complete(&request("m"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(matches!(error, ModelError::Overloaded { .. }), "{error:?}");
     assert_eq!(server.requests().len(), 3);
 }
@@ -338,7 +348,8 @@ async fn x_should_retry_is_honoured_first() {
     let error = provider
         .complete(&request("m"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(
         matches!(error, ModelError::Server { status: 500, .. }),
         "{error:?}"
@@ -374,7 +385,8 @@ async fn spend_limits_and_auth_errors_are_never_retried() {
     let error = provider
         .complete(&request("m"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(
         matches!(error, ModelError::QuotaExhausted { .. }),
         "{error:?}"
@@ -382,7 +394,8 @@ async fn spend_limits_and_auth_errors_are_never_retried() {
     let error = provider
         .complete(&request("m"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(
         matches!(error, ModelError::Auth { status: 401, .. }),
         "{error:?}"
@@ -447,7 +460,8 @@ async fn slow_drips_are_fine_but_a_silent_stream_times_out() {
     let error = provider
         .complete(&request("m"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(
         matches!(&error, ModelError::StreamInterrupted { reason, .. } if reason.contains("no data")),
         "{error:?}"
@@ -455,7 +469,8 @@ async fn slow_drips_are_fine_but_a_silent_stream_times_out() {
     let error = provider
         .complete(&request("m"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(
         matches!(
             error,
@@ -478,7 +493,8 @@ async fn a_closed_port_is_a_connection_error_with_the_reason() {
     let error = provider(&config)
         .complete(&request("m"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     match &error {
         ModelError::Connect { reason, .. } => {
             assert!(reason.to_lowercase().contains("refused"), "{reason}")
@@ -527,4 +543,75 @@ async fn transcripts_hold_requests_and_responses_but_never_the_key() {
     assert_eq!(kinds, ["request", "error", "request", "response"]);
     let responses = missions_core::transcript::read_responses(&path).unwrap();
     assert_eq!(responses[0].content, expected_content());
+}
+
+#[tokio::test]
+async fn a_stream_broken_inside_a_tool_call_is_retried() {
+    let body = anthropic_sse(&tool_stream());
+    let in_tool = body.find("\"content\\\": ").unwrap();
+    let server = MockServer::start(vec![
+        Reply::sse(body.clone()).cut_at(in_tool, End::Abort),
+        Reply::sse(body),
+    ])
+    .await;
+    let response = provider(&config(ProviderKind::Anthropic, server.url()))
+        .complete(&request("claude-sonnet-4-5"), CallContext::default())
+        .await
+        .unwrap();
+    assert_eq!(response.content, expected_content());
+    assert_eq!(response.attempts, 2);
+}
+
+#[tokio::test]
+async fn an_empty_tool_input_cut_by_max_tokens_is_not_a_call() {
+    // The limit struck right after the call began: its (empty) JSON parses as {}, but the call
+    // may have had arguments that never came.
+    let events = vec![
+        message_start(),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "submit_handoff", "input": {}}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 1024}}),
+        json!({"type": "message_stop"}),
+    ];
+    let server = MockServer::start(vec![Reply::sse(anthropic_sse(&events))]).await;
+    let failure = provider(&config(ProviderKind::Anthropic, server.url()))
+        .complete(&request("claude-sonnet-4-5"), CallContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&failure.error, ModelError::IncompleteToolCall { tool, .. } if tool == "submit_handoff"),
+        "{failure:?}"
+    );
+}
+
+#[tokio::test]
+async fn tokens_of_failed_attempts_are_counted_whatever_the_final_error() {
+    // First attempt: a stream that reported its input usage, then broke. Second: a 529.
+    let body = anthropic_sse(&tool_stream());
+    let server = MockServer::start(vec![
+        Reply::sse(body.clone()).cut_at(body.find("wörld").unwrap(), End::Abort),
+        Reply::json(529, &error_body("overloaded_error", "Overloaded")),
+    ])
+    .await;
+    let mut config = config(ProviderKind::Anthropic, server.url());
+    config.max_retries = 1;
+    let failure = provider(&config)
+        .complete(&request("claude-sonnet-4-5"), CallContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(failure.error, ModelError::Overloaded { .. }),
+        "{failure:?}"
+    );
+    assert_eq!(failure.attempts, 2);
+    assert_eq!(
+        failure.usage,
+        Usage {
+            input: 12,
+            output: 1,
+            cache_read: 4000,
+            cache_write: 300,
+            reasoning: 0
+        }
+    );
 }

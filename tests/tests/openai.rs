@@ -158,12 +158,12 @@ async fn the_request_is_chat_completions_with_tool_messages() {
 #[tokio::test]
 async fn local_server_quirks_are_absorbed() {
     // Ollama-style: arguments as a whole object, no index, no id, usage on a chunk with
-    // choices, finish_reason in the same chunk as the call, and no [DONE].
+    // choices, finish_reason `stop` in the same chunk as the call, and no [DONE].
     let body: String = [
         json!({"model": "qwen3-coder", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
         json!({"model": "qwen3-coder", "choices": [{"index": 0, "delta": {"tool_calls": [
             {"function": {"name": "run_command", "arguments": {"command": "pytest -q"}}}
-        ]}, "finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 50, "completion_tokens": 9}}),
+        ]}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 50, "completion_tokens": 9}}),
     ]
     .iter()
     .map(|c| format!("data: {c}\n\n"))
@@ -182,6 +182,11 @@ async fn local_server_quirks_are_absorbed() {
             name: "run_command".into(),
             input: json!({"command": "pytest -q"})
         }]
+    );
+    assert_eq!(
+        response.stop_reason,
+        StopReason::ToolUse,
+        "`stop` with calls is a tool-use turn"
     );
     assert_eq!(
         response.usage,
@@ -226,7 +231,8 @@ async fn truncated_arguments_and_early_ends_are_never_calls() {
     let error = provider
         .complete(&request("m"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(
         matches!(&error, ModelError::IncompleteToolCall { tool, reason, .. } if tool == "write_file" && reason.contains("token limit")),
         "{error:?}"
@@ -234,12 +240,17 @@ async fn truncated_arguments_and_early_ends_are_never_calls() {
     let error = provider
         .complete(&request("m"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     match &error {
-        ModelError::IncompleteToolCall { partial, .. } => {
-            assert!(partial.tool_uses().next().is_none())
+        ModelError::StreamInterrupted { partial, reason } => {
+            assert!(partial.tool_uses().next().is_none());
+            assert!(
+                reason.contains("read_file"),
+                "the call being sent is named: {reason}"
+            );
         }
-        other => panic!("expected IncompleteToolCall, got {other:?}"),
+        other => panic!("expected StreamInterrupted, got {other:?}"),
     }
     // Text only, but [DONE] is a terminal event: three chunks and [DONE] is a whole answer.
     let response = provider
@@ -261,7 +272,8 @@ async fn a_stream_without_a_terminal_chunk_is_interrupted() {
     let error = provider(&config)
         .complete(&request("m"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(
         matches!(&error, ModelError::StreamInterrupted { partial, .. } if partial.text() == "Naïve ✓ plan"),
         "{error:?}"
@@ -298,7 +310,8 @@ async fn mid_stream_errors_and_quota_are_classified() {
     let error = provider
         .complete(&request("m"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(
         matches!(error, ModelError::QuotaExhausted { .. }),
         "{error:?}"
@@ -306,7 +319,8 @@ async fn mid_stream_errors_and_quota_are_classified() {
     let error = provider
         .complete(&request("m"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(
         matches!(error, ModelError::ContextOverflow { .. }),
         "{error:?}"

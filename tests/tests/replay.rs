@@ -109,7 +109,8 @@ async fn a_recorded_exchange_replays_identically() {
     let error = replay
         .complete(&request("gpt-4o-mini"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(
         matches!(&error, ModelError::Replay { message } if message.contains("all have been played")),
         "{error}"
@@ -138,7 +139,8 @@ async fn a_missing_tape_is_reported_not_panicked() {
     let error = replay
         .complete(&request("m"), CallContext::default())
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .error;
     assert!(error.to_string().contains("nope.jsonl"), "{error}");
 }
 

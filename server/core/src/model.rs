@@ -210,16 +210,18 @@ pub enum ModelError {
         kind: String,
         message: String,
     },
-    /// The stream ended, or broke, before the response was complete. Nothing in `partial`
-    /// may be acted on as if it were a whole turn.
+    /// The stream ended, or broke, before its terminal event. `partial` holds the text so far
+    /// and never a tool call (a call that was being sent is named in `reason`); nothing in it
+    /// may be acted on as if it were a whole turn. Retrying the request is safe.
     #[error("the response stream ended early: {reason}")]
     StreamInterrupted {
         reason: String,
         partial: Box<ModelResponse>,
     },
-    /// A tool call whose JSON input was cut off (by `max_tokens` or a broken stream). The call
-    /// is not in `partial.content` and must never be executed; the agent loop can tell the
-    /// model and ask again.
+    /// A finished response whose last tool call cannot be trusted: the model hit its output
+    /// limit while writing it, or its input is not valid JSON. No tool call is in
+    /// `partial.content` and none may be executed; the agent loop can tell the model and ask
+    /// again (retrying the same request would give the same answer).
     #[error("the input of tool call `{tool}` was cut off ({reason}); it was not executed")]
     IncompleteToolCall {
         tool: String,
@@ -257,13 +259,26 @@ impl ModelError {
             | ModelError::Cancelled => false,
         }
     }
+}
 
-    /// Tokens the provider reported for the failed call, which still count against the budget.
-    pub fn usage(&self) -> Usage {
-        match self {
-            ModelError::StreamInterrupted { partial, .. }
-            | ModelError::IncompleteToolCall { partial, .. } => partial.usage,
-            _ => Usage::default(),
+/// A call that did not produce a response: what went wrong, and what it cost anyway. The usage
+/// of every failed attempt is kept here because providers bill for it and the budget must
+/// count it (SPEC §2 rule 7).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error}")]
+pub struct ModelFailure {
+    pub error: ModelError,
+    /// Tokens the provider reported over all attempts of the call.
+    pub usage: Usage,
+    pub attempts: u32,
+}
+
+impl From<ModelError> for ModelFailure {
+    fn from(error: ModelError) -> ModelFailure {
+        ModelFailure {
+            error,
+            usage: Usage::default(),
+            attempts: 1,
         }
     }
 }
@@ -327,7 +342,7 @@ pub trait ModelProvider: Send + Sync {
         &'a self,
         request: &'a ModelRequest,
         context: CallContext<'a>,
-    ) -> BoxFuture<'a, Result<ModelResponse, ModelError>>;
+    ) -> BoxFuture<'a, Result<ModelResponse, ModelFailure>>;
 
     /// One cheap request that tells whether the provider can be reached and accepts the key.
     fn probe(&self) -> BoxFuture<'_, ProbeReport>;

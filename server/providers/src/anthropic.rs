@@ -202,7 +202,6 @@ impl Wire for AnthropicWire {
             .and_then(Value::as_str)
             .unwrap_or("end_turn");
         response.stop_reason = map_stop_reason(stop);
-        let mut last_tool = None;
         for block in value
             .get("content")
             .and_then(Value::as_array)
@@ -230,7 +229,6 @@ impl Wire for AnthropicWire {
                         .unwrap_or_default()
                         .to_owned();
                     let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
-                    last_tool = Some(name.clone());
                     response
                         .content
                         .push(ContentBlock::ToolUse { id, name, input });
@@ -238,21 +236,10 @@ impl Wire for AnthropicWire {
                 _ => {}
             }
         }
-        // A whole response cut by max_tokens may hold a tool call whose input is partial; it
-        // cannot be told from a whole one, so it is never trusted.
-        if response.stop_reason == StopReason::MaxTokens
-            && let Some(tool) = last_tool
-        {
-            response
-                .content
-                .retain(|b| !matches!(b, ContentBlock::ToolUse { name, .. } if *name == tool));
-            return Err(ModelError::IncompleteToolCall {
-                tool,
-                reason: "the response hit the output token limit (max_tokens)".into(),
-                partial: Box::new(response),
-            });
-        }
-        Ok(response)
+        // A whole response is settled like a finished stream: a call that ends a response cut
+        // by max_tokens may be partial and is never trusted.
+        let hit_limit = response.stop_reason == StopReason::MaxTokens;
+        settle(response, None, true, hit_limit, "message_stop")
     }
 
     fn assembler(&self, model: &str) -> Box<dyn StreamAssembler> {

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use missions_core::model::{
-    CallContext, ModelError, ModelProvider, ModelRequest, ModelResponse, ProbeReport, ProbeStatus,
-    StreamUpdate, TimeoutPhase, Usage,
+    CallContext, ContentBlock, ModelError, ModelFailure, ModelProvider, ModelRequest,
+    ModelResponse, ProbeReport, ProbeStatus, StreamUpdate, TimeoutPhase, Usage,
 };
 use missions_core::transcript::{TranscriptEntry, TranscriptWriter};
 use reqwest::header::HeaderMap;
@@ -86,7 +86,11 @@ struct Failure {
 
 impl Failure {
     fn plain(error: ModelError) -> Failure {
-        let usage = error.usage();
+        let usage = match &error {
+            ModelError::StreamInterrupted { partial, .. }
+            | ModelError::IncompleteToolCall { partial, .. } => partial.usage,
+            _ => Usage::default(),
+        };
         Failure {
             error,
             hints: RetryHints::default(),
@@ -293,7 +297,7 @@ impl<W: Wire> HttpProvider<W> {
         &self,
         request: &ModelRequest,
         context: CallContext<'_>,
-    ) -> Result<ModelResponse, ModelError> {
+    ) -> Result<ModelResponse, ModelFailure> {
         let url = self.wire.completion_url();
         let max_tokens = request
             .max_tokens
@@ -352,7 +356,11 @@ impl<W: Wire> HttpProvider<W> {
                         },
                     );
                     let Some(delay) = delay else {
-                        return Err(with_usage(failure.error, consumed));
+                        return Err(ModelFailure {
+                            error: failure.error,
+                            usage: consumed,
+                            attempts: attempt,
+                        });
                     };
                     context.notify(StreamUpdate::Retrying {
                         attempt,
@@ -413,79 +421,79 @@ impl<W: Wire> HttpProvider<W> {
     }
 }
 
-/// Puts the usage of every failed attempt onto the error that is finally returned, so the
-/// budget counts tokens the provider billed even for calls that did not succeed.
-fn with_usage(error: ModelError, consumed: Usage) -> ModelError {
-    match error {
-        ModelError::StreamInterrupted {
-            reason,
-            mut partial,
-        } => {
-            partial.usage = consumed;
-            ModelError::StreamInterrupted { reason, partial }
-        }
-        ModelError::IncompleteToolCall {
-            tool,
-            reason,
-            mut partial,
-        } => {
-            partial.usage = consumed;
-            ModelError::IncompleteToolCall {
-                tool,
-                reason,
-                partial,
-            }
-        }
-        other => other,
-    }
+fn tool_names(response: &ModelResponse) -> impl Iterator<Item = &str> {
+    response.content.iter().filter_map(|block| match block {
+        ContentBlock::ToolUse { name, .. } => Some(name.as_str()),
+        ContentBlock::Text { .. } | ContentBlock::ToolResult { .. } => None,
+    })
+}
+
+fn without_tool_calls(mut response: ModelResponse) -> Box<ModelResponse> {
+    response
+        .content
+        .retain(|block| !matches!(block, ContentBlock::ToolUse { .. }));
+    Box::new(response)
 }
 
 /// What an assembled stream amounts to once its body has ended: the whole response, or an
 /// error saying why it is not whole. `terminal` says whether the wire format's last event
-/// (`terminal_event`) arrived; `hit_limit` whether the model stopped at its output limit.
+/// (`terminal_event`) arrived; `hit_limit` whether the model stopped at its output limit;
+/// `unparsable_tool` names a call whose input did not parse.
 pub(crate) fn settle(
     response: ModelResponse,
-    incomplete_tool: Option<String>,
+    unparsable_tool: Option<String>,
     terminal: bool,
     hit_limit: bool,
     terminal_event: &str,
 ) -> Result<ModelResponse, ModelError> {
-    match (incomplete_tool, terminal) {
-        (Some(tool), _) => Err(ModelError::IncompleteToolCall {
-            tool,
-            reason: if !terminal {
-                "the stream ended before the call was complete".into()
-            } else if hit_limit {
-                "the response hit the output token limit (max_tokens)".into()
-            } else {
-                "its input is not valid JSON".into()
-            },
-            partial: Box::new(response),
-        }),
-        (None, false) => Err(ModelError::StreamInterrupted {
-            reason: format!("the stream ended without {terminal_event}"),
-            partial: Box::new(response),
-        }),
-        (None, true) => Ok(response),
+    if !terminal {
+        return Err(broken_off(
+            response,
+            unparsable_tool,
+            format!("the stream ended without {terminal_event}"),
+        ));
     }
+    let limit_reason = || "the response hit the output token limit (max_tokens)".to_owned();
+    if let Some(tool) = unparsable_tool {
+        let reason = if hit_limit {
+            limit_reason()
+        } else {
+            "its input is not valid JSON".to_owned()
+        };
+        return Err(ModelError::IncompleteToolCall {
+            tool,
+            reason,
+            partial: without_tool_calls(response),
+        });
+    }
+    // A call that ends the response when the limit struck may have been cut at a point where
+    // its JSON still parses (an empty input is `{}`), so it cannot be trusted either.
+    if hit_limit && let Some(ContentBlock::ToolUse { name, .. }) = response.content.last() {
+        let tool = name.clone();
+        return Err(ModelError::IncompleteToolCall {
+            tool,
+            reason: limit_reason(),
+            partial: without_tool_calls(response),
+        });
+    }
+    Ok(response)
 }
 
-/// The error for a stream whose body broke off (`reason`), carrying what was assembled.
+/// The error for a stream whose body broke off (`reason`): always a retryable
+/// `StreamInterrupted`, with every tool call taken out of what was assembled so far.
 pub(crate) fn broken_off(
     response: ModelResponse,
-    incomplete_tool: Option<String>,
+    cut_tool: Option<String>,
     reason: String,
 ) -> ModelError {
-    match incomplete_tool {
-        Some(tool) => ModelError::IncompleteToolCall {
-            tool,
-            reason,
-            partial: Box::new(response),
-        },
-        None => ModelError::StreamInterrupted {
-            reason,
-            partial: Box::new(response),
-        },
+    let cut_tool = cut_tool.or_else(|| tool_names(&response).last().map(str::to_owned));
+    let reason = match cut_tool {
+        Some(tool) => format!("{reason}; tool call `{tool}` was not executed"),
+        None => reason,
+    };
+    ModelError::StreamInterrupted {
+        reason,
+        partial: without_tool_calls(response),
     }
 }
 
@@ -511,7 +519,7 @@ impl<W: Wire> ModelProvider for HttpProvider<W> {
         &'a self,
         request: &'a ModelRequest,
         context: CallContext<'a>,
-    ) -> BoxFuture<'a, Result<ModelResponse, ModelError>> {
+    ) -> BoxFuture<'a, Result<ModelResponse, ModelFailure>> {
         Box::pin(self.call(request, context))
     }
 

@@ -343,9 +343,12 @@ impl OpenAiStream {
                 }
             }
         }
-        response.stop_reason = match &self.finish_reason {
+        let has_calls = response.tool_uses().next().is_some();
+        response.stop_reason = match self.finish_reason.as_deref() {
+            // Some local servers say `stop` while returning calls; the calls are what matter.
+            Some("stop") if has_calls => StopReason::ToolUse,
             Some(reason) => map_finish_reason(reason),
-            None if response.tool_uses().next().is_some() => StopReason::ToolUse,
+            None if has_calls => StopReason::ToolUse,
             None => StopReason::EndTurn,
         };
         (response, incomplete)

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
 use missions_core::model::{
-    CallContext, ModelError, ModelProvider, ModelRequest, ModelResponse, ProbeReport, ProbeStatus,
-    StreamUpdate,
+    CallContext, ModelError, ModelFailure, ModelProvider, ModelRequest, ModelResponse, ProbeReport,
+    ProbeStatus, StreamUpdate,
 };
 use missions_core::transcript::{TranscriptEntry, read_responses};
 
@@ -101,8 +101,12 @@ impl ModelProvider for ReplayProvider {
         &'a self,
         request: &'a ModelRequest,
         context: CallContext<'a>,
-    ) -> BoxFuture<'a, Result<ModelResponse, ModelError>> {
-        Box::pin(self.call(request, context))
+    ) -> BoxFuture<'a, Result<ModelResponse, ModelFailure>> {
+        Box::pin(async move {
+            self.call(request, context)
+                .await
+                .map_err(ModelFailure::from)
+        })
     }
 
     fn probe(&self) -> BoxFuture<'_, ProbeReport> {
