@@ -8,27 +8,30 @@ use std::process::Command;
 use missions_core::config::{Environment, LoadedConfig, ProcessEnvironment, ProviderKind};
 use missions_core::mission::Role;
 use missions_core::model::ProbeStatus;
+use missions_core::secrets::Redactor;
 use missions_providers::{PriceTable, build_provider};
 
 use crate::Outcome;
 
-/// Collects the report and counts what needs fixing.
+/// Prints the report and counts what needs fixing. Every line passes through the redactor:
+/// a server's error text could quote the key it was sent.
 struct Report {
     problems: usize,
+    redactor: Redactor,
 }
 
 impl Report {
     fn line(&self, text: impl AsRef<str>) {
-        println!("{}", text.as_ref());
+        println!("{}", self.redactor.redact(text.as_ref()));
     }
 
     fn problem(&mut self, text: impl AsRef<str>) {
         self.problems += 1;
-        println!("  ✗ {}", text.as_ref());
+        self.line(format!("  ✗ {}", text.as_ref()));
     }
 
     fn good(&self, text: impl AsRef<str>) {
-        println!("  ✓ {}", text.as_ref());
+        self.line(format!("  ✓ {}", text.as_ref()));
     }
 }
 
@@ -47,7 +50,10 @@ fn git(workspace: &Path, args: &[&str]) -> Option<String> {
 
 pub async fn run(workspace: &Path) -> Outcome {
     let env = ProcessEnvironment;
-    let mut report = Report { problems: 0 };
+    let mut report = Report {
+        problems: 0,
+        redactor: Redactor::default(),
+    };
     report.line(format!("Missions {} doctor", env!("CARGO_PKG_VERSION")));
 
     report.line(format!("\nWorkspace: {}", workspace.display()));
@@ -87,17 +93,20 @@ pub async fn run(workspace: &Path) -> Outcome {
         ),
     }
     match missions_core::status::workspace_snapshots(workspace) {
-        Ok((snapshots, warnings)) => {
-            if snapshots.is_empty() {
+        Ok(status) => {
+            if status.snapshots.is_empty() && status.unreadable.is_empty() {
                 report.good("no missions yet");
             }
-            for snapshot in &snapshots {
+            for snapshot in &status.snapshots {
                 report.good(format!(
                     "mission {} is {}",
                     snapshot.mission.id, snapshot.mission.state
                 ));
             }
-            for warning in warnings {
+            for (id, error) in &status.unreadable {
+                report.problem(format!("mission {id} cannot be read: {error}"));
+            }
+            for warning in status.warnings {
                 report.line(format!("  • {warning}"));
             }
         }
@@ -112,6 +121,7 @@ pub async fn run(workspace: &Path) -> Outcome {
             return finish(report);
         }
     };
+    report.redactor = loaded.redactor(&env);
     for source in &loaded.sources {
         let state = if source.loaded {
             "loaded"
@@ -138,7 +148,6 @@ pub async fn run(workspace: &Path) -> Outcome {
     ));
     let in_use = loaded.providers_in_use();
     let prices = std::sync::Arc::new(PriceTable::with_overrides(&loaded.config.prices));
-    let redactor = loaded.redactor(&env);
     for (name, provider) in &loaded.config.providers {
         let kind = provider
             .kind
@@ -164,7 +173,14 @@ pub async fn run(workspace: &Path) -> Outcome {
             report.line("    • not used by any role; not checked");
             continue;
         }
-        match build_provider(name, provider, prices.clone(), workspace, &env, &redactor) {
+        match build_provider(
+            name,
+            provider,
+            prices.clone(),
+            workspace,
+            &env,
+            &report.redactor,
+        ) {
             Err(error) => report.problem(error.to_string()),
             Ok(built) => {
                 let probe = built.probe().await;

@@ -3,19 +3,27 @@
 
 use std::path::Path;
 
-use missions_core::status::{StatusSnapshot, mission_snapshot, workspace_snapshots};
+use missions_core::status::{
+    StatusSnapshot, WorkspaceStatus, mission_snapshot, workspace_snapshots,
+};
 use missions_core::store::StoreError;
 
 use crate::Outcome;
 
 pub fn run(workspace: &Path, id: Option<&str>, json: bool) -> Outcome {
     let result = match id {
-        Some(id) => {
-            mission_snapshot(workspace, id).map(|(snapshot, warnings)| (vec![snapshot], warnings))
-        }
+        Some(id) => mission_snapshot(workspace, id).map(|(snapshot, warnings)| WorkspaceStatus {
+            snapshots: vec![snapshot],
+            warnings,
+            unreadable: Vec::new(),
+        }),
         None => workspace_snapshots(workspace),
     };
-    let (snapshots, warnings) = match result {
+    let WorkspaceStatus {
+        snapshots,
+        warnings,
+        unreadable,
+    } = match result {
         Ok(found) => found,
         Err(error @ StoreError::NotFound { .. }) => return Outcome::Usage(error.to_string()),
         Err(error) => {
@@ -23,6 +31,9 @@ pub fn run(workspace: &Path, id: Option<&str>, json: bool) -> Outcome {
             return Outcome::Failure;
         }
     };
+    for (id, error) in &unreadable {
+        eprintln!("missions: mission {id} cannot be read: {error}");
+    }
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }
@@ -39,15 +50,23 @@ pub fn run(workspace: &Path, id: Option<&str>, json: bool) -> Outcome {
                 return Outcome::Failure;
             }
         }
-        return Outcome::Success;
+        return if unreadable.is_empty() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
     }
-    if snapshots.is_empty() {
+    if snapshots.is_empty() && unreadable.is_empty() {
         println!("No missions in {}.", workspace.display());
     }
     for snapshot in &snapshots {
         print!("{}", describe(snapshot));
     }
-    Outcome::Success
+    if unreadable.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    }
 }
 
 fn describe(snapshot: &StatusSnapshot) -> String {

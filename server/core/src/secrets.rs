@@ -13,9 +13,10 @@ pub struct Redactor {
     secrets: Vec<(String, String)>,
 }
 
-/// Values shorter than this are not treated as secrets: replacing every `abc` in a transcript
-/// would destroy it, and no real API key is that short.
-const MIN_SECRET_LEN: usize = 8;
+/// Values shorter than this are not treated as secrets: replacing every `ab` in a transcript
+/// would destroy it, and such a value protects nothing. Anything longer is redacted, even a
+/// short dummy key for a local server, because the user declared it a key.
+const MIN_SECRET_LEN: usize = 4;
 
 impl Redactor {
     /// Builds a redactor from `(environment variable name, value)` pairs.
@@ -64,11 +65,16 @@ mod tests {
 
     #[test]
     fn replaces_every_occurrence_and_names_the_variable() {
-        let r = Redactor::new([("OPENAI_API_KEY", "sk-test-1234567890"), ("SHORT", "abc")]);
-        let out = r.redact("key=sk-test-1234567890; again sk-test-1234567890; abc stays");
+        let r = Redactor::new([
+            ("OPENAI_API_KEY", "sk-test-1234567890"),
+            ("SHORT", "abc"),
+            ("LOCAL", "ollama"),
+        ]);
+        let out =
+            r.redact("key=sk-test-1234567890; again sk-test-1234567890; abc stays; ollama goes");
         assert_eq!(
             out,
-            "key=[REDACTED:OPENAI_API_KEY]; again [REDACTED:OPENAI_API_KEY]; abc stays"
+            "key=[REDACTED:OPENAI_API_KEY]; again [REDACTED:OPENAI_API_KEY]; abc stays; [REDACTED:LOCAL] goes"
         );
         assert!(r.contains_secret("xx sk-test-1234567890"));
         assert!(!r.contains_secret("abc"));

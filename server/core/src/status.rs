@@ -68,16 +68,30 @@ pub fn mission_snapshot(
     Ok((snapshot, warnings))
 }
 
-/// Snapshots of every mission in `workspace`, oldest first.
-pub fn workspace_snapshots(
-    workspace: &Path,
-) -> Result<(Vec<StatusSnapshot>, Vec<String>), StoreError> {
-    let mut snapshots = Vec::new();
-    let mut warnings = Vec::new();
+/// What `status` knows about a whole workspace.
+#[derive(Debug, Default)]
+pub struct WorkspaceStatus {
+    /// Every readable mission, oldest first.
+    pub snapshots: Vec<StatusSnapshot>,
+    /// Warnings from reading the logs (a dropped torn line).
+    pub warnings: Vec<String>,
+    /// Missions whose log cannot be read, with why. One broken mission must not hide the
+    /// others, so these are reported beside them rather than failing the whole listing.
+    pub unreadable: Vec<(String, StoreError)>,
+}
+
+/// Snapshots of every mission in `workspace`. Fails only when `.missions/` itself cannot be
+/// listed.
+pub fn workspace_snapshots(workspace: &Path) -> Result<WorkspaceStatus, StoreError> {
+    let mut status = WorkspaceStatus::default();
     for id in store::list_missions(workspace)? {
-        let (snapshot, more) = mission_snapshot(workspace, &id)?;
-        snapshots.push(snapshot);
-        warnings.extend(more);
+        match mission_snapshot(workspace, &id) {
+            Ok((snapshot, warnings)) => {
+                status.snapshots.push(snapshot);
+                status.warnings.extend(warnings);
+            }
+            Err(error) => status.unreadable.push((id, error)),
+        }
     }
-    Ok((snapshots, warnings))
+    Ok(status)
 }

@@ -86,8 +86,11 @@ impl Backend {
         };
         match argument.get("missionId") {
             None | Some(Value::Null) => {
-                let (snapshots, _) = workspace_snapshots(&workspace).map_err(store_error)?;
-                encode(serde_json::to_value(snapshots))
+                let status = workspace_snapshots(&workspace).map_err(store_error)?;
+                for (id, error) in &status.unreadable {
+                    tracing::warn!("mission {id} cannot be read: {error}");
+                }
+                encode(serde_json::to_value(status.snapshots))
             }
             Some(Value::String(id)) => {
                 let (snapshot, _) = mission_snapshot(&workspace, id).map_err(store_error)?;

@@ -47,11 +47,16 @@ impl PriceTable {
         });
         let mut models = shipped.models;
         for (model, price) in overrides {
+            // Configuration validation insists on both rates; a half-set override would be
+            // refused before it got here, and is skipped rather than priced at zero.
+            let (Some(input), Some(output)) = (price.input, price.output) else {
+                continue;
+            };
             models.insert(
                 model.clone(),
                 Price {
-                    input: price.input,
-                    output: price.output,
+                    input,
+                    output,
                     cache_read: price.cache_read,
                     cache_write: price.cache_write,
                 },
@@ -150,8 +155,8 @@ mod tests {
         overrides.insert(
             "qwen3-coder".to_owned(),
             PriceOverride {
-                input: 0.0,
-                output: 0.0,
+                input: Some(0.0),
+                output: Some(0.0),
                 cache_read: None,
                 cache_write: None,
             },
@@ -159,8 +164,8 @@ mod tests {
         overrides.insert(
             "gpt-4o".to_owned(),
             PriceOverride {
-                input: 1.0,
-                output: 1.0,
+                input: Some(1.0),
+                output: Some(1.0),
                 cache_read: None,
                 cache_write: None,
             },

@@ -234,7 +234,10 @@ impl Default for MissionConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GithubBacklog {
-    pub repo: String,
+    /// `owner/name`; optional per file so that a later file can set `base_url` alone, and
+    /// required once the files are merged.
+    #[serde(default)]
+    pub repo: Option<String>,
     #[serde(default)]
     pub token_env: Option<String>,
     #[serde(default)]
@@ -253,8 +256,11 @@ pub struct BacklogConfig {
 /// (price them at 0) or models newer than the shipped table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PriceOverride {
-    pub input: f64,
-    pub output: f64,
+    /// Optional per file so that files merge key by key; both rates are required once merged.
+    #[serde(default)]
+    pub input: Option<f64>,
+    #[serde(default)]
+    pub output: Option<f64>,
     #[serde(default)]
     pub cache_read: Option<f64>,
     #[serde(default)]
@@ -289,6 +295,10 @@ pub struct Layer {
     /// A file path, or a description such as `built-in defaults` or `editor settings`.
     pub origin: String,
     pub table: toml::Table,
+    /// Whether this layer is the user's own. The workspace's `.missions/config.toml` comes
+    /// with the repository, so it is not: it may not send a provider's key to a server of its
+    /// choosing (see [`LoadedConfig::validate`]).
+    pub trusted: bool,
 }
 
 const DEFAULTS: &str = include_str!("defaults.toml");
@@ -335,6 +345,7 @@ impl Layer {
             Layer {
                 origin: origin.to_owned(),
                 table,
+                trusted: true,
             },
             warnings,
         ))
@@ -452,6 +463,10 @@ impl LoadedConfig {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
         files.extend(explicit.clone());
+        let workspace_file = workspace.join(".missions").join("config.toml");
+        let trust_workspace = env
+            .var("MISSIONS_TRUST_WORKSPACE")
+            .is_some_and(|v| v == "1");
 
         for path in files {
             let loaded = Layer::from_file(&path)?;
@@ -469,7 +484,8 @@ impl LoadedConfig {
                 origin: path.display().to_string(),
                 loaded: loaded.is_some(),
             });
-            if let Some((layer, layer_warnings)) = loaded {
+            if let Some((mut layer, layer_warnings)) = loaded {
+                layer.trusted = trust_workspace || path != workspace_file;
                 layers.push(layer);
                 warnings.extend(layer_warnings);
             }
@@ -566,6 +582,35 @@ impl LoadedConfig {
         for role in Role::ALL {
             self.route(role)?;
         }
+        self.check_untrusted_layers()?;
+        for (model, price) in &config.prices {
+            for (field, value) in [("input", price.input), ("output", price.output)] {
+                match value {
+                    Some(rate) if rate.is_finite() && rate >= 0.0 => {}
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            origin: self.origin_of(&["prices", model]),
+                            key: format!("prices.\"{model}\".{field}"),
+                            message:
+                                "must be set to a non-negative price in USD per million tokens"
+                                    .to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(github) = &config.backlog.github
+            && github
+                .repo
+                .as_deref()
+                .is_none_or(|repo| !repo.contains('/'))
+        {
+            return Err(ConfigError::Invalid {
+                origin: self.origin_of(&["backlog", "github"]),
+                key: "backlog.github.repo".to_owned(),
+                message: "must be set to \"owner/name\"".to_owned(),
+            });
+        }
         if let Some(max_usd) = config.budget.max_usd
             && !(max_usd.is_finite() && max_usd >= 0.0)
         {
@@ -574,6 +619,55 @@ impl LoadedConfig {
                 key: "budget.max_usd".to_owned(),
                 message: "must be a non-negative number of dollars".to_owned(),
             });
+        }
+        Ok(())
+    }
+
+    /// A repository's own `.missions/config.toml` could otherwise send the user's API key to
+    /// a server of the repository's choosing: it may not point a provider that carries a key
+    /// at anything but a loopback address, and may not make a provider record outside the
+    /// workspace. The user's own files may do both; `MISSIONS_TRUST_WORKSPACE=1` trusts the
+    /// workspace file as well.
+    fn check_untrusted_layers(&self) -> Result<(), ConfigError> {
+        for layer in self.layers.iter().filter(|layer| !layer.trusted) {
+            let Some(toml::Value::Table(providers)) = layer.table.get("providers") else {
+                continue;
+            };
+            for (name, table) in providers {
+                let effective = self.config.providers.get(name);
+                let carries_key = effective.is_some_and(|p| p.api_key_env.is_some());
+                let refuse = |key: &str, message: String| ConfigError::Invalid {
+                    origin: layer.origin.clone(),
+                    key: format!("providers.{name}.{key}"),
+                    message,
+                };
+                if let Some(url) = table.get("base_url").and_then(toml::Value::as_str)
+                    && carries_key
+                    && !is_loopback_url(url)
+                {
+                    return Err(refuse(
+                        "base_url",
+                        format!(
+                            "would send the key in ${} to {url}, and this file comes with the repository. \
+                             Set the provider's base_url in your own config file (or export MISSIONS_TRUST_WORKSPACE=1 \
+                             if you trust this repository)",
+                            effective
+                                .and_then(|p| p.api_key_env.clone())
+                                .unwrap_or_default()
+                        ),
+                    ));
+                }
+                for key in ["record", "transcript"] {
+                    if let Some(path) = table.get(key).and_then(toml::Value::as_str)
+                        && !is_inside_relative_path(path)
+                    {
+                        return Err(refuse(
+                            key,
+                            "must be a relative path inside the workspace when set by the workspace's own file".to_owned(),
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -677,3 +771,33 @@ fn lookup<'a>(table: &'a toml::Table, path: &[&str]) -> Option<&'a toml::Value> 
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `url` names this machine: keys sent there never leave it.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host_port = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = host_port
+        .rsplit_once('@')
+        .map_or(host_port, |(_, host)| host);
+    let host = if let Some(bracketed) = host_port.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A relative path that stays inside the directory it is relative to.
+fn is_inside_relative_path(path: &str) -> bool {
+    let path = Path::new(path);
+    path.is_relative()
+        && path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+}

@@ -302,3 +302,94 @@ fn replay_provider_needs_a_transcript() {
     let error = fixture.load().unwrap_err().to_string();
     assert!(error.contains("providers.tape.transcript"), "{error}");
 }
+
+#[test]
+fn partial_tables_merge_key_by_key_and_are_checked_once_merged() {
+    let fixture = Fixture::new();
+    fixture.user("[backlog.github]\nrepo = \"me/app\"\n\n[prices.\"my-model\"]\ninput = 1.0\n");
+    fixture.workspace_file("[backlog.github]\nbase_url = \"http://127.0.0.1:9\"\n\n[prices.\"my-model\"]\noutput = 2.0\n");
+    let loaded = fixture.load().unwrap();
+    let github = loaded.config.backlog.github.as_ref().unwrap();
+    assert_eq!(
+        (github.repo.as_deref(), github.base_url.as_deref()),
+        (Some("me/app"), Some("http://127.0.0.1:9"))
+    );
+    let price = &loaded.config.prices["my-model"];
+    assert_eq!((price.input, price.output), (Some(1.0), Some(2.0)));
+
+    let fixture = Fixture::new();
+    fixture.workspace_file("[prices.\"half\"]\noutput = 2.0\n");
+    let error = fixture.load().unwrap_err().to_string();
+    assert!(error.contains("prices.\"half\".input"), "{error}");
+    let fixture = Fixture::new();
+    fixture.workspace_file("[backlog.github]\ntoken_env = \"GITHUB_TOKEN\"\n");
+    let error = fixture.load().unwrap_err().to_string();
+    assert!(error.contains("backlog.github.repo"), "{error}");
+}
+
+#[test]
+fn the_workspace_file_cannot_send_a_key_to_a_server_of_its_choosing() {
+    let fixture = Fixture::new();
+    fixture.workspace_file("[providers.anthropic]\nbase_url = \"https://collector.example\"\n");
+    let error = fixture.load().unwrap_err().to_string();
+    assert!(
+        error.contains("providers.anthropic.base_url") && error.contains("ANTHROPIC_API_KEY"),
+        "{error}"
+    );
+    assert!(
+        error.contains(".missions/config.toml") && error.contains("MISSIONS_TRUST_WORKSPACE"),
+        "{error}"
+    );
+
+    // Loopback keeps the key on this machine; a keyless provider has nothing to leak.
+    let fixture = Fixture::new();
+    fixture.workspace_file(
+        "[providers.anthropic]\nbase_url = \"http://127.0.0.1:8080\"\n\
+         [providers.local]\nkind = \"openai\"\nbase_url = \"https://models.example/v1\"\n",
+    );
+    fixture.load().unwrap();
+
+    // The user's own files, and a workspace the user trusts, may do it.
+    let fixture = Fixture::new();
+    fixture.user("[providers.anthropic]\nbase_url = \"https://proxy.example\"\n");
+    fixture.load().unwrap();
+    let mut fixture = Fixture::new();
+    fixture.workspace_file("[providers.anthropic]\nbase_url = \"https://proxy.example\"\n");
+    fixture
+        .env
+        .insert("MISSIONS_TRUST_WORKSPACE".into(), "1".into());
+    fixture.load().unwrap();
+}
+
+#[test]
+fn the_workspace_file_cannot_record_outside_the_workspace() {
+    for bad in ["/tmp/tape.jsonl", "../outside.jsonl", "tapes/../../x.jsonl"] {
+        let fixture = Fixture::new();
+        fixture.workspace_file(&format!("[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nrecord = \"{bad}\"\n"));
+        let error = fixture.load().unwrap_err().to_string();
+        assert!(error.contains("providers.local.record"), "{bad}: {error}");
+    }
+    let fixture = Fixture::new();
+    fixture.workspace_file("[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nrecord = \"tapes/run.jsonl\"\n");
+    fixture.load().unwrap();
+}
+
+#[test]
+fn loopback_urls_are_recognised() {
+    for url in [
+        "http://127.0.0.1:8080/v1",
+        "http://localhost",
+        "http://[::1]:9/x",
+        "https://user@127.0.0.2/",
+    ] {
+        assert!(is_loopback_url(url), "{url}");
+    }
+    for url in [
+        "https://api.anthropic.com",
+        "http://10.0.0.1",
+        "http://localhost.example",
+        "http://127.0.0.1.evil.example/",
+    ] {
+        assert!(!is_loopback_url(url), "{url}");
+    }
+}

@@ -105,6 +105,9 @@ pub struct EventLog {
     len: u64,
     next_seq: u64,
     last_hash: String,
+    /// Set when a failed append could not be cut back off: the file's tail is unknown, so no
+    /// further append may land after it until the log is reopened (and verified).
+    poisoned: Option<String>,
 }
 
 /// Who holds a mission's lock: written into the lock file so a refused process can say who.
@@ -158,30 +161,59 @@ fn acquire_lock(dir: &Path) -> Result<File, StoreError> {
 }
 
 impl EventLog {
-    /// Creates a new log in `dir` (which must not hold one yet) and locks it.
-    pub fn create(dir: &Path) -> Result<EventLog, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
+    /// Creates a new log in `dir` (which must not hold one yet) holding `first` as its first
+    /// event, and locks it. The file appears whole, with its first line, or not at all (it is
+    /// written aside and renamed into place), so no reader ever sees an empty mission; the
+    /// file and the directories leading to it are fsync'd before this returns.
+    pub fn create(dir: &Path, first: Event) -> Result<(EventLog, Record), StoreError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
         let lock = acquire_lock(dir)?;
         let path = dir.join("events.jsonl");
+        let record = Record {
+            seq: 1,
+            ts: crate::now_rfc3339(),
+            prev: GENESIS.to_owned(),
+            event: first,
+        };
+        let mut line = serde_json::to_vec(&record).map_err(|error| StoreError::Encode {
+            message: error.to_string(),
+        })?;
+        let hash = line_hash(&line);
+        line.push(b'\n');
+        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+        temp.write_all(&line).map_err(io(&path))?;
+        temp.as_file().sync_all().map_err(io(&path))?;
+        temp.persist_noclobber(&path)
+            .map_err(|error| StoreError::Io {
+                path: path.clone(),
+                source: error.error,
+            })?;
+        // The new directory entries must be durable too, or a crash can lose a mission whose
+        // creation was already reported.
+        for directory in [Some(dir), dir.parent(), dir.parent().and_then(Path::parent)]
+            .into_iter()
+            .flatten()
+        {
+            sync_dir(directory)?;
+        }
         let file = OpenOptions::new()
-            .create_new(true)
             .append(true)
             .open(&path)
-            .map_err(|source| StoreError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(EventLog {
+            .map_err(io(&path))?;
+        let log = EventLog {
             path,
             file,
             _lock: lock,
-            len: 0,
-            next_seq: 1,
-            last_hash: GENESIS.to_owned(),
-        })
+            len: line.len() as u64,
+            next_seq: 2,
+            last_hash: hash,
+            poisoned: None,
+        };
+        Ok((log, record))
     }
 
     /// Opens an existing log for writing: locks it, verifies it, and cuts off a torn tail so
@@ -212,6 +244,7 @@ impl EventLog {
             len: contents.valid_len,
             next_seq: contents.records.len() as u64 + 1,
             last_hash: contents.last_hash.clone(),
+            poisoned: None,
         };
         Ok((log, contents))
     }
@@ -219,6 +252,12 @@ impl EventLog {
     /// Appends one event and makes it durable (fsync) before returning: nobody hears of a
     /// state change that a crash could still take back.
     pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(StoreError::Poisoned {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            });
+        }
         let record = Record {
             seq: self.next_seq,
             ts: crate::now_rfc3339(),
@@ -237,7 +276,11 @@ impl EventLog {
         {
             // Cut a partly written line back off, so the log stays a sequence of whole events
             // and the next append does not glue onto garbage.
-            let _ = self.file.set_len(self.len);
+            if let Err(cut) = self.file.set_len(self.len) {
+                self.poisoned = Some(format!(
+                    "a failed append ({source}) could not be cut back off ({cut})"
+                ));
+            }
             return Err(StoreError::Io {
                 path: self.path.clone(),
                 source,
@@ -252,4 +295,14 @@ impl EventLog {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Makes a directory's entries durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        })
 }

@@ -46,6 +46,10 @@ pub enum StoreError {
     Encode { message: String },
     #[error("{path} holds no mission_created event")]
     Empty { path: PathBuf },
+    #[error(
+        "{path} refuses further appends: {reason}. Reopen the mission to verify and repair the log"
+    )]
+    Poisoned { path: PathBuf, reason: String },
 }
 
 /// `<workspace>/.missions`.
@@ -118,14 +122,15 @@ impl MissionStore {
             });
         };
         let dir = missions_root(workspace).join(id);
-        let log = log::EventLog::create(&dir)?;
+        let (log, record) = log::EventLog::create(&dir, created)?;
         let mut store = MissionStore {
             dir,
             log,
             projection: Projection::default(),
             written: HashMap::new(),
         };
-        store.append(created)?;
+        store.projection.apply(&record);
+        store.refresh_projections();
         Ok(store)
     }
 
@@ -157,14 +162,21 @@ impl MissionStore {
         &self.projection
     }
 
-    /// Records an event durably, folds it, and refreshes the projections. When this returns,
-    /// the event survives a crash; a failure to write a projection is reported but the event
-    /// stands (the projection is rebuilt on the next open).
+    /// Records an event durably, folds it, and refreshes the projections. An `Err` means the
+    /// event was *not* recorded. Once the event is durable this returns `Ok`: a projection
+    /// that cannot be written is logged and rewritten at the next append or open, since
+    /// projections are rebuilt from the log anyway.
     pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
         let record = self.log.append(event)?;
         self.projection.apply(&record);
-        self.write_projections()?;
+        self.refresh_projections();
         Ok(record)
+    }
+
+    fn refresh_projections(&mut self) {
+        if let Err(error) = self.write_projections() {
+            tracing::warn!("projections of {} are stale: {error}", self.dir.display());
+        }
     }
 
     /// Writes every projection file whose content changed, each atomically.
@@ -196,10 +208,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     temp.persist(path).map_err(|error| io(error.error))?;
     // The rename is only durable once the directory entry is; without this a crash can bring
     // back the old file even though the new one was acknowledged.
-    std::fs::File::open(parent)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io)?;
-    Ok(())
+    log::sync_dir(parent)
 }
 
 /// The digest that locks a contract: SHA-256 over the canonical JSON of its assertions

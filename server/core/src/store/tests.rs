@@ -452,3 +452,83 @@ fn contract_digest_ignores_order_and_status_but_not_content() {
     assert_ne!(contract_digest(&a), contract_digest(&c));
     assert_eq!(contract_digest(&a).len(), 64);
 }
+
+#[test]
+fn a_projection_that_cannot_be_written_does_not_fail_a_durable_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = sample_events("m1").into_iter();
+    let mut store = MissionStore::create(dir.path(), events.next().unwrap()).unwrap();
+    // A directory where plan.json should go makes every write of that projection fail.
+    let blocker = store.dir().join("plan.json");
+    std::fs::create_dir(&blocker).unwrap();
+    let plan_submitted = events.next().unwrap();
+    let record = store
+        .append(plan_submitted)
+        .expect("the event is durable, so append succeeds");
+    assert_eq!(record.seq, 2);
+    assert!(store.projection().plan.is_some());
+    assert!(blocker.is_dir(), "the stale projection is left for later");
+    // The log has the event; once the obstacle is gone the next append heals the projection.
+    assert_eq!(
+        log::read_log(&store.dir().join("events.jsonl"))
+            .unwrap()
+            .records
+            .len(),
+        2
+    );
+    std::fs::remove_dir(&blocker).unwrap();
+    store.append(events.next().unwrap()).unwrap();
+    let plan: Plan = serde_json::from_str(&std::fs::read_to_string(&blocker).unwrap()).unwrap();
+    assert_eq!(plan.title, "Slugify");
+}
+
+#[test]
+fn a_new_mission_appears_whole_with_its_first_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = sample_events("m1").into_iter();
+    let store = MissionStore::create(dir.path(), events.next().unwrap()).unwrap();
+    let log_text = std::fs::read_to_string(store.dir().join("events.jsonl")).unwrap();
+    assert_eq!(log_text.lines().count(), 1);
+    assert!(log_text.ends_with('\n'));
+    let leftovers: Vec<_> = std::fs::read_dir(store.dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Creating the same mission again is refused rather than overwriting it.
+    drop(store);
+    let again = MissionStore::create(dir.path(), sample_events("m1").remove(0));
+    assert!(again.is_err());
+    assert_eq!(
+        std::fs::read_to_string(mission_dir(dir.path(), "m1").unwrap().join("events.jsonl"))
+            .unwrap(),
+        log_text
+    );
+}
+
+#[test]
+fn one_unreadable_mission_does_not_hide_the_others() {
+    let (dir, broken_dir) = workspace_with_log("20261120-broken-0001");
+    let mut events = sample_events("20261121-fine-0002").into_iter();
+    drop(MissionStore::create(dir.path(), events.next().unwrap()).unwrap());
+    let path = broken_dir.join("events.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen("\"seq\":2", "\"seq\":7", 1);
+    std::fs::write(&path, text).unwrap();
+    let status = crate::status::workspace_snapshots(dir.path()).unwrap();
+    let ids: Vec<&str> = status
+        .snapshots
+        .iter()
+        .map(|s| s.mission.id.as_str())
+        .collect();
+    assert_eq!(ids, ["20261121-fine-0002"]);
+    assert_eq!(status.unreadable.len(), 1);
+    assert_eq!(status.unreadable[0].0, "20261120-broken-0001");
+    assert!(matches!(
+        status.unreadable[0].1,
+        StoreError::Corrupt { line: 2, .. }
+    ));
+}
