@@ -615,3 +615,44 @@ async fn tokens_of_failed_attempts_are_counted_whatever_the_final_error() {
         }
     );
 }
+
+#[tokio::test]
+async fn a_connection_that_never_completes_hits_the_connect_timeout() {
+    // A listener that never accepts, with its backlog filled: further SYNs are dropped, so a
+    // new connection hangs in the handshake, all on 127.0.0.1.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_millis(100),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        {
+            fillers.push(stream);
+        }
+    }
+    let mut config = config(ProviderKind::Anthropic, format!("http://{address}"));
+    config.max_retries = 0;
+    config.connect_timeout_s = 0.3;
+    let started = std::time::Instant::now();
+    let failure = provider(&config)
+        .complete(&request("m"), CallContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            failure.error,
+            ModelError::Timeout {
+                phase: missions_core::model::TimeoutPhase::Connect,
+                ..
+            }
+        ),
+        "{failure:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    drop(listener);
+}
