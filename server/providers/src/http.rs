@@ -17,7 +17,7 @@ use missions_core::model::{
 use missions_core::transcript::{TranscriptEntry, TranscriptWriter};
 use reqwest::header::HeaderMap;
 
-use crate::pricing::PriceTable;
+use missions_core::pricing::PriceTable;
 use crate::retry::{RetryHints, RetryPolicy};
 use crate::sse::{SseDecoder, SseEvent};
 

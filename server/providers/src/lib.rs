@@ -12,7 +12,6 @@
 mod anthropic;
 mod http;
 mod openai;
-pub mod pricing;
 pub mod replay;
 pub mod retry;
 pub mod sse;
@@ -29,7 +28,7 @@ use missions_core::secrets::Redactor;
 use missions_core::transcript::{TranscriptError, TranscriptWriter};
 
 pub use http::HttpSettings;
-pub use pricing::PriceTable;
+pub use missions_core::pricing::PriceTable;
 pub use retry::RetryPolicy;
 
 /// Why a provider could not be built.

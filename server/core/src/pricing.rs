@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use missions_core::config::PriceOverride;
-use missions_core::model::Usage;
+use crate::config::PriceOverride;
+use crate::model::Usage;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
