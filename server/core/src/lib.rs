@@ -13,6 +13,7 @@ pub mod config;
 pub mod ids;
 pub mod mission;
 pub mod model;
+pub mod net;
 pub mod pricing;
 pub mod secrets;
 pub mod status;

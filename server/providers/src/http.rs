@@ -17,9 +17,9 @@ use missions_core::model::{
 use missions_core::transcript::{TranscriptEntry, TranscriptWriter};
 use reqwest::header::HeaderMap;
 
-use missions_core::pricing::PriceTable;
 use crate::retry::{RetryHints, RetryPolicy};
 use crate::sse::{SseDecoder, SseEvent};
+use missions_core::pricing::PriceTable;
 
 /// Assembles one streamed response from its SSE events.
 pub(crate) trait StreamAssembler: Send {

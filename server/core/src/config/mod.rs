@@ -643,7 +643,7 @@ impl LoadedConfig {
                 };
                 if let Some(url) = table.get("base_url").and_then(toml::Value::as_str)
                     && carries_key
-                    && !is_loopback_url(url)
+                    && !crate::net::is_loopback_url(url)
                 {
                     return Err(refuse(
                         "base_url",
@@ -771,24 +771,6 @@ fn lookup<'a>(table: &'a toml::Table, path: &[&str]) -> Option<&'a toml::Value> 
 
 #[cfg(test)]
 mod tests;
-
-/// Whether `url` names this machine: keys sent there never leave it.
-fn is_loopback_url(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let host_port = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = host_port
-        .rsplit_once('@')
-        .map_or(host_port, |(_, host)| host);
-    let host = if let Some(bracketed) = host_port.strip_prefix('[') {
-        bracketed.split(']').next().unwrap_or_default()
-    } else {
-        host_port.split(':').next().unwrap_or_default()
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
 
 /// A relative path that stays inside the directory it is relative to.
 fn is_inside_relative_path(path: &str) -> bool {

@@ -382,7 +382,7 @@ fn loopback_urls_are_recognised() {
         "http://[::1]:9/x",
         "https://user@127.0.0.2/",
     ] {
-        assert!(is_loopback_url(url), "{url}");
+        assert!(crate::net::is_loopback_url(url), "{url}");
     }
     for url in [
         "https://api.anthropic.com",
@@ -390,6 +390,6 @@ fn loopback_urls_are_recognised() {
         "http://localhost.example",
         "http://127.0.0.1.evil.example/",
     ] {
-        assert!(!is_loopback_url(url), "{url}");
+        assert!(!crate::net::is_loopback_url(url), "{url}");
     }
 }

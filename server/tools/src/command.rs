@@ -1,0 +1,308 @@
+//! `run_command`: `sh -c COMMAND` in the workspace, in a process group of its own.
+//!
+//! The timeout kills the whole group, so a command that forks (a test runner, a dev server
+//! started with `&`) cannot outlive it; the group is killed after a normal exit too, for the
+//! same reason. Output (stdout and stderr, interleaved as they arrive) is kept whole up to a
+//! cap and as head and tail beyond it. The environment has no configured API key in it, and
+//! the output is redacted before a model sees it.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use missions_core::secrets::Redactor;
+use tokio::io::AsyncReadExt;
+
+use crate::output::CappedOutput;
+
+/// The most output a command result carries (SPEC §5: 64 KiB, head and tail).
+pub const OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// What every command started by the tools needs to know.
+#[derive(Debug, Clone)]
+pub struct CommandEnvironment {
+    pub root: PathBuf,
+    /// Names of variables that hold secrets; they are removed from the command's environment.
+    pub secret_env: Vec<String>,
+    pub redactor: Redactor,
+    /// A program that runs the command sandboxed: called as `PROGRAM ROOT -- sh -c COMMAND`.
+    /// `None` runs `sh` directly (the code-level confinement still holds for file tools).
+    pub sandbox: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandResult {
+    /// `None` when the command was killed (timeout or signal).
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    pub output: String,
+    pub duration: Duration,
+}
+
+impl CommandResult {
+    /// The text a model gets back.
+    pub fn describe(&self, timeout: Duration) -> String {
+        let seconds = self.duration.as_secs_f64();
+        let head = if self.timed_out {
+            format!(
+                "timed out after {} s; the command and every process it started were killed. Output so far:",
+                timeout.as_secs()
+            )
+        } else {
+            match self.exit_code {
+                Some(code) => format!("exit code {code} ({seconds:.1} s)"),
+                None => format!("killed by a signal ({seconds:.1} s)"),
+            }
+        };
+        if self.output.is_empty() {
+            format!("{head}\n(no output)")
+        } else {
+            format!("{head}\n{}", self.output)
+        }
+    }
+}
+
+/// Kills every process in group `pgid`; a group that is already gone is fine.
+pub fn kill_group(pgid: Option<u32>) {
+    if let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Builds the command for `sh -c script`, sandboxed if configured, in its own process group,
+/// with secrets removed from its environment.
+pub fn shell_command(environment: &CommandEnvironment, script: &str) -> tokio::process::Command {
+    let mut command = match &environment.sandbox {
+        Some(launcher) => {
+            let mut c = tokio::process::Command::new(launcher);
+            c.arg(&environment.root)
+                .arg("--")
+                .arg("sh")
+                .arg("-c")
+                .arg(script);
+            c
+        }
+        None => {
+            let mut c = tokio::process::Command::new("sh");
+            c.arg("-c").arg(script);
+            c
+        }
+    };
+    command
+        .current_dir(&environment.root)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    for name in &environment.secret_env {
+        command.env_remove(name);
+    }
+    // A key copied into another variable is still a key.
+    for (name, value) in std::env::vars_os() {
+        if environment
+            .redactor
+            .contains_secret(&value.to_string_lossy())
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Copies a pipe into the shared output until it closes.
+pub fn drain<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    mut pipe: R,
+    output: Arc<Mutex<CappedOutput>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            match pipe.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => output
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(&buffer[..n]),
+            }
+        }
+    })
+}
+
+/// Runs `script` to completion or until `timeout`.
+pub async fn run_command(
+    environment: &CommandEnvironment,
+    script: &str,
+    timeout: Duration,
+) -> Result<CommandResult, String> {
+    let mut command = shell_command(environment, script);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start `sh`: {e}"))?;
+    let pgid = child.id();
+    let output = Arc::new(Mutex::new(CappedOutput::new(OUTPUT_LIMIT)));
+    let mut readers = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        readers.push(drain(stdout, output.clone()));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        readers.push(drain(stderr, output.clone()));
+    }
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    // Whether it finished or not, nothing the command started may live on.
+    kill_group(pgid);
+    let (status, timed_out) = match waited {
+        Ok(status) => (
+            status.map_err(|e| format!("waiting for the command failed: {e}"))?,
+            false,
+        ),
+        Err(_) => (
+            child
+                .wait()
+                .await
+                .map_err(|e| format!("waiting for the command failed: {e}"))?,
+            true,
+        ),
+    };
+    let duration = started.elapsed();
+    // The pipes close once the group is dead; a process that escaped into another group
+    // could hold them open, so the wait is bounded.
+    for reader in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+    }
+    let text = output.lock().unwrap_or_else(|p| p.into_inner()).render();
+    Ok(CommandResult {
+        exit_code: if timed_out { None } else { status.code() },
+        timed_out,
+        output: environment.redactor.redact(&text),
+        duration,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn environment(dir: &std::path::Path) -> CommandEnvironment {
+        CommandEnvironment {
+            root: dir.to_owned(),
+            secret_env: vec!["MISSIONS_TEST_SECRET_NAME".into()],
+            redactor: Redactor::new([("MISSIONS_TEST_SECRET_NAME", "sk-live-secret-value-123")]),
+            sandbox: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn exit_codes_and_interleaved_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = environment(dir.path());
+        let result = run_command(
+            &env,
+            "echo out; echo err >&2; exit 3",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert_eq!(result.exit_code, Some(3));
+        assert!(!result.timed_out);
+        assert!(result.output.contains("out\n") && result.output.contains("err\n"));
+        let pwd = run_command(&env, "pwd", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(
+            pwd.output.trim(),
+            dir.path().canonicalize().unwrap().to_string_lossy()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = environment(dir.path());
+        let marker = dir.path().join("survived");
+        let script = format!(
+            "echo started; (sleep 1; touch {}) & sleep 30",
+            marker.display()
+        );
+        let result = run_command(&env, &script, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(result.timed_out);
+        assert_eq!(result.exit_code, None);
+        assert!(result.output.contains("started"));
+        assert!(result.duration < Duration::from_secs(5));
+        assert!(
+            result
+                .describe(Duration::from_millis(300))
+                .starts_with("timed out after")
+        );
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        assert!(!marker.exists(), "a background child outlived the timeout");
+    }
+
+    #[tokio::test]
+    async fn background_children_do_not_outlive_a_finished_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = environment(dir.path());
+        let marker = dir.path().join("late");
+        let script = format!("(sleep 1; touch {}) & echo done", marker.display());
+        let result = run_command(&env, &script, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(result.exit_code, Some(0));
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        assert!(!marker.exists());
+    }
+
+    #[tokio::test]
+    async fn floods_are_cut_to_head_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = environment(dir.path());
+        let result = run_command(
+            &env,
+            "echo FIRST; head -c 5000000 /dev/zero | tr '\\0' x; echo; echo LAST",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        assert!(
+            result.output.len() <= OUTPUT_LIMIT + 100,
+            "{}",
+            result.output.len()
+        );
+        assert!(result.output.starts_with("FIRST\n"));
+        assert!(result.output.trim_end().ends_with("LAST"));
+        assert!(result.output.contains("bytes cut ..."));
+    }
+}
+
+#[cfg(test)]
+mod environment_tests {
+    use super::*;
+
+    #[test]
+    fn configured_secret_variables_are_removed() {
+        let env = CommandEnvironment {
+            root: std::env::temp_dir(),
+            secret_env: vec!["ANTHROPIC_API_KEY".into(), "OPENAI_API_KEY".into()],
+            redactor: Redactor::default(),
+            sandbox: None,
+        };
+        let command = shell_command(&env, "env");
+        let removed: Vec<String> = command
+            .as_std()
+            .get_envs()
+            .filter(|(_, value)| value.is_none())
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            removed.contains(&"ANTHROPIC_API_KEY".to_owned())
+                && removed.contains(&"OPENAI_API_KEY".to_owned()),
+            "{removed:?}"
+        );
+    }
+}

@@ -1,0 +1,470 @@
+//! The tools Missions offers to models (SPEC §5), with exactly those names and fields.
+//!
+//! A [`ToolBox`] serves one agent run: it knows the run's [`ToolSet`] (which tools its role
+//! may use), confines every path to the workspace ([`paths::Confinement`]), runs commands in
+//! process groups without the configured keys ([`command`]), tracks the processes a
+//! user-testing run starts ([`process::Processes`]) and records every command it ran, so the
+//! engine can check a worker's handoff against what really happened.
+//!
+//! Invariant: a tool call never fails the run. Bad input, a refused path, a failing command —
+//! each comes back as a [`ToolOutput`] with `is_error` set and a message that says why.
+//!
+//! The terminal tools (`submit_plan`, `submit_handoff`, `decide_milestone`, `report_findings`)
+//! belong to the engine, which checks their content; they are not here.
+
+pub mod command;
+pub mod files;
+pub mod output;
+pub mod paths;
+pub mod process;
+pub mod repo_map;
+pub mod search;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use missions_core::mission::ObservedCommand;
+use missions_core::model::ToolSpec;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub use command::CommandEnvironment;
+pub use paths::Confinement;
+
+/// Which tools a run may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolSet {
+    /// The orchestrator: read-only tools.
+    ReadOnly,
+    /// A worker: read-only tools, file writes, commands.
+    Worker,
+    /// A review agent: read-only tools and commands.
+    Reviewer,
+    /// The user-testing agent: read-only tools, commands, processes and loopback HTTP.
+    UserTester,
+}
+
+impl ToolSet {
+    pub fn names(self) -> &'static [&'static str] {
+        const READ: [&str; 4] = ["read_file", "list_files", "search", "repo_map"];
+        match self {
+            ToolSet::ReadOnly => &READ,
+            ToolSet::Worker => &[
+                "read_file",
+                "list_files",
+                "search",
+                "repo_map",
+                "write_file",
+                "edit_file",
+                "run_command",
+            ],
+            ToolSet::Reviewer => &[
+                "read_file",
+                "list_files",
+                "search",
+                "repo_map",
+                "run_command",
+            ],
+            ToolSet::UserTester => &[
+                "read_file",
+                "list_files",
+                "search",
+                "repo_map",
+                "run_command",
+                "start_process",
+                "stop_process",
+                "http_request",
+            ],
+        }
+    }
+}
+
+/// Decides whether a file may be written now; the language server refuses files with unsaved
+/// changes in the editor (SPEC §8).
+pub trait WriteGuard: Send + Sync {
+    /// `Err` with a message naming why, e.g. "src/a.py has unsaved changes in the editor".
+    fn check(&self, relative_path: &str) -> Result<(), String>;
+}
+
+/// The result of one tool call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolOutput {
+    pub content: String,
+    pub is_error: bool,
+    /// Set when a write was refused because the editor holds unsaved changes to the file:
+    /// the mission must pause with reason `conflict`.
+    pub conflict: Option<String>,
+}
+
+impl ToolOutput {
+    fn ok(content: String) -> ToolOutput {
+        ToolOutput {
+            content,
+            is_error: false,
+            conflict: None,
+        }
+    }
+
+    fn error(content: impl Into<String>) -> ToolOutput {
+        ToolOutput {
+            content: content.into(),
+            is_error: true,
+            conflict: None,
+        }
+    }
+}
+
+/// Settings of a tool box beyond the workspace and tool set.
+#[derive(Clone)]
+pub struct ToolSettings {
+    pub environment: CommandEnvironment,
+    /// `run_command`'s default timeout (SPEC §5: 120 s).
+    pub default_timeout: Duration,
+    /// The cap on `timeout_s` (config `mission.max_command_timeout_s`).
+    pub max_timeout: Duration,
+    /// What the run is about, for ranking `repo_map`.
+    pub focus: String,
+    /// `repo_map`'s token budget.
+    pub map_tokens: usize,
+    pub write_guard: Option<Arc<dyn WriteGuard>>,
+}
+
+pub struct ToolBox {
+    confinement: Confinement,
+    set: ToolSet,
+    settings: ToolSettings,
+    observed: Mutex<Vec<ObservedCommand>>,
+    processes: process::Processes,
+}
+
+#[derive(Deserialize)]
+struct ReadFileInput {
+    path: String,
+    offset: Option<u64>,
+    limit: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ListFilesInput {
+    path: Option<String>,
+    glob: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SearchInput {
+    pattern: String,
+    path: Option<String>,
+    glob: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RepoMapInput {
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WriteFileInput {
+    path: String,
+    content: String,
+}
+
+#[derive(Deserialize)]
+struct EditFileInput {
+    path: String,
+    old: String,
+    new: String,
+}
+
+#[derive(Deserialize)]
+struct RunCommandInput {
+    command: String,
+    timeout_s: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct StartProcessInput {
+    name: String,
+    command: String,
+    ready_pattern: Option<String>,
+    ready_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StopProcessInput {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct HttpRequestInput {
+    method: String,
+    url: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    body: Option<String>,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(tool: &str, input: &Value) -> Result<T, ToolOutput> {
+    serde_json::from_value(input.clone())
+        .map_err(|e| ToolOutput::error(format!("invalid input for {tool}: {e}")))
+}
+
+fn string(description: &str) -> Value {
+    json!({"type": "string", "description": description})
+}
+
+/// The JSON schema of every tool this crate serves, by name.
+pub fn tool_spec(name: &str) -> Option<ToolSpec> {
+    let (description, properties, required): (&str, Value, Vec<&str>) = match name {
+        "read_file" => (
+            "Read a text file of the workspace. Lines come numbered. Use offset (1-based line) and limit (lines) to page through long files.",
+            json!({"path": string("Path relative to the workspace root."), "offset": {"type": "integer", "minimum": 1}, "limit": {"type": "integer", "minimum": 1}}),
+            vec!["path"],
+        ),
+        "list_files" => (
+            "List the files under a directory of the workspace, honouring .gitignore, optionally filtered by a glob such as `**/*.py`.",
+            json!({"path": string("Directory relative to the workspace root; the root if omitted."), "glob": string("Glob matched against the relative path or file name.")}),
+            vec![],
+        ),
+        "search" => (
+            "Search the workspace with a regular expression (Rust regex syntax), honouring .gitignore. Returns path:line:text lines.",
+            json!({"pattern": string("Regular expression."), "path": string("Directory or file to search; the root if omitted."), "glob": string("Only search files matching this glob.")}),
+            vec!["pattern"],
+        ),
+        "repo_map" => (
+            "Outline the definitions (functions, types, classes) of the repository or of a directory, ranked toward the task.",
+            json!({"path": string("Directory to map; the whole workspace if omitted.")}),
+            vec![],
+        ),
+        "write_file" => (
+            "Create or replace a file with the given content. Directories are created as needed. Not allowed under .git/ or .missions/.",
+            json!({"path": string("Path relative to the workspace root."), "content": string("The whole new content of the file.")}),
+            vec!["path", "content"],
+        ),
+        "edit_file" => (
+            "Replace one exact occurrence of `old` with `new` in a file. `old` must match exactly one place, whitespace included.",
+            json!({"path": string("Path relative to the workspace root."), "old": string("Exact text to replace."), "new": string("Replacement text.")}),
+            vec!["path", "old", "new"],
+        ),
+        "run_command" => (
+            "Run a shell command (sh -c) in the workspace root. Returns the exit code and the output (at most 64 KiB: head and tail). On timeout the command and everything it started are killed.",
+            json!({"command": string("The shell command."), "timeout_s": {"type": "number", "description": "Seconds before the command is killed (default 120).", "minimum": 1}}),
+            vec!["command"],
+        ),
+        "start_process" => (
+            "Start a long-running process (a server, the program under test) under a name, and wait until it is ready: its output matches ready_pattern, or ready_url answers.",
+            json!({"name": string("A name to refer to the process by."), "command": string("Shell command that starts it."), "ready_pattern": string("Regular expression its output matches once it is ready."), "ready_url": string("Loopback URL that answers once it is ready.")}),
+            vec!["name", "command"],
+        ),
+        "stop_process" => (
+            "Stop a process started with start_process and return its output.",
+            json!({"name": string("The process's name.")}),
+            vec!["name"],
+        ),
+        "http_request" => (
+            "Send one HTTP request to a loopback address (127.0.0.1, localhost, [::1]) and return status, headers and body.",
+            json!({"method": string("GET, POST, …"), "url": string("Loopback URL."), "headers": {"type": "object", "additionalProperties": {"type": "string"}}, "body": string("Request body.")}),
+            vec!["method", "url"],
+        ),
+        _ => return None,
+    };
+    Some(ToolSpec {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        input_schema: json!({"type": "object", "properties": properties, "required": required}),
+    })
+}
+
+impl ToolBox {
+    pub fn new(root: &Path, set: ToolSet, settings: ToolSettings) -> std::io::Result<ToolBox> {
+        Ok(ToolBox {
+            confinement: Confinement::new(root)?,
+            set,
+            settings,
+            observed: Mutex::new(Vec::new()),
+            processes: process::Processes::default(),
+        })
+    }
+
+    pub fn confinement(&self) -> &Confinement {
+        &self.confinement
+    }
+
+    /// The specs of the tools this run may use.
+    pub fn specs(&self) -> Vec<ToolSpec> {
+        self.set
+            .names()
+            .iter()
+            .filter_map(|name| tool_spec(name))
+            .collect()
+    }
+
+    /// Every command this run ran, with its observed exit code and duration.
+    pub fn observed_commands(&self) -> Vec<ObservedCommand> {
+        self.observed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Ends the run's processes.
+    pub fn finish(&self) {
+        self.processes.stop_all();
+    }
+
+    /// Runs one tool call. Never panics and never fails the run: every problem is a result.
+    pub async fn call(&self, name: &str, input: &Value) -> ToolOutput {
+        if !self.set.names().contains(&name) {
+            return ToolOutput::error(format!(
+                "`{name}` is not a tool of this run; available: {}",
+                self.set.names().join(", ")
+            ));
+        }
+        let output = match self.dispatch(name, input).await {
+            Ok(output) | Err(output) => output,
+        };
+        // Whatever a tool read or ran, a configured key never reaches the model.
+        ToolOutput {
+            content: self.settings.environment.redactor.redact(&output.content),
+            ..output
+        }
+    }
+
+    async fn dispatch(&self, name: &str, input: &Value) -> Result<ToolOutput, ToolOutput> {
+        let c = &self.confinement;
+        let result = match name {
+            "read_file" => {
+                let i: ReadFileInput = parse(name, input)?;
+                files::read_file(c, &i.path, i.offset, i.limit)
+            }
+            "list_files" => {
+                let i: ListFilesInput = parse(name, input)?;
+                files::list_files(c, i.path.as_deref(), i.glob.as_deref())
+            }
+            "search" => {
+                let i: SearchInput = parse(name, input)?;
+                search::search(c, &i.pattern, i.path.as_deref(), i.glob.as_deref())
+            }
+            "repo_map" => {
+                let i: RepoMapInput = parse(name, input)?;
+                repo_map::repo_map(
+                    c,
+                    i.path.as_deref(),
+                    &self.settings.focus,
+                    self.settings.map_tokens,
+                )
+            }
+            "write_file" => {
+                let i: WriteFileInput = parse(name, input)?;
+                return Ok(self.write(&i.path, |_| Ok(i.content.clone())));
+            }
+            "edit_file" => {
+                let i: EditFileInput = parse(name, input)?;
+                return Ok(self.write(&i.path, |resolved| {
+                    let text = std::fs::read_to_string(resolved)
+                        .map_err(|e| format!("`{}`: {e}", i.path))?;
+                    files::edit_text(&i.path, &text, &i.old, &i.new)
+                }));
+            }
+            "run_command" => {
+                let i: RunCommandInput = parse(name, input)?;
+                return Ok(self.run(&i.command, i.timeout_s).await);
+            }
+            "start_process" => {
+                let i: StartProcessInput = parse(name, input)?;
+                self.processes
+                    .start(
+                        &self.settings.environment,
+                        &i.name,
+                        &i.command,
+                        i.ready_pattern.as_deref(),
+                        i.ready_url.as_deref(),
+                    )
+                    .await
+            }
+            "stop_process" => {
+                let i: StopProcessInput = parse(name, input)?;
+                self.processes
+                    .stop(&self.settings.environment, &i.name)
+                    .await
+            }
+            "http_request" => {
+                let i: HttpRequestInput = parse(name, input)?;
+                process::http_request(&i.method, &i.url, &i.headers, i.body.as_deref()).await
+            }
+            other => Err(format!("unknown tool `{other}`")),
+        };
+        Ok(match result {
+            Ok(text) => ToolOutput::ok(text),
+            Err(text) => ToolOutput::error(text),
+        })
+    }
+
+    /// Writes a file through the confinement and the editor guard; `content` computes the new
+    /// text from the resolved path (an edit reads the old text first).
+    fn write(
+        &self,
+        path: &str,
+        content: impl FnOnce(&Path) -> Result<String, String>,
+    ) -> ToolOutput {
+        let resolved = match self.confinement.resolve_write(path) {
+            Ok(resolved) => resolved,
+            Err(refused) => return ToolOutput::error(refused.0),
+        };
+        let relative = self.confinement.relative(&resolved);
+        if let Some(guard) = &self.settings.write_guard
+            && let Err(reason) = guard.check(&relative)
+        {
+            return ToolOutput {
+                content: reason,
+                is_error: true,
+                conflict: Some(relative),
+            };
+        }
+        let text = match content(&resolved) {
+            Ok(text) => text,
+            Err(message) => return ToolOutput::error(message),
+        };
+        match files::write_file(&resolved, &text) {
+            Ok(existed) => ToolOutput::ok(format!(
+                "{} {relative} ({} bytes, {} lines)",
+                if existed { "updated" } else { "created" },
+                text.len(),
+                text.lines().count()
+            )),
+            Err(message) => ToolOutput::error(message),
+        }
+    }
+
+    async fn run(&self, script: &str, timeout_s: Option<f64>) -> ToolOutput {
+        let requested = timeout_s
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(self.settings.default_timeout);
+        let timeout = requested.min(self.settings.max_timeout);
+        let started = Instant::now();
+        match command::run_command(&self.settings.environment, script, timeout).await {
+            Ok(result) => {
+                self.observed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(ObservedCommand {
+                        command: script.to_owned(),
+                        exit_code: result.exit_code,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                    });
+                // A command that ran and failed is a result, not a tool error: its exit code and
+                // output are what the model needs.
+                ToolOutput::ok(result.describe(timeout))
+            }
+            Err(message) => ToolOutput::error(message),
+        }
+    }
+}
+
+impl Drop for ToolBox {
+    fn drop(&mut self) {
+        self.processes.stop_all();
+    }
+}

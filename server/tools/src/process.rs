@@ -1,0 +1,220 @@
+//! The user-testing agent's tools: `start_process`, `stop_process` and `http_request`.
+//!
+//! Started processes run in process groups of their own, like commands, and are tracked by
+//! name; when the run ends, [`Processes`] kills every one of them (also on drop), so nothing a
+//! user-testing run started survives it. HTTP requests may only go to loopback addresses.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::command::{CommandEnvironment, OUTPUT_LIMIT, drain, kill_group, shell_command};
+use crate::output::CappedOutput;
+
+/// How long a process may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Managed {
+    child: tokio::process::Child,
+    pgid: Option<u32>,
+    output: Arc<Mutex<CappedOutput>>,
+}
+
+/// The processes one run started.
+#[derive(Default)]
+pub struct Processes {
+    running: Mutex<BTreeMap<String, Managed>>,
+}
+
+fn rendered(output: &Arc<Mutex<CappedOutput>>) -> String {
+    output.lock().unwrap_or_else(|p| p.into_inner()).render()
+}
+
+impl Processes {
+    /// Starts `command` under `name` and waits until it is ready: its output matches
+    /// `ready_pattern`, or `ready_url` answers any HTTP response, or at once if neither.
+    pub async fn start(
+        &self,
+        environment: &CommandEnvironment,
+        name: &str,
+        command: &str,
+        ready_pattern: Option<&str>,
+        ready_url: Option<&str>,
+    ) -> Result<String, String> {
+        if name.trim().is_empty() {
+            return Err("`name` is empty".into());
+        }
+        if self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
+        {
+            return Err(format!(
+                "a process named `{name}` is already running; stop it first or use another name"
+            ));
+        }
+        let pattern = ready_pattern
+            .map(regex::Regex::new)
+            .transpose()
+            .map_err(|e| format!("invalid ready_pattern: {e}"))?;
+        if let Some(url) = ready_url
+            && !missions_core::net::is_loopback_url(url)
+        {
+            return Err(format!("ready_url `{url}` is not a loopback address"));
+        }
+        let mut spawn = shell_command(environment, command);
+        spawn.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = spawn
+            .spawn()
+            .map_err(|e| format!("cannot start `{command}`: {e}"))?;
+        let pgid = child.id();
+        let output = Arc::new(Mutex::new(CappedOutput::new(OUTPUT_LIMIT)));
+        if let Some(stdout) = child.stdout.take() {
+            drain(stdout, output.clone());
+        }
+        if let Some(stderr) = child.stderr.take() {
+            drain(stderr, output.clone());
+        }
+        let started = Instant::now();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| e.to_string())?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                kill_group(pgid);
+                return Err(format!(
+                    "`{command}` exited ({status}) before it was ready. Its output:\n{}",
+                    environment.redactor.redact(&rendered(&output))
+                ));
+            }
+            let matched = pattern
+                .as_ref()
+                .is_some_and(|p| p.is_match(&rendered(&output)));
+            let answered = match ready_url {
+                Some(url) => client.get(url).send().await.is_ok(),
+                None => false,
+            };
+            let nothing_to_wait_for = pattern.is_none() && ready_url.is_none();
+            if matched || answered || nothing_to_wait_for {
+                break;
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                kill_group(pgid);
+                return Err(format!(
+                    "`{name}` was not ready after {} s and was stopped. Its output:\n{}",
+                    READY_TIMEOUT.as_secs(),
+                    environment.redactor.redact(&rendered(&output))
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let text = environment.redactor.redact(&rendered(&output));
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                name.to_owned(),
+                Managed {
+                    child,
+                    pgid,
+                    output,
+                },
+            );
+        Ok(format!(
+            "started `{name}` (ready after {:.1} s). Output so far:\n{text}",
+            started.elapsed().as_secs_f64()
+        ))
+    }
+
+    /// Stops process `name` and returns its output.
+    pub async fn stop(
+        &self,
+        environment: &CommandEnvironment,
+        name: &str,
+    ) -> Result<String, String> {
+        let managed = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        let Some(mut managed) = managed else {
+            return Err(format!("no process named `{name}` is running"));
+        };
+        kill_group(managed.pgid);
+        let status = managed
+            .child
+            .wait()
+            .await
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        Ok(format!(
+            "stopped `{name}` ({status}). Its output:\n{}",
+            environment.redactor.redact(&rendered(&managed.output))
+        ))
+    }
+
+    /// Kills every process still running.
+    pub fn stop_all(&self) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, managed) in std::mem::take(&mut *running) {
+            kill_group(managed.pgid);
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// `http_request`: one request to a loopback address; the response status, headers and body.
+pub async fn http_request(
+    method: &str,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    body: Option<&str>,
+) -> Result<String, String> {
+    if !missions_core::net::is_loopback_url(url) {
+        return Err(format!(
+            "`{url}` is not a loopback address; http_request only reaches this machine"
+        ));
+    }
+    let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("invalid method `{method}`"))?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut request = client.request(method, url);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    if let Some(body) = body {
+        request = request.body(body.to_owned());
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let mut out = format!("HTTP {}\n", response.status().as_u16());
+    for (name, value) in response.headers() {
+        out.push_str(&format!(
+            "{name}: {}\n",
+            value.to_str().unwrap_or("<binary>")
+        ));
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the body failed: {e}"))?;
+    let mut capped = CappedOutput::new(OUTPUT_LIMIT);
+    capped.push(&bytes);
+    out.push('\n');
+    out.push_str(&capped.render());
+    Ok(out)
+}

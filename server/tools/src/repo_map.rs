@@ -1,0 +1,456 @@
+//! `repo_map`: an outline of the definitions in a repository, from tree-sitter, ranked toward
+//! the run's task and cut to a token budget.
+//!
+//! For Rust, Python, JavaScript, TypeScript (and TSX) and Go, each file is parsed and a query
+//! collects its definitions (functions, methods, types, classes, traits, interfaces); each is
+//! shown by its line number and the first line of its source, indented by nesting. Files are
+//! ranked by how many words of the focus text appear in their path and definition names, so a
+//! worker on "add slugify to utils" sees `utils` and `slug` first; the map is then cut at a
+//! budget of about four characters per token.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use tree_sitter::{Language, Parser, Query, QueryCursor, StreamingIterator};
+
+use crate::paths::Confinement;
+
+/// Files larger than this are not outlined (generated or vendored code, most likely).
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+const MAX_FILES: usize = 20_000;
+const MAX_SIGNATURE_CHARS: usize = 160;
+
+/// A language the map understands, and its definitions query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Rust,
+    Python,
+    JavaScript,
+    TypeScript,
+    Tsx,
+    Go,
+}
+
+impl Lang {
+    pub fn from_path(path: &Path) -> Option<Lang> {
+        match path.extension()?.to_str()? {
+            "rs" => Some(Lang::Rust),
+            "py" | "pyi" => Some(Lang::Python),
+            "js" | "mjs" | "cjs" | "jsx" => Some(Lang::JavaScript),
+            "ts" | "mts" | "cts" => Some(Lang::TypeScript),
+            "tsx" => Some(Lang::Tsx),
+            "go" => Some(Lang::Go),
+            _ => None,
+        }
+    }
+
+    fn language(self) -> Language {
+        match self {
+            Lang::Rust => tree_sitter_rust::LANGUAGE.into(),
+            Lang::Python => tree_sitter_python::LANGUAGE.into(),
+            Lang::JavaScript => tree_sitter_javascript::LANGUAGE.into(),
+            Lang::TypeScript => tree_sitter_typescript::LANGUAGE_TYPESCRIPT.into(),
+            Lang::Tsx => tree_sitter_typescript::LANGUAGE_TSX.into(),
+            Lang::Go => tree_sitter_go::LANGUAGE.into(),
+        }
+    }
+
+    /// Definitions are `@def` nodes with an `@name`. Names are matched with a wildcard so the
+    /// queries do not depend on which identifier kind each grammar uses.
+    fn query(self) -> &'static str {
+        match self {
+            Lang::Rust => {
+                "(function_item name: (_) @name) @def
+                 (function_signature_item name: (_) @name) @def
+                 (struct_item name: (_) @name) @def
+                 (enum_item name: (_) @name) @def
+                 (union_item name: (_) @name) @def
+                 (trait_item name: (_) @name) @def
+                 (impl_item type: (_) @name) @def
+                 (mod_item name: (_) @name) @def
+                 (type_item name: (_) @name) @def
+                 (const_item name: (_) @name) @def
+                 (static_item name: (_) @name) @def
+                 (macro_definition name: (_) @name) @def"
+            }
+            Lang::Python => {
+                "(function_definition name: (_) @name) @def
+                 (class_definition name: (_) @name) @def"
+            }
+            Lang::JavaScript => {
+                "(function_declaration name: (_) @name) @def
+                 (generator_function_declaration name: (_) @name) @def
+                 (class_declaration name: (_) @name) @def
+                 (method_definition name: (_) @name) @def
+                 (lexical_declaration (variable_declarator name: (_) @name value: [(arrow_function) (function_expression)])) @def"
+            }
+            Lang::TypeScript | Lang::Tsx => {
+                "(function_declaration name: (_) @name) @def
+                 (class_declaration name: (_) @name) @def
+                 (abstract_class_declaration name: (_) @name) @def
+                 (method_definition name: (_) @name) @def
+                 (interface_declaration name: (_) @name) @def
+                 (type_alias_declaration name: (_) @name) @def
+                 (enum_declaration name: (_) @name) @def
+                 (lexical_declaration (variable_declarator name: (_) @name value: [(arrow_function) (function_expression)])) @def"
+            }
+            Lang::Go => {
+                "(function_declaration name: (_) @name) @def
+                 (method_declaration name: (_) @name) @def
+                 (type_declaration (type_spec name: (_) @name)) @def"
+            }
+        }
+    }
+}
+
+/// One definition in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Definition {
+    /// 1-based line of the definition's first line.
+    pub line: usize,
+    /// How many definitions enclose this one.
+    pub depth: usize,
+    pub name: String,
+    pub signature: String,
+}
+
+/// The definitions of one source text, in order.
+pub fn outline(lang: Lang, source: &str) -> Vec<Definition> {
+    let language = lang.language();
+    let mut parser = Parser::new();
+    if parser.set_language(&language).is_err() {
+        return Vec::new();
+    }
+    let Some(tree) = parser.parse(source, None) else {
+        return Vec::new();
+    };
+    let Ok(query) = Query::new(&language, lang.query()) else {
+        tracing::warn!("the repo-map query for {lang:?} does not compile");
+        return Vec::new();
+    };
+    let (Some(def_index), Some(name_index)) = (
+        query.capture_index_for_name("def"),
+        query.capture_index_for_name("name"),
+    ) else {
+        return Vec::new();
+    };
+    let mut cursor = QueryCursor::new();
+    let mut matches = cursor.matches(&query, tree.root_node(), source.as_bytes());
+    let mut found: Vec<(usize, usize, String, String)> = Vec::new();
+    while let Some(m) = matches.next() {
+        let def = m
+            .captures()
+            .iter()
+            .find(|c| c.index == def_index)
+            .map(|c| c.node);
+        let name = m
+            .captures()
+            .iter()
+            .find(|c| c.index == name_index)
+            .map(|c| c.node);
+        let (Some(def), Some(name)) = (def, name) else {
+            continue;
+        };
+        let first_line = source[def.start_byte()..def.end_byte()]
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end();
+        let signature: String = if first_line.chars().count() > MAX_SIGNATURE_CHARS {
+            format!(
+                "{}…",
+                first_line
+                    .chars()
+                    .take(MAX_SIGNATURE_CHARS)
+                    .collect::<String>()
+            )
+        } else {
+            first_line.to_owned()
+        };
+        let name = source[name.start_byte()..name.end_byte()].to_owned();
+        found.push((def.start_byte(), def.end_byte(), name, signature));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    found.dedup_by(|a, b| a.0 == b.0);
+    let mut stack: Vec<usize> = Vec::new();
+    found
+        .into_iter()
+        .map(|(start, end, name, signature)| {
+            while stack
+                .last()
+                .is_some_and(|enclosing_end| *enclosing_end <= start)
+            {
+                stack.pop();
+            }
+            let depth = stack.len();
+            stack.push(end);
+            let line = source[..start].matches('\n').count() + 1;
+            Definition {
+                line,
+                depth,
+                name,
+                signature: signature.trim_start().to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// Lower-case words of a text, with `camelCase` and `snake_case` split, for ranking.
+fn words(text: &str) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let mut current = String::new();
+    let mut previous_lower = false;
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            if c.is_uppercase() && previous_lower && !current.is_empty() {
+                out.insert(std::mem::take(&mut current));
+            }
+            previous_lower = c.is_lowercase() || c.is_ascii_digit();
+            current.extend(c.to_lowercase());
+        } else {
+            if !current.is_empty() {
+                out.insert(std::mem::take(&mut current));
+            }
+            previous_lower = false;
+        }
+    }
+    if !current.is_empty() {
+        out.insert(current);
+    }
+    out.retain(|w| {
+        w.chars().count() >= 3
+            && !matches!(
+                w.as_str(),
+                "the" | "and" | "for" | "with" | "that" | "this" | "from" | "into" | "add" | "use"
+            )
+    });
+    out
+}
+
+struct FileOutline {
+    path: String,
+    definitions: Vec<Definition>,
+    score: usize,
+}
+
+fn render_file(file: &FileOutline) -> String {
+    let mut out = format!("{}:\n", file.path);
+    for def in &file.definitions {
+        out.push_str(&format!(
+            "{:>5}│{}{}\n",
+            def.line,
+            "  ".repeat(def.depth),
+            def.signature
+        ));
+    }
+    out
+}
+
+/// The repository map of `path` (the whole workspace by default), ranked toward `focus` and
+/// cut to about `max_tokens` tokens.
+pub fn repo_map(
+    confinement: &Confinement,
+    path: Option<&str>,
+    focus: &str,
+    max_tokens: usize,
+) -> Result<String, String> {
+    let base = confinement
+        .resolve_read(path.unwrap_or("."))
+        .map_err(|e| e.0)?;
+    let focus_words = words(focus);
+    let mut files = Vec::new();
+    let walker = ignore::WalkBuilder::new(&base)
+        .require_git(false)
+        .filter_entry(|entry| entry.file_name() != ".git")
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .build();
+    for entry in walker.filter_map(Result::ok).take(MAX_FILES) {
+        let Some(lang) = Lang::from_path(entry.path()) else {
+            continue;
+        };
+        if entry
+            .metadata()
+            .map(|m| m.len() > MAX_FILE_BYTES || !m.is_file())
+            .unwrap_or(true)
+        {
+            continue;
+        }
+        let Ok(source) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let definitions = outline(lang, &source);
+        if definitions.is_empty() {
+            continue;
+        }
+        let relative = confinement.relative(entry.path());
+        let path_hits = words(&relative).intersection(&focus_words).count();
+        let name_hits: usize = definitions
+            .iter()
+            .map(|d| words(&d.name).intersection(&focus_words).count())
+            .sum();
+        files.push(FileOutline {
+            path: relative,
+            definitions,
+            score: path_hits * 3 + name_hits,
+        });
+    }
+    if files.is_empty() {
+        return Ok(
+            "no definitions found (the map covers Rust, Python, JavaScript, TypeScript and Go)"
+                .into(),
+        );
+    }
+    // Stable: equal scores keep path order.
+    files.sort_by(|a, b| b.score.cmp(&a.score));
+    let budget_chars = max_tokens.saturating_mul(4);
+    let mut out = String::new();
+    let mut shown = 0usize;
+    for file in &files {
+        let block = render_file(file);
+        if out.len() + block.len() <= budget_chars {
+            out.push_str(&block);
+            shown += 1;
+            continue;
+        }
+        // Show as much of the next file as fits, then stop.
+        for line in block.lines() {
+            if out.len() + line.len() + 1 > budget_chars {
+                break;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        break;
+    }
+    if shown < files.len() {
+        out.push_str(&format!(
+            "({} of {} files shown in full; the rest did not fit in {max_tokens} tokens — pass a path to map a part)\n",
+            shown,
+            files.len()
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(lang: Lang, source: &str) -> Vec<(usize, usize, String)> {
+        outline(lang, source)
+            .into_iter()
+            .map(|d| (d.line, d.depth, d.name))
+            .collect()
+    }
+
+    #[test]
+    fn each_language_is_outlined() {
+        assert_eq!(
+            names(
+                Lang::Rust,
+                "struct Slug;\nimpl Slug {\n    fn new() -> Self { Slug }\n}\ntrait T {}\nfn slugify(s: &str) {}\nmod m { enum E {} }\n"
+            ),
+            vec![
+                (1, 0, "Slug".into()),
+                (2, 0, "Slug".into()),
+                (3, 1, "new".into()),
+                (5, 0, "T".into()),
+                (6, 0, "slugify".into()),
+                (7, 0, "m".into()),
+                (7, 1, "E".into())
+            ]
+        );
+        assert_eq!(
+            names(
+                Lang::Python,
+                "import re\n\nclass Slugger:\n    def run(self):\n        pass\n\ndef slugify(text):\n    return text\n"
+            ),
+            vec![
+                (3, 0, "Slugger".into()),
+                (4, 1, "run".into()),
+                (7, 0, "slugify".into())
+            ]
+        );
+        assert_eq!(
+            names(
+                Lang::JavaScript,
+                "function slugify(s) {}\nclass A { run() {} }\nconst f = (x) => x;\n"
+            ),
+            vec![
+                (1, 0, "slugify".into()),
+                (2, 0, "A".into()),
+                (2, 1, "run".into()),
+                (3, 0, "f".into())
+            ]
+        );
+        assert_eq!(
+            names(
+                Lang::TypeScript,
+                "interface Opts { a: string }\ntype Id = string;\nexport class Svc {\n  go(): void {}\n}\nexport function slugify(s: string): string { return s }\nenum Color { Red }\n"
+            ),
+            vec![
+                (1, 0, "Opts".into()),
+                (2, 0, "Id".into()),
+                (3, 0, "Svc".into()),
+                (4, 1, "go".into()),
+                (6, 0, "slugify".into()),
+                (7, 0, "Color".into())
+            ]
+        );
+        assert_eq!(
+            names(
+                Lang::Tsx,
+                "export function App(): JSX.Element { return <div/> }\n"
+            ),
+            vec![(1, 0, "App".into())]
+        );
+        assert_eq!(
+            names(
+                Lang::Go,
+                "package main\n\ntype Slug struct{}\n\nfunc (s Slug) Run() {}\n\nfunc Slugify(s string) string { return s }\n"
+            ),
+            vec![
+                (3, 0, "Slug".into()),
+                (5, 0, "Run".into()),
+                (7, 0, "Slugify".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn the_map_is_ranked_toward_the_focus_and_cut_to_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(
+            dir.path().join("src/a_billing.py"),
+            "def charge():\n    pass\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("src/text_utils.py"),
+            "def slugify(text):\n    pass\n\ndef titlecase(text):\n    pass\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("README.md"), "# not code\n").unwrap();
+        let c = Confinement::new(dir.path()).unwrap();
+        let map = repo_map(&c, None, "Make slugify handle unicode text", 1000).unwrap();
+        assert_eq!(
+            map,
+            "src/text_utils.py:\n    1│def slugify(text):\n    4│def titlecase(text):\nsrc/a_billing.py:\n    1│def charge():\n"
+        );
+        let small = repo_map(&c, None, "slugify", 12).unwrap();
+        assert!(
+            small.starts_with("src/text_utils.py:\n    1│def slugify(text):\n"),
+            "{small}"
+        );
+        assert!(small.contains("files shown in full"), "{small}");
+    }
+
+    #[test]
+    fn words_split_identifiers() {
+        let w = words("parseHTTPRequest snake_case_name Slugify");
+        for expected in ["parse", "httprequest", "snake", "case", "name", "slugify"] {
+            assert!(w.contains(expected), "{expected} in {w:?}");
+        }
+    }
+}
