@@ -301,7 +301,7 @@ pub fn repo_map(
         );
     }
     // Stable: equal scores keep path order.
-    files.sort_by(|a, b| b.score.cmp(&a.score));
+    files.sort_by_key(|file| std::cmp::Reverse(file.score));
     let budget_chars = max_tokens.saturating_mul(4);
     let mut out = String::new();
     let mut shown = 0usize;
