@@ -542,7 +542,7 @@ async fn transcripts_hold_requests_and_responses_but_never_the_key() {
         .collect();
     assert_eq!(kinds, ["request", "error", "request", "response"]);
     let responses = missions_core::transcript::read_responses(&path).unwrap();
-    assert_eq!(responses[0].content, expected_content());
+    assert_eq!(responses[0].1.content, expected_content());
 }
 
 #[tokio::test]

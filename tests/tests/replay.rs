@@ -39,6 +39,7 @@ fn write_tape(path: &std::path::Path, texts: &[&str]) {
     for text in texts {
         writer
             .append(&TranscriptEntry::Response {
+                key: None,
                 ts: "t".into(),
                 provider: "p".into(),
                 response: text_response(text),
@@ -112,7 +113,7 @@ async fn a_recorded_exchange_replays_identically() {
         .unwrap_err()
         .error;
     assert!(
-        matches!(&error, ModelError::Replay { message } if message.contains("all have been played")),
+        matches!(&error, ModelError::Replay { message } if message.contains("no recorded response") && message.contains("0 of 1 unplayed")),
         "{error}"
     );
 }
@@ -206,5 +207,59 @@ user_tester = "builder/other-model"
     assert_eq!(
         call(registry.for_role(Role::Reviewer).unwrap().0).await,
         "build 2"
+    );
+}
+
+#[tokio::test]
+async fn parallel_runs_get_their_own_recorded_answers_in_any_order() {
+    let workspace = tempfile::tempdir().unwrap();
+    let tape = workspace.path().join("tape.jsonl");
+    let mut for_a = request("m");
+    for_a.messages.truncate(1);
+    for_a.messages[0] = missions_core::model::Message::user_text("Review feature F1");
+    let mut for_b = for_a.clone();
+    for_b.messages[0] = missions_core::model::Message::user_text("Review feature F2");
+    let writer = TranscriptWriter::create(&tape, Redactor::default()).unwrap();
+    for (req, text) in [(&for_a, "verdict for F1"), (&for_b, "verdict for F2")] {
+        writer
+            .append(&TranscriptEntry::Response {
+                ts: "t".into(),
+                provider: "p".into(),
+                key: Some(req.replay_key()),
+                response: text_response(text),
+            })
+            .unwrap();
+    }
+    let config = missions_core::config::ProviderConfig {
+        kind: Some(ProviderKind::Replay),
+        transcript: Some("tape.jsonl".into()),
+        ..Default::default()
+    };
+    let prices = Arc::new(PriceTable::with_overrides(&BTreeMap::new()));
+    let replay = build_provider(
+        "tape",
+        &config,
+        prices,
+        workspace.path(),
+        &common::env(),
+        &Redactor::default(),
+    )
+    .unwrap();
+    // F2's reviewer calls first.
+    assert_eq!(
+        replay
+            .complete(&for_b, CallContext::default())
+            .await
+            .unwrap()
+            .text(),
+        "verdict for F2"
+    );
+    assert_eq!(
+        replay
+            .complete(&for_a, CallContext::default())
+            .await
+            .unwrap()
+            .text(),
+        "verdict for F1"
     );
 }

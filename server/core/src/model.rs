@@ -74,6 +74,25 @@ pub struct ModelRequest {
     pub max_tokens: Option<u32>,
 }
 
+impl ModelRequest {
+    /// Identifies a request within recorded runs, for replay: the system prompt, the first
+    /// user message (which says what the run is for) and how far the conversation has got.
+    /// Runs that go on in parallel (review agents) have different first messages, so replay
+    /// can answer each with its own recorded responses whatever order the calls come in.
+    pub fn replay_key(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(self.system.as_bytes());
+        hasher.update([0]);
+        if let Some(first) = self.messages.first() {
+            hasher.update(serde_json::to_vec(&first.content).unwrap_or_default());
+        }
+        hasher.update([0]);
+        hasher.update(self.messages.len().to_le_bytes());
+        hex::encode(&hasher.finalize()[..12])
+    }
+}
+
 /// Why the model stopped, mapped from each wire format's own vocabulary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

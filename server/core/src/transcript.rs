@@ -28,10 +28,13 @@ pub enum TranscriptEntry {
         attempt: u32,
         body: serde_json::Value,
     },
-    /// The assembled response of a successful call.
+    /// The assembled response of a successful call. `key` is the request's
+    /// [`ModelRequest::replay_key`](crate::model::ModelRequest::replay_key).
     Response {
         ts: String,
         provider: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
         response: ModelResponse,
     },
     /// A failed attempt, and whether it is retried.
@@ -120,8 +123,11 @@ impl TranscriptWriter {
     }
 }
 
-/// Reads the `response` entries of a transcript, in order, for replay.
-pub fn read_responses(path: &Path) -> Result<Vec<ModelResponse>, TranscriptError> {
+/// Reads the `response` entries of a transcript, in order, for replay: each with the key of
+/// the request it answered, when one was recorded.
+pub fn read_responses(
+    path: &Path,
+) -> Result<Vec<(Option<String>, ModelResponse)>, TranscriptError> {
     let file = File::open(path).map_err(|source| TranscriptError::Io {
         path: path.to_owned(),
         source,
@@ -141,8 +147,8 @@ pub fn read_responses(path: &Path) -> Result<Vec<ModelResponse>, TranscriptError
                 line: index + 1,
                 message: error.to_string(),
             })?;
-        if let TranscriptEntry::Response { response, .. } = entry {
-            responses.push(response);
+        if let TranscriptEntry::Response { key, response, .. } = entry {
+            responses.push((key, response));
         }
     }
     Ok(responses)
@@ -186,12 +192,13 @@ mod tests {
             .append(&TranscriptEntry::Response {
                 ts: "t".into(),
                 provider: "p".into(),
+                key: None,
                 response: response.clone(),
             })
             .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("sk-very-secret-key"));
         assert!(text.contains("[REDACTED:KEY_ENV]"));
-        assert_eq!(read_responses(&path).unwrap(), vec![response]);
+        assert_eq!(read_responses(&path).unwrap(), vec![(None, response)]);
     }
 }

@@ -334,6 +334,7 @@ impl<W: Wire> HttpProvider<W> {
                         TranscriptEntry::Response {
                             ts: missions_core::now_rfc3339(),
                             provider: self.name.clone(),
+                            key: Some(request.replay_key()),
                             response: response.clone(),
                         },
                     );

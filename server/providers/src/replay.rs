@@ -1,9 +1,11 @@
-//! The `replay` provider: plays back the responses of a recorded transcript, in order.
+//! The `replay` provider: plays back the responses of recorded transcripts.
 //!
 //! A transcript written by any run (or by a provider's `record` file) holds `response`
-//! entries; replaying them makes a whole mission reproducible offline, which is how the demo
-//! and many tests run. Calls are answered strictly in order and a shared cursor is kept per
-//! provider, so every role routed to the same replay provider draws from one tape.
+//! entries, each with the key of the request it answered
+//! ([`ModelRequest::replay_key`]). Replay answers a request with the first unplayed response
+//! recorded under the same key, so runs that call in parallel (one review agent per feature)
+//! each get their own answers whatever order their calls arrive in. Entries recorded without a
+//! key are played in order. Roles routed to the same replay provider share one tape.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -15,11 +17,18 @@ use missions_core::model::{
 };
 use missions_core::transcript::{TranscriptEntry, read_responses};
 
+/// One recorded answer and whether it has been played.
+struct Take {
+    key: Option<String>,
+    response: ModelResponse,
+    played: bool,
+}
+
 pub struct ReplayProvider {
     name: String,
     path: PathBuf,
-    /// The tape, loaded on first use, and how far it has been played.
-    tape: Mutex<Option<(Vec<ModelResponse>, usize)>>,
+    /// The tape, loaded on first use.
+    tape: Mutex<Option<Vec<Take>>>,
 }
 
 impl ReplayProvider {
@@ -31,7 +40,7 @@ impl ReplayProvider {
         }
     }
 
-    fn next_response(&self) -> Result<ModelResponse, ModelError> {
+    fn next_response(&self, key: &str) -> Result<ModelResponse, ModelError> {
         let mut tape = self
             .tape
             .lock()
@@ -40,22 +49,39 @@ impl ReplayProvider {
             let responses = read_responses(&self.path).map_err(|error| ModelError::Replay {
                 message: error.to_string(),
             })?;
-            *tape = Some((responses, 0));
+            *tape = Some(
+                responses
+                    .into_iter()
+                    .map(|(key, response)| Take {
+                        key,
+                        response,
+                        played: false,
+                    })
+                    .collect(),
+            );
         }
-        let Some((responses, cursor)) = tape.as_mut() else {
+        let Some(takes) = tape.as_mut() else {
             return Err(ModelError::Replay {
                 message: "the tape could not be loaded".into(),
             });
         };
-        let response = responses.get(*cursor).cloned().ok_or_else(|| ModelError::Replay {
-            message: format!(
-                "{} holds {} responses and all have been played; the run asked for more than was recorded",
-                self.path.display(),
-                responses.len()
-            ),
-        })?;
-        *cursor += 1;
-        Ok(response)
+        let position = takes
+            .iter()
+            .position(|t| !t.played && t.key.as_deref() == Some(key))
+            .or_else(|| takes.iter().position(|t| !t.played && t.key.is_none()));
+        let Some(position) = position else {
+            let left = takes.iter().filter(|t| !t.played).count();
+            return Err(ModelError::Replay {
+                message: format!(
+                    "{} has no recorded response for this request ({left} of {} unplayed); the run asked for something \
+                     that was not recorded, or its prompts changed since the recording",
+                    self.path.display(),
+                    takes.len()
+                ),
+            });
+        };
+        takes[position].played = true;
+        Ok(takes[position].response.clone())
     }
 
     async fn call(
@@ -64,29 +90,30 @@ impl ReplayProvider {
         context: CallContext<'_>,
     ) -> Result<ModelResponse, ModelError> {
         let ts = missions_core::now_rfc3339;
+        let key = request.replay_key();
         if let Some(transcript) = context.transcript {
             let body = serde_json::to_value(request).unwrap_or_default();
-            let entry = TranscriptEntry::Request {
+            let url = format!("replay:{}", self.path.display());
+            transcript.record(&TranscriptEntry::Request {
                 ts: ts(),
                 provider: self.name.clone(),
-                url: format!("replay:{}", self.path.display()),
+                url,
                 attempt: 1,
                 body,
-            };
-            transcript.record(&entry);
+            });
         }
-        let response = self.next_response()?;
+        let response = self.next_response(&key)?;
         let text = response.text();
         if !text.is_empty() {
             context.notify(StreamUpdate::Text(text));
         }
         if let Some(transcript) = context.transcript {
-            let entry = TranscriptEntry::Response {
+            transcript.record(&TranscriptEntry::Response {
                 ts: ts(),
                 provider: self.name.clone(),
+                key: Some(key),
                 response: response.clone(),
-            };
-            transcript.record(&entry);
+            });
         }
         Ok(response)
     }
