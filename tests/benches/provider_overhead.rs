@@ -41,7 +41,8 @@ fn large_stream(deltas: usize) -> String {
         events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "let slug = title.to_lowercase(); // ✓ "}}));
     }
     events.push(json!({"type": "content_block_stop", "index": 0}));
-    events.push(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9000}}));
+    events
+        .push(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9000}}));
     events.push(json!({"type": "message_stop"}));
     anthropic_sse(&events)
 }
@@ -94,15 +95,8 @@ async fn main() {
         ..ProviderConfig::default()
     };
     let prices = Arc::new(PriceTable::with_overrides(&BTreeMap::new()));
-    let provider = build_provider(
-        "bench",
-        &config,
-        prices,
-        Path::new("."),
-        &BTreeMap::new(),
-        &Redactor::default(),
-    )
-    .unwrap();
+    let provider =
+        build_provider("bench", &config, prices, Path::new("."), &BTreeMap::new(), &Redactor::default()).unwrap();
     let request = ModelRequest {
         model: "claude-sonnet-4-5".into(),
         system: "You are a worker.".repeat(50),
@@ -113,10 +107,7 @@ async fn main() {
     let mut calls = Vec::with_capacity(N);
     for _ in 0..N {
         let start = Instant::now();
-        provider
-            .complete(&request, CallContext::default())
-            .await
-            .unwrap();
+        provider.complete(&request, CallContext::default()).await.unwrap();
         calls.push(start.elapsed());
     }
     let call_p50 = summary("complete() through the Anthropic provider", calls);
@@ -128,10 +119,7 @@ async fn main() {
     let large = large_stream(100_000);
     server.push(Reply::sse(large.clone()));
     let start = Instant::now();
-    let response = provider
-        .complete(&request, CallContext::default())
-        .await
-        .unwrap();
+    let response = provider.complete(&request, CallContext::default()).await.unwrap();
     let elapsed = start.elapsed().as_secs_f64();
     println!(
         "streamed assembly: {:.1} MiB, {} text deltas in {:.0} ms = {:.0} MiB/s end to end (text {} bytes)",

@@ -31,10 +31,7 @@ pub struct RecordedRequest {
 
 impl RecordedRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> Value {
@@ -106,20 +103,14 @@ impl Reply {
     /// Sends the body in pieces of `size` bytes (the last may be shorter).
     pub fn split_every(mut self, size: usize) -> Reply {
         let body = self.body_bytes();
-        self.pieces = body
-            .chunks(size.max(1))
-            .map(|c| Piece::Bytes(c.to_vec()))
-            .collect();
+        self.pieces = body.chunks(size.max(1)).map(|c| Piece::Bytes(c.to_vec())).collect();
         self
     }
 
     /// Sends the body in pieces with a pause between each (a slow drip).
     pub fn drip(mut self, size: usize, pause: Duration) -> Reply {
         let body = self.body_bytes();
-        self.pieces = body
-            .chunks(size.max(1))
-            .flat_map(|c| [Piece::Bytes(c.to_vec()), Piece::Pause(pause)])
-            .collect();
+        self.pieces = body.chunks(size.max(1)).flat_map(|c| [Piece::Bytes(c.to_vec()), Piece::Pause(pause)]).collect();
         self
     }
 
@@ -136,11 +127,7 @@ impl Reply {
     pub fn stall_after(mut self, bytes: usize, pause: Duration) -> Reply {
         let body = self.body_bytes();
         let (head, tail) = body.split_at(bytes.min(body.len()));
-        self.pieces = vec![
-            Piece::Bytes(head.to_vec()),
-            Piece::Pause(pause),
-            Piece::Bytes(tail.to_vec()),
-        ];
+        self.pieces = vec![Piece::Bytes(head.to_vec()), Piece::Pause(pause), Piece::Bytes(tail.to_vec())];
         self
     }
 
@@ -166,14 +153,9 @@ pub struct MockServer {
 
 impl MockServer {
     pub async fn start(replies: Vec<Reply>) -> MockServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
-        let shared = Arc::new(Mutex::new(Shared {
-            replies: replies.into(),
-            requests: Vec::new(),
-        }));
+        let shared = Arc::new(Mutex::new(Shared { replies: replies.into(), requests: Vec::new() }));
         let state = shared.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -229,11 +211,8 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Recorded
         .filter_map(|line| line.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
+    let length: usize =
+        headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
     let mut body = buffer[header_end + 4..].to_vec();
     while body.len() < length {
         let read = stream.read(&mut chunk).await?;
@@ -242,12 +221,7 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Recorded
         }
         body.extend_from_slice(&chunk[..read]);
     }
-    Ok(Some(RecordedRequest {
-        method,
-        path,
-        headers,
-        body,
-    }))
+    Ok(Some(RecordedRequest { method, path, headers, body }))
 }
 
 async fn serve(mut stream: TcpStream, state: Arc<Mutex<Shared>>) -> std::io::Result<()> {
@@ -259,19 +233,10 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<Shared>>) -> std::io::Res
         shared.requests.push(request);
         shared.replies.pop_front()
     };
-    let reply = reply.unwrap_or_else(|| {
-        Reply::new(
-            500,
-            "text/plain",
-            "the test scripted no reply for this request",
-        )
-    });
+    let reply = reply.unwrap_or_else(|| Reply::new(500, "text/plain", "the test scripted no reply for this request"));
     tokio::time::sleep(reply.delay).await;
     let body_len: usize = reply.body_bytes().len();
-    let mut head = format!(
-        "HTTP/1.1 {} Scripted\r\nconnection: close\r\n",
-        reply.status
-    );
+    let mut head = format!("HTTP/1.1 {} Scripted\r\nconnection: close\r\n", reply.status);
     for (name, value) in &reply.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -298,22 +263,13 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<Shared>>) -> std::io::Res
 pub fn anthropic_sse(events: &[Value]) -> String {
     events
         .iter()
-        .map(|event| {
-            format!(
-                "event: {}\ndata: {}\n\n",
-                event["type"].as_str().unwrap_or("unknown"),
-                event
-            )
-        })
+        .map(|event| format!("event: {}\ndata: {}\n\n", event["type"].as_str().unwrap_or("unknown"), event))
         .collect()
 }
 
 /// OpenAI SSE: `data: <json>` per chunk, then `data: [DONE]`.
 pub fn openai_sse(chunks: &[Value]) -> String {
-    let mut out: String = chunks
-        .iter()
-        .map(|chunk| format!("data: {chunk}\n\n"))
-        .collect();
+    let mut out: String = chunks.iter().map(|chunk| format!("data: {chunk}\n\n")).collect();
     out.push_str("data: [DONE]\n\n");
     out
 }
@@ -325,21 +281,10 @@ pub fn missions_bin() -> PathBuf {
         .get_or_init(|| {
             let exe = std::env::current_exe().expect("test executable path");
             // target/<profile>/deps/<test> -> target/<profile>/missions
-            let profile_dir = exe
-                .parent()
-                .and_then(|p| p.parent())
-                .expect("target dir")
-                .to_owned();
+            let profile_dir = exe.parent().and_then(|p| p.parent()).expect("target dir").to_owned();
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut command = std::process::Command::new(cargo);
-            command.args([
-                "build",
-                "--quiet",
-                "-p",
-                "missions-cli",
-                "--bin",
-                "missions",
-            ]);
+            command.args(["build", "--quiet", "-p", "missions-cli", "--bin", "missions"]);
             if profile_dir.file_name().is_some_and(|n| n == "release") {
                 command.arg("--release");
             }

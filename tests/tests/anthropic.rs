@@ -42,9 +42,7 @@ fn tool_stream() -> Vec<Value> {
 
 fn expected_content() -> Vec<ContentBlock> {
     vec![
-        ContentBlock::Text {
-            text: "Héllo ✓ wörld".into(),
-        },
+        ContentBlock::Text { text: "Héllo ✓ wörld".into() },
         ContentBlock::ToolUse {
             id: "toolu_01".into(),
             name: "write_file".into(),
@@ -62,27 +60,11 @@ async fn a_stream_split_anywhere_assembles_to_the_same_response() {
     sizes.extend([97, 256, 1021, body.len()]);
     for size in sizes {
         server.push(Reply::sse(body.clone()).split_every(size));
-        let response = provider
-            .complete(&request("claude-sonnet-4-5"), CallContext::default())
-            .await
-            .unwrap();
-        assert_eq!(
-            response.content,
-            expected_content(),
-            "pieces of {size} bytes"
-        );
+        let response = provider.complete(&request("claude-sonnet-4-5"), CallContext::default()).await.unwrap();
+        assert_eq!(response.content, expected_content(), "pieces of {size} bytes");
         assert_eq!(response.stop_reason, StopReason::ToolUse);
         // Cumulative output from message_delta; input and cache counts fall back to message_start.
-        assert_eq!(
-            response.usage,
-            Usage {
-                input: 12,
-                output: 87,
-                cache_read: 4000,
-                cache_write: 300,
-                reasoning: 0
-            }
-        );
+        assert_eq!(response.usage, Usage { input: 12, output: 87, cache_read: 4000, cache_write: 300, reasoning: 0 });
         assert_eq!(response.model, "claude-sonnet-4-5-20250929");
         assert_eq!(response.request_id.as_deref(), Some("msg_01"));
         let expected_cost = (12.0 * 3.0 + 87.0 * 15.0 + 4000.0 * 0.3 + 300.0 * 3.75) / 1e6;
@@ -95,17 +77,11 @@ async fn the_request_is_the_messages_api_with_cache_breakpoints_on_the_stable_pr
     let server = MockServer::start(vec![Reply::sse(anthropic_sse(&tool_stream()))]).await;
     let mut config = config(ProviderKind::Anthropic, format!("{}/", server.url()));
     config.anthropic_version = Some("2026-10-21".into());
-    provider(&config)
-        .complete(&request("claude-sonnet-4-5"), CallContext::default())
-        .await
-        .unwrap();
+    provider(&config).complete(&request("claude-sonnet-4-5"), CallContext::default()).await.unwrap();
     let requests = server.requests();
     assert_eq!(requests.len(), 1);
     let sent = &requests[0];
-    assert_eq!(
-        (sent.method.as_str(), sent.path.as_str()),
-        ("POST", "/v1/messages")
-    );
+    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/v1/messages"));
     assert_eq!(sent.header("x-api-key"), Some(KEY));
     assert_eq!(sent.header("anthropic-version"), Some("2026-10-21"));
     assert_eq!(sent.header("authorization"), None);
@@ -158,23 +134,10 @@ async fn empty_tool_json_is_an_empty_object_and_unknown_events_are_tolerated() {
         .unwrap();
     assert_eq!(
         response.content,
-        vec![ContentBlock::ToolUse {
-            id: "toolu_9".into(),
-            name: "list_files".into(),
-            input: json!({})
-        }]
+        vec![ContentBlock::ToolUse { id: "toolu_9".into(), name: "list_files".into(), input: json!({}) }]
     );
     // A later message_delta that repeats input counts overrides message_start field by field.
-    assert_eq!(
-        response.usage,
-        Usage {
-            input: 12,
-            output: 5,
-            cache_read: 10,
-            cache_write: 300,
-            reasoning: 0
-        }
-    );
+    assert_eq!(response.usage, Usage { input: 12, output: 5, cache_read: 10, cache_write: 300, reasoning: 0 });
 }
 
 #[tokio::test]
@@ -193,25 +156,15 @@ async fn a_tool_call_cut_off_by_max_tokens_is_never_returned_as_a_call() {
         .unwrap_err()
         .error;
     match &error {
-        ModelError::IncompleteToolCall {
-            tool,
-            reason,
-            partial,
-        } => {
+        ModelError::IncompleteToolCall { tool, reason, partial } => {
             assert_eq!(tool, "write_file");
             assert!(reason.contains("max_tokens"), "{reason}");
-            assert!(
-                partial.tool_uses().next().is_none(),
-                "the cut call must not be in the partial response"
-            );
+            assert!(partial.tool_uses().next().is_none(), "the cut call must not be in the partial response");
             assert_eq!(partial.usage.output, 1024, "the tokens still count");
         }
         other => panic!("expected IncompleteToolCall, got {other:?}"),
     }
-    assert!(
-        !error.is_retryable(),
-        "the agent loop decides what to do, not the retry loop"
-    );
+    assert!(!error.is_retryable(), "the agent loop decides what to do, not the retry loop");
     assert_eq!(server.requests().len(), 1);
 }
 
@@ -229,11 +182,7 @@ async fn a_stream_that_stops_early_is_an_interruption_not_a_response() {
     let mut config = config(ProviderKind::Anthropic, server.url());
     config.max_retries = 0;
     let provider = provider(&config);
-    let error = provider
-        .complete(&request("claude-sonnet-4-5"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
+    let error = provider.complete(&request("claude-sonnet-4-5"), CallContext::default()).await.unwrap_err().error;
     match &error {
         // A broken stream is retryable; the call that was being sent is named, never returned.
         ModelError::StreamInterrupted { reason, partial } => {
@@ -243,11 +192,7 @@ async fn a_stream_that_stops_early_is_an_interruption_not_a_response() {
         other => panic!("expected StreamInterrupted, got {other:?}"),
     }
     assert!(error.is_retryable());
-    let error = provider
-        .complete(&request("claude-sonnet-4-5"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
+    let error = provider.complete(&request("claude-sonnet-4-5"), CallContext::default()).await.unwrap_err().error;
     match &error {
         ModelError::StreamInterrupted { partial, .. } => {
             assert_eq!(partial.text(), "Héllo ✓ ");
@@ -261,19 +206,11 @@ async fn a_stream_that_stops_early_is_an_interruption_not_a_response() {
 async fn a_mid_stream_error_event_is_classified_by_its_type_and_retried() {
     let mut broken = vec![message_start()];
     broken.push(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}));
-    broken.push(
-        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
-    );
-    let server = MockServer::start(vec![
-        Reply::sse(anthropic_sse(&broken)),
-        Reply::sse(anthropic_sse(&tool_stream())),
-    ])
-    .await;
+    broken.push(json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
+    let server =
+        MockServer::start(vec![Reply::sse(anthropic_sse(&broken)), Reply::sse(anthropic_sse(&tool_stream()))]).await;
     let provider = provider(&config(ProviderKind::Anthropic, server.url()));
-    let response = provider
-        .complete(&request("claude-sonnet-4-5"), CallContext::default())
-        .await
-        .unwrap();
+    let response = provider.complete(&request("claude-sonnet-4-5"), CallContext::default()).await.unwrap();
     assert_eq!(response.attempts, 2);
     assert_eq!(response.content, expected_content());
     // The failed attempt's reported input still counts.
@@ -284,11 +221,7 @@ async fn a_mid_stream_error_event_is_classified_by_its_type_and_retried() {
     let server = MockServer::start(vec![Reply::sse(anthropic_sse(&broken))]).await;
     let mut no_retry = config(ProviderKind::Anthropic, server.url());
     no_retry.max_retries = 0;
-    let error = common::provider(&no_retry)
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
+    let error = common::provider(&no_retry).complete(&request("m"), CallContext::default()).await.unwrap_err().error;
     assert!(matches!(error, ModelError::Overloaded { .. }), "{error:?}");
 }
 
@@ -299,22 +232,15 @@ fn error_body(kind: &str, message: &str) -> Value {
 #[tokio::test]
 async fn rate_limits_and_overloads_are_retried_as_the_headers_say() {
     let server = MockServer::start(vec![
-        Reply::json(429, &error_body("rate_limit_error", "slow down"))
-            .header("retry-after-ms", "20"),
+        Reply::json(429, &error_body("rate_limit_error", "slow down")).header("retry-after-ms", "20"),
         Reply::json(529, &error_body("overloaded_error", "Overloaded")),
         Reply::sse(anthropic_sse(&tool_stream())),
     ])
     .await;
     let provider = provider(&config(ProviderKind::Anthropic, server.url()));
     let started = std::time::Instant::now();
-    let response = provider
-        .complete(&request("claude-sonnet-4-5"), CallContext::default())
-        .await
-        .unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(20),
-        "retry-after-ms was honoured"
-    );
+    let response = provider.complete(&request("claude-sonnet-4-5"), CallContext::default()).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(20), "retry-after-ms was honoured");
     assert_eq!(response.attempts, 3);
     assert_eq!(server.requests().len(), 3);
 
@@ -339,30 +265,15 @@ async fn rate_limits_and_overloads_are_retried_as_the_headers_say() {
 async fn x_should_retry_is_honoured_first() {
     let server = MockServer::start(vec![
         Reply::json(500, &error_body("api_error", "boom")).header("x-should-retry", "false"),
-        Reply::json(400, &error_body("invalid_request_error", "flaky"))
-            .header("x-should-retry", "true"),
+        Reply::json(400, &error_body("invalid_request_error", "flaky")).header("x-should-retry", "true"),
         Reply::sse(anthropic_sse(&tool_stream())),
     ])
     .await;
     let provider = provider(&config(ProviderKind::Anthropic, server.url()));
-    let error = provider
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
-    assert!(
-        matches!(error, ModelError::Server { status: 500, .. }),
-        "{error:?}"
-    );
-    assert_eq!(
-        server.requests().len(),
-        1,
-        "x-should-retry: false stops a retryable 500"
-    );
-    let response = provider
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap();
+    let error = provider.complete(&request("m"), CallContext::default()).await.unwrap_err().error;
+    assert!(matches!(error, ModelError::Server { status: 500, .. }), "{error:?}");
+    assert_eq!(server.requests().len(), 1, "x-should-retry: false stops a retryable 500");
+    let response = provider.complete(&request("m"), CallContext::default()).await.unwrap();
     assert_eq!(response.attempts, 2, "x-should-retry: true retries a 400");
 }
 
@@ -374,32 +285,14 @@ async fn spend_limits_and_auth_errors_are_never_retried() {
     }});
     let server = MockServer::start(vec![
         Reply::json(429, &spend).header("x-should-retry", "true"),
-        Reply::json(
-            401,
-            &error_body("authentication_error", "invalid x-api-key"),
-        )
-        .header("x-should-retry", "true"),
+        Reply::json(401, &error_body("authentication_error", "invalid x-api-key")).header("x-should-retry", "true"),
     ])
     .await;
     let provider = provider(&config(ProviderKind::Anthropic, server.url()));
-    let error = provider
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
-    assert!(
-        matches!(error, ModelError::QuotaExhausted { .. }),
-        "{error:?}"
-    );
-    let error = provider
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
-    assert!(
-        matches!(error, ModelError::Auth { status: 401, .. }),
-        "{error:?}"
-    );
+    let error = provider.complete(&request("m"), CallContext::default()).await.unwrap_err().error;
+    assert!(matches!(error, ModelError::QuotaExhausted { .. }), "{error:?}");
+    let error = provider.complete(&request("m"), CallContext::default()).await.unwrap_err().error;
+    assert!(matches!(error, ModelError::Auth { status: 401, .. }), "{error:?}");
     assert_eq!(server.requests().len(), 2);
 }
 
@@ -418,24 +311,12 @@ async fn whole_responses_work_when_streaming_is_off() {
     let server = MockServer::start(vec![Reply::json(200, &whole)]).await;
     let mut config = config(ProviderKind::Anthropic, server.url());
     config.stream = false;
-    let response = provider(&config)
-        .complete(&request("claude-haiku-4-5"), CallContext::default())
-        .await
-        .unwrap();
+    let response = provider(&config).complete(&request("claude-haiku-4-5"), CallContext::default()).await.unwrap();
     assert_eq!(server.requests()[0].json().get("stream"), None);
     assert_eq!(response.text(), "Done.");
     assert_eq!(response.tool_uses().count(), 1);
     assert_eq!(response.stop_reason, StopReason::ToolUse);
-    assert_eq!(
-        response.usage,
-        Usage {
-            input: 5,
-            output: 7,
-            cache_read: 2,
-            cache_write: 0,
-            reasoning: 0
-        }
-    );
+    assert_eq!(response.usage, Usage { input: 5, output: 7, cache_read: 2, cache_write: 0, reasoning: 0 });
 }
 
 #[tokio::test]
@@ -452,49 +333,22 @@ async fn slow_drips_are_fine_but_a_silent_stream_times_out() {
     config.idle_timeout_s = 0.2;
     config.first_byte_timeout_s = 0.2;
     let provider = provider(&config);
-    let response = provider
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap();
+    let response = provider.complete(&request("m"), CallContext::default()).await.unwrap();
     assert_eq!(response.content, expected_content());
-    let error = provider
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
+    let error = provider.complete(&request("m"), CallContext::default()).await.unwrap_err().error;
+    assert!(matches!(&error, ModelError::StreamInterrupted { reason, .. } if reason.contains("no data")), "{error:?}");
+    let error = provider.complete(&request("m"), CallContext::default()).await.unwrap_err().error;
     assert!(
-        matches!(&error, ModelError::StreamInterrupted { reason, .. } if reason.contains("no data")),
-        "{error:?}"
-    );
-    let error = provider
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
-    assert!(
-        matches!(
-            error,
-            ModelError::Timeout {
-                phase: missions_core::model::TimeoutPhase::FirstByte,
-                ..
-            }
-        ),
+        matches!(error, ModelError::Timeout { phase: missions_core::model::TimeoutPhase::FirstByte, .. }),
         "{error:?}"
     );
 }
 
 #[tokio::test]
 async fn a_closed_port_is_a_connection_error_with_the_reason() {
-    let mut config = config(
-        ProviderKind::Anthropic,
-        format!("http://127.0.0.1:{}", closed_port()),
-    );
+    let mut config = config(ProviderKind::Anthropic, format!("http://127.0.0.1:{}", closed_port()));
     config.max_retries = 0;
-    let error = provider(&config)
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
+    let error = provider(&config).complete(&request("m"), CallContext::default()).await.unwrap_err().error;
     match &error {
         ModelError::Connect { reason, .. } => {
             assert!(reason.to_lowercase().contains("refused"), "{reason}")
@@ -512,33 +366,17 @@ async fn transcripts_hold_requests_and_responses_but_never_the_key() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("transcripts/run-1.jsonl");
-    let transcript =
-        TranscriptWriter::create(&path, Redactor::new([("TEST_PROVIDER_KEY", KEY)])).unwrap();
+    let transcript = TranscriptWriter::create(&path, Redactor::new([("TEST_PROVIDER_KEY", KEY)])).unwrap();
     let mut leaky = request("claude-sonnet-4-5");
-    leaky
-        .messages
-        .push(missions_core::model::Message::user_text(format!(
-            "the key is {KEY}"
-        )));
-    let context = CallContext {
-        transcript: Some(&transcript),
-        observer: None,
-    };
-    provider(&config(ProviderKind::Anthropic, server.url()))
-        .complete(&leaky, context)
-        .await
-        .unwrap();
+    leaky.messages.push(missions_core::model::Message::user_text(format!("the key is {KEY}")));
+    let context = CallContext { transcript: Some(&transcript), observer: None };
+    provider(&config(ProviderKind::Anthropic, server.url())).complete(&leaky, context).await.unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.contains(KEY), "the key leaked into the transcript");
     assert!(!text.to_lowercase().contains("x-api-key"));
     let kinds: Vec<String> = text
         .lines()
-        .map(|line| {
-            serde_json::from_str::<Value>(line).unwrap()["type"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|line| serde_json::from_str::<Value>(line).unwrap()["type"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(kinds, ["request", "error", "request", "response"]);
     let responses = missions_core::transcript::read_responses(&path).unwrap();
@@ -549,11 +387,7 @@ async fn transcripts_hold_requests_and_responses_but_never_the_key() {
 async fn a_stream_broken_inside_a_tool_call_is_retried() {
     let body = anthropic_sse(&tool_stream());
     let in_tool = body.find("\"content\\\": ").unwrap();
-    let server = MockServer::start(vec![
-        Reply::sse(body.clone()).cut_at(in_tool, End::Abort),
-        Reply::sse(body),
-    ])
-    .await;
+    let server = MockServer::start(vec![Reply::sse(body.clone()).cut_at(in_tool, End::Abort), Reply::sse(body)]).await;
     let response = provider(&config(ProviderKind::Anthropic, server.url()))
         .complete(&request("claude-sonnet-4-5"), CallContext::default())
         .await
@@ -595,25 +429,10 @@ async fn tokens_of_failed_attempts_are_counted_whatever_the_final_error() {
     .await;
     let mut config = config(ProviderKind::Anthropic, server.url());
     config.max_retries = 1;
-    let failure = provider(&config)
-        .complete(&request("claude-sonnet-4-5"), CallContext::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(failure.error, ModelError::Overloaded { .. }),
-        "{failure:?}"
-    );
+    let failure = provider(&config).complete(&request("claude-sonnet-4-5"), CallContext::default()).await.unwrap_err();
+    assert!(matches!(failure.error, ModelError::Overloaded { .. }), "{failure:?}");
     assert_eq!(failure.attempts, 2);
-    assert_eq!(
-        failure.usage,
-        Usage {
-            input: 12,
-            output: 1,
-            cache_read: 4000,
-            cache_write: 300,
-            reasoning: 0
-        }
-    );
+    assert_eq!(failure.usage, Usage { input: 12, output: 1, cache_read: 4000, cache_write: 300, reasoning: 0 });
 }
 
 #[tokio::test]
@@ -626,11 +445,8 @@ async fn a_connection_that_never_completes_hits_the_connect_timeout() {
     let address = listener.local_addr().unwrap();
     let mut fillers = Vec::new();
     for _ in 0..8 {
-        if let Ok(Ok(stream)) = tokio::time::timeout(
-            Duration::from_millis(100),
-            tokio::net::TcpStream::connect(address),
-        )
-        .await
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_millis(100), tokio::net::TcpStream::connect(address)).await
         {
             fillers.push(stream);
         }
@@ -639,18 +455,9 @@ async fn a_connection_that_never_completes_hits_the_connect_timeout() {
     config.max_retries = 0;
     config.connect_timeout_s = 0.3;
     let started = std::time::Instant::now();
-    let failure = provider(&config)
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap_err();
+    let failure = provider(&config).complete(&request("m"), CallContext::default()).await.unwrap_err();
     assert!(
-        matches!(
-            failure.error,
-            ModelError::Timeout {
-                phase: missions_core::model::TimeoutPhase::Connect,
-                ..
-            }
-        ),
+        matches!(failure.error, ModelError::Timeout { phase: missions_core::model::TimeoutPhase::Connect, .. }),
         "{failure:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(3));

@@ -27,27 +27,11 @@ fn missions(workspace: &Path, args: &[&str]) -> Output {
 fn git_workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let git = |args: &[&str]| {
-        let status = Command::new("git")
-            .arg("-C")
-            .arg(dir.path())
-            .args(args)
-            .output()
-            .unwrap()
-            .status;
+        let status = Command::new("git").arg("-C").arg(dir.path()).args(args).output().unwrap().status;
         assert!(status.success(), "git {args:?}");
     };
     git(&["init", "-q", "-b", "main"]);
-    git(&[
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@example.com",
-        "commit",
-        "-q",
-        "--allow-empty",
-        "-m",
-        "init",
-    ]);
+    git(&["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "init"]);
     dir
 }
 
@@ -62,20 +46,12 @@ fn configure_mock(workspace: &Path, base_url: &str) {
     )
     .unwrap();
     // The config lives in an ignored directory so the tree stays clean.
-    std::fs::write(
-        workspace.join(".git/info/exclude"),
-        ".missions/\n.test-home/\n",
-    )
-    .unwrap();
+    std::fs::write(workspace.join(".git/info/exclude"), ".missions/\n.test-home/\n").unwrap();
 }
 
 #[tokio::test]
 async fn doctor_reports_a_loopback_provider_reachable() {
-    let server = MockServer::start(vec![Reply::json(
-        200,
-        &json!({"object": "list", "data": [{"id": "m"}]}),
-    )])
-    .await;
+    let server = MockServer::start(vec![Reply::json(200, &json!({"object": "list", "data": [{"id": "m"}]}))]).await;
     let workspace = git_workspace();
     configure_mock(workspace.path(), &format!("{}/v1", server.url()));
     let output = tokio::task::spawn_blocking({
@@ -85,20 +61,9 @@ async fn doctor_reports_a_loopback_provider_reachable() {
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        stdout.contains("reachable: GET") && stdout.contains("/v1/models: HTTP 200"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("key ANTHROPIC_API_KEY: missing"),
-        "keys are shown only as present or missing: {stdout}"
-    );
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("reachable: GET") && stdout.contains("/v1/models: HTTP 200"), "{stdout}");
+    assert!(stdout.contains("key ANTHROPIC_API_KEY: missing"), "keys are shown only as present or missing: {stdout}");
     assert!(stdout.contains("not used by any role"), "{stdout}");
     assert_eq!(server.requests()[0].path, "/v1/models");
 }
@@ -106,59 +71,35 @@ async fn doctor_reports_a_loopback_provider_reachable() {
 #[test]
 fn doctor_reports_a_closed_port_unreachable_with_the_reason() {
     let workspace = git_workspace();
-    configure_mock(
-        workspace.path(),
-        &format!("http://127.0.0.1:{}/v1", closed_port()),
-    );
+    configure_mock(workspace.path(), &format!("http://127.0.0.1:{}/v1", closed_port()));
     let output = missions(workspace.path(), &["doctor"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains("unreachable") && stdout.to_lowercase().contains("refused"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("unreachable") && stdout.to_lowercase().contains("refused"), "{stdout}");
 }
 
 #[test]
 fn doctor_names_a_missing_key_and_a_malformed_file() {
     let workspace = git_workspace();
     std::fs::create_dir_all(workspace.path().join(".missions")).unwrap();
-    std::fs::write(
-        workspace.path().join(".git/info/exclude"),
-        ".missions/\n.test-home/\n",
-    )
-    .unwrap();
+    std::fs::write(workspace.path().join(".git/info/exclude"), ".missions/\n.test-home/\n").unwrap();
     let output = missions(workspace.path(), &["doctor"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stdout.contains("ANTHROPIC_API_KEY") && stdout.contains("not set"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("ANTHROPIC_API_KEY") && stdout.contains("not set"), "{stdout}");
 
-    std::fs::write(
-        workspace.path().join(".missions/config.toml"),
-        "[budget]\nmax_usd = \"lots\"\n",
-    )
-    .unwrap();
+    std::fs::write(workspace.path().join(".missions/config.toml"), "[budget]\nmax_usd = \"lots\"\n").unwrap();
     let output = missions(workspace.path(), &["doctor"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stdout.contains(".missions/config.toml") && stdout.contains("line 2"),
-        "{stdout}"
-    );
+    assert!(stdout.contains(".missions/config.toml") && stdout.contains("line 2"), "{stdout}");
 }
 
 fn seed_mission(workspace: &Path) -> std::path::PathBuf {
     let created = Event::MissionCreated {
         id: "20261121-add-slugify-3f2a".into(),
         title: "Add slugify".into(),
-        source: Source {
-            kind: SourceKind::Backlog,
-            item_id: Some("BACKLOG.md:3".into()),
-            text: "Add slugify".into(),
-        },
+        source: Source { kind: SourceKind::Backlog, item_id: Some("BACKLOG.md:3".into()), text: "Add slugify".into() },
         branch: "missions/20261121-add-slugify-3f2a".into(),
         base_commit: "0123456789abcdef".into(),
         auto_accept: false,
@@ -183,24 +124,13 @@ fn status_is_folded_from_the_log_even_without_projections() {
     for name in ["mission.json", "findings.json"] {
         std::fs::remove_file(dir.join(name)).unwrap();
     }
-    let output = missions(
-        workspace.path(),
-        &["status", "20261121-add-slugify-3f2a", "--json"],
-    );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = missions(workspace.path(), &["status", "20261121-add-slugify-3f2a", "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     let snapshot: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(snapshot["id"], "20261121-add-slugify-3f2a");
     assert_eq!(snapshot["state"], "paused");
     assert_eq!(snapshot["pause_reason"], "user");
-    assert_eq!(
-        snapshot["source"],
-        json!({"kind": "backlog", "item_id": "BACKLOG.md:3", "text": "Add slugify"})
-    );
+    assert_eq!(snapshot["source"], json!({"kind": "backlog", "item_id": "BACKLOG.md:3", "text": "Add slugify"}));
     assert_eq!(snapshot["budget"]["max_usd"], 5.0);
     for key in [
         "plan",
@@ -213,10 +143,7 @@ fn status_is_folded_from_the_log_even_without_projections() {
         "created_at",
         "updated_at",
     ] {
-        assert!(
-            snapshot.get(key).is_some(),
-            "snapshot lacks {key}: {snapshot}"
-        );
+        assert!(snapshot.get(key).is_some(), "snapshot lacks {key}: {snapshot}");
     }
 
     let output = missions(workspace.path(), &["status", "--json"]);
@@ -225,10 +152,7 @@ fn status_is_folded_from_the_log_even_without_projections() {
 
     let output = missions(workspace.path(), &["status"]);
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        text.contains("paused (user)") && text.contains("Add slugify"),
-        "{text}"
-    );
+    assert!(text.contains("paused (user)") && text.contains("Add slugify"), "{text}");
 
     let output = missions(workspace.path(), &["status", "no-such-mission"]);
     assert_eq!(output.status.code(), Some(2));
@@ -264,11 +188,7 @@ impl LspClient {
             .spawn()
             .unwrap();
         let reader = BufReader::new(child.stdout.take().unwrap());
-        LspClient {
-            child,
-            reader,
-            next_id: 1,
-        }
+        LspClient { child, reader, next_id: 1 }
     }
 
     fn send(&mut self, message: &Value) {
@@ -316,76 +236,34 @@ fn the_language_server_initializes_serves_status_and_survives_bad_requests() {
     seed_mission(workspace.path());
     let mut client = LspClient::start(workspace.path());
     let root = format!("file://{}", workspace.path().display());
-    let response = client.request(
-        "initialize",
-        json!({"processId": null, "rootUri": root, "capabilities": {}}),
-    );
+    let response = client.request("initialize", json!({"processId": null, "rootUri": root, "capabilities": {}}));
     assert_eq!(response["result"]["serverInfo"]["name"], "missions");
-    assert_eq!(
-        response["result"]["capabilities"]["executeCommandProvider"]["commands"],
-        json!(["missions.status"])
-    );
+    assert_eq!(response["result"]["capabilities"]["executeCommandProvider"]["commands"], json!(["missions.status"]));
     client.send(&json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}));
 
-    let response = client.request(
-        "workspace/executeCommand",
-        json!({"command": "missions.status", "arguments": [{}]}),
-    );
-    assert_eq!(
-        response["result"][0]["id"], "20261121-add-slugify-3f2a",
-        "{response}"
-    );
+    let response = client.request("workspace/executeCommand", json!({"command": "missions.status", "arguments": [{}]}));
+    assert_eq!(response["result"][0]["id"], "20261121-add-slugify-3f2a", "{response}");
     let response = client.request(
         "workspace/executeCommand",
         json!({"command": "missions.status", "arguments": [{"missionId": "20261121-add-slugify-3f2a"}]}),
     );
-    assert_eq!(
-        response["result"]["state"], "paused",
-        "the snapshot is the CLI's snake_case one: {response}"
-    );
+    assert_eq!(response["result"]["state"], "paused", "the snapshot is the CLI's snake_case one: {response}");
 
     // Bad requests get errors that say what is wrong, and the server keeps running.
-    let response = client.request(
-        "workspace/executeCommand",
-        json!({"command": "missions.status", "arguments": [{"missionId": 7}]}),
-    );
+    let response = client
+        .request("workspace/executeCommand", json!({"command": "missions.status", "arguments": [{"missionId": 7}]}));
     assert_eq!(response["error"]["code"], -32602);
-    assert!(
-        response["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("missionId must be a string")
-    );
+    assert!(response["error"]["message"].as_str().unwrap().contains("missionId must be a string"));
     let response = client.request(
         "workspace/executeCommand",
         json!({"command": "missions.status", "arguments": [{"missionId": "nope"}]}),
     );
-    assert!(
-        response["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no mission `nope`")
-    );
-    let response = client.request(
-        "workspace/executeCommand",
-        json!({"command": "missions.launch", "arguments": []}),
-    );
-    assert!(
-        response["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("unknown command")
-    );
-    let response = client.request(
-        "workspace/executeCommand",
-        json!({"command": "missions.status", "arguments": [1, 2]}),
-    );
-    assert!(
-        response["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("one JSON object argument")
-    );
+    assert!(response["error"]["message"].as_str().unwrap().contains("no mission `nope`"));
+    let response = client.request("workspace/executeCommand", json!({"command": "missions.launch", "arguments": []}));
+    assert!(response["error"]["message"].as_str().unwrap().contains("unknown command"));
+    let response =
+        client.request("workspace/executeCommand", json!({"command": "missions.status", "arguments": [1, 2]}));
+    assert!(response["error"]["message"].as_str().unwrap().contains("one JSON object argument"));
 
     let response = client.request("shutdown", Value::Null);
     assert_eq!(response["result"], Value::Null);

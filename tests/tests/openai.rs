@@ -31,18 +31,9 @@ fn parallel_stream() -> Vec<Value> {
             json!({"tool_calls": [{"index": 1, "id": "call_b", "type": "function", "function": {"name": "search", "arguments": "{\"pat"}}]}),
             None,
         ),
-        chunk(
-            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"path\": "}}]}),
-            None,
-        ),
-        chunk(
-            json!({"tool_calls": [{"index": 1, "function": {"arguments": "tern\": \"slug\"}"}}]}),
-            None,
-        ),
-        chunk(
-            json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"ü.py\"}"}}]}),
-            None,
-        ),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"path\": "}}]}), None),
+        chunk(json!({"tool_calls": [{"index": 1, "function": {"arguments": "tern\": \"slug\"}"}}]}), None),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"ü.py\"}"}}]}), None),
         chunk(json!({}), Some("tool_calls")),
         json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "gpt-5-codex-2026", "choices": [], "usage": {
             "prompt_tokens": 1000, "completion_tokens": 60, "total_tokens": 1060,
@@ -54,59 +45,27 @@ fn parallel_stream() -> Vec<Value> {
 
 fn expected_content() -> Vec<ContentBlock> {
     vec![
-        ContentBlock::Text {
-            text: "Naïve ✓ plan".into(),
-        },
-        ContentBlock::ToolUse {
-            id: "call_a".into(),
-            name: "read_file".into(),
-            input: json!({"path": "ü.py"}),
-        },
-        ContentBlock::ToolUse {
-            id: "call_b".into(),
-            name: "search".into(),
-            input: json!({"pattern": "slug"}),
-        },
+        ContentBlock::Text { text: "Naïve ✓ plan".into() },
+        ContentBlock::ToolUse { id: "call_a".into(), name: "read_file".into(), input: json!({"path": "ü.py"}) },
+        ContentBlock::ToolUse { id: "call_b".into(), name: "search".into(), input: json!({"pattern": "slug"}) },
     ]
 }
 
 #[tokio::test]
 async fn parallel_tool_calls_are_assembled_by_index_however_the_stream_is_split() {
     // An OpenRouter-style keep-alive comment in front, which must be ignored.
-    let body = format!(
-        ": OPENROUTER PROCESSING\n\n{}",
-        openai_sse(&parallel_stream())
-    );
+    let body = format!(": OPENROUTER PROCESSING\n\n{}", openai_sse(&parallel_stream()));
     let server = MockServer::start(Vec::new()).await;
-    let provider = provider(&config(
-        ProviderKind::Openai,
-        format!("{}/v1", server.url()),
-    ));
+    let provider = provider(&config(ProviderKind::Openai, format!("{}/v1", server.url())));
     let mut sizes: Vec<usize> = (1..=48).collect();
     sizes.extend([101, 499, body.len()]);
     for size in sizes {
         server.push(Reply::sse(body.clone()).split_every(size));
-        let response = provider
-            .complete(&request("gpt-5-codex"), CallContext::default())
-            .await
-            .unwrap();
-        assert_eq!(
-            response.content,
-            expected_content(),
-            "pieces of {size} bytes"
-        );
+        let response = provider.complete(&request("gpt-5-codex"), CallContext::default()).await.unwrap();
+        assert_eq!(response.content, expected_content(), "pieces of {size} bytes");
         assert_eq!(response.stop_reason, StopReason::ToolUse);
         // prompt_tokens includes the cached ones: uncached input is the difference.
-        assert_eq!(
-            response.usage,
-            Usage {
-                input: 200,
-                output: 60,
-                cache_read: 800,
-                cache_write: 0,
-                reasoning: 20
-            }
-        );
+        assert_eq!(response.usage, Usage { input: 200, output: 60, cache_read: 800, cache_write: 0, reasoning: 20 });
         let expected_cost = (200.0 * 1.25 + 60.0 * 10.0 + 800.0 * 0.125) / 1e6;
         assert!((response.cost_usd.unwrap() - expected_cost).abs() < 1e-12);
     }
@@ -115,22 +74,13 @@ async fn parallel_tool_calls_are_assembled_by_index_however_the_stream_is_split(
 #[tokio::test]
 async fn the_request_is_chat_completions_with_tool_messages() {
     let server = MockServer::start(vec![Reply::sse(openai_sse(&parallel_stream()))]).await;
-    provider(&config(
-        ProviderKind::Openai,
-        format!("{}/v1/", server.url()),
-    ))
-    .complete(&request("gpt-5-codex"), CallContext::default())
-    .await
-    .unwrap();
+    provider(&config(ProviderKind::Openai, format!("{}/v1/", server.url())))
+        .complete(&request("gpt-5-codex"), CallContext::default())
+        .await
+        .unwrap();
     let sent = &server.requests()[0];
-    assert_eq!(
-        (sent.method.as_str(), sent.path.as_str()),
-        ("POST", "/v1/chat/completions")
-    );
-    assert_eq!(
-        sent.header("authorization"),
-        Some(format!("Bearer {KEY}").as_str())
-    );
+    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/v1/chat/completions"));
+    assert_eq!(sent.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
     assert_eq!(sent.header("x-api-key"), None);
     assert_eq!(
         sent.json(),
@@ -171,10 +121,7 @@ async fn local_server_quirks_are_absorbed() {
     let server = MockServer::start(vec![Reply::sse(body)]).await;
     let mut config = config(ProviderKind::Openai, format!("{}/v1", server.url()));
     config.api_key_env = None;
-    let response = provider(&config)
-        .complete(&request("qwen3-coder"), CallContext::default())
-        .await
-        .unwrap();
+    let response = provider(&config).complete(&request("qwen3-coder"), CallContext::default()).await.unwrap();
     assert_eq!(
         response.content,
         vec![ContentBlock::ToolUse {
@@ -183,28 +130,10 @@ async fn local_server_quirks_are_absorbed() {
             input: json!({"command": "pytest -q"})
         }]
     );
-    assert_eq!(
-        response.stop_reason,
-        StopReason::ToolUse,
-        "`stop` with calls is a tool-use turn"
-    );
-    assert_eq!(
-        response.usage,
-        Usage {
-            input: 50,
-            output: 9,
-            ..Usage::default()
-        }
-    );
-    assert_eq!(
-        response.cost_usd, None,
-        "a local model without a price has an unknown cost, not zero"
-    );
-    assert_eq!(
-        server.requests()[0].header("authorization"),
-        None,
-        "no key configured, none sent"
-    );
+    assert_eq!(response.stop_reason, StopReason::ToolUse, "`stop` with calls is a tool-use turn");
+    assert_eq!(response.usage, Usage { input: 50, output: 9, ..Usage::default() });
+    assert_eq!(response.cost_usd, None, "a local model without a price has an unknown cost, not zero");
+    assert_eq!(server.requests()[0].header("authorization"), None, "no key configured, none sent");
 }
 
 #[tokio::test]
@@ -228,52 +157,31 @@ async fn truncated_arguments_and_early_ends_are_never_calls() {
     let mut config = config(ProviderKind::Openai, format!("{}/v1", server.url()));
     config.max_retries = 0;
     let provider = provider(&config);
-    let error = provider
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
+    let error = provider.complete(&request("m"), CallContext::default()).await.unwrap_err().error;
     assert!(
         matches!(&error, ModelError::IncompleteToolCall { tool, reason, .. } if tool == "write_file" && reason.contains("token limit")),
         "{error:?}"
     );
-    let error = provider
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
+    let error = provider.complete(&request("m"), CallContext::default()).await.unwrap_err().error;
     match &error {
         ModelError::StreamInterrupted { partial, reason } => {
             assert!(partial.tool_uses().next().is_none());
-            assert!(
-                reason.contains("read_file"),
-                "the call being sent is named: {reason}"
-            );
+            assert!(reason.contains("read_file"), "the call being sent is named: {reason}");
         }
         other => panic!("expected StreamInterrupted, got {other:?}"),
     }
     // Text only, but [DONE] is a terminal event: three chunks and [DONE] is a whole answer.
-    let response = provider
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap();
+    let response = provider.complete(&request("m"), CallContext::default()).await.unwrap();
     assert_eq!(response.text(), "Naïve ✓ plan");
 }
 
 #[tokio::test]
 async fn a_stream_without_a_terminal_chunk_is_interrupted() {
-    let body: String = parallel_stream()[..3]
-        .iter()
-        .map(|c| format!("data: {c}\n\n"))
-        .collect();
+    let body: String = parallel_stream()[..3].iter().map(|c| format!("data: {c}\n\n")).collect();
     let server = MockServer::start(vec![Reply::sse(body)]).await;
     let mut config = config(ProviderKind::Openai, format!("{}/v1", server.url()));
     config.max_retries = 0;
-    let error = provider(&config)
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
+    let error = provider(&config).complete(&request("m"), CallContext::default()).await.unwrap_err().error;
     assert!(
         matches!(&error, ModelError::StreamInterrupted { partial, .. } if partial.text() == "Naïve ✓ plan"),
         "{error:?}"
@@ -295,41 +203,14 @@ async fn mid_stream_errors_and_quota_are_classified() {
         Reply::json(400, &json!({"error": {"message": "This model's maximum context length is 128000 tokens", "type": "invalid_request_error", "code": "context_length_exceeded"}})),
     ])
     .await;
-    let provider = provider(&config(
-        ProviderKind::Openai,
-        format!("{}/v1", server.url()),
-    ));
-    let response = provider
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        response.attempts, 2,
-        "the mid-stream rate limit was retried"
-    );
-    let error = provider
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
-    assert!(
-        matches!(error, ModelError::QuotaExhausted { .. }),
-        "{error:?}"
-    );
-    let error = provider
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
-    assert!(
-        matches!(error, ModelError::ContextOverflow { .. }),
-        "{error:?}"
-    );
-    assert_eq!(
-        server.requests().len(),
-        4,
-        "quota and context errors were not retried"
-    );
+    let provider = provider(&config(ProviderKind::Openai, format!("{}/v1", server.url())));
+    let response = provider.complete(&request("m"), CallContext::default()).await.unwrap();
+    assert_eq!(response.attempts, 2, "the mid-stream rate limit was retried");
+    let error = provider.complete(&request("m"), CallContext::default()).await.unwrap_err().error;
+    assert!(matches!(error, ModelError::QuotaExhausted { .. }), "{error:?}");
+    let error = provider.complete(&request("m"), CallContext::default()).await.unwrap_err().error;
+    assert!(matches!(error, ModelError::ContextOverflow { .. }), "{error:?}");
+    assert_eq!(server.requests().len(), 4, "quota and context errors were not retried");
 }
 
 #[tokio::test]
@@ -345,30 +226,12 @@ async fn whole_responses_work_when_streaming_is_off() {
     let server = MockServer::start(vec![Reply::json(200, &whole)]).await;
     let mut config = config(ProviderKind::Openai, format!("{}/v1", server.url()));
     config.stream = false;
-    let response = provider(&config)
-        .complete(&request("gpt-4o-mini"), CallContext::default())
-        .await
-        .unwrap();
+    let response = provider(&config).complete(&request("gpt-4o-mini"), CallContext::default()).await.unwrap();
     let body = server.requests()[0].json();
-    assert_eq!(
-        (body.get("stream"), body.get("stream_options")),
-        (None, None)
-    );
+    assert_eq!((body.get("stream"), body.get("stream_options")), (None, None));
     assert_eq!(
         response.content,
-        vec![ContentBlock::ToolUse {
-            id: "call_z".into(),
-            name: "list_files".into(),
-            input: json!({})
-        }]
+        vec![ContentBlock::ToolUse { id: "call_z".into(), name: "list_files".into(), input: json!({}) }]
     );
-    assert_eq!(
-        response.usage,
-        Usage {
-            input: 20,
-            output: 4,
-            cache_read: 10,
-            ..Usage::default()
-        }
-    );
+    assert_eq!(response.usage, Usage { input: 20, output: 4, cache_read: 10, ..Usage::default() });
 }

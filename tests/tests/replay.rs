@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use common::{config, request};
 use missions_core::config::{Layer, LayerSource, LoadedConfig, ProviderKind};
 use missions_core::mission::Role;
-use missions_core::model::{
-    CallContext, ContentBlock, ModelError, ModelResponse, ProbeStatus, StopReason, Usage,
-};
+use missions_core::model::{CallContext, ContentBlock, ModelError, ModelResponse, ProbeStatus, StopReason, Usage};
 use missions_core::secrets::Redactor;
 use missions_core::transcript::{TranscriptEntry, TranscriptWriter};
 use missions_providers::{PriceTable, ProviderRegistry, build_provider};
@@ -22,11 +20,7 @@ fn text_response(text: &str) -> ModelResponse {
     ModelResponse {
         content: vec![ContentBlock::Text { text: text.into() }],
         stop_reason: StopReason::EndTurn,
-        usage: Usage {
-            input: 1,
-            output: 1,
-            ..Usage::default()
-        },
+        usage: Usage { input: 1, output: 1, ..Usage::default() },
         cost_usd: None,
         model: "tape".into(),
         request_id: None,
@@ -60,58 +54,22 @@ async fn a_recorded_exchange_replays_identically() {
     recording.record = Some("tapes/session.jsonl".into());
     let prices = Arc::new(PriceTable::with_overrides(&BTreeMap::new()));
     let redactor = Redactor::new([("TEST_PROVIDER_KEY", common::KEY)]);
-    let live = build_provider(
-        "live",
-        &recording,
-        prices.clone(),
-        workspace.path(),
-        &common::env(),
-        &redactor,
-    )
-    .unwrap();
-    let original = live
-        .complete(&request("gpt-4o-mini"), CallContext::default())
-        .await
-        .unwrap();
+    let live = build_provider("live", &recording, prices.clone(), workspace.path(), &common::env(), &redactor).unwrap();
+    let original = live.complete(&request("gpt-4o-mini"), CallContext::default()).await.unwrap();
 
     let tape = workspace.path().join("tapes/session.jsonl");
-    assert!(
-        !std::fs::read_to_string(&tape)
-            .unwrap()
-            .contains(common::KEY)
-    );
-    let mut replay_config = missions_core::config::ProviderConfig {
-        kind: Some(ProviderKind::Replay),
-        ..Default::default()
-    };
+    assert!(!std::fs::read_to_string(&tape).unwrap().contains(common::KEY));
+    let mut replay_config =
+        missions_core::config::ProviderConfig { kind: Some(ProviderKind::Replay), ..Default::default() };
     replay_config.transcript = Some("tapes/session.jsonl".into());
-    let replay = build_provider(
-        "tape",
-        &replay_config,
-        prices,
-        workspace.path(),
-        &common::env(),
-        &redactor,
-    )
-    .unwrap();
+    let replay = build_provider("tape", &replay_config, prices, workspace.path(), &common::env(), &redactor).unwrap();
     let probe = replay.probe().await;
     assert_eq!(probe.status, ProbeStatus::Ok, "{}", probe.detail);
-    assert!(
-        probe.detail.contains("1 recorded responses"),
-        "{}",
-        probe.detail
-    );
-    let replayed = replay
-        .complete(&request("gpt-4o-mini"), CallContext::default())
-        .await
-        .unwrap();
+    assert!(probe.detail.contains("1 recorded responses"), "{}", probe.detail);
+    let replayed = replay.complete(&request("gpt-4o-mini"), CallContext::default()).await.unwrap();
     assert_eq!(replayed, original);
 
-    let error = replay
-        .complete(&request("gpt-4o-mini"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
+    let error = replay.complete(&request("gpt-4o-mini"), CallContext::default()).await.unwrap_err().error;
     assert!(
         matches!(&error, ModelError::Replay { message } if message.contains("no recorded response") && message.contains("0 of 1 unplayed")),
         "{error}"
@@ -127,21 +85,10 @@ async fn a_missing_tape_is_reported_not_panicked() {
         ..Default::default()
     };
     let prices = Arc::new(PriceTable::with_overrides(&BTreeMap::new()));
-    let replay = build_provider(
-        "tape",
-        &replay_config,
-        prices,
-        workspace.path(),
-        &common::env(),
-        &Redactor::default(),
-    )
-    .unwrap();
+    let replay =
+        build_provider("tape", &replay_config, prices, workspace.path(), &common::env(), &Redactor::default()).unwrap();
     assert_eq!(replay.probe().await.status, ProbeStatus::Unreachable);
-    let error = replay
-        .complete(&request("m"), CallContext::default())
-        .await
-        .unwrap_err()
-        .error;
+    let error = replay.complete(&request("m"), CallContext::default()).await.unwrap_err().error;
     assert!(error.to_string().contains("nope.jsonl"), "{error}");
 }
 
@@ -149,10 +96,7 @@ async fn a_missing_tape_is_reported_not_panicked() {
 async fn each_role_is_routed_to_its_own_provider_and_model() {
     let workspace = tempfile::tempdir().unwrap();
     write_tape(&workspace.path().join("planner.jsonl"), &["plan"]);
-    write_tape(
-        &workspace.path().join("builder.jsonl"),
-        &["build 1", "build 2"],
-    );
+    write_tape(&workspace.path().join("builder.jsonl"), &["build 1", "build 2"]);
     let (layer, warnings) = Layer::from_toml(
         "test",
         r#"
@@ -173,41 +117,25 @@ user_tester = "builder/other-model"
     assert!(warnings.is_empty());
     let loaded = LoadedConfig::from_layers(
         vec![Layer::defaults().unwrap(), layer],
-        vec![LayerSource {
-            origin: "test".into(),
-            loaded: true,
-        }],
+        vec![LayerSource { origin: "test".into(), loaded: true }],
         Vec::new(),
     )
     .unwrap();
-    let registry =
-        ProviderRegistry::from_config(&loaded, workspace.path(), &BTreeMap::new()).unwrap();
+    let registry = ProviderRegistry::from_config(&loaded, workspace.path(), &BTreeMap::new()).unwrap();
     let (orchestrator, model) = registry.for_role(Role::Orchestrator).unwrap();
     assert_eq!((orchestrator.name(), model), ("planner", "big-model"));
     let (worker, model) = registry.for_role(Role::Worker).unwrap();
     assert_eq!((worker.name(), model), ("builder", "small-model"));
-    assert_eq!(
-        registry.for_role(Role::UserTester).unwrap().1,
-        "other-model"
-    );
+    assert_eq!(registry.for_role(Role::UserTester).unwrap().1, "other-model");
 
     let call = |provider: &Arc<dyn missions_core::model::ModelProvider>| {
         let provider = provider.clone();
-        async move {
-            provider
-                .complete(&request("m"), CallContext::default())
-                .await
-                .unwrap()
-                .text()
-        }
+        async move { provider.complete(&request("m"), CallContext::default()).await.unwrap().text() }
     };
     assert_eq!(call(orchestrator).await, "plan");
     assert_eq!(call(worker).await, "build 1");
     // The reviewer shares the worker's provider instance, and so its tape.
-    assert_eq!(
-        call(registry.for_role(Role::Reviewer).unwrap().0).await,
-        "build 2"
-    );
+    assert_eq!(call(registry.for_role(Role::Reviewer).unwrap().0).await, "build 2");
 }
 
 #[tokio::test]
@@ -236,30 +164,9 @@ async fn parallel_runs_get_their_own_recorded_answers_in_any_order() {
         ..Default::default()
     };
     let prices = Arc::new(PriceTable::with_overrides(&BTreeMap::new()));
-    let replay = build_provider(
-        "tape",
-        &config,
-        prices,
-        workspace.path(),
-        &common::env(),
-        &Redactor::default(),
-    )
-    .unwrap();
+    let replay =
+        build_provider("tape", &config, prices, workspace.path(), &common::env(), &Redactor::default()).unwrap();
     // F2's reviewer calls first.
-    assert_eq!(
-        replay
-            .complete(&for_b, CallContext::default())
-            .await
-            .unwrap()
-            .text(),
-        "verdict for F2"
-    );
-    assert_eq!(
-        replay
-            .complete(&for_a, CallContext::default())
-            .await
-            .unwrap()
-            .text(),
-        "verdict for F1"
-    );
+    assert_eq!(replay.complete(&for_b, CallContext::default()).await.unwrap().text(), "verdict for F2");
+    assert_eq!(replay.complete(&for_a, CallContext::default()).await.unwrap().text(), "verdict for F1");
 }

@@ -36,24 +36,13 @@ impl Report {
 }
 
 fn git(workspace: &Path, args: &[&str]) -> Option<String> {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(workspace)
-        .args(args)
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    let output = Command::new("git").arg("-C").arg(workspace).args(args).output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 pub async fn run(workspace: &Path) -> Outcome {
     let env = ProcessEnvironment;
-    let mut report = Report {
-        problems: 0,
-        redactor: Redactor::default(),
-    };
+    let mut report = Report { problems: 0, redactor: Redactor::default() };
     report.line(format!("Missions {} doctor", env!("CARGO_PKG_VERSION")));
 
     report.line(format!("\nWorkspace: {}", workspace.display()));
@@ -61,25 +50,17 @@ pub async fn run(workspace: &Path) -> Outcome {
         report.problem("the workspace directory does not exist; pass --workspace DIR");
     }
     match git(workspace, &["--version"]).or_else(|| {
-        Command::new("git")
-            .arg("--version")
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        Command::new("git").arg("--version").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
     }) {
         Some(version) if !version.is_empty() => report.good(version),
-        _ => report.problem(
-            "git is not installed or not on PATH; Missions records every feature as a git commit",
-        ),
+        _ => report.problem("git is not installed or not on PATH; Missions records every feature as a git commit"),
     }
     match git(workspace, &["rev-parse", "--show-toplevel"]) {
         Some(top) => {
             report.good(format!("git repository at {top}"));
-            let branch = git(workspace, &["rev-parse", "--abbrev-ref", "HEAD"])
-                .unwrap_or_else(|| "(no commits yet)".into());
-            let dirty = git(workspace, &["status", "--porcelain"])
-                .map(|s| s.lines().count())
-                .unwrap_or(0);
+            let branch =
+                git(workspace, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_else(|| "(no commits yet)".into());
+            let dirty = git(workspace, &["status", "--porcelain"]).map(|s| s.lines().count()).unwrap_or(0);
             if dirty == 0 {
                 report.good(format!("on branch {branch}, working tree clean"));
             } else {
@@ -88,9 +69,7 @@ pub async fn run(workspace: &Path) -> Outcome {
                 ));
             }
         }
-        None => report.problem(
-            "not a git repository: run `git init` and commit, since missions work on a branch",
-        ),
+        None => report.problem("not a git repository: run `git init` and commit, since missions work on a branch"),
     }
     match missions_core::status::workspace_snapshots(workspace) {
         Ok(status) => {
@@ -98,10 +77,7 @@ pub async fn run(workspace: &Path) -> Outcome {
                 report.good("no missions yet");
             }
             for snapshot in &status.snapshots {
-                report.good(format!(
-                    "mission {} is {}",
-                    snapshot.mission.id, snapshot.mission.state
-                ));
+                report.good(format!("mission {} is {}", snapshot.mission.id, snapshot.mission.state));
             }
             for (id, error) in &status.unreadable {
                 report.problem(format!("mission {id} cannot be read: {error}"));
@@ -123,11 +99,7 @@ pub async fn run(workspace: &Path) -> Outcome {
     };
     report.redactor = loaded.redactor(&env);
     for source in &loaded.sources {
-        let state = if source.loaded {
-            "loaded"
-        } else {
-            "not present"
-        };
+        let state = if source.loaded { "loaded" } else { "not present" };
         report.line(format!("  • {}: {state}", source.origin));
     }
     for warning in &loaded.warnings {
@@ -142,23 +114,15 @@ pub async fn run(workspace: &Path) -> Outcome {
         }
     }
 
-    report.line(format!(
-        "\nProviders (prices as of {}):",
-        PriceTable::with_overrides(&loaded.config.prices).as_of
-    ));
+    report.line(format!("\nProviders (prices as of {}):", PriceTable::with_overrides(&loaded.config.prices).as_of));
     let in_use = loaded.providers_in_use();
     let prices = std::sync::Arc::new(PriceTable::with_overrides(&loaded.config.prices));
     for (name, provider) in &loaded.config.providers {
-        let kind = provider
-            .kind
-            .map(|k| k.to_string())
-            .unwrap_or_else(|| "?".into());
+        let kind = provider.kind.map(|k| k.to_string()).unwrap_or_else(|| "?".into());
         let place = match provider.kind {
-            Some(ProviderKind::Replay) => provider
-                .transcript
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+            Some(ProviderKind::Replay) => {
+                provider.transcript.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+            }
             _ => provider.base_url.clone().unwrap_or_default(),
         };
         let key = match &provider.api_key_env {
@@ -173,25 +137,14 @@ pub async fn run(workspace: &Path) -> Outcome {
             report.line("    • not used by any role; not checked");
             continue;
         }
-        match build_provider(
-            name,
-            provider,
-            prices.clone(),
-            workspace,
-            &env,
-            &report.redactor,
-        ) {
+        match build_provider(name, provider, prices.clone(), workspace, &env, &report.redactor) {
             Err(error) => report.problem(error.to_string()),
             Ok(built) => {
                 let probe = built.probe().await;
                 match probe.status {
                     ProbeStatus::Ok => report.good(format!("  reachable: {}", probe.detail)),
-                    ProbeStatus::Rejected => {
-                        report.problem(format!("  reachable but refused: {}", probe.detail))
-                    }
-                    ProbeStatus::Unreachable => {
-                        report.problem(format!("  unreachable: {}", probe.detail))
-                    }
+                    ProbeStatus::Rejected => report.problem(format!("  reachable but refused: {}", probe.detail)),
+                    ProbeStatus::Unreachable => report.problem(format!("  unreachable: {}", probe.detail)),
                 }
             }
         }
@@ -204,11 +157,7 @@ fn finish(report: Report) -> Outcome {
         println!("\nAll good.");
         Outcome::Success
     } else {
-        println!(
-            "\n{} thing{} to fix.",
-            report.problems,
-            if report.problems == 1 { "" } else { "s" }
-        );
+        println!("\n{} thing{} to fix.", report.problems, if report.problems == 1 { "" } else { "s" });
         Outcome::Failure
     }
 }

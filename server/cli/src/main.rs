@@ -13,11 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "missions",
-    version,
-    about = "Long-running, self-checking coding missions run by LLM agents."
-)]
+#[command(name = "missions", version, about = "Long-running, self-checking coding missions run by LLM agents.")]
 struct Cli {
     /// The workspace (a git repository) to work in.
     #[arg(long, global = true, value_name = "DIR")]
@@ -59,10 +55,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_filter = tracing_subscriber::EnvFilter::try_from_env("MISSIONS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(log_filter)
-        .init();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(log_filter).init();
 
     let workspace = match &cli.workspace {
         Some(dir) => dir.clone(),
@@ -74,10 +67,7 @@ fn main() -> ExitCode {
             }
         },
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("missions: cannot start the async runtime: {error}");

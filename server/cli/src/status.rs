@@ -3,9 +3,7 @@
 
 use std::path::Path;
 
-use missions_core::status::{
-    StatusSnapshot, WorkspaceStatus, mission_snapshot, workspace_snapshots,
-};
+use missions_core::status::{StatusSnapshot, WorkspaceStatus, mission_snapshot, workspace_snapshots};
 use missions_core::store::StoreError;
 
 use crate::Outcome;
@@ -19,11 +17,7 @@ pub fn run(workspace: &Path, id: Option<&str>, json: bool) -> Outcome {
         }),
         None => workspace_snapshots(workspace),
     };
-    let WorkspaceStatus {
-        snapshots,
-        warnings,
-        unreadable,
-    } = match result {
+    let WorkspaceStatus { snapshots, warnings, unreadable } = match result {
         Ok(found) => found,
         Err(error @ StoreError::NotFound { .. }) => return Outcome::Usage(error.to_string()),
         Err(error) => {
@@ -50,11 +44,7 @@ pub fn run(workspace: &Path, id: Option<&str>, json: bool) -> Outcome {
                 return Outcome::Failure;
             }
         }
-        return if unreadable.is_empty() {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        };
+        return if unreadable.is_empty() { Outcome::Success } else { Outcome::Failure };
     }
     if snapshots.is_empty() && unreadable.is_empty() {
         println!("No missions in {}.", workspace.display());
@@ -62,11 +52,7 @@ pub fn run(workspace: &Path, id: Option<&str>, json: bool) -> Outcome {
     for snapshot in &snapshots {
         print!("{}", describe(snapshot));
     }
-    if unreadable.is_empty() {
-        Outcome::Success
-    } else {
-        Outcome::Failure
-    }
+    if unreadable.is_empty() { Outcome::Success } else { Outcome::Failure }
 }
 
 fn describe(snapshot: &StatusSnapshot) -> String {
@@ -75,18 +61,12 @@ fn describe(snapshot: &StatusSnapshot) -> String {
     if let Some(reason) = mission.pause_reason {
         state = format!(
             "{state} ({})",
-            serde_json::to_value(reason)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
+            serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
         );
     }
     let budget = &mission.budget;
-    let usd = if budget.usd_unknown {
-        format!("≥ ${:.2}", budget.used_usd)
-    } else {
-        format!("${:.2}", budget.used_usd)
-    };
+    let usd =
+        if budget.usd_unknown { format!("≥ ${:.2}", budget.used_usd) } else { format!("${:.2}", budget.used_usd) };
     let limits = match (budget.max_usd, budget.max_tokens) {
         (Some(usd), Some(tokens)) => format!(" of ${usd:.2} / {tokens} tokens"),
         (Some(usd), None) => format!(" of ${usd:.2}"),

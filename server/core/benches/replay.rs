@@ -44,13 +44,7 @@ fn main() {
                 run_id: format!("run-{seq}"),
                 provider: "anthropic".into(),
                 model: "claude-sonnet-4-5".into(),
-                usage: Usage {
-                    input: 1200,
-                    output: 300,
-                    cache_read: 40_000,
-                    cache_write: 900,
-                    reasoning: 0,
-                },
+                usage: Usage { input: 1200, output: 300, cache_read: 40_000, cache_write: 900, reasoning: 0 },
                 cost_usd: Some(0.0213),
             },
             1 => Event::CursorMoved {
@@ -58,21 +52,10 @@ fn main() {
                 feature: Some(format!("F{seq}")),
                 role: Some(Role::Worker),
             },
-            2 => Event::FindingStatusChanged {
-                finding: format!("X{seq}"),
-                status: FindingStatus::Fixed,
-                reason: None,
-            },
-            _ => Event::CourseCorrectionNoted {
-                note: "keep the public API stable; prefer small commits".into(),
-            },
+            2 => Event::FindingStatusChanged { finding: format!("X{seq}"), status: FindingStatus::Fixed, reason: None },
+            _ => Event::CourseCorrectionNoted { note: "keep the public API stable; prefer small commits".into() },
         };
-        let record = missions_core::store::Record {
-            seq,
-            ts: "2026-11-21T09:00:00Z".into(),
-            prev: prev.clone(),
-            event,
-        };
+        let record = missions_core::store::Record { seq, ts: "2026-11-21T09:00:00Z".into(), prev: prev.clone(), event };
         let line = serde_json::to_string(&record).expect("encode");
         prev = missions_core::store::log::line_hash(line.as_bytes());
         text.push_str(&line);

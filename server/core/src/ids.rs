@@ -5,39 +5,22 @@
 /// digits of randomness so two missions with the same title on the same day do not collide.
 pub fn new_mission_id(title: &str) -> String {
     let date = time::OffsetDateTime::now_utc().date();
-    let stamp = format!(
-        "{:04}{:02}{:02}",
-        date.year(),
-        u8::from(date.month()),
-        date.day()
-    );
+    let stamp = format!("{:04}{:02}{:02}", date.year(), u8::from(date.month()), date.day());
     format!("{stamp}-{}-{:04x}", slug(title, 24), fastrand::u16(..))
 }
 
 /// Makes a run id for one agent run: the role, then a sortable time and randomness.
 pub fn new_run_id(label: &str) -> String {
     let now = time::OffsetDateTime::now_utc();
-    format!(
-        "{}-{}-{:04x}",
-        slug(label, 24),
-        now.unix_timestamp_nanos() / 1_000_000,
-        fastrand::u16(..)
-    )
+    format!("{}-{}-{:04x}", slug(label, 24), now.unix_timestamp_nanos() / 1_000_000, fastrand::u16(..))
 }
 
 /// Lower-case ASCII words joined by `-`, cut at a word boundary to at most `max_len` bytes.
 /// Falls back to `mission` when the text has no ASCII letters or digits at all.
 pub fn slug(text: &str, max_len: usize) -> String {
     let mut out = String::new();
-    for word in text
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        let extra = if out.is_empty() {
-            word.len()
-        } else {
-            word.len() + 1
-        };
+    for word in text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()) {
+        let extra = if out.is_empty() { word.len() } else { word.len() + 1 };
         if out.len() + extra > max_len {
             if out.is_empty() {
                 out.push_str(&word[..max_len.min(word.len())].to_ascii_lowercase());
@@ -49,11 +32,7 @@ pub fn slug(text: &str, max_len: usize) -> String {
         }
         out.push_str(&word.to_ascii_lowercase());
     }
-    if out.is_empty() {
-        "mission".to_owned()
-    } else {
-        out
-    }
+    if out.is_empty() { "mission".to_owned() } else { out }
 }
 
 #[cfg(test)]
@@ -63,10 +42,7 @@ mod tests {
     #[test]
     fn slug_keeps_words_and_cuts_at_a_boundary() {
         assert_eq!(slug("Add slugify() to utils!", 24), "add-slugify-to-utils");
-        assert_eq!(
-            slug("Add a very long title that goes on and on", 16),
-            "add-a-very-long"
-        );
+        assert_eq!(slug("Add a very long title that goes on and on", 16), "add-a-very-long");
         assert_eq!(slug("ünïcode only ✓", 24), "n-code-only");
         assert_eq!(slug("✓✓✓", 24), "mission");
         assert_eq!(slug("supercalifragilistic", 5), "super");

@@ -82,12 +82,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
-        Role::Orchestrator,
-        Role::Worker,
-        Role::Reviewer,
-        Role::UserTester,
-    ];
+    pub const ALL: [Role; 4] = [Role::Orchestrator, Role::Worker, Role::Reviewer, Role::UserTester];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -215,10 +210,7 @@ impl Plan {
     }
 
     pub fn feature_mut(&mut self, id: &str) -> Option<&mut Feature> {
-        self.milestones
-            .iter_mut()
-            .flat_map(|m| m.features.iter_mut())
-            .find(|f| f.id == id)
+        self.milestones.iter_mut().flat_map(|m| m.features.iter_mut()).find(|f| f.id == id)
     }
 }
 

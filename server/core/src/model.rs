@@ -25,19 +25,9 @@ pub enum ChatRole {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentBlock {
-    Text {
-        text: String,
-    },
-    ToolUse {
-        id: String,
-        name: String,
-        input: serde_json::Value,
-    },
-    ToolResult {
-        tool_use_id: String,
-        content: String,
-        is_error: bool,
-    },
+    Text { text: String },
+    ToolUse { id: String, name: String, input: serde_json::Value },
+    ToolResult { tool_use_id: String, content: String, is_error: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,10 +38,7 @@ pub struct Message {
 
 impl Message {
     pub fn user_text(text: impl Into<String>) -> Message {
-        Message {
-            role: ChatRole::User,
-            content: vec![ContentBlock::Text { text: text.into() }],
-        }
+        Message { role: ChatRole::User, content: vec![ContentBlock::Text { text: text.into() }] }
     }
 }
 
@@ -75,18 +62,31 @@ pub struct ModelRequest {
 }
 
 impl ModelRequest {
-    /// Identifies a request within recorded runs, for replay: the system prompt, the first
-    /// user message (which says what the run is for) and how far the conversation has got.
-    /// Runs that go on in parallel (review agents) have different first messages, so replay
-    /// can answer each with its own recorded responses whatever order the calls come in.
+    /// Identifies a request within recorded runs, for replay: which tools the run offers
+    /// (they differ by role), the first line of its first user message (the engine writes it
+    /// to say what the run is for: "Feature F2: …", "Review feature F1 …") and how far the
+    /// conversation has got. Runs that go on in parallel (review agents) differ in their first
+    /// line, so replay can answer each with its own responses whatever order the calls come in;
+    /// and nothing that varies between runs (command output, timings) is part of the key.
     pub fn replay_key(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
-        hasher.update(self.system.as_bytes());
-        hasher.update([0]);
-        if let Some(first) = self.messages.first() {
-            hasher.update(serde_json::to_vec(&first.content).unwrap_or_default());
+        for tool in &self.tools {
+            hasher.update(tool.name.as_bytes());
+            hasher.update([1]);
         }
+        hasher.update([0]);
+        let first_line = self
+            .messages
+            .first()
+            .and_then(|m| {
+                m.content.iter().find_map(|b| match b {
+                    ContentBlock::Text { text } => Some(text.lines().next().unwrap_or_default().to_owned()),
+                    ContentBlock::ToolUse { .. } | ContentBlock::ToolResult { .. } => None,
+                })
+            })
+            .unwrap_or_default();
+        hasher.update(first_line.as_bytes());
         hasher.update([0]);
         hasher.update(self.messages.len().to_le_bytes());
         hex::encode(&hasher.finalize()[..12])
@@ -202,15 +202,9 @@ pub enum ModelError {
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("timed out waiting for {phase} after {after:?}")]
-    Timeout {
-        phase: TimeoutPhase,
-        after: Duration,
-    },
+    Timeout { phase: TimeoutPhase, after: Duration },
     #[error("rate limited: {message}")]
-    RateLimited {
-        message: String,
-        retry_after: Option<Duration>,
-    },
+    RateLimited { message: String, retry_after: Option<Duration> },
     #[error("the provider is overloaded: {message}")]
     Overloaded { message: String },
     #[error("server error (HTTP {status}): {message}")]
@@ -224,29 +218,18 @@ pub enum ModelError {
     #[error("invalid request (HTTP {status}): {message}")]
     InvalidRequest { status: u16, message: String },
     #[error("{kind} error (HTTP {status}): {message}")]
-    Api {
-        status: u16,
-        kind: String,
-        message: String,
-    },
+    Api { status: u16, kind: String, message: String },
     /// The stream ended, or broke, before its terminal event. `partial` holds the text so far
     /// and never a tool call (a call that was being sent is named in `reason`); nothing in it
     /// may be acted on as if it were a whole turn. Retrying the request is safe.
     #[error("the response stream ended early: {reason}")]
-    StreamInterrupted {
-        reason: String,
-        partial: Box<ModelResponse>,
-    },
+    StreamInterrupted { reason: String, partial: Box<ModelResponse> },
     /// A finished response whose last tool call cannot be trusted: the model hit its output
     /// limit while writing it, or its input is not valid JSON. No tool call is in
     /// `partial.content` and none may be executed; the agent loop can tell the model and ask
     /// again (retrying the same request would give the same answer).
     #[error("the input of tool call `{tool}` was cut off ({reason}); it was not executed")]
-    IncompleteToolCall {
-        tool: String,
-        reason: String,
-        partial: Box<ModelResponse>,
-    },
+    IncompleteToolCall { tool: String, reason: String, partial: Box<ModelResponse> },
     #[error("malformed response from the provider: {message}")]
     Protocol { message: String },
     #[error("replay: {message}")]
@@ -294,11 +277,7 @@ pub struct ModelFailure {
 
 impl From<ModelError> for ModelFailure {
     fn from(error: ModelError) -> ModelFailure {
-        ModelFailure {
-            error,
-            usage: Usage::default(),
-            attempts: 1,
-        }
+        ModelFailure { error, usage: Usage::default(), attempts: 1 }
     }
 }
 
@@ -306,14 +285,8 @@ impl From<ModelError> for ModelFailure {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamUpdate {
     Text(String),
-    ToolCallStarted {
-        name: String,
-    },
-    Retrying {
-        attempt: u32,
-        delay: Duration,
-        reason: String,
-    },
+    ToolCallStarted { name: String },
+    Retrying { attempt: u32, delay: Duration, reason: String },
 }
 
 /// Per-call context: where to record the exchange and who wants progress.

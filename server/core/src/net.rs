@@ -4,16 +4,11 @@
 pub fn is_loopback_url(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let host_port = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = host_port
-        .rsplit_once('@')
-        .map_or(host_port, |(_, host)| host);
+    let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, host)| host);
     let host = if let Some(bracketed) = host_port.strip_prefix('[') {
         bracketed.split(']').next().unwrap_or_default()
     } else {
         host_port.split(':').next().unwrap_or_default()
     };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

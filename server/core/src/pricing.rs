@@ -41,10 +41,8 @@ impl PriceTable {
     pub fn with_overrides(overrides: &BTreeMap<String, PriceOverride>) -> PriceTable {
         // The shipped file is checked by a test; an unreadable one would give an empty table
         // (every cost unknown), which is safe.
-        let shipped: ShippedTable = toml::from_str(SHIPPED).unwrap_or(ShippedTable {
-            as_of: "unknown".into(),
-            models: BTreeMap::new(),
-        });
+        let shipped: ShippedTable =
+            toml::from_str(SHIPPED).unwrap_or(ShippedTable { as_of: "unknown".into(), models: BTreeMap::new() });
         let mut models = shipped.models;
         for (model, price) in overrides {
             // Configuration validation insists on both rates; a half-set override would be
@@ -54,18 +52,10 @@ impl PriceTable {
             };
             models.insert(
                 model.clone(),
-                Price {
-                    input,
-                    output,
-                    cache_read: price.cache_read,
-                    cache_write: price.cache_write,
-                },
+                Price { input, output, cache_read: price.cache_read, cache_write: price.cache_write },
             );
         }
-        PriceTable {
-            as_of: shipped.as_of,
-            models,
-        }
+        PriceTable { as_of: shipped.as_of, models }
     }
 
     pub fn price(&self, model: &str) -> Option<Price> {
@@ -75,8 +65,7 @@ impl PriceTable {
                 return Some(*price);
             }
             let (head, tail) = name.rsplit_once('-')?;
-            if !(tail == "latest" || (tail.len() >= 6 && tail.chars().all(|c| c.is_ascii_digit())))
-            {
+            if !(tail == "latest" || (tail.len() >= 6 && tail.chars().all(|c| c.is_ascii_digit()))) {
                 return None;
             }
             name = head;
@@ -85,9 +74,7 @@ impl PriceTable {
 
     /// Dollars for `usage`, priced by the model asked for, else the model that answered.
     pub fn cost(&self, requested_model: &str, served_model: &str, usage: &Usage) -> Option<f64> {
-        let price = self
-            .price(requested_model)
-            .or_else(|| self.price(served_model))?;
+        let price = self.price(requested_model).or_else(|| self.price(served_model))?;
         let per_token = |rate: f64, tokens: u64| rate * tokens as f64 / 1_000_000.0;
         Some(
             per_token(price.input, usage.input)
@@ -112,13 +99,8 @@ mod tests {
     #[test]
     fn cache_tokens_are_priced_at_their_own_rates() {
         let table = PriceTable::with_overrides(&BTreeMap::new());
-        let usage = Usage {
-            input: 1_000_000,
-            output: 1_000_000,
-            cache_read: 1_000_000,
-            cache_write: 1_000_000,
-            reasoning: 0,
-        };
+        let usage =
+            Usage { input: 1_000_000, output: 1_000_000, cache_read: 1_000_000, cache_write: 1_000_000, reasoning: 0 };
         let cost = table.cost("claude-sonnet-4-5", "", &usage).unwrap();
         assert!((cost - (3.0 + 15.0 + 0.3 + 3.75)).abs() < 1e-9, "{cost}");
     }
@@ -130,23 +112,9 @@ mod tests {
         assert!(table.price("claude-haiku-4-5-latest").is_some());
         assert!(table.price("qwen3-coder").is_none());
         assert!(table.price("claude-sonnet-4-5-beta").is_none());
-        assert_eq!(
-            table.cost(
-                "qwen3-coder",
-                "qwen3-coder:30b",
-                &Usage {
-                    input: 10,
-                    ..Usage::default()
-                }
-            ),
-            None
-        );
+        assert_eq!(table.cost("qwen3-coder", "qwen3-coder:30b", &Usage { input: 10, ..Usage::default() }), None);
         // The served name is tried when the requested one is an alias.
-        assert!(
-            table
-                .cost("my-alias", "gpt-4o-mini", &Usage::default())
-                .is_some()
-        );
+        assert!(table.cost("my-alias", "gpt-4o-mini", &Usage::default()).is_some());
     }
 
     #[test]
@@ -154,49 +122,16 @@ mod tests {
         let mut overrides = BTreeMap::new();
         overrides.insert(
             "qwen3-coder".to_owned(),
-            PriceOverride {
-                input: Some(0.0),
-                output: Some(0.0),
-                cache_read: None,
-                cache_write: None,
-            },
+            PriceOverride { input: Some(0.0), output: Some(0.0), cache_read: None, cache_write: None },
         );
         overrides.insert(
             "gpt-4o".to_owned(),
-            PriceOverride {
-                input: Some(1.0),
-                output: Some(1.0),
-                cache_read: None,
-                cache_write: None,
-            },
+            PriceOverride { input: Some(1.0), output: Some(1.0), cache_read: None, cache_write: None },
         );
         let table = PriceTable::with_overrides(&overrides);
-        assert_eq!(
-            table.cost(
-                "qwen3-coder",
-                "",
-                &Usage {
-                    input: 500,
-                    output: 500,
-                    ..Usage::default()
-                }
-            ),
-            Some(0.0)
-        );
-        let cost = table
-            .cost(
-                "gpt-4o",
-                "",
-                &Usage {
-                    input: 1_000_000,
-                    cache_read: 1_000_000,
-                    ..Usage::default()
-                },
-            )
-            .unwrap();
-        assert!(
-            (cost - 2.0).abs() < 1e-9,
-            "missing cache rates fall back to the input rate: {cost}"
-        );
+        assert_eq!(table.cost("qwen3-coder", "", &Usage { input: 500, output: 500, ..Usage::default() }), Some(0.0));
+        let cost =
+            table.cost("gpt-4o", "", &Usage { input: 1_000_000, cache_read: 1_000_000, ..Usage::default() }).unwrap();
+        assert!((cost - 2.0).abs() < 1e-9, "missing cache rates fall back to the input rate: {cost}");
     }
 }

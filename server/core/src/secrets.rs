@@ -53,9 +53,7 @@ impl Redactor {
 
     /// Whether `text` holds any known secret anywhere in it.
     pub fn contains_secret(&self, text: &str) -> bool {
-        self.secrets
-            .iter()
-            .any(|(value, _)| text.contains(value.as_str()))
+        self.secrets.iter().any(|(value, _)| text.contains(value.as_str()))
     }
 }
 
@@ -65,13 +63,8 @@ mod tests {
 
     #[test]
     fn replaces_every_occurrence_and_names_the_variable() {
-        let r = Redactor::new([
-            ("OPENAI_API_KEY", "sk-test-1234567890"),
-            ("SHORT", "abc"),
-            ("LOCAL", "ollama"),
-        ]);
-        let out =
-            r.redact("key=sk-test-1234567890; again sk-test-1234567890; abc stays; ollama goes");
+        let r = Redactor::new([("OPENAI_API_KEY", "sk-test-1234567890"), ("SHORT", "abc"), ("LOCAL", "ollama")]);
+        let out = r.redact("key=sk-test-1234567890; again sk-test-1234567890; abc stays; ollama goes");
         assert_eq!(
             out,
             "key=[REDACTED:OPENAI_API_KEY]; again [REDACTED:OPENAI_API_KEY]; abc stays; [REDACTED:LOCAL] goes"

@@ -41,30 +41,18 @@ impl StatusSnapshot {
             mission,
             plan: projection.plan.clone(),
             contract: projection.contract.clone(),
-            findings: projection
-                .findings
-                .iter()
-                .filter(|f| f.status == FindingStatus::Open)
-                .cloned()
-                .collect(),
-            // Runs are recorded by the mission loop; until one records a start without an
-            // end, there is no active run.
-            active_run: None,
+            findings: projection.findings.iter().filter(|f| f.status == FindingStatus::Open).cloned().collect(),
+            active_run: projection.active_run.clone(),
         })
     }
 }
 
 /// The snapshot of mission `id` in `workspace`, with warnings from reading its log.
-pub fn mission_snapshot(
-    workspace: &Path,
-    id: &str,
-) -> Result<(StatusSnapshot, Vec<String>), StoreError> {
+pub fn mission_snapshot(workspace: &Path, id: &str) -> Result<(StatusSnapshot, Vec<String>), StoreError> {
     let dir = store::mission_dir(workspace, id)?;
     let (projection, warnings) = store::load_projection(&dir)?;
-    let snapshot =
-        StatusSnapshot::from_projection(&projection).ok_or_else(|| StoreError::Empty {
-            path: dir.join("events.jsonl"),
-        })?;
+    let snapshot = StatusSnapshot::from_projection(&projection)
+        .ok_or_else(|| StoreError::Empty { path: dir.join("events.jsonl") })?;
     Ok((snapshot, warnings))
 }
 

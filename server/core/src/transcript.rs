@@ -21,13 +21,7 @@ use crate::secrets::Redactor;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TranscriptEntry {
     /// A request as sent on the wire (body only).
-    Request {
-        ts: String,
-        provider: String,
-        url: String,
-        attempt: u32,
-        body: serde_json::Value,
-    },
+    Request { ts: String, provider: String, url: String, attempt: u32, body: serde_json::Value },
     /// The assembled response of a successful call. `key` is the request's
     /// [`ModelRequest::replay_key`](crate::model::ModelRequest::replay_key).
     Response {
@@ -38,28 +32,15 @@ pub enum TranscriptEntry {
         response: ModelResponse,
     },
     /// A failed attempt, and whether it is retried.
-    Error {
-        ts: String,
-        provider: String,
-        attempt: u32,
-        error: String,
-        retry_in_ms: Option<u64>,
-    },
+    Error { ts: String, provider: String, attempt: u32, error: String, retry_in_ms: Option<u64> },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TranscriptError {
     #[error("cannot write transcript {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("transcript {path} line {line}: {message}")]
-    Malformed {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Malformed { path: PathBuf, line: usize, message: String },
 }
 
 /// Appends entries to one transcript file. Shared by reference between the agent loop and the
@@ -73,23 +54,12 @@ pub struct TranscriptWriter {
 
 impl TranscriptWriter {
     pub fn create(path: &Path, redactor: Redactor) -> Result<TranscriptWriter, TranscriptError> {
-        let io = |source| TranscriptError::Io {
-            path: path.to_owned(),
-            source,
-        };
+        let io = |source| TranscriptError::Io { path: path.to_owned(), source };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
-        Ok(TranscriptWriter {
-            path: path.to_owned(),
-            file: Mutex::new(file),
-            redactor,
-        })
+        let file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+        Ok(TranscriptWriter { path: path.to_owned(), file: Mutex::new(file), redactor })
     }
 
     pub fn path(&self) -> &Path {
@@ -107,46 +77,31 @@ impl TranscriptWriter {
     /// Appends one entry. A transcript is a record for people, not the source of truth, so a
     /// failed write is reported to the caller but never loses mission state.
     pub fn append(&self, entry: &TranscriptEntry) -> Result<(), TranscriptError> {
-        let io = |source| TranscriptError::Io {
-            path: self.path.clone(),
-            source,
-        };
+        let io = |source| TranscriptError::Io { path: self.path.clone(), source };
         let line = serde_json::to_string(entry)
             .map_err(|error| io(std::io::Error::new(std::io::ErrorKind::InvalidData, error)))?;
         let mut line = self.redactor.redact(&line);
         line.push('\n');
-        let mut file = self
-            .file
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         file.write_all(line.as_bytes()).map_err(io)
     }
 }
 
 /// Reads the `response` entries of a transcript, in order, for replay: each with the key of
 /// the request it answered, when one was recorded.
-pub fn read_responses(
-    path: &Path,
-) -> Result<Vec<(Option<String>, ModelResponse)>, TranscriptError> {
-    let file = File::open(path).map_err(|source| TranscriptError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+pub fn read_responses(path: &Path) -> Result<Vec<(Option<String>, ModelResponse)>, TranscriptError> {
+    let file = File::open(path).map_err(|source| TranscriptError::Io { path: path.to_owned(), source })?;
     let mut responses = Vec::new();
     for (index, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| TranscriptError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let line = line.map_err(|source| TranscriptError::Io { path: path.to_owned(), source })?;
         if line.trim().is_empty() {
             continue;
         }
-        let entry: TranscriptEntry =
-            serde_json::from_str(&line).map_err(|error| TranscriptError::Malformed {
-                path: path.to_owned(),
-                line: index + 1,
-                message: error.to_string(),
-            })?;
+        let entry: TranscriptEntry = serde_json::from_str(&line).map_err(|error| TranscriptError::Malformed {
+            path: path.to_owned(),
+            line: index + 1,
+            message: error.to_string(),
+        })?;
         if let TranscriptEntry::Response { key, response, .. } = entry {
             responses.push((key, response));
         }
@@ -163,9 +118,7 @@ mod tests {
     fn writes_redacted_lines_and_reads_responses_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("transcripts/run-1.jsonl");
-        let writer =
-            TranscriptWriter::create(&path, Redactor::new([("KEY_ENV", "sk-very-secret-key")]))
-                .unwrap();
+        let writer = TranscriptWriter::create(&path, Redactor::new([("KEY_ENV", "sk-very-secret-key")])).unwrap();
         writer
             .append(&TranscriptEntry::Request {
                 ts: "t".into(),
@@ -178,11 +131,7 @@ mod tests {
         let response = ModelResponse {
             content: vec![ContentBlock::Text { text: "hi".into() }],
             stop_reason: StopReason::EndTurn,
-            usage: Usage {
-                input: 3,
-                output: 1,
-                ..Usage::default()
-            },
+            usage: Usage { input: 3, output: 1, ..Usage::default() },
             cost_usd: None,
             model: "m".into(),
             request_id: None,

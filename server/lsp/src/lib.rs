@@ -16,8 +16,8 @@ use std::sync::RwLock;
 use serde_json::Value;
 use tower_lsp_server::jsonrpc::{Error, ErrorCode, Result};
 use tower_lsp_server::ls_types::{
-    ExecuteCommandOptions, ExecuteCommandParams, InitializeParams, InitializeResult,
-    InitializedParams, LSPAny, MessageType, ServerCapabilities, ServerInfo,
+    ExecuteCommandOptions, ExecuteCommandParams, InitializeParams, InitializeResult, InitializedParams, LSPAny,
+    MessageType, ServerCapabilities, ServerInfo,
 };
 use tower_lsp_server::{Client, LanguageServer, LspService, Server};
 
@@ -33,22 +33,14 @@ pub struct Backend {
 }
 
 fn invalid_params(message: impl Into<String>) -> Error {
-    Error {
-        code: ErrorCode::InvalidParams,
-        message: message.into().into(),
-        data: None,
-    }
+    Error { code: ErrorCode::InvalidParams, message: message.into().into(), data: None }
 }
 
 /// Maps a store error to the JSON-RPC error a client sees.
 fn store_error(error: StoreError) -> Error {
     match error {
         StoreError::NotFound { .. } => invalid_params(error.to_string()),
-        other => Error {
-            code: ErrorCode::InternalError,
-            message: other.to_string().into(),
-            data: None,
-        },
+        other => Error { code: ErrorCode::InternalError, message: other.to_string().into(), data: None },
     }
 }
 
@@ -57,22 +49,16 @@ fn command_argument(params: &ExecuteCommandParams) -> Result<serde_json::Map<Str
     match params.arguments.as_slice() {
         [] => Ok(serde_json::Map::new()),
         [Value::Object(map)] => Ok(map.clone()),
-        _ => Err(invalid_params(format!(
-            "{} takes one JSON object argument",
-            params.command
-        ))),
+        _ => Err(invalid_params(format!("{} takes one JSON object argument", params.command))),
     }
 }
 
 impl Backend {
     fn workspace(&self) -> Result<PathBuf> {
-        let guard = self
-            .workspace
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        guard.clone().ok_or_else(|| {
-            invalid_params("the client opened no workspace folder; Missions works on a workspace")
-        })
+        let guard = self.workspace.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard
+            .clone()
+            .ok_or_else(|| invalid_params("the client opened no workspace folder; Missions works on a workspace"))
     }
 
     fn status(&self, argument: &serde_json::Map<String, Value>) -> Result<Value> {
@@ -96,30 +82,18 @@ impl Backend {
                 let (snapshot, _) = mission_snapshot(&workspace, id).map_err(store_error)?;
                 encode(serde_json::to_value(snapshot))
             }
-            Some(other) => Err(invalid_params(format!(
-                "missionId must be a string, not {other}"
-            ))),
+            Some(other) => Err(invalid_params(format!("missionId must be a string, not {other}"))),
         }
     }
 }
 
 impl LanguageServer for Backend {
     async fn initialize(&self, params: InitializeParams) -> Result<InitializeResult> {
-        let folder = params
-            .workspace_folders
-            .as_ref()
-            .and_then(|folders| folders.first())
-            .map(|f| f.uri.clone());
+        let folder = params.workspace_folders.as_ref().and_then(|folders| folders.first()).map(|f| f.uri.clone());
         #[allow(deprecated)]
         let root = folder.or(params.root_uri.clone());
-        let path = root
-            .as_ref()
-            .and_then(|uri| uri.to_file_path())
-            .map(|p| p.into_owned());
-        *self
-            .workspace
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = path;
+        let path = root.as_ref().and_then(|uri| uri.to_file_path()).map(|p| p.into_owned());
+        *self.workspace.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = path;
         Ok(InitializeResult {
             capabilities: ServerCapabilities {
                 execute_command_provider: Some(ExecuteCommandOptions {
@@ -128,10 +102,7 @@ impl LanguageServer for Backend {
                 }),
                 ..ServerCapabilities::default()
             },
-            server_info: Some(ServerInfo {
-                name: "missions".into(),
-                version: Some(env!("CARGO_PKG_VERSION").into()),
-            }),
+            server_info: Some(ServerInfo { name: "missions".into(), version: Some(env!("CARGO_PKG_VERSION").into()) }),
             ..InitializeResult::default()
         })
     }
@@ -152,21 +123,15 @@ impl LanguageServer for Backend {
         let argument = command_argument(&params)?;
         match params.command.as_str() {
             "missions.status" => self.status(&argument).map(Some),
-            other => Err(invalid_params(format!(
-                "unknown command `{other}`; this server executes: {}",
-                COMMANDS.join(", ")
-            ))),
+            other => {
+                Err(invalid_params(format!("unknown command `{other}`; this server executes: {}", COMMANDS.join(", "))))
+            }
         }
     }
 }
 
 /// Serves LSP on stdin/stdout until the client says `exit`.
 pub async fn run_stdio() {
-    let (service, socket) = LspService::new(|client| Backend {
-        client,
-        workspace: RwLock::new(None),
-    });
-    Server::new(tokio::io::stdin(), tokio::io::stdout(), socket)
-        .serve(service)
-        .await;
+    let (service, socket) = LspService::new(|client| Backend { client, workspace: RwLock::new(None) });
+    Server::new(tokio::io::stdin(), tokio::io::stdout(), socket).serve(service).await;
 }

@@ -11,15 +11,12 @@
 use std::collections::BTreeMap;
 
 use missions_core::model::{
-    CallContext, ChatRole, ContentBlock, ModelError, ModelRequest, ModelResponse, StopReason,
-    StreamUpdate, Usage,
+    CallContext, ChatRole, ContentBlock, ModelError, ModelRequest, ModelResponse, StopReason, StreamUpdate, Usage,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
-use crate::http::{
-    StreamAssembler, Wire, broken_off, classify, empty_response, error_parts, settle,
-};
+use crate::http::{StreamAssembler, Wire, broken_off, classify, empty_response, error_parts, settle};
 use crate::sse::SseEvent;
 
 pub const DEFAULT_VERSION: &str = "2023-06-01";
@@ -41,11 +38,7 @@ fn block_json(block: &ContentBlock) -> Option<Value> {
         ContentBlock::ToolUse { id, name, input } => {
             Some(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
         }
-        ContentBlock::ToolResult {
-            tool_use_id,
-            content,
-            is_error,
-        } => Some(json!({
+        ContentBlock::ToolResult { tool_use_id, content, is_error } => Some(json!({
             "type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error
         })),
     }
@@ -116,18 +109,11 @@ impl Wire for AnthropicWire {
     fn headers(&self, key: Option<&str>) -> Result<HeaderMap, ModelError> {
         let mut headers = HeaderMap::new();
         let value = |v: &str| {
-            HeaderValue::from_str(v).map_err(|_| ModelError::Protocol {
-                message: "a header value is not valid ASCII".into(),
-            })
+            HeaderValue::from_str(v)
+                .map_err(|_| ModelError::Protocol { message: "a header value is not valid ASCII".into() })
         };
-        headers.insert(
-            HeaderName::from_static("content-type"),
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(
-            HeaderName::from_static("anthropic-version"),
-            value(&self.version)?,
-        );
+        headers.insert(HeaderName::from_static("content-type"), HeaderValue::from_static("application/json"));
+        headers.insert(HeaderName::from_static("anthropic-version"), value(&self.version)?);
         if let Some(key) = key {
             let mut key = value(key)?;
             key.set_sensitive(true);
@@ -172,8 +158,7 @@ impl Wire for AnthropicWire {
             "messages": messages,
         });
         if !request.system.is_empty() {
-            body["system"] =
-                json!([{"type": "text", "text": request.system, "cache_control": cache_control()}]);
+            body["system"] = json!([{"type": "text", "text": request.system, "cache_control": cache_control()}]);
         }
         if !tools.is_empty() {
             body["tools"] = Value::Array(tools);
@@ -185,53 +170,24 @@ impl Wire for AnthropicWire {
     }
 
     fn parse_body(&self, body: &[u8]) -> Result<ModelResponse, ModelError> {
-        let value: Value = serde_json::from_slice(body).map_err(|error| ModelError::Protocol {
-            message: format!("response is not JSON: {error}"),
-        })?;
-        let mut response = empty_response(
-            value
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-        );
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|error| ModelError::Protocol { message: format!("response is not JSON: {error}") })?;
+        let mut response = empty_response(value.get("model").and_then(Value::as_str).unwrap_or_default().to_owned());
         response.request_id = value.get("id").and_then(Value::as_str).map(str::to_owned);
         response.usage = RawUsage::read(value.get("usage")).over(RawUsage::default());
-        let stop = value
-            .get("stop_reason")
-            .and_then(Value::as_str)
-            .unwrap_or("end_turn");
+        let stop = value.get("stop_reason").and_then(Value::as_str).unwrap_or("end_turn");
         response.stop_reason = map_stop_reason(stop);
-        for block in value
-            .get("content")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for block in value.get("content").and_then(Value::as_array).into_iter().flatten() {
             match block.get("type").and_then(Value::as_str) {
                 Some("text") => {
-                    let text = block
-                        .get("text")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned();
+                    let text = block.get("text").and_then(Value::as_str).unwrap_or_default().to_owned();
                     response.content.push(ContentBlock::Text { text });
                 }
                 Some("tool_use") => {
-                    let name = block
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned();
-                    let id = block
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned();
+                    let name = block.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+                    let id = block.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
                     let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
-                    response
-                        .content
-                        .push(ContentBlock::ToolUse { id, name, input });
+                    response.content.push(ContentBlock::ToolUse { id, name, input });
                 }
                 _ => {}
             }
@@ -296,18 +252,9 @@ impl AnthropicStream {
         let mut incomplete = None;
         for block in std::mem::take(&mut self.blocks).into_values() {
             match block {
-                Block::Text(text) if !text.is_empty() => {
-                    response.content.push(ContentBlock::Text { text })
-                }
-                Block::Tool {
-                    id,
-                    name,
-                    json,
-                    closed,
-                } => match parse_tool_input(&json).filter(|_| closed) {
-                    Some(input) => response
-                        .content
-                        .push(ContentBlock::ToolUse { id, name, input }),
+                Block::Text(text) if !text.is_empty() => response.content.push(ContentBlock::Text { text }),
+                Block::Tool { id, name, json, closed } => match parse_tool_input(&json).filter(|_| closed) {
+                    Some(input) => response.content.push(ContentBlock::ToolUse { id, name, input }),
                     None => {
                         incomplete.get_or_insert(name);
                     }
@@ -329,11 +276,7 @@ impl StreamAssembler for AnthropicStream {
             // this version does not know, and is skipped like any unknown event.
             return Ok(());
         };
-        let kind = data
-            .get("type")
-            .and_then(Value::as_str)
-            .or(event.event.as_deref())
-            .unwrap_or_default();
+        let kind = data.get("type").and_then(Value::as_str).or(event.event.as_deref()).unwrap_or_default();
         let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
         match kind {
             "message_start" => {
@@ -341,35 +284,21 @@ impl StreamAssembler for AnthropicStream {
                 if let Some(model) = message.and_then(|m| m.get("model")).and_then(Value::as_str) {
                     self.response.model = model.to_owned();
                 }
-                self.response.request_id = message
-                    .and_then(|m| m.get("id"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
+                self.response.request_id = message.and_then(|m| m.get("id")).and_then(Value::as_str).map(str::to_owned);
                 self.start_usage = RawUsage::read(message.and_then(|m| m.get("usage")));
             }
             "content_block_start" => {
                 let block = data.get("content_block");
                 let block = match block.and_then(|b| b.get("type")).and_then(Value::as_str) {
                     Some("text") => Block::Text(
-                        block
-                            .and_then(|b| b.get("text"))
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
+                        block.and_then(|b| b.get("text")).and_then(Value::as_str).unwrap_or_default().to_owned(),
                     ),
                     Some("tool_use") => {
-                        let name = block
-                            .and_then(|b| b.get("name"))
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned();
+                        let name =
+                            block.and_then(|b| b.get("name")).and_then(Value::as_str).unwrap_or_default().to_owned();
                         context.notify(StreamUpdate::ToolCallStarted { name: name.clone() });
                         Block::Tool {
-                            id: block
-                                .and_then(|b| b.get("id"))
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_owned(),
+                            id: block.and_then(|b| b.get("id")).and_then(Value::as_str).unwrap_or_default().to_owned(),
                             name,
                             json: String::new(),
                             closed: false,
@@ -381,24 +310,15 @@ impl StreamAssembler for AnthropicStream {
             }
             "content_block_delta" => {
                 let delta = data.get("delta");
-                match (
-                    delta.and_then(|d| d.get("type")).and_then(Value::as_str),
-                    self.blocks.get_mut(&index),
-                ) {
+                match (delta.and_then(|d| d.get("type")).and_then(Value::as_str), self.blocks.get_mut(&index)) {
                     (Some("text_delta"), Some(Block::Text(text))) => {
-                        let piece = delta
-                            .and_then(|d| d.get("text"))
-                            .and_then(Value::as_str)
-                            .unwrap_or_default();
+                        let piece = delta.and_then(|d| d.get("text")).and_then(Value::as_str).unwrap_or_default();
                         text.push_str(piece);
                         context.notify(StreamUpdate::Text(piece.to_owned()));
                     }
                     (Some("input_json_delta"), Some(Block::Tool { json, .. })) => {
                         json.push_str(
-                            delta
-                                .and_then(|d| d.get("partial_json"))
-                                .and_then(Value::as_str)
-                                .unwrap_or_default(),
+                            delta.and_then(|d| d.get("partial_json")).and_then(Value::as_str).unwrap_or_default(),
                         );
                     }
                     _ => {}
@@ -425,15 +345,8 @@ impl StreamAssembler for AnthropicStream {
             "error" => {
                 let error = data.get("error");
                 let field = |name: &str| error.and_then(|e| e.get(name)).and_then(Value::as_str);
-                let code = error
-                    .and_then(|e| e.pointer("/details/error_code"))
-                    .and_then(Value::as_str);
-                return Err(classify(
-                    None,
-                    field("type"),
-                    code,
-                    field("message").unwrap_or("error event").to_owned(),
-                ));
+                let code = error.and_then(|e| e.pointer("/details/error_code")).and_then(Value::as_str);
+                return Err(classify(None, field("type"), code, field("message").unwrap_or("error event").to_owned()));
             }
             // `ping` and event types added after this was written.
             _ => {}
@@ -442,10 +355,7 @@ impl StreamAssembler for AnthropicStream {
     }
 
     fn finish(mut self: Box<Self>) -> Result<ModelResponse, ModelError> {
-        let (stopped, hit_limit) = (
-            self.stopped,
-            self.stop_reason.as_deref() == Some("max_tokens"),
-        );
+        let (stopped, hit_limit) = (self.stopped, self.stop_reason.as_deref() == Some("max_tokens"));
         let (response, incomplete) = self.build();
         settle(response, incomplete, stopped, hit_limit, "message_stop")
     }

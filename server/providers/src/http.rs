@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use missions_core::model::{
-    CallContext, ContentBlock, ModelError, ModelFailure, ModelProvider, ModelRequest,
-    ModelResponse, ProbeReport, ProbeStatus, StreamUpdate, TimeoutPhase, Usage,
+    CallContext, ContentBlock, ModelError, ModelFailure, ModelProvider, ModelRequest, ModelResponse, ProbeReport,
+    ProbeStatus, StreamUpdate, TimeoutPhase, Usage,
 };
 use missions_core::transcript::{TranscriptEntry, TranscriptWriter};
 use reqwest::header::HeaderMap;
@@ -42,12 +42,7 @@ pub(crate) trait Wire: Send + Sync + 'static {
     fn probe_url(&self) -> String;
     /// Authentication and version headers.
     fn headers(&self, key: Option<&str>) -> Result<HeaderMap, ModelError>;
-    fn request_body(
-        &self,
-        request: &ModelRequest,
-        max_tokens: u32,
-        stream: bool,
-    ) -> serde_json::Value;
+    fn request_body(&self, request: &ModelRequest, max_tokens: u32, stream: bool) -> serde_json::Value;
     fn parse_body(&self, body: &[u8]) -> Result<ModelResponse, ModelError>;
     fn assembler(&self, model: &str) -> Box<dyn StreamAssembler>;
     fn error_from_body(&self, status: u16, body: &[u8]) -> ModelError;
@@ -87,15 +82,12 @@ struct Failure {
 impl Failure {
     fn plain(error: ModelError) -> Failure {
         let usage = match &error {
-            ModelError::StreamInterrupted { partial, .. }
-            | ModelError::IncompleteToolCall { partial, .. } => partial.usage,
+            ModelError::StreamInterrupted { partial, .. } | ModelError::IncompleteToolCall { partial, .. } => {
+                partial.usage
+            }
             _ => Usage::default(),
         };
-        Failure {
-            error,
-            hints: RetryHints::default(),
-            usage,
-        }
+        Failure { error, hints: RetryHints::default(), usage }
     }
 }
 
@@ -115,15 +107,9 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 
 fn transport_error(error: reqwest::Error, url: &str, connect_timeout: Duration) -> ModelError {
     if error.is_timeout() {
-        ModelError::Timeout {
-            phase: TimeoutPhase::Connect,
-            after: connect_timeout,
-        }
+        ModelError::Timeout { phase: TimeoutPhase::Connect, after: connect_timeout }
     } else {
-        ModelError::Connect {
-            url: url.to_owned(),
-            reason: describe(&error),
-        }
+        ModelError::Connect { url: url.to_owned(), reason: describe(&error) }
     }
 }
 
@@ -136,21 +122,10 @@ impl<W: Wire> HttpProvider<W> {
         prices: Arc<PriceTable>,
         recorder: Option<TranscriptWriter>,
     ) -> Result<HttpProvider<W>, ModelError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .build()
-            .map_err(|error| ModelError::Protocol {
-                message: format!("cannot build the HTTP client: {}", describe(&error)),
-            })?;
-        Ok(HttpProvider {
-            name,
-            wire,
-            client,
-            key,
-            settings,
-            prices,
-            recorder,
-        })
+        let client = reqwest::Client::builder().connect_timeout(settings.connect_timeout).build().map_err(|error| {
+            ModelError::Protocol { message: format!("cannot build the HTTP client: {}", describe(&error)) }
+        })?;
+        Ok(HttpProvider { name, wire, client, key, settings, prices, recorder })
     }
 
     fn record(&self, context: &CallContext<'_>, entry: TranscriptEntry) {
@@ -164,10 +139,7 @@ impl<W: Wire> HttpProvider<W> {
         loop {
             match tokio::time::timeout(self.settings.idle_timeout, response.chunk()).await {
                 Err(_) => {
-                    return Err(ModelError::Timeout {
-                        phase: TimeoutPhase::Idle,
-                        after: self.settings.idle_timeout,
-                    });
+                    return Err(ModelError::Timeout { phase: TimeoutPhase::Idle, after: self.settings.idle_timeout });
                 }
                 Ok(Err(error)) => {
                     return Err(ModelError::StreamInterrupted {
@@ -188,46 +160,31 @@ impl<W: Wire> HttpProvider<W> {
         model: &str,
         context: &CallContext<'_>,
     ) -> Result<ModelResponse, Failure> {
-        let headers = self
-            .wire
-            .headers(self.key.as_deref())
-            .map_err(Failure::plain)?;
+        let headers = self.wire.headers(self.key.as_deref()).map_err(Failure::plain)?;
         let request = self.client.post(url).headers(headers).body(body.to_vec());
-        let mut response =
-            match tokio::time::timeout(self.settings.first_byte_timeout, request.send()).await {
-                Err(_) => {
-                    return Err(Failure::plain(ModelError::Timeout {
-                        phase: TimeoutPhase::FirstByte,
-                        after: self.settings.first_byte_timeout,
-                    }));
-                }
-                Ok(Err(error)) => {
-                    return Err(Failure::plain(transport_error(
-                        error,
-                        url,
-                        self.settings.connect_timeout,
-                    )));
-                }
-                Ok(Ok(response)) => response,
-            };
+        let mut response = match tokio::time::timeout(self.settings.first_byte_timeout, request.send()).await {
+            Err(_) => {
+                return Err(Failure::plain(ModelError::Timeout {
+                    phase: TimeoutPhase::FirstByte,
+                    after: self.settings.first_byte_timeout,
+                }));
+            }
+            Ok(Err(error)) => {
+                return Err(Failure::plain(transport_error(error, url, self.settings.connect_timeout)));
+            }
+            Ok(Ok(response)) => response,
+        };
         let status = response.status().as_u16();
         let hints = RetryHints::from_headers(response.headers(), SystemTime::now());
-        let request_id = response
-            .headers()
-            .get(self.wire.request_id_header())
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let request_id =
+            response.headers().get(self.wire.request_id_header()).and_then(|v| v.to_str().ok()).map(str::to_owned);
         if !(200..300).contains(&status) {
             let body = self.read_all(&mut response).await.unwrap_or_default();
             let mut error = self.wire.error_from_body(status, &body);
             if let ModelError::RateLimited { retry_after, .. } = &mut error {
                 *retry_after = hints.retry_after;
             }
-            return Err(Failure {
-                error,
-                hints,
-                usage: Usage::default(),
-            });
+            return Err(Failure { error, hints, usage: Usage::default() });
         }
 
         let mut assembled = if self.settings.stream {
@@ -252,27 +209,22 @@ impl<W: Wire> HttpProvider<W> {
         let mut decoder = SseDecoder::new();
         let mut events = Vec::new();
         loop {
-            let chunk =
-                match tokio::time::timeout(self.settings.idle_timeout, response.chunk()).await {
-                    Err(_) => {
-                        let usage = assembler.usage_so_far();
-                        let reason = format!("no data for {:?}", self.settings.idle_timeout);
-                        return Err(Failure {
-                            error: assembler.interrupted(reason),
-                            hints: RetryHints::default(),
-                            usage,
-                        });
-                    }
-                    Ok(Err(error)) => {
-                        let usage = assembler.usage_so_far();
-                        return Err(Failure {
-                            error: assembler.interrupted(describe(&error)),
-                            hints: RetryHints::default(),
-                            usage,
-                        });
-                    }
-                    Ok(Ok(chunk)) => chunk,
-                };
+            let chunk = match tokio::time::timeout(self.settings.idle_timeout, response.chunk()).await {
+                Err(_) => {
+                    let usage = assembler.usage_so_far();
+                    let reason = format!("no data for {:?}", self.settings.idle_timeout);
+                    return Err(Failure { error: assembler.interrupted(reason), hints: RetryHints::default(), usage });
+                }
+                Ok(Err(error)) => {
+                    let usage = assembler.usage_so_far();
+                    return Err(Failure {
+                        error: assembler.interrupted(describe(&error)),
+                        hints: RetryHints::default(),
+                        usage,
+                    });
+                }
+                Ok(Ok(chunk)) => chunk,
+            };
             match &chunk {
                 Some(bytes) => decoder.feed(bytes, &mut events),
                 None => decoder.finish(&mut events),
@@ -280,11 +232,7 @@ impl<W: Wire> HttpProvider<W> {
             for event in events.drain(..) {
                 if let Err(error) = assembler.event(&event, context) {
                     let usage = assembler.usage_so_far();
-                    return Err(Failure {
-                        error,
-                        hints: RetryHints::default(),
-                        usage,
-                    });
+                    return Err(Failure { error, hints: RetryHints::default(), usage });
                 }
             }
             if chunk.is_none() {
@@ -293,21 +241,12 @@ impl<W: Wire> HttpProvider<W> {
         }
     }
 
-    async fn call(
-        &self,
-        request: &ModelRequest,
-        context: CallContext<'_>,
-    ) -> Result<ModelResponse, ModelFailure> {
+    async fn call(&self, request: &ModelRequest, context: CallContext<'_>) -> Result<ModelResponse, ModelFailure> {
         let url = self.wire.completion_url();
-        let max_tokens = request
-            .max_tokens
-            .unwrap_or(self.settings.max_output_tokens);
-        let body_json = self
-            .wire
-            .request_body(request, max_tokens, self.settings.stream);
-        let body = serde_json::to_vec(&body_json).map_err(|error| ModelError::Protocol {
-            message: error.to_string(),
-        })?;
+        let max_tokens = request.max_tokens.unwrap_or(self.settings.max_output_tokens);
+        let body_json = self.wire.request_body(request, max_tokens, self.settings.stream);
+        let body =
+            serde_json::to_vec(&body_json).map_err(|error| ModelError::Protocol { message: error.to_string() })?;
         let mut consumed = Usage::default();
         let mut attempt = 0u32;
         loop {
@@ -326,9 +265,7 @@ impl<W: Wire> HttpProvider<W> {
                 Ok(mut response) => {
                     response.usage.add(&consumed);
                     response.attempts = attempt;
-                    response.cost_usd =
-                        self.prices
-                            .cost(&request.model, &response.model, &response.usage);
+                    response.cost_usd = self.prices.cost(&request.model, &response.model, &response.usage);
                     self.record(
                         &context,
                         TranscriptEntry::Response {
@@ -342,10 +279,7 @@ impl<W: Wire> HttpProvider<W> {
                 }
                 Err(failure) => {
                     consumed.add(&failure.usage);
-                    let delay =
-                        self.settings
-                            .retry
-                            .next_delay(attempt, &failure.error, failure.hints);
+                    let delay = self.settings.retry.next_delay(attempt, &failure.error, failure.hints);
                     self.record(
                         &context,
                         TranscriptEntry::Error {
@@ -357,17 +291,9 @@ impl<W: Wire> HttpProvider<W> {
                         },
                     );
                     let Some(delay) = delay else {
-                        return Err(ModelFailure {
-                            error: failure.error,
-                            usage: consumed,
-                            attempts: attempt,
-                        });
+                        return Err(ModelFailure { error: failure.error, usage: consumed, attempts: attempt });
                     };
-                    context.notify(StreamUpdate::Retrying {
-                        attempt,
-                        delay,
-                        reason: failure.error.to_string(),
-                    });
+                    context.notify(StreamUpdate::Retrying { attempt, delay, reason: failure.error.to_string() });
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -379,16 +305,10 @@ impl<W: Wire> HttpProvider<W> {
         let headers = match self.wire.headers(self.key.as_deref()) {
             Ok(headers) => headers,
             Err(error) => {
-                return ProbeReport {
-                    status: ProbeStatus::Rejected,
-                    detail: error.to_string(),
-                };
+                return ProbeReport { status: ProbeStatus::Rejected, detail: error.to_string() };
             }
         };
-        let limit = self
-            .settings
-            .first_byte_timeout
-            .min(Duration::from_secs(15));
+        let limit = self.settings.first_byte_timeout.min(Duration::from_secs(15));
         let sent = tokio::time::timeout(limit, self.client.get(&url).headers(headers).send()).await;
         let mut response = match sent {
             Err(_) => {
@@ -399,26 +319,17 @@ impl<W: Wire> HttpProvider<W> {
             }
             Ok(Err(error)) => {
                 let error = transport_error(error, &url, self.settings.connect_timeout);
-                return ProbeReport {
-                    status: ProbeStatus::Unreachable,
-                    detail: format!("GET {url}: {error}"),
-                };
+                return ProbeReport { status: ProbeStatus::Unreachable, detail: format!("GET {url}: {error}") };
             }
             Ok(Ok(response)) => response,
         };
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
-            return ProbeReport {
-                status: ProbeStatus::Ok,
-                detail: format!("GET {url}: HTTP {status}"),
-            };
+            return ProbeReport { status: ProbeStatus::Ok, detail: format!("GET {url}: HTTP {status}") };
         }
         let body = self.read_all(&mut response).await.unwrap_or_default();
         let error = self.wire.error_from_body(status, &body);
-        ProbeReport {
-            status: ProbeStatus::Rejected,
-            detail: format!("GET {url}: {error}"),
-        }
+        ProbeReport { status: ProbeStatus::Rejected, detail: format!("GET {url}: {error}") }
     }
 }
 
@@ -430,9 +341,7 @@ fn tool_names(response: &ModelResponse) -> impl Iterator<Item = &str> {
 }
 
 fn without_tool_calls(mut response: ModelResponse) -> Box<ModelResponse> {
-    response
-        .content
-        .retain(|block| !matches!(block, ContentBlock::ToolUse { .. }));
+    response.content.retain(|block| !matches!(block, ContentBlock::ToolUse { .. }));
     Box::new(response)
 }
 
@@ -448,24 +357,12 @@ pub(crate) fn settle(
     terminal_event: &str,
 ) -> Result<ModelResponse, ModelError> {
     if !terminal {
-        return Err(broken_off(
-            response,
-            unparsable_tool,
-            format!("the stream ended without {terminal_event}"),
-        ));
+        return Err(broken_off(response, unparsable_tool, format!("the stream ended without {terminal_event}")));
     }
     let limit_reason = || "the response hit the output token limit (max_tokens)".to_owned();
     if let Some(tool) = unparsable_tool {
-        let reason = if hit_limit {
-            limit_reason()
-        } else {
-            "its input is not valid JSON".to_owned()
-        };
-        return Err(ModelError::IncompleteToolCall {
-            tool,
-            reason,
-            partial: without_tool_calls(response),
-        });
+        let reason = if hit_limit { limit_reason() } else { "its input is not valid JSON".to_owned() };
+        return Err(ModelError::IncompleteToolCall { tool, reason, partial: without_tool_calls(response) });
     }
     // A call that ends the response when the limit struck may have been cut at a point where
     // its JSON still parses (an empty input is `{}`), so it cannot be trusted either.
@@ -482,20 +379,13 @@ pub(crate) fn settle(
 
 /// The error for a stream whose body broke off (`reason`): always a retryable
 /// `StreamInterrupted`, with every tool call taken out of what was assembled so far.
-pub(crate) fn broken_off(
-    response: ModelResponse,
-    cut_tool: Option<String>,
-    reason: String,
-) -> ModelError {
+pub(crate) fn broken_off(response: ModelResponse, cut_tool: Option<String>, reason: String) -> ModelError {
     let cut_tool = cut_tool.or_else(|| tool_names(&response).last().map(str::to_owned));
     let reason = match cut_tool {
         Some(tool) => format!("{reason}; tool call `{tool}` was not executed"),
         None => reason,
     };
-    ModelError::StreamInterrupted {
-        reason,
-        partial: without_tool_calls(response),
-    }
+    ModelError::StreamInterrupted { reason, partial: without_tool_calls(response) }
 }
 
 /// An empty response, the start of every assembly.
@@ -532,17 +422,10 @@ impl<W: Wire> ModelProvider for HttpProvider<W> {
 /// Maps a provider's error vocabulary to [`ModelError`]. `status` is `None` for an error that
 /// arrived inside a 200 stream, which is classified by its type alone: a mid-stream
 /// `overloaded_error` is an overload, whatever the HTTP status said.
-pub(crate) fn classify(
-    status: Option<u16>,
-    kind: Option<&str>,
-    code: Option<&str>,
-    message: String,
-) -> ModelError {
+pub(crate) fn classify(status: Option<u16>, kind: Option<&str>, code: Option<&str>, message: String) -> ModelError {
     let lower = message.to_ascii_lowercase();
-    let quota = matches!(
-        code,
-        Some("enforced_spend_limit_reached" | "insufficient_quota")
-    ) || matches!(kind, Some("insufficient_quota" | "billing_error"))
+    let quota = matches!(code, Some("enforced_spend_limit_reached" | "insufficient_quota"))
+        || matches!(kind, Some("insufficient_quota" | "billing_error"))
         || lower.contains("spend limit")
         || lower.contains("usage limits")
         || lower.contains("credit balance is too low");
@@ -558,62 +441,31 @@ pub(crate) fn classify(
     }
     match kind {
         Some("rate_limit_error" | "rate_limit_exceeded") => {
-            return ModelError::RateLimited {
-                message,
-                retry_after: None,
-            };
+            return ModelError::RateLimited { message, retry_after: None };
         }
         Some("overloaded_error") => return ModelError::Overloaded { message },
         Some("authentication_error" | "permission_error" | "invalid_api_key") => {
-            return ModelError::Auth {
-                status: status.unwrap_or(401),
-                message,
-            };
+            return ModelError::Auth { status: status.unwrap_or(401), message };
         }
         Some("api_error" | "server_error" | "timeout_error") => {
-            return ModelError::Server {
-                status: status.unwrap_or(500),
-                message,
-            };
+            return ModelError::Server { status: status.unwrap_or(500), message };
         }
         Some("invalid_request_error" | "not_found_error" | "request_too_large")
-            if status
-                .is_none_or(|s| (400..500).contains(&s) && s != 429 && s != 408 && s != 409) =>
+            if status.is_none_or(|s| (400..500).contains(&s) && s != 429 && s != 408 && s != 409) =>
         {
-            return ModelError::InvalidRequest {
-                status: status.unwrap_or(400),
-                message,
-            };
+            return ModelError::InvalidRequest { status: status.unwrap_or(400), message };
         }
         _ => {}
     }
     match status {
-        Some(401 | 403) => ModelError::Auth {
-            status: status.unwrap_or(401),
-            message,
-        },
-        Some(429) => ModelError::RateLimited {
-            message,
-            retry_after: None,
-        },
+        Some(401 | 403) => ModelError::Auth { status: status.unwrap_or(401), message },
+        Some(429) => ModelError::RateLimited { message, retry_after: None },
         Some(529) => ModelError::Overloaded { message },
         Some(s @ 500..=599) => ModelError::Server { status: s, message },
-        Some(s @ (408 | 409)) => ModelError::Api {
-            status: s,
-            kind: kind.unwrap_or("http").to_owned(),
-            message,
-        },
+        Some(s @ (408 | 409)) => ModelError::Api { status: s, kind: kind.unwrap_or("http").to_owned(), message },
         Some(s @ 400..=499) => ModelError::InvalidRequest { status: s, message },
-        Some(s) => ModelError::Api {
-            status: s,
-            kind: kind.unwrap_or("http").to_owned(),
-            message,
-        },
-        None => ModelError::Api {
-            status: 200,
-            kind: kind.unwrap_or("unknown").to_owned(),
-            message,
-        },
+        Some(s) => ModelError::Api { status: s, kind: kind.unwrap_or("http").to_owned(), message },
+        None => ModelError::Api { status: 200, kind: kind.unwrap_or("unknown").to_owned(), message },
     }
 }
 
@@ -622,26 +474,15 @@ pub(crate) fn classify(
 pub(crate) fn error_parts(body: &[u8]) -> (Option<String>, Option<String>, String) {
     let text = String::from_utf8_lossy(body).trim().to_owned();
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        let message = if text.is_empty() {
-            "no error message".to_owned()
-        } else {
-            text.chars().take(500).collect()
-        };
+        let message = if text.is_empty() { "no error message".to_owned() } else { text.chars().take(500).collect() };
         return (None, None, message);
     };
     let error = value.get("error").unwrap_or(&value);
-    let kind = error
-        .get("type")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
+    let kind = error.get("type").and_then(|v| v.as_str()).map(str::to_owned);
     let code = error
         .get("code")
         .and_then(|v| v.as_str())
-        .or_else(|| {
-            error
-                .pointer("/details/error_code")
-                .and_then(|v| v.as_str())
-        })
+        .or_else(|| error.pointer("/details/error_code").and_then(|v| v.as_str()))
         .map(str::to_owned);
     let message = error
         .get("message")

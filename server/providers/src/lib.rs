@@ -37,15 +37,9 @@ pub enum BuildError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("provider `{provider}`: {source}")]
-    Client {
-        provider: String,
-        source: ModelError,
-    },
+    Client { provider: String, source: ModelError },
     #[error("provider `{provider}`: {source}")]
-    Record {
-        provider: String,
-        source: TranscriptError,
-    },
+    Record { provider: String, source: TranscriptError },
 }
 
 fn seconds(value: f64) -> Duration {
@@ -85,39 +79,22 @@ pub fn build_provider(
     })?;
     let recorder = match &config.record {
         Some(path) => Some(
-            TranscriptWriter::create(&workspace.join(path), redactor.clone()).map_err(
-                |source| BuildError::Record {
-                    provider: name.to_owned(),
-                    source,
-                },
-            )?,
+            TranscriptWriter::create(&workspace.join(path), redactor.clone())
+                .map_err(|source| BuildError::Record { provider: name.to_owned(), source })?,
         ),
         None => None,
     };
     let base_url = config.base_url.clone().unwrap_or_default();
     match kind {
         ProviderKind::Anthropic => {
-            let version = config
-                .anthropic_version
-                .clone()
-                .unwrap_or_else(|| anthropic::DEFAULT_VERSION.to_owned());
+            let version = config.anthropic_version.clone().unwrap_or_else(|| anthropic::DEFAULT_VERSION.to_owned());
             let wire = anthropic::AnthropicWire { base_url, version };
             http_provider(name, wire, config, env, prices, recorder)
         }
-        ProviderKind::Openai => http_provider(
-            name,
-            openai::OpenAiWire { base_url },
-            config,
-            env,
-            prices,
-            recorder,
-        ),
+        ProviderKind::Openai => http_provider(name, openai::OpenAiWire { base_url }, config, env, prices, recorder),
         ProviderKind::Replay => {
             let transcript = config.transcript.clone().unwrap_or_default();
-            Ok(Arc::new(replay::ReplayProvider::new(
-                name.to_owned(),
-                workspace.join(transcript),
-            )))
+            Ok(Arc::new(replay::ReplayProvider::new(name.to_owned(), workspace.join(transcript))))
         }
     }
 }
@@ -132,18 +109,8 @@ fn http_provider<W: http::Wire>(
     recorder: Option<TranscriptWriter>,
 ) -> Result<Arc<dyn ModelProvider>, BuildError> {
     let key = config.api_key(name, env)?;
-    let provider = http::HttpProvider::new(
-        name.to_owned(),
-        wire,
-        key,
-        http_settings(config),
-        prices,
-        recorder,
-    )
-    .map_err(|source| BuildError::Client {
-        provider: name.to_owned(),
-        source,
-    })?;
+    let provider = http::HttpProvider::new(name.to_owned(), wire, key, http_settings(config), prices, recorder)
+        .map_err(|source| BuildError::Client { provider: name.to_owned(), source })?;
     Ok(Arc::new(provider))
 }
 
@@ -168,20 +135,8 @@ impl ProviderRegistry {
             let provider = match built.get(&route.provider) {
                 Some(provider) => provider.clone(),
                 None => {
-                    let config = loaded
-                        .config
-                        .providers
-                        .get(&route.provider)
-                        .cloned()
-                        .unwrap_or_default();
-                    let provider = build_provider(
-                        &route.provider,
-                        &config,
-                        prices.clone(),
-                        workspace,
-                        env,
-                        &redactor,
-                    )?;
+                    let config = loaded.config.providers.get(&route.provider).cloned().unwrap_or_default();
+                    let provider = build_provider(&route.provider, &config, prices.clone(), workspace, env, &redactor)?;
                     built.insert(route.provider.clone(), provider.clone());
                     provider
                 }
@@ -193,8 +148,6 @@ impl ProviderRegistry {
 
     /// The provider and model that serve `role`.
     pub fn for_role(&self, role: Role) -> Option<(&Arc<dyn ModelProvider>, &str)> {
-        self.routes
-            .get(&role)
-            .map(|(provider, model)| (provider, model.as_str()))
+        self.routes.get(&role).map(|(provider, model)| (provider, model.as_str()))
     }
 }

@@ -11,16 +11,13 @@
 use std::collections::BTreeMap;
 
 use missions_core::model::{
-    CallContext, ChatRole, ContentBlock, ModelError, ModelRequest, ModelResponse, StopReason,
-    StreamUpdate, Usage,
+    CallContext, ChatRole, ContentBlock, ModelError, ModelRequest, ModelResponse, StopReason, StreamUpdate, Usage,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
 use crate::anthropic::parse_tool_input;
-use crate::http::{
-    StreamAssembler, Wire, broken_off, classify, empty_response, error_parts, settle,
-};
+use crate::http::{StreamAssembler, Wire, broken_off, classify, empty_response, error_parts, settle};
 use crate::sse::SseEvent;
 
 pub(crate) struct OpenAiWire {
@@ -43,9 +40,7 @@ fn read_usage(value: &Value) -> Usage {
     let cache_read = number("/prompt_tokens_details/cached_tokens");
     let cache_write = number("/prompt_tokens_details/cache_write_tokens");
     Usage {
-        input: prompt
-            .saturating_sub(cache_read)
-            .saturating_sub(cache_write),
+        input: prompt.saturating_sub(cache_read).saturating_sub(cache_write),
         output: number("/completion_tokens"),
         cache_read,
         cache_write,
@@ -73,16 +68,10 @@ impl Wire for OpenAiWire {
 
     fn headers(&self, key: Option<&str>) -> Result<HeaderMap, ModelError> {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            HeaderName::from_static("content-type"),
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(HeaderName::from_static("content-type"), HeaderValue::from_static("application/json"));
         if let Some(key) = key {
-            let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-                ModelError::Protocol {
-                    message: "the API key is not valid ASCII".into(),
-                }
-            })?;
+            let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| ModelError::Protocol { message: "the API key is not valid ASCII".into() })?;
             value.set_sensitive(true);
             headers.insert(HeaderName::from_static("authorization"), value);
         }
@@ -126,17 +115,8 @@ impl Wire for OpenAiWire {
                     // Tool results are messages of their own, right after the assistant
                     // message that called them; any text of the same turn follows them.
                     for block in &message.content {
-                        if let ContentBlock::ToolResult {
-                            tool_use_id,
-                            content,
-                            is_error,
-                        } = block
-                        {
-                            let content = if *is_error {
-                                format!("Error: {content}")
-                            } else {
-                                content.clone()
-                            };
+                        if let ContentBlock::ToolResult { tool_use_id, content, is_error } = block {
+                            let content = if *is_error { format!("Error: {content}") } else { content.clone() };
                             messages.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": content}));
                         }
                     }
@@ -168,61 +148,36 @@ impl Wire for OpenAiWire {
     }
 
     fn parse_body(&self, body: &[u8]) -> Result<ModelResponse, ModelError> {
-        let value: Value = serde_json::from_slice(body).map_err(|error| ModelError::Protocol {
-            message: format!("response is not JSON: {error}"),
-        })?;
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|error| ModelError::Protocol { message: format!("response is not JSON: {error}") })?;
         if value.get("error").is_some() {
             let (kind, code, message) = error_parts(body);
             return Err(classify(None, kind.as_deref(), code.as_deref(), message));
         }
-        let mut stream = OpenAiStream::new(
-            value
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-        );
+        let mut stream = OpenAiStream::new(value.get("model").and_then(Value::as_str).unwrap_or_default());
         stream.response.request_id = value.get("id").and_then(Value::as_str).map(str::to_owned);
         if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
             stream.usage = Some(read_usage(usage));
         }
-        let choice = value
-            .get("choices")
-            .and_then(Value::as_array)
-            .and_then(|c| c.first());
+        let choice = value.get("choices").and_then(Value::as_array).and_then(|c| c.first());
         let message = choice.and_then(|c| c.get("message"));
-        if let Some(text) = message
-            .and_then(|m| m.get("content"))
-            .and_then(Value::as_str)
-        {
+        if let Some(text) = message.and_then(|m| m.get("content")).and_then(Value::as_str) {
             stream.text.push_str(text);
         }
-        for (position, call) in message
-            .and_then(|m| m.get("tool_calls"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
+        for (position, call) in
+            message.and_then(|m| m.get("tool_calls")).and_then(Value::as_array).into_iter().flatten().enumerate()
         {
             stream.calls.insert(
                 position as u64,
                 ToolCall {
                     id: call.get("id").and_then(Value::as_str).map(str::to_owned),
-                    name: call
-                        .pointer("/function/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
+                    name: call.pointer("/function/name").and_then(Value::as_str).unwrap_or_default().to_owned(),
                     arguments: arguments_text(call.pointer("/function/arguments")),
                 },
             );
         }
-        stream.finish_reason = Some(
-            choice
-                .and_then(|c| c.get("finish_reason"))
-                .and_then(Value::as_str)
-                .unwrap_or("stop")
-                .to_owned(),
-        );
+        stream.finish_reason =
+            Some(choice.and_then(|c| c.get("finish_reason")).and_then(Value::as_str).unwrap_or("stop").to_owned());
         Box::new(stream).finish()
     }
 
@@ -271,19 +226,12 @@ impl OpenAiStream {
     }
 
     fn take_tool_delta(&mut self, call: &Value, context: &CallContext<'_>) {
-        let id = call
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty());
+        let id = call.get("id").and_then(Value::as_str).filter(|id| !id.is_empty());
         let index = match call.get("index").and_then(Value::as_u64) {
             Some(index) => index,
             // No index: a new id starts a new call, anything else continues the last one.
             None => match (id, self.last_index) {
-                (Some(id), Some(last))
-                    if self.calls.get(&last).and_then(|c| c.id.as_deref()) == Some(id) =>
-                {
-                    last
-                }
+                (Some(id), Some(last)) if self.calls.get(&last).and_then(|c| c.id.as_deref()) == Some(id) => last,
                 (None, Some(last)) => last,
                 _ => self.calls.len() as u64,
             },
@@ -297,16 +245,11 @@ impl OpenAiStream {
         if entry.id.is_none() {
             entry.id = id.map(str::to_owned);
         }
-        if let Some(name) = call
-            .pointer("/function/name")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
+        if let Some(name) = call.pointer("/function/name").and_then(Value::as_str).filter(|n| !n.is_empty())
             && entry.name.is_empty()
         {
             entry.name = name.to_owned();
-            context.notify(StreamUpdate::ToolCallStarted {
-                name: name.to_owned(),
-            });
+            context.notify(StreamUpdate::ToolCallStarted { name: name.to_owned() });
         }
         match call.pointer("/function/arguments") {
             Some(Value::String(fragment)) => entry.arguments.push_str(fragment),
@@ -324,9 +267,7 @@ impl OpenAiStream {
         let mut response = std::mem::replace(&mut self.response, empty_response(String::new()));
         response.usage = self.usage.unwrap_or_default();
         if !self.text.is_empty() {
-            response.content.push(ContentBlock::Text {
-                text: std::mem::take(&mut self.text),
-            });
+            response.content.push(ContentBlock::Text { text: std::mem::take(&mut self.text) });
         }
         let mut incomplete = None;
         for (index, call) in std::mem::take(&mut self.calls) {
@@ -386,22 +327,13 @@ impl StreamAssembler for OpenAiStream {
         let choice = chunk
             .get("choices")
             .and_then(Value::as_array)
-            .and_then(|choices| {
-                choices
-                    .iter()
-                    .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-            });
+            .and_then(|choices| choices.iter().find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0));
         let Some(choice) = choice else { return Ok(()) };
         if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
             self.text.push_str(text);
             context.notify(StreamUpdate::Text(text.to_owned()));
         }
-        for call in choice
-            .pointer("/delta/tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for call in choice.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten() {
             self.take_tool_delta(call, context);
         }
         if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {

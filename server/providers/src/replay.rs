@@ -12,8 +12,8 @@ use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
 use missions_core::model::{
-    CallContext, ModelError, ModelFailure, ModelProvider, ModelRequest, ModelResponse, ProbeReport,
-    ProbeStatus, StreamUpdate,
+    CallContext, ModelError, ModelFailure, ModelProvider, ModelRequest, ModelResponse, ProbeReport, ProbeStatus,
+    StreamUpdate,
 };
 use missions_core::transcript::{TranscriptEntry, read_responses};
 
@@ -33,37 +33,18 @@ pub struct ReplayProvider {
 
 impl ReplayProvider {
     pub fn new(name: String, path: PathBuf) -> ReplayProvider {
-        ReplayProvider {
-            name,
-            path,
-            tape: Mutex::new(None),
-        }
+        ReplayProvider { name, path, tape: Mutex::new(None) }
     }
 
     fn next_response(&self, key: &str) -> Result<ModelResponse, ModelError> {
-        let mut tape = self
-            .tape
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tape = self.tape.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if tape.is_none() {
-            let responses = read_responses(&self.path).map_err(|error| ModelError::Replay {
-                message: error.to_string(),
-            })?;
-            *tape = Some(
-                responses
-                    .into_iter()
-                    .map(|(key, response)| Take {
-                        key,
-                        response,
-                        played: false,
-                    })
-                    .collect(),
-            );
+            let responses =
+                read_responses(&self.path).map_err(|error| ModelError::Replay { message: error.to_string() })?;
+            *tape = Some(responses.into_iter().map(|(key, response)| Take { key, response, played: false }).collect());
         }
         let Some(takes) = tape.as_mut() else {
-            return Err(ModelError::Replay {
-                message: "the tape could not be loaded".into(),
-            });
+            return Err(ModelError::Replay { message: "the tape could not be loaded".into() });
         };
         let position = takes
             .iter()
@@ -84,11 +65,7 @@ impl ReplayProvider {
         Ok(takes[position].response.clone())
     }
 
-    async fn call(
-        &self,
-        request: &ModelRequest,
-        context: CallContext<'_>,
-    ) -> Result<ModelResponse, ModelError> {
+    async fn call(&self, request: &ModelRequest, context: CallContext<'_>) -> Result<ModelResponse, ModelError> {
         let ts = missions_core::now_rfc3339;
         let key = request.replay_key();
         if let Some(transcript) = context.transcript {
@@ -129,11 +106,7 @@ impl ModelProvider for ReplayProvider {
         request: &'a ModelRequest,
         context: CallContext<'a>,
     ) -> BoxFuture<'a, Result<ModelResponse, ModelFailure>> {
-        Box::pin(async move {
-            self.call(request, context)
-                .await
-                .map_err(ModelFailure::from)
-        })
+        Box::pin(async move { self.call(request, context).await.map_err(ModelFailure::from) })
     }
 
     fn probe(&self) -> BoxFuture<'_, ProbeReport> {
@@ -141,16 +114,9 @@ impl ModelProvider for ReplayProvider {
             match read_responses(&self.path) {
                 Ok(responses) => ProbeReport {
                     status: ProbeStatus::Ok,
-                    detail: format!(
-                        "{} recorded responses in {}",
-                        responses.len(),
-                        self.path.display()
-                    ),
+                    detail: format!("{} recorded responses in {}", responses.len(), self.path.display()),
                 },
-                Err(error) => ProbeReport {
-                    status: ProbeStatus::Unreachable,
-                    detail: error.to_string(),
-                },
+                Err(error) => ProbeReport { status: ProbeStatus::Unreachable, detail: error.to_string() },
             }
         })
     }

@@ -22,11 +22,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            max_retries: 2,
-            initial: Duration::from_millis(500),
-            max: Duration::from_secs(8),
-        }
+        RetryPolicy { max_retries: 2, initial: Duration::from_millis(500), max: Duration::from_secs(8) }
     }
 }
 
@@ -39,12 +35,7 @@ pub struct RetryHints {
 
 impl RetryHints {
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> RetryHints {
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        };
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
         let should_retry = match header("x-should-retry") {
             Some("true") => Some(true),
             Some("false") => Some(false),
@@ -56,10 +47,7 @@ impl RetryHints {
             .map(|ms| Duration::from_secs_f64(ms / 1000.0))
             .or_else(|| header("retry-after").and_then(|v| parse_retry_after(v, now)))
             .filter(|d| *d > Duration::ZERO && *d <= Duration::from_secs(60));
-        RetryHints {
-            should_retry,
-            retry_after,
-        }
+        RetryHints { should_retry, retry_after }
     }
 }
 
@@ -75,19 +63,11 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 impl RetryPolicy {
     /// Whether to try again after failing attempt number `attempt` (1-based), and after how
     /// long. `None` means give up and return the error.
-    pub fn next_delay(
-        &self,
-        attempt: u32,
-        error: &ModelError,
-        hints: RetryHints,
-    ) -> Option<Duration> {
+    pub fn next_delay(&self, attempt: u32, error: &ModelError, hints: RetryHints) -> Option<Duration> {
         if attempt > self.max_retries {
             return None;
         }
-        let never = matches!(
-            error,
-            ModelError::QuotaExhausted { .. } | ModelError::Auth { .. }
-        );
+        let never = matches!(error, ModelError::QuotaExhausted { .. } | ModelError::Auth { .. });
         let retry = !never && hints.should_retry.unwrap_or_else(|| error.is_retryable());
         if !retry {
             return None;
@@ -114,19 +94,13 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.insert(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
+            map.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
         }
         map
     }
 
     fn hints(pairs: &[(&str, &str)]) -> RetryHints {
-        RetryHints::from_headers(
-            &headers(pairs),
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-        )
+        RetryHints::from_headers(&headers(pairs), SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
     }
 
     #[test]
@@ -135,14 +109,8 @@ mod tests {
             hints(&[("retry-after-ms", "250"), ("retry-after", "3")]).retry_after,
             Some(Duration::from_millis(250))
         );
-        assert_eq!(
-            hints(&[("retry-after", "3")]).retry_after,
-            Some(Duration::from_secs(3))
-        );
-        assert_eq!(
-            hints(&[("retry-after", "1.5")]).retry_after,
-            Some(Duration::from_millis(1500))
-        );
+        assert_eq!(hints(&[("retry-after", "3")]).retry_after, Some(Duration::from_secs(3)));
+        assert_eq!(hints(&[("retry-after", "1.5")]).retry_after, Some(Duration::from_millis(1500)));
         // 1_700_000_000 is Tue, 14 Nov 2023 22:13:20 GMT.
         assert_eq!(
             hints(&[("retry-after", "Tue, 14 Nov 2023 22:13:30 GMT")]).retry_after,
@@ -156,85 +124,35 @@ mod tests {
         assert_eq!(hints(&[("retry-after", "61")]).retry_after, None);
         assert_eq!(hints(&[("retry-after", "-1")]).retry_after, None);
         assert_eq!(hints(&[("retry-after", "soon")]).retry_after, None);
-        assert_eq!(
-            hints(&[("retry-after", "Tue, 14 Nov 2023 22:13:00 GMT")]).retry_after,
-            None,
-            "a date in the past"
-        );
+        assert_eq!(hints(&[("retry-after", "Tue, 14 Nov 2023 22:13:00 GMT")]).retry_after, None, "a date in the past");
     }
 
     #[test]
     fn x_should_retry_overrides_the_status_but_never_quota_or_auth() {
         let policy = RetryPolicy::default();
-        let bad_request = ModelError::InvalidRequest {
-            status: 400,
-            message: "x".into(),
-        };
-        let overloaded = ModelError::Overloaded {
-            message: "x".into(),
-        };
+        let bad_request = ModelError::InvalidRequest { status: 400, message: "x".into() };
+        let overloaded = ModelError::Overloaded { message: "x".into() };
         assert!(policy.next_delay(1, &bad_request, hints(&[])).is_none());
-        assert!(
-            policy
-                .next_delay(1, &bad_request, hints(&[("x-should-retry", "true")]))
-                .is_some()
-        );
+        assert!(policy.next_delay(1, &bad_request, hints(&[("x-should-retry", "true")])).is_some());
         assert!(policy.next_delay(1, &overloaded, hints(&[])).is_some());
-        assert!(
-            policy
-                .next_delay(1, &overloaded, hints(&[("x-should-retry", "false")]))
-                .is_none()
-        );
-        let quota = ModelError::QuotaExhausted {
-            message: "x".into(),
-        };
-        let auth = ModelError::Auth {
-            status: 401,
-            message: "x".into(),
-        };
-        assert!(
-            policy
-                .next_delay(1, &quota, hints(&[("x-should-retry", "true")]))
-                .is_none()
-        );
-        assert!(
-            policy
-                .next_delay(1, &auth, hints(&[("x-should-retry", "true")]))
-                .is_none()
-        );
+        assert!(policy.next_delay(1, &overloaded, hints(&[("x-should-retry", "false")])).is_none());
+        let quota = ModelError::QuotaExhausted { message: "x".into() };
+        let auth = ModelError::Auth { status: 401, message: "x".into() };
+        assert!(policy.next_delay(1, &quota, hints(&[("x-should-retry", "true")])).is_none());
+        assert!(policy.next_delay(1, &auth, hints(&[("x-should-retry", "true")])).is_none());
     }
 
     #[test]
     fn attempts_are_bounded_and_backoff_doubles_with_jitter_up_to_the_cap() {
         let policy = RetryPolicy::default();
-        let overloaded = ModelError::Overloaded {
-            message: "x".into(),
-        };
-        assert!(
-            policy
-                .next_delay(2, &overloaded, RetryHints::default())
-                .is_some()
-        );
-        assert!(
-            policy
-                .next_delay(3, &overloaded, RetryHints::default())
-                .is_none()
-        );
-        for (attempt, base_ms) in [
-            (1u32, 500u64),
-            (2, 1000),
-            (3, 2000),
-            (4, 4000),
-            (5, 8000),
-            (9, 8000),
-        ] {
+        let overloaded = ModelError::Overloaded { message: "x".into() };
+        assert!(policy.next_delay(2, &overloaded, RetryHints::default()).is_some());
+        assert!(policy.next_delay(3, &overloaded, RetryHints::default()).is_none());
+        for (attempt, base_ms) in [(1u32, 500u64), (2, 1000), (3, 2000), (4, 4000), (5, 8000), (9, 8000)] {
             for _ in 0..50 {
                 let delay = policy.backoff(attempt);
                 let base = Duration::from_millis(base_ms);
-                assert!(
-                    delay <= base && delay >= base.mul_f64(0.75),
-                    "attempt {attempt}: {delay:?}"
-                );
+                assert!(delay <= base && delay >= base.mul_f64(0.75), "attempt {attempt}: {delay:?}");
             }
         }
     }

@@ -100,10 +100,7 @@ impl SseDecoder {
 
     fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
         if self.has_data {
-            out.push(SseEvent {
-                event: self.event.take(),
-                data: std::mem::take(&mut self.data),
-            });
+            out.push(SseEvent { event: self.event.take(), data: std::mem::take(&mut self.data) });
         }
         self.event = None;
         self.data.clear();
@@ -129,53 +126,25 @@ mod tests {
     fn every_split_gives_the_same_events() {
         let stream = "event: a\ndata: {\"t\":\"héllo ✓\"}\n\n: keep-alive\r\nevent: b\r\ndata: x\r\ndata:\r\ndata:  y\r\n\r\ndata: cr\r\rdata: last\n\n";
         let expected = vec![
-            SseEvent {
-                event: Some("a".into()),
-                data: "{\"t\":\"héllo ✓\"}".into(),
-            },
-            SseEvent {
-                event: Some("b".into()),
-                data: "x\n\n y".into(),
-            },
-            SseEvent {
-                event: None,
-                data: "cr".into(),
-            },
-            SseEvent {
-                event: None,
-                data: "last".into(),
-            },
+            SseEvent { event: Some("a".into()), data: "{\"t\":\"héllo ✓\"}".into() },
+            SseEvent { event: Some("b".into()), data: "x\n\n y".into() },
+            SseEvent { event: None, data: "cr".into() },
+            SseEvent { event: None, data: "last".into() },
         ];
         for piece in 1..stream.len() {
-            assert_eq!(
-                decode_in_pieces(stream.as_bytes(), piece),
-                expected,
-                "piece size {piece}"
-            );
+            assert_eq!(decode_in_pieces(stream.as_bytes(), piece), expected, "piece size {piece}");
         }
     }
 
     #[test]
     fn unicode_line_separator_inside_json_is_not_a_line_break() {
         let events = decode_in_pieces("data: {\"t\":\"a\u{2028}b\"}\n\n".as_bytes(), 3);
-        assert_eq!(
-            events,
-            vec![SseEvent {
-                event: None,
-                data: "{\"t\":\"a\u{2028}b\"}".into()
-            }]
-        );
+        assert_eq!(events, vec![SseEvent { event: None, data: "{\"t\":\"a\u{2028}b\"}".into() }]);
     }
 
     #[test]
     fn an_unterminated_last_event_is_dispatched_at_the_end() {
-        assert_eq!(
-            decode_in_pieces(b"data: [DONE]", 4),
-            vec![SseEvent {
-                event: None,
-                data: "[DONE]".into()
-            }]
-        );
+        assert_eq!(decode_in_pieces(b"data: [DONE]", 4), vec![SseEvent { event: None, data: "[DONE]".into() }]);
         assert_eq!(decode_in_pieces(b"event: only-a-name\n\n", 4), vec![]);
     }
 }

@@ -55,21 +55,14 @@ impl CommandResult {
                 None => format!("killed by a signal ({seconds:.1} s)"),
             }
         };
-        if self.output.is_empty() {
-            format!("{head}\n(no output)")
-        } else {
-            format!("{head}\n{}", self.output)
-        }
+        if self.output.is_empty() { format!("{head}\n(no output)") } else { format!("{head}\n{}", self.output) }
     }
 }
 
 /// Kills every process in group `pgid`; a group that is already gone is fine.
 pub fn kill_group(pgid: Option<u32>) {
     if let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -79,11 +72,7 @@ pub fn shell_command(environment: &CommandEnvironment, script: &str) -> tokio::p
     let mut command = match &environment.sandbox {
         Some(launcher) => {
             let mut c = tokio::process::Command::new(launcher);
-            c.arg(&environment.root)
-                .arg("--")
-                .arg("sh")
-                .arg("-c")
-                .arg(script);
+            c.arg(&environment.root).arg("--").arg("sh").arg("-c").arg(script);
             c
         }
         None => {
@@ -92,20 +81,13 @@ pub fn shell_command(environment: &CommandEnvironment, script: &str) -> tokio::p
             c
         }
     };
-    command
-        .current_dir(&environment.root)
-        .stdin(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
+    command.current_dir(&environment.root).stdin(Stdio::null()).process_group(0).kill_on_drop(true);
     for name in &environment.secret_env {
         command.env_remove(name);
     }
     // A key copied into another variable is still a key.
     for (name, value) in std::env::vars_os() {
-        if environment
-            .redactor
-            .contains_secret(&value.to_string_lossy())
-        {
+        if environment.redactor.contains_secret(&value.to_string_lossy()) {
             command.env_remove(name);
         }
     }
@@ -122,10 +104,7 @@ pub fn drain<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
         loop {
             match pipe.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => output
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(&buffer[..n]),
+                Ok(n) => output.lock().unwrap_or_else(|p| p.into_inner()).push(&buffer[..n]),
             }
         }
     })
@@ -140,9 +119,7 @@ pub async fn run_command(
     let mut command = shell_command(environment, script);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let started = Instant::now();
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start `sh`: {e}"))?;
+    let mut child = command.spawn().map_err(|e| format!("cannot start `sh`: {e}"))?;
     let pgid = child.id();
     let output = Arc::new(Mutex::new(CappedOutput::new(OUTPUT_LIMIT)));
     let mut readers = Vec::new();
@@ -156,17 +133,8 @@ pub async fn run_command(
     // Whether it finished or not, nothing the command started may live on.
     kill_group(pgid);
     let (status, timed_out) = match waited {
-        Ok(status) => (
-            status.map_err(|e| format!("waiting for the command failed: {e}"))?,
-            false,
-        ),
-        Err(_) => (
-            child
-                .wait()
-                .await
-                .map_err(|e| format!("waiting for the command failed: {e}"))?,
-            true,
-        ),
+        Ok(status) => (status.map_err(|e| format!("waiting for the command failed: {e}"))?, false),
+        Err(_) => (child.wait().await.map_err(|e| format!("waiting for the command failed: {e}"))?, true),
     };
     let duration = started.elapsed();
     // The pipes close once the group is dead; a process that escaped into another group
@@ -200,23 +168,12 @@ mod tests {
     async fn exit_codes_and_interleaved_output() {
         let dir = tempfile::tempdir().unwrap();
         let env = environment(dir.path());
-        let result = run_command(
-            &env,
-            "echo out; echo err >&2; exit 3",
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+        let result = run_command(&env, "echo out; echo err >&2; exit 3", Duration::from_secs(10)).await.unwrap();
         assert_eq!(result.exit_code, Some(3));
         assert!(!result.timed_out);
         assert!(result.output.contains("out\n") && result.output.contains("err\n"));
-        let pwd = run_command(&env, "pwd", Duration::from_secs(10))
-            .await
-            .unwrap();
-        assert_eq!(
-            pwd.output.trim(),
-            dir.path().canonicalize().unwrap().to_string_lossy()
-        );
+        let pwd = run_command(&env, "pwd", Duration::from_secs(10)).await.unwrap();
+        assert_eq!(pwd.output.trim(), dir.path().canonicalize().unwrap().to_string_lossy());
     }
 
     #[tokio::test]
@@ -224,22 +181,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let env = environment(dir.path());
         let marker = dir.path().join("survived");
-        let script = format!(
-            "echo started; (sleep 1; touch {}) & sleep 30",
-            marker.display()
-        );
-        let result = run_command(&env, &script, Duration::from_millis(300))
-            .await
-            .unwrap();
+        let script = format!("echo started; (sleep 1; touch {}) & sleep 30", marker.display());
+        let result = run_command(&env, &script, Duration::from_millis(300)).await.unwrap();
         assert!(result.timed_out);
         assert_eq!(result.exit_code, None);
         assert!(result.output.contains("started"));
         assert!(result.duration < Duration::from_secs(5));
-        assert!(
-            result
-                .describe(Duration::from_millis(300))
-                .starts_with("timed out after")
-        );
+        assert!(result.describe(Duration::from_millis(300)).starts_with("timed out after"));
         tokio::time::sleep(Duration::from_millis(1_300)).await;
         assert!(!marker.exists(), "a background child outlived the timeout");
     }
@@ -250,9 +198,7 @@ mod tests {
         let env = environment(dir.path());
         let marker = dir.path().join("late");
         let script = format!("(sleep 1; touch {}) & echo done", marker.display());
-        let result = run_command(&env, &script, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let result = run_command(&env, &script, Duration::from_secs(10)).await.unwrap();
         assert_eq!(result.exit_code, Some(0));
         tokio::time::sleep(Duration::from_millis(1_300)).await;
         assert!(!marker.exists());
@@ -269,11 +215,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(
-            result.output.len() <= OUTPUT_LIMIT + 100,
-            "{}",
-            result.output.len()
-        );
+        assert!(result.output.len() <= OUTPUT_LIMIT + 100, "{}", result.output.len());
         assert!(result.output.starts_with("FIRST\n"));
         assert!(result.output.trim_end().ends_with("LAST"));
         assert!(result.output.contains("bytes cut ..."));
@@ -300,8 +242,7 @@ mod environment_tests {
             .map(|(name, _)| name.to_string_lossy().into_owned())
             .collect();
         assert!(
-            removed.contains(&"ANTHROPIC_API_KEY".to_owned())
-                && removed.contains(&"OPENAI_API_KEY".to_owned()),
+            removed.contains(&"ANTHROPIC_API_KEY".to_owned()) && removed.contains(&"OPENAI_API_KEY".to_owned()),
             "{removed:?}"
         );
     }

@@ -28,9 +28,7 @@ pub fn read_file(
     let resolved = confinement.resolve_read(path).map_err(|e| e.0)?;
     let metadata = std::fs::metadata(&resolved).map_err(|e| format!("`{path}`: {e}"))?;
     if metadata.is_dir() {
-        return Err(format!(
-            "`{path}` is a directory; use list_files to see what it holds"
-        ));
+        return Err(format!("`{path}` is a directory; use list_files to see what it holds"));
     }
     if metadata.len() > MAX_FILE_BYTES {
         return Err(format!(
@@ -45,17 +43,12 @@ pub fn read_file(
     let text = String::from_utf8_lossy(&bytes);
     let total_lines = text.lines().count();
     let start = offset.unwrap_or(1).max(1) as usize;
-    let limit = limit
-        .map(|l| l as usize)
-        .unwrap_or(DEFAULT_LINE_LIMIT)
-        .max(1);
+    let limit = limit.map(|l| l as usize).unwrap_or(DEFAULT_LINE_LIMIT).max(1);
     if total_lines == 0 {
         return Ok(format!("`{path}` is empty"));
     }
     if start > total_lines {
-        return Err(format!(
-            "`{path}` has {total_lines} lines; offset {start} is past the end"
-        ));
+        return Err(format!("`{path}` has {total_lines} lines; offset {start} is past the end"));
     }
     let mut out = String::new();
     let mut last = start - 1;
@@ -74,9 +67,7 @@ pub fn read_file(
         last = index + 1;
     }
     if start > 1 || last < total_lines {
-        out.push_str(&format!(
-            "(lines {start}-{last} of {total_lines}; use offset and limit to read more)\n"
-        ));
+        out.push_str(&format!("(lines {start}-{last} of {total_lines}; use offset and limit to read more)\n"));
     }
     Ok(out)
 }
@@ -91,21 +82,12 @@ fn glob_matcher(glob: &str) -> Result<GlobMatcher, String> {
 
 /// Whether a workspace-relative path matches a glob, by its whole path or its file name.
 pub fn glob_matches(matcher: &GlobMatcher, relative: &str) -> bool {
-    matcher.is_match(relative)
-        || Path::new(relative)
-            .file_name()
-            .is_some_and(|name| matcher.is_match(name))
+    matcher.is_match(relative) || Path::new(relative).file_name().is_some_and(|name| matcher.is_match(name))
 }
 
 /// Lists files under `path`, honouring `.gitignore`, optionally filtered by a glob.
-pub fn list_files(
-    confinement: &Confinement,
-    path: Option<&str>,
-    glob: Option<&str>,
-) -> Result<String, String> {
-    let base = confinement
-        .resolve_read(path.unwrap_or("."))
-        .map_err(|e| e.0)?;
+pub fn list_files(confinement: &Confinement, path: Option<&str>, glob: Option<&str>) -> Result<String, String> {
+    let base = confinement.resolve_read(path.unwrap_or(".")).map_err(|e| e.0)?;
     let matcher = glob.map(glob_matcher).transpose()?;
     let mut files = Vec::new();
     let mut more = 0usize;
@@ -120,10 +102,7 @@ pub fn list_files(
             continue;
         }
         let relative = confinement.relative(entry.path());
-        if matcher
-            .as_ref()
-            .is_some_and(|m| !glob_matches(m, &relative))
-        {
+        if matcher.as_ref().is_some_and(|m| !glob_matches(m, &relative)) {
             continue;
         }
         if files.len() < MAX_LISTED {
@@ -138,9 +117,7 @@ pub fn list_files(
     let mut out = files.join("\n");
     out.push('\n');
     if more > 0 {
-        out.push_str(&format!(
-            "({more} more files not listed; narrow the path or glob)\n"
-        ));
+        out.push_str(&format!("({more} more files not listed; narrow the path or glob)\n"));
     }
     Ok(out)
 }
@@ -148,31 +125,22 @@ pub fn list_files(
 /// Writes `content` to `path` atomically, creating directories as needed.
 pub fn write_file(resolved: &Path, content: &str) -> Result<bool, String> {
     let existed = resolved.exists();
-    let parent = resolved
-        .parent()
-        .ok_or("the path has no parent directory")?;
-    std::fs::create_dir_all(parent)
-        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    let mut temp =
-        tempfile::NamedTempFile::new_in(parent).map_err(|e| format!("cannot write: {e}"))?;
-    temp.write_all(content.as_bytes())
-        .map_err(|e| format!("cannot write: {e}"))?;
+    let parent = resolved.parent().ok_or("the path has no parent directory")?;
+    std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    let mut temp = tempfile::NamedTempFile::new_in(parent).map_err(|e| format!("cannot write: {e}"))?;
+    temp.write_all(content.as_bytes()).map_err(|e| format!("cannot write: {e}"))?;
     if existed && let Ok(metadata) = std::fs::metadata(resolved) {
         // Keep an executable script executable.
         let _ = std::fs::set_permissions(temp.path(), metadata.permissions());
     }
-    temp.persist(resolved)
-        .map_err(|e| format!("cannot write: {}", e.error))?;
+    temp.persist(resolved).map_err(|e| format!("cannot write: {}", e.error))?;
     Ok(existed)
 }
 
 /// Replaces the one occurrence of `old` with `new` in the text of a file.
 pub fn edit_text(path: &str, text: &str, old: &str, new: &str) -> Result<String, String> {
     if old.is_empty() {
-        return Err(
-            "`old` is empty; give the exact text to replace (use write_file to create a file)"
-                .into(),
-        );
+        return Err("`old` is empty; give the exact text to replace (use write_file to create a file)".into());
     }
     match text.matches(old).count() {
         0 => Err(format!(
@@ -204,62 +172,29 @@ mod tests {
     #[test]
     fn reads_are_numbered_and_paged() {
         let (_dir, c) = workspace();
-        assert_eq!(
-            read_file(&c, "src/a.py", None, None).unwrap(),
-            "     1\tone\n     2\ttwo\n     3\tthree\n"
-        );
+        assert_eq!(read_file(&c, "src/a.py", None, None).unwrap(), "     1\tone\n     2\ttwo\n     3\tthree\n");
         assert_eq!(
             read_file(&c, "src/a.py", Some(2), Some(1)).unwrap(),
             "     2\ttwo\n(lines 2-2 of 3; use offset and limit to read more)\n"
         );
-        assert!(
-            read_file(&c, "src/a.py", Some(9), None)
-                .unwrap_err()
-                .contains("past the end")
-        );
-        assert!(
-            read_file(&c, "src", None, None)
-                .unwrap_err()
-                .contains("directory")
-        );
-        assert!(
-            read_file(&c, "nope.txt", None, None)
-                .unwrap_err()
-                .contains("no such file")
-        );
+        assert!(read_file(&c, "src/a.py", Some(9), None).unwrap_err().contains("past the end"));
+        assert!(read_file(&c, "src", None, None).unwrap_err().contains("directory"));
+        assert!(read_file(&c, "nope.txt", None, None).unwrap_err().contains("no such file"));
     }
 
     #[test]
     fn listings_honour_gitignore_and_globs() {
         let (_dir, c) = workspace();
-        assert_eq!(
-            list_files(&c, None, None).unwrap(),
-            ".gitignore\nsrc/a.py\nsrc/b.rs\n"
-        );
-        assert_eq!(
-            list_files(&c, Some("src"), Some("*.py")).unwrap(),
-            "src/a.py\n"
-        );
-        assert!(
-            list_files(&c, None, Some("["))
-                .unwrap_err()
-                .contains("invalid glob")
-        );
+        assert_eq!(list_files(&c, None, None).unwrap(), ".gitignore\nsrc/a.py\nsrc/b.rs\n");
+        assert_eq!(list_files(&c, Some("src"), Some("*.py")).unwrap(), "src/a.py\n");
+        assert!(list_files(&c, None, Some("[")).unwrap_err().contains("invalid glob"));
     }
 
     #[test]
     fn edits_need_exactly_one_match() {
         assert_eq!(edit_text("f", "a b a", "b", "c").unwrap(), "a c a");
-        assert!(
-            edit_text("f", "a b a", "a", "c")
-                .unwrap_err()
-                .contains("2 places")
-        );
-        assert!(
-            edit_text("f", "a b a", "z", "c")
-                .unwrap_err()
-                .contains("not found")
-        );
+        assert!(edit_text("f", "a b a", "a", "c").unwrap_err().contains("2 places"));
+        assert!(edit_text("f", "a b a", "z", "c").unwrap_err().contains("not found"));
         assert!(edit_text("f", "a", "", "c").is_err());
     }
 }

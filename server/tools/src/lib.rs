@@ -51,22 +51,10 @@ impl ToolSet {
         const READ: [&str; 4] = ["read_file", "list_files", "search", "repo_map"];
         match self {
             ToolSet::ReadOnly => &READ,
-            ToolSet::Worker => &[
-                "read_file",
-                "list_files",
-                "search",
-                "repo_map",
-                "write_file",
-                "edit_file",
-                "run_command",
-            ],
-            ToolSet::Reviewer => &[
-                "read_file",
-                "list_files",
-                "search",
-                "repo_map",
-                "run_command",
-            ],
+            ToolSet::Worker => {
+                &["read_file", "list_files", "search", "repo_map", "write_file", "edit_file", "run_command"]
+            }
+            ToolSet::Reviewer => &["read_file", "list_files", "search", "repo_map", "run_command"],
             ToolSet::UserTester => &[
                 "read_file",
                 "list_files",
@@ -100,19 +88,11 @@ pub struct ToolOutput {
 
 impl ToolOutput {
     fn ok(content: String) -> ToolOutput {
-        ToolOutput {
-            content,
-            is_error: false,
-            conflict: None,
-        }
+        ToolOutput { content, is_error: false, conflict: None }
     }
 
     fn error(content: impl Into<String>) -> ToolOutput {
-        ToolOutput {
-            content: content.into(),
-            is_error: true,
-            conflict: None,
-        }
+        ToolOutput { content: content.into(), is_error: true, conflict: None }
     }
 }
 
@@ -206,8 +186,7 @@ struct HttpRequestInput {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(tool: &str, input: &Value) -> Result<T, ToolOutput> {
-    serde_json::from_value(input.clone())
-        .map_err(|e| ToolOutput::error(format!("invalid input for {tool}: {e}")))
+    serde_json::from_value(input.clone()).map_err(|e| ToolOutput::error(format!("invalid input for {tool}: {e}")))
 }
 
 fn string(description: &str) -> Value {
@@ -293,19 +272,12 @@ impl ToolBox {
 
     /// The specs of the tools this run may use.
     pub fn specs(&self) -> Vec<ToolSpec> {
-        self.set
-            .names()
-            .iter()
-            .filter_map(|name| tool_spec(name))
-            .collect()
+        self.set.names().iter().filter_map(|name| tool_spec(name)).collect()
     }
 
     /// Every command this run ran, with its observed exit code and duration.
     pub fn observed_commands(&self) -> Vec<ObservedCommand> {
-        self.observed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.observed.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Ends the run's processes.
@@ -325,10 +297,7 @@ impl ToolBox {
             Ok(output) | Err(output) => output,
         };
         // Whatever a tool read or ran, a configured key never reaches the model.
-        ToolOutput {
-            content: self.settings.environment.redactor.redact(&output.content),
-            ..output
-        }
+        ToolOutput { content: self.settings.environment.redactor.redact(&output.content), ..output }
     }
 
     async fn dispatch(&self, name: &str, input: &Value) -> Result<ToolOutput, ToolOutput> {
@@ -348,12 +317,7 @@ impl ToolBox {
             }
             "repo_map" => {
                 let i: RepoMapInput = parse(name, input)?;
-                repo_map::repo_map(
-                    c,
-                    i.path.as_deref(),
-                    &self.settings.focus,
-                    self.settings.map_tokens,
-                )
+                repo_map::repo_map(c, i.path.as_deref(), &self.settings.focus, self.settings.map_tokens)
             }
             "write_file" => {
                 let i: WriteFileInput = parse(name, input)?;
@@ -362,8 +326,7 @@ impl ToolBox {
             "edit_file" => {
                 let i: EditFileInput = parse(name, input)?;
                 return Ok(self.write(&i.path, |resolved| {
-                    let text = std::fs::read_to_string(resolved)
-                        .map_err(|e| format!("`{}`: {e}", i.path))?;
+                    let text = std::fs::read_to_string(resolved).map_err(|e| format!("`{}`: {e}", i.path))?;
                     files::edit_text(&i.path, &text, &i.old, &i.new)
                 }));
             }
@@ -385,9 +348,7 @@ impl ToolBox {
             }
             "stop_process" => {
                 let i: StopProcessInput = parse(name, input)?;
-                self.processes
-                    .stop(&self.settings.environment, &i.name)
-                    .await
+                self.processes.stop(&self.settings.environment, &i.name).await
             }
             "http_request" => {
                 let i: HttpRequestInput = parse(name, input)?;
@@ -403,11 +364,7 @@ impl ToolBox {
 
     /// Writes a file through the confinement and the editor guard; `content` computes the new
     /// text from the resolved path (an edit reads the old text first).
-    fn write(
-        &self,
-        path: &str,
-        content: impl FnOnce(&Path) -> Result<String, String>,
-    ) -> ToolOutput {
+    fn write(&self, path: &str, content: impl FnOnce(&Path) -> Result<String, String>) -> ToolOutput {
         let resolved = match self.confinement.resolve_write(path) {
             Ok(resolved) => resolved,
             Err(refused) => return ToolOutput::error(refused.0),
@@ -416,11 +373,7 @@ impl ToolBox {
         if let Some(guard) = &self.settings.write_guard
             && let Err(reason) = guard.check(&relative)
         {
-            return ToolOutput {
-                content: reason,
-                is_error: true,
-                conflict: Some(relative),
-            };
+            return ToolOutput { content: reason, is_error: true, conflict: Some(relative) };
         }
         let text = match content(&resolved) {
             Ok(text) => text,
@@ -446,14 +399,11 @@ impl ToolBox {
         let started = Instant::now();
         match command::run_command(&self.settings.environment, script, timeout).await {
             Ok(result) => {
-                self.observed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(ObservedCommand {
-                        command: script.to_owned(),
-                        exit_code: result.exit_code,
-                        duration_ms: started.elapsed().as_millis() as u64,
-                    });
+                self.observed.lock().unwrap_or_else(|p| p.into_inner()).push(ObservedCommand {
+                    command: script.to_owned(),
+                    exit_code: result.exit_code,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                });
                 // A command that ran and failed is a result, not a tool error: its exit code and
                 // output are what the model needs.
                 ToolOutput::ok(result.describe(timeout))

@@ -14,12 +14,7 @@ pub struct CappedOutput {
 
 impl CappedOutput {
     pub fn new(limit: usize) -> CappedOutput {
-        CappedOutput {
-            half: limit / 2,
-            head: Vec::new(),
-            tail: VecDeque::new(),
-            total: 0,
-        }
+        CappedOutput { half: limit / 2, head: Vec::new(), tail: VecDeque::new(), total: 0 }
     }
 
     pub fn push(&mut self, mut bytes: &[u8]) {

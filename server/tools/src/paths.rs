@@ -21,9 +21,7 @@ pub struct Confinement {
 impl Confinement {
     /// Confines to `root`, which must exist.
     pub fn new(root: &Path) -> std::io::Result<Confinement> {
-        Ok(Confinement {
-            root: root.canonicalize()?,
-        })
+        Ok(Confinement { root: root.canonicalize()? })
     }
 
     pub fn root(&self) -> &Path {
@@ -32,10 +30,7 @@ impl Confinement {
 
     /// `abs` as a workspace-relative path with `/` separators, for messages and results.
     pub fn relative(&self, abs: &Path) -> String {
-        abs.strip_prefix(&self.root)
-            .unwrap_or(abs)
-            .to_string_lossy()
-            .replace('\\', "/")
+        abs.strip_prefix(&self.root).unwrap_or(abs).to_string_lossy().replace('\\', "/")
     }
 
     /// The workspace path `path` names, by its spelling alone (no file system access).
@@ -77,18 +72,15 @@ impl Confinement {
         if resolved.starts_with(&self.root) {
             Ok(())
         } else {
-            Err(PathRefused(format!(
-                "`{original}` leads outside the workspace through a symbolic link"
-            )))
+            Err(PathRefused(format!("`{original}` leads outside the workspace through a symbolic link")))
         }
     }
 
     /// Resolves a path to read: it must exist and stay inside the workspace.
     pub fn resolve_read(&self, path: &str) -> Result<PathBuf, PathRefused> {
         let lexical = self.lexical(path)?;
-        let resolved = lexical
-            .canonicalize()
-            .map_err(|error| PathRefused(format!("`{path}`: {}", describe_io(&error))))?;
+        let resolved =
+            lexical.canonicalize().map_err(|error| PathRefused(format!("`{path}`: {}", describe_io(&error))))?;
         self.inside(&resolved, path)?;
         Ok(resolved)
     }
@@ -107,17 +99,14 @@ impl Confinement {
             missing.push(name);
             existing = parent;
         }
-        let mut resolved = existing
-            .canonicalize()
-            .map_err(|error| PathRefused(format!("`{path}`: {}", describe_io(&error))))?;
+        let mut resolved =
+            existing.canonicalize().map_err(|error| PathRefused(format!("`{path}`: {}", describe_io(&error))))?;
         self.inside(&resolved, path)?;
         for name in missing.iter().rev() {
             resolved.push(name);
         }
         let relative = resolved.strip_prefix(&self.root).unwrap_or(&resolved);
-        let mut components = relative
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned());
+        let mut components = relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned());
         let first = components.next();
         let protected = first.as_deref() == Some(".missions")
             || first.as_deref() == Some(".git")
@@ -128,9 +117,7 @@ impl Confinement {
             )));
         }
         if resolved == self.root {
-            return Err(PathRefused(
-                "the workspace root itself is not a file".into(),
-            ));
+            return Err(PathRefused("the workspace root itself is not a file".into()));
         }
         Ok(resolved)
     }
@@ -161,21 +148,10 @@ mod tests {
     #[test]
     fn relative_paths_inside_resolve() {
         let (_dir, c) = workspace();
-        assert!(
-            c.resolve_read("src/lib.rs")
-                .unwrap()
-                .ends_with("src/lib.rs")
-        );
+        assert!(c.resolve_read("src/lib.rs").unwrap().ends_with("src/lib.rs"));
         assert!(c.resolve_read("./src/../src/lib.rs").is_ok());
-        assert!(
-            c.resolve_write("src/new/deep/file.rs")
-                .unwrap()
-                .ends_with("src/new/deep/file.rs")
-        );
-        assert_eq!(
-            c.relative(&c.resolve_read("src/lib.rs").unwrap()),
-            "src/lib.rs"
-        );
+        assert!(c.resolve_write("src/new/deep/file.rs").unwrap().ends_with("src/new/deep/file.rs"));
+        assert_eq!(c.relative(&c.resolve_read("src/lib.rs").unwrap()), "src/lib.rs");
     }
 
     #[test]
@@ -193,14 +169,8 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret"), "s").unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("file-link"))
-            .unwrap();
-        assert!(
-            c.resolve_read("link/secret")
-                .unwrap_err()
-                .0
-                .contains("symbolic link")
-        );
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("file-link")).unwrap();
+        assert!(c.resolve_read("link/secret").unwrap_err().0.contains("symbolic link"));
         assert!(c.resolve_read("file-link").is_err());
         assert!(c.resolve_write("link/new-file").is_err());
         assert!(c.resolve_write("file-link").is_err());

@@ -45,20 +45,11 @@ impl Processes {
         if name.trim().is_empty() {
             return Err("`name` is empty".into());
         }
-        if self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(name)
-        {
-            return Err(format!(
-                "a process named `{name}` is already running; stop it first or use another name"
-            ));
+        if self.running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(name) {
+            return Err(format!("a process named `{name}` is already running; stop it first or use another name"));
         }
-        let pattern = ready_pattern
-            .map(regex::Regex::new)
-            .transpose()
-            .map_err(|e| format!("invalid ready_pattern: {e}"))?;
+        let pattern =
+            ready_pattern.map(regex::Regex::new).transpose().map_err(|e| format!("invalid ready_pattern: {e}"))?;
         if let Some(url) = ready_url
             && !missions_core::net::is_loopback_url(url)
         {
@@ -66,9 +57,7 @@ impl Processes {
         }
         let mut spawn = shell_command(environment, command);
         spawn.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = spawn
-            .spawn()
-            .map_err(|e| format!("cannot start `{command}`: {e}"))?;
+        let mut child = spawn.spawn().map_err(|e| format!("cannot start `{command}`: {e}"))?;
         let pgid = child.id();
         let output = Arc::new(Mutex::new(CappedOutput::new(OUTPUT_LIMIT)));
         if let Some(stdout) = child.stdout.take() {
@@ -78,10 +67,7 @@ impl Processes {
             drain(stderr, output.clone());
         }
         let started = Instant::now();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 kill_group(pgid);
@@ -90,9 +76,7 @@ impl Processes {
                     environment.redactor.redact(&rendered(&output))
                 ));
             }
-            let matched = pattern
-                .as_ref()
-                .is_some_and(|p| p.is_match(&rendered(&output)));
+            let matched = pattern.as_ref().is_some_and(|p| p.is_match(&rendered(&output)));
             let answered = match ready_url {
                 Some(url) => client.get(url).send().await.is_ok(),
                 None => false,
@@ -112,44 +96,18 @@ impl Processes {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let text = environment.redactor.redact(&rendered(&output));
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                name.to_owned(),
-                Managed {
-                    child,
-                    pgid,
-                    output,
-                },
-            );
-        Ok(format!(
-            "started `{name}` (ready after {:.1} s). Output so far:\n{text}",
-            started.elapsed().as_secs_f64()
-        ))
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), Managed { child, pgid, output });
+        Ok(format!("started `{name}` (ready after {:.1} s). Output so far:\n{text}", started.elapsed().as_secs_f64()))
     }
 
     /// Stops process `name` and returns its output.
-    pub async fn stop(
-        &self,
-        environment: &CommandEnvironment,
-        name: &str,
-    ) -> Result<String, String> {
-        let managed = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+    pub async fn stop(&self, environment: &CommandEnvironment, name: &str) -> Result<String, String> {
+        let managed = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         let Some(mut managed) = managed else {
             return Err(format!("no process named `{name}` is running"));
         };
         kill_group(managed.pgid);
-        let status = managed
-            .child
-            .wait()
-            .await
-            .map(|s| s.to_string())
-            .unwrap_or_else(|e| e.to_string());
+        let status = managed.child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
         Ok(format!(
             "stopped `{name}` ({status}). Its output:\n{}",
             environment.redactor.redact(&rendered(&managed.output))
@@ -179,9 +137,7 @@ pub async fn http_request(
     body: Option<&str>,
 ) -> Result<String, String> {
     if !missions_core::net::is_loopback_url(url) {
-        return Err(format!(
-            "`{url}` is not a loopback address; http_request only reaches this machine"
-        ));
+        return Err(format!("`{url}` is not a loopback address; http_request only reaches this machine"));
     }
     let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("invalid method `{method}`"))?;
@@ -197,21 +153,12 @@ pub async fn http_request(
     if let Some(body) = body {
         request = request.body(body.to_owned());
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("request failed: {e}"))?;
+    let response = request.send().await.map_err(|e| format!("request failed: {e}"))?;
     let mut out = format!("HTTP {}\n", response.status().as_u16());
     for (name, value) in response.headers() {
-        out.push_str(&format!(
-            "{name}: {}\n",
-            value.to_str().unwrap_or("<binary>")
-        ));
+        out.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("<binary>")));
     }
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| format!("reading the body failed: {e}"))?;
+    let bytes = response.bytes().await.map_err(|e| format!("reading the body failed: {e}"))?;
     let mut capped = CappedOutput::new(OUTPUT_LIMIT);
     capped.push(&bytes);
     out.push('\n');

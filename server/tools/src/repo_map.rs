@@ -128,42 +128,23 @@ pub fn outline(lang: Lang, source: &str) -> Vec<Definition> {
         tracing::warn!("the repo-map query for {lang:?} does not compile");
         return Vec::new();
     };
-    let (Some(def_index), Some(name_index)) = (
-        query.capture_index_for_name("def"),
-        query.capture_index_for_name("name"),
-    ) else {
+    let (Some(def_index), Some(name_index)) =
+        (query.capture_index_for_name("def"), query.capture_index_for_name("name"))
+    else {
         return Vec::new();
     };
     let mut cursor = QueryCursor::new();
     let mut matches = cursor.matches(&query, tree.root_node(), source.as_bytes());
     let mut found: Vec<(usize, usize, String, String)> = Vec::new();
     while let Some(m) = matches.next() {
-        let def = m
-            .captures()
-            .iter()
-            .find(|c| c.index == def_index)
-            .map(|c| c.node);
-        let name = m
-            .captures()
-            .iter()
-            .find(|c| c.index == name_index)
-            .map(|c| c.node);
+        let def = m.captures().iter().find(|c| c.index == def_index).map(|c| c.node);
+        let name = m.captures().iter().find(|c| c.index == name_index).map(|c| c.node);
         let (Some(def), Some(name)) = (def, name) else {
             continue;
         };
-        let first_line = source[def.start_byte()..def.end_byte()]
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_end();
+        let first_line = source[def.start_byte()..def.end_byte()].lines().next().unwrap_or_default().trim_end();
         let signature: String = if first_line.chars().count() > MAX_SIGNATURE_CHARS {
-            format!(
-                "{}…",
-                first_line
-                    .chars()
-                    .take(MAX_SIGNATURE_CHARS)
-                    .collect::<String>()
-            )
+            format!("{}…", first_line.chars().take(MAX_SIGNATURE_CHARS).collect::<String>())
         } else {
             first_line.to_owned()
         };
@@ -176,21 +157,13 @@ pub fn outline(lang: Lang, source: &str) -> Vec<Definition> {
     found
         .into_iter()
         .map(|(start, end, name, signature)| {
-            while stack
-                .last()
-                .is_some_and(|enclosing_end| *enclosing_end <= start)
-            {
+            while stack.last().is_some_and(|enclosing_end| *enclosing_end <= start) {
                 stack.pop();
             }
             let depth = stack.len();
             stack.push(end);
             let line = source[..start].matches('\n').count() + 1;
-            Definition {
-                line,
-                depth,
-                name,
-                signature: signature.trim_start().to_owned(),
-            }
+            Definition { line, depth, name, signature: signature.trim_start().to_owned() }
         })
         .collect()
 }
@@ -219,10 +192,7 @@ fn words(text: &str) -> HashSet<String> {
     }
     out.retain(|w| {
         w.chars().count() >= 3
-            && !matches!(
-                w.as_str(),
-                "the" | "and" | "for" | "with" | "that" | "this" | "from" | "into" | "add" | "use"
-            )
+            && !matches!(w.as_str(), "the" | "and" | "for" | "with" | "that" | "this" | "from" | "into" | "add" | "use")
     });
     out
 }
@@ -236,12 +206,7 @@ struct FileOutline {
 fn render_file(file: &FileOutline) -> String {
     let mut out = format!("{}:\n", file.path);
     for def in &file.definitions {
-        out.push_str(&format!(
-            "{:>5}│{}{}\n",
-            def.line,
-            "  ".repeat(def.depth),
-            def.signature
-        ));
+        out.push_str(&format!("{:>5}│{}{}\n", def.line, "  ".repeat(def.depth), def.signature));
     }
     out
 }
@@ -254,9 +219,7 @@ pub fn repo_map(
     focus: &str,
     max_tokens: usize,
 ) -> Result<String, String> {
-    let base = confinement
-        .resolve_read(path.unwrap_or("."))
-        .map_err(|e| e.0)?;
+    let base = confinement.resolve_read(path.unwrap_or(".")).map_err(|e| e.0)?;
     let focus_words = words(focus);
     let mut files = Vec::new();
     let walker = ignore::WalkBuilder::new(&base)
@@ -268,11 +231,7 @@ pub fn repo_map(
         let Some(lang) = Lang::from_path(entry.path()) else {
             continue;
         };
-        if entry
-            .metadata()
-            .map(|m| m.len() > MAX_FILE_BYTES || !m.is_file())
-            .unwrap_or(true)
-        {
+        if entry.metadata().map(|m| m.len() > MAX_FILE_BYTES || !m.is_file()).unwrap_or(true) {
             continue;
         }
         let Ok(source) = std::fs::read_to_string(entry.path()) else {
@@ -284,21 +243,11 @@ pub fn repo_map(
         }
         let relative = confinement.relative(entry.path());
         let path_hits = words(&relative).intersection(&focus_words).count();
-        let name_hits: usize = definitions
-            .iter()
-            .map(|d| words(&d.name).intersection(&focus_words).count())
-            .sum();
-        files.push(FileOutline {
-            path: relative,
-            definitions,
-            score: path_hits * 3 + name_hits,
-        });
+        let name_hits: usize = definitions.iter().map(|d| words(&d.name).intersection(&focus_words).count()).sum();
+        files.push(FileOutline { path: relative, definitions, score: path_hits * 3 + name_hits });
     }
     if files.is_empty() {
-        return Ok(
-            "no definitions found (the map covers Rust, Python, JavaScript, TypeScript and Go)"
-                .into(),
-        );
+        return Ok("no definitions found (the map covers Rust, Python, JavaScript, TypeScript and Go)".into());
     }
     // Stable: equal scores keep path order.
     files.sort_by_key(|file| std::cmp::Reverse(file.score));
@@ -337,10 +286,7 @@ mod tests {
     use super::*;
 
     fn names(lang: Lang, source: &str) -> Vec<(usize, usize, String)> {
-        outline(lang, source)
-            .into_iter()
-            .map(|d| (d.line, d.depth, d.name))
-            .collect()
+        outline(lang, source).into_iter().map(|d| (d.line, d.depth, d.name)).collect()
     }
 
     #[test]
@@ -365,23 +311,11 @@ mod tests {
                 Lang::Python,
                 "import re\n\nclass Slugger:\n    def run(self):\n        pass\n\ndef slugify(text):\n    return text\n"
             ),
-            vec![
-                (3, 0, "Slugger".into()),
-                (4, 1, "run".into()),
-                (7, 0, "slugify".into())
-            ]
+            vec![(3, 0, "Slugger".into()), (4, 1, "run".into()), (7, 0, "slugify".into())]
         );
         assert_eq!(
-            names(
-                Lang::JavaScript,
-                "function slugify(s) {}\nclass A { run() {} }\nconst f = (x) => x;\n"
-            ),
-            vec![
-                (1, 0, "slugify".into()),
-                (2, 0, "A".into()),
-                (2, 1, "run".into()),
-                (3, 0, "f".into())
-            ]
+            names(Lang::JavaScript, "function slugify(s) {}\nclass A { run() {} }\nconst f = (x) => x;\n"),
+            vec![(1, 0, "slugify".into()), (2, 0, "A".into()), (2, 1, "run".into()), (3, 0, "f".into())]
         );
         assert_eq!(
             names(
@@ -398,10 +332,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            names(
-                Lang::Tsx,
-                "export function App(): JSX.Element { return <div/> }\n"
-            ),
+            names(Lang::Tsx, "export function App(): JSX.Element { return <div/> }\n"),
             vec![(1, 0, "App".into())]
         );
         assert_eq!(
@@ -409,11 +340,7 @@ mod tests {
                 Lang::Go,
                 "package main\n\ntype Slug struct{}\n\nfunc (s Slug) Run() {}\n\nfunc Slugify(s string) string { return s }\n"
             ),
-            vec![
-                (3, 0, "Slug".into()),
-                (5, 0, "Run".into()),
-                (7, 0, "Slugify".into())
-            ]
+            vec![(3, 0, "Slug".into()), (5, 0, "Run".into()), (7, 0, "Slugify".into())]
         );
     }
 
@@ -421,11 +348,7 @@ mod tests {
     fn the_map_is_ranked_toward_the_focus_and_cut_to_the_budget() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("src")).unwrap();
-        std::fs::write(
-            dir.path().join("src/a_billing.py"),
-            "def charge():\n    pass\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("src/a_billing.py"), "def charge():\n    pass\n").unwrap();
         std::fs::write(
             dir.path().join("src/text_utils.py"),
             "def slugify(text):\n    pass\n\ndef titlecase(text):\n    pass\n",
@@ -439,10 +362,7 @@ mod tests {
             "src/text_utils.py:\n    1│def slugify(text):\n    4│def titlecase(text):\nsrc/a_billing.py:\n    1│def charge():\n"
         );
         let small = repo_map(&c, None, "slugify", 12).unwrap();
-        assert!(
-            small.starts_with("src/text_utils.py:\n    1│def slugify(text):\n"),
-            "{small}"
-        );
+        assert!(small.starts_with("src/text_utils.py:\n    1│def slugify(text):\n"), "{small}");
         assert!(small.contains("files shown in full"), "{small}");
     }
 

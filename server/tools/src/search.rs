@@ -57,10 +57,7 @@ pub fn search_matches(
         .build_parallel();
     walker.run(|| {
         let matcher = matcher.clone();
-        let mut searcher = SearcherBuilder::new()
-            .binary_detection(BinaryDetection::quit(0))
-            .line_number(true)
-            .build();
+        let mut searcher = SearcherBuilder::new().binary_detection(BinaryDetection::quit(0)).line_number(true).build();
         let found = &found;
         let count = &count;
         let overflow = &overflow;
@@ -91,11 +88,7 @@ pub fn search_matches(
                     } else {
                         text.to_owned()
                     };
-                    local.push(Match {
-                        path: relative.clone(),
-                        line,
-                        text,
-                    });
+                    local.push(Match { path: relative.clone(), line, text });
                     Ok(true)
                 }),
             );
@@ -105,16 +98,10 @@ pub fn search_matches(
             {
                 all.extend(local);
             }
-            if overflow.load(Ordering::Relaxed) > 0 {
-                WalkState::Quit
-            } else {
-                WalkState::Continue
-            }
+            if overflow.load(Ordering::Relaxed) > 0 { WalkState::Quit } else { WalkState::Continue }
         })
     });
-    let mut matches = found
-        .into_inner()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut matches = found.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
     matches.sort();
     matches.truncate(max);
     Ok((matches, overflow.load(Ordering::Relaxed) > 0))
@@ -127,9 +114,7 @@ pub fn search(
     path: Option<&str>,
     glob: Option<&str>,
 ) -> Result<String, String> {
-    let base = confinement
-        .resolve_read(path.unwrap_or("."))
-        .map_err(|e| e.0)?;
+    let base = confinement.resolve_read(path.unwrap_or(".")).map_err(|e| e.0)?;
     let (matches, more) = search_matches(confinement, &base, pattern, glob, MAX_MATCHES)?;
     if matches.is_empty() {
         return Ok("no matches".into());
@@ -139,9 +124,7 @@ pub fn search(
         out.push_str(&format!("{}:{}:{}\n", m.path, m.line, m.text));
     }
     if more {
-        out.push_str(&format!(
-            "(stopped at {MAX_MATCHES} matches; narrow the pattern, path or glob)\n"
-        ));
+        out.push_str(&format!("(stopped at {MAX_MATCHES} matches; narrow the pattern, path or glob)\n"));
     }
     Ok(out)
 }
@@ -156,11 +139,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("src")).unwrap();
         std::fs::create_dir_all(dir.path().join("build")).unwrap();
         std::fs::write(dir.path().join(".gitignore"), "build/\n").unwrap();
-        std::fs::write(
-            dir.path().join("src/a.py"),
-            "def slugify(s):\n    return s\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("src/a.py"), "def slugify(s):\n    return s\n").unwrap();
         std::fs::write(dir.path().join("src/b.rs"), "fn slugify() {}\n").unwrap();
         std::fs::write(dir.path().join("build/out.py"), "def slugify(): pass\n").unwrap();
         std::fs::write(dir.path().join("src/bin.dat"), b"slugify\0\0\0").unwrap();
@@ -169,30 +148,16 @@ mod tests {
             search(&c, r"slug\w+\(", None, None).unwrap(),
             "src/a.py:1:def slugify(s):\nsrc/b.rs:1:fn slugify() {}\n"
         );
-        assert_eq!(
-            search(&c, "slugify", None, Some("*.rs")).unwrap(),
-            "src/b.rs:1:fn slugify() {}\n"
-        );
-        assert_eq!(
-            search(&c, "nothing-here", None, None).unwrap(),
-            "no matches"
-        );
-        assert!(
-            search(&c, "(", None, None)
-                .unwrap_err()
-                .contains("invalid regular expression")
-        );
+        assert_eq!(search(&c, "slugify", None, Some("*.rs")).unwrap(), "src/b.rs:1:fn slugify() {}\n");
+        assert_eq!(search(&c, "nothing-here", None, None).unwrap(), "no matches");
+        assert!(search(&c, "(", None, None).unwrap_err().contains("invalid regular expression"));
         assert!(search(&c, "x", Some("../"), None).is_err());
     }
 
     #[test]
     fn stops_at_the_cap_and_says_so() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("many.txt"),
-            "hit\n".repeat(MAX_MATCHES + 50),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("many.txt"), "hit\n".repeat(MAX_MATCHES + 50)).unwrap();
         let c = Confinement::new(dir.path()).unwrap();
         let out = search(&c, "hit", None, None).unwrap();
         assert_eq!(out.lines().count(), MAX_MATCHES + 1);

@@ -56,9 +56,7 @@ pub fn request(model: &str) -> ModelRequest {
             Message {
                 role: missions_core::model::ChatRole::Assistant,
                 content: vec![
-                    ContentBlock::Text {
-                        text: "Reading.".into(),
-                    },
+                    ContentBlock::Text { text: "Reading.".into() },
                     ContentBlock::ToolUse {
                         id: "call_1".into(),
                         name: "read_file".into(),

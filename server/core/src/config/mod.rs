@@ -52,28 +52,16 @@ impl Environment for HashMap<String, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{origin}: {message}")]
     Malformed { origin: String, message: String },
     #[error("{origin}: `{key}` {message}")]
-    Invalid {
-        origin: String,
-        key: String,
-        message: String,
-    },
+    Invalid { origin: String, key: String, message: String },
     #[error(
         "`{key}` ({origin}) names provider `{provider}`, which is not configured; known providers: {known}. \
          Add a [providers.{provider}] table or use one of the known names."
     )]
-    UnknownProvider {
-        origin: String,
-        key: String,
-        provider: String,
-        known: String,
-    },
+    UnknownProvider { origin: String, key: String, provider: String, known: String },
     #[error(
         "provider `{provider}` needs an API key in the environment variable {env_var} \
          (set by providers.{provider}.api_key_env), but it is not set. Export it in the shell that \
@@ -161,20 +149,13 @@ impl ProviderConfig {
     /// Reads this provider's key from the environment. `Ok(None)` means the provider is
     /// configured without a key (a local server); a configured variable that is unset or empty
     /// is an error naming it.
-    pub fn api_key(
-        &self,
-        provider: &str,
-        env: &dyn Environment,
-    ) -> Result<Option<String>, ConfigError> {
+    pub fn api_key(&self, provider: &str, env: &dyn Environment) -> Result<Option<String>, ConfigError> {
         let Some(env_var) = &self.api_key_env else {
             return Ok(None);
         };
         match env.var(env_var) {
             Some(value) if !value.trim().is_empty() => Ok(Some(value)),
-            _ => Err(ConfigError::MissingKey {
-                provider: provider.to_owned(),
-                env_var: env_var.clone(),
-            }),
+            _ => Err(ConfigError::MissingKey { provider: provider.to_owned(), env_var: env_var.clone() }),
         }
     }
 }
@@ -310,24 +291,15 @@ impl Layer {
 
     /// Parses and type-checks one TOML text. Returns the layer and warnings for unknown keys.
     pub fn from_toml(origin: &str, text: &str) -> Result<(Layer, Vec<String>), ConfigError> {
-        let table: toml::Table = toml::from_str(text).map_err(|error| ConfigError::Malformed {
-            origin: origin.to_owned(),
-            message: error.to_string(),
-        })?;
+        let table: toml::Table = toml::from_str(text)
+            .map_err(|error| ConfigError::Malformed { origin: origin.to_owned(), message: error.to_string() })?;
         let mut unknown = Vec::new();
         // Deserialising this layer alone into `Config` catches type errors while the toml
         // deserializer still knows the line, so the message points into the right file.
-        let deserializer =
-            toml::Deserializer::parse(text).map_err(|error| ConfigError::Malformed {
-                origin: origin.to_owned(),
-                message: error.to_string(),
-            })?;
-        let _: Config =
-            serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()))
-                .map_err(|error| ConfigError::Malformed {
-                    origin: origin.to_owned(),
-                    message: error.to_string(),
-                })?;
+        let deserializer = toml::Deserializer::parse(text)
+            .map_err(|error| ConfigError::Malformed { origin: origin.to_owned(), message: error.to_string() })?;
+        let _: Config = serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()))
+            .map_err(|error| ConfigError::Malformed { origin: origin.to_owned(), message: error.to_string() })?;
         let warnings = unknown
             .into_iter()
             .map(|key| {
@@ -341,14 +313,7 @@ impl Layer {
                 }
             })
             .collect();
-        Ok((
-            Layer {
-                origin: origin.to_owned(),
-                table,
-                trusted: true,
-            },
-            warnings,
-        ))
+        Ok((Layer { origin: origin.to_owned(), table, trusted: true }, warnings))
     }
 
     /// Reads a TOML file; a file that does not exist is no layer at all.
@@ -356,22 +321,13 @@ impl Layer {
         match std::fs::read_to_string(path) {
             Ok(text) => Layer::from_toml(&path.display().to_string(), &text).map(Some),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            }),
+            Err(source) => Err(ConfigError::Read { path: path.to_owned(), source }),
         }
     }
 
     /// A layer from JSON, as the language server receives it in `initializationOptions`.
-    pub fn from_json(
-        origin: &str,
-        value: serde_json::Value,
-    ) -> Result<(Layer, Vec<String>), ConfigError> {
-        let malformed = |message: String| ConfigError::Malformed {
-            origin: origin.to_owned(),
-            message,
-        };
+    pub fn from_json(origin: &str, value: serde_json::Value) -> Result<(Layer, Vec<String>), ConfigError> {
+        let malformed = |message: String| ConfigError::Malformed { origin: origin.to_owned(), message };
         let table: toml::Table = serde_json::from_value(strip_json_nulls(value))
             .map_err(|error| malformed(format!("settings must be an object of tables: {error}")))?;
         let text = toml::to_string(&table).map_err(|error| malformed(error.to_string()))?;
@@ -383,18 +339,11 @@ impl Layer {
 fn strip_json_nulls(value: serde_json::Value) -> serde_json::Value {
     match value {
         serde_json::Value::Object(map) => serde_json::Value::Object(
-            map.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, strip_json_nulls(v)))
-                .collect(),
+            map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_json_nulls(v))).collect(),
         ),
-        serde_json::Value::Array(items) => serde_json::Value::Array(
-            items
-                .into_iter()
-                .filter(|v| !v.is_null())
-                .map(strip_json_nulls)
-                .collect(),
-        ),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().filter(|v| !v.is_null()).map(strip_json_nulls).collect())
+        }
         other => other,
     }
 }
@@ -436,37 +385,23 @@ pub fn user_config_path(env: &dyn Environment) -> Option<PathBuf> {
     if let Some(xdg) = env.var("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(xdg).join("missions").join("config.toml"));
     }
-    env.var("HOME")
-        .filter(|v| !v.is_empty())
-        .map(|home| PathBuf::from(home).join(".config/missions/config.toml"))
+    env.var("HOME").filter(|v| !v.is_empty()).map(|home| PathBuf::from(home).join(".config/missions/config.toml"))
 }
 
 impl LoadedConfig {
     /// Loads every file layer for `workspace`, then `extra` layers (editor settings) on top.
-    pub fn load(
-        workspace: &Path,
-        env: &dyn Environment,
-        extra: Vec<Layer>,
-    ) -> Result<LoadedConfig, ConfigError> {
+    pub fn load(workspace: &Path, env: &dyn Environment, extra: Vec<Layer>) -> Result<LoadedConfig, ConfigError> {
         let mut layers = vec![Layer::defaults()?];
-        let mut sources = vec![LayerSource {
-            origin: "built-in defaults".to_owned(),
-            loaded: true,
-        }];
+        let mut sources = vec![LayerSource { origin: "built-in defaults".to_owned(), loaded: true }];
         let mut warnings = Vec::new();
 
         let mut files: Vec<PathBuf> = Vec::new();
         files.extend(user_config_path(env));
         files.push(workspace.join(".missions").join("config.toml"));
-        let explicit = env
-            .var("MISSIONS_CONFIG")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
+        let explicit = env.var("MISSIONS_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from);
         files.extend(explicit.clone());
         let workspace_file = workspace.join(".missions").join("config.toml");
-        let trust_workspace = env
-            .var("MISSIONS_TRUST_WORKSPACE")
-            .is_some_and(|v| v == "1");
+        let trust_workspace = env.var("MISSIONS_TRUST_WORKSPACE").is_some_and(|v| v == "1");
 
         for path in files {
             let loaded = Layer::from_file(&path)?;
@@ -474,16 +409,10 @@ impl LoadedConfig {
                 // A file the user named explicitly must exist; a missing default file is normal.
                 return Err(ConfigError::Read {
                     path: path.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "named by $MISSIONS_CONFIG but missing",
-                    ),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "named by $MISSIONS_CONFIG but missing"),
                 });
             }
-            sources.push(LayerSource {
-                origin: path.display().to_string(),
-                loaded: loaded.is_some(),
-            });
+            sources.push(LayerSource { origin: path.display().to_string(), loaded: loaded.is_some() });
             if let Some((mut layer, layer_warnings)) = loaded {
                 layer.trusted = trust_workspace || path != workspace_file;
                 layers.push(layer);
@@ -491,10 +420,7 @@ impl LoadedConfig {
             }
         }
         for layer in extra {
-            sources.push(LayerSource {
-                origin: layer.origin.clone(),
-                loaded: true,
-            });
+            sources.push(LayerSource { origin: layer.origin.clone(), loaded: true });
             layers.push(layer);
         }
         LoadedConfig::from_layers(layers, sources, warnings)
@@ -510,19 +436,10 @@ impl LoadedConfig {
         for layer in &layers {
             merge_tables(&mut merged, &layer.table);
         }
-        let config: Config =
-            toml::Value::Table(merged)
-                .try_into()
-                .map_err(|error: toml::de::Error| ConfigError::Malformed {
-                    origin: "merged configuration".to_owned(),
-                    message: error.to_string(),
-                })?;
-        let loaded = LoadedConfig {
-            config,
-            sources,
-            warnings,
-            layers,
-        };
+        let config: Config = toml::Value::Table(merged).try_into().map_err(|error: toml::de::Error| {
+            ConfigError::Malformed { origin: "merged configuration".to_owned(), message: error.to_string() }
+        })?;
+        let loaded = LoadedConfig { config, sources, warnings, layers };
         loaded.validate()?;
         Ok(loaded)
     }
@@ -546,10 +463,7 @@ impl LoadedConfig {
                 message: message.to_owned(),
             };
             let Some(kind) = provider.kind else {
-                return Err(invalid(
-                    "kind",
-                    "is missing: set kind = \"anthropic\", \"openai\" or \"replay\"",
-                ));
+                return Err(invalid("kind", "is missing: set kind = \"anthropic\", \"openai\" or \"replay\""));
             };
             match kind {
                 ProviderKind::Anthropic | ProviderKind::Openai => {
@@ -591,19 +505,14 @@ impl LoadedConfig {
                         return Err(ConfigError::Invalid {
                             origin: self.origin_of(&["prices", model]),
                             key: format!("prices.\"{model}\".{field}"),
-                            message:
-                                "must be set to a non-negative price in USD per million tokens"
-                                    .to_owned(),
+                            message: "must be set to a non-negative price in USD per million tokens".to_owned(),
                         });
                     }
                 }
             }
         }
         if let Some(github) = &config.backlog.github
-            && github
-                .repo
-                .as_deref()
-                .is_none_or(|repo| !repo.contains('/'))
+            && github.repo.as_deref().is_none_or(|repo| !repo.contains('/'))
         {
             return Err(ConfigError::Invalid {
                 origin: self.origin_of(&["backlog", "github"]),
@@ -651,9 +560,7 @@ impl LoadedConfig {
                             "would send the key in ${} to {url}, and this file comes with the repository. \
                              Set the provider's base_url in your own config file (or export MISSIONS_TRUST_WORKSPACE=1 \
                              if you trust this repository)",
-                            effective
-                                .and_then(|p| p.api_key_env.clone())
-                                .unwrap_or_default()
+                            effective.and_then(|p| p.api_key_env.clone()).unwrap_or_default()
                         ),
                     ));
                 }
@@ -663,7 +570,8 @@ impl LoadedConfig {
                     {
                         return Err(refuse(
                             key,
-                            "must be a relative path inside the workspace when set by the workspace's own file".to_owned(),
+                            "must be a relative path inside the workspace when set by the workspace's own file"
+                                .to_owned(),
                         ));
                     }
                 }
@@ -680,14 +588,13 @@ impl LoadedConfig {
             return Err(ConfigError::Invalid {
                 origin,
                 key,
-                message: "is missing: set it to \"<provider>/<model>\", e.g. \"anthropic/claude-sonnet-4-5\"".to_owned(),
+                message: "is missing: set it to \"<provider>/<model>\", e.g. \"anthropic/claude-sonnet-4-5\""
+                    .to_owned(),
             });
         };
         // The model part may itself contain slashes (OpenRouter's "anthropic/claude-…"), so
         // only the first slash separates the provider.
-        let Some((provider, model)) = value
-            .split_once('/')
-            .filter(|(p, m)| !p.is_empty() && !m.trim().is_empty())
+        let Some((provider, model)) = value.split_once('/').filter(|(p, m)| !p.is_empty() && !m.trim().is_empty())
         else {
             return Err(ConfigError::Invalid {
                 origin,
@@ -702,29 +609,16 @@ impl LoadedConfig {
                 origin,
                 key,
                 provider: provider.to_owned(),
-                known: self
-                    .config
-                    .providers
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                known: self.config.providers.keys().cloned().collect::<Vec<_>>().join(", "),
             });
         }
-        Ok(RoleRoute {
-            role,
-            provider: provider.to_owned(),
-            model: model.to_owned(),
-        })
+        Ok(RoleRoute { role, provider: provider.to_owned(), model: model.to_owned() })
     }
 
     /// Names of the providers some role routes to, in a stable order.
     pub fn providers_in_use(&self) -> Vec<String> {
-        let mut names: Vec<String> = Role::ALL
-            .iter()
-            .filter_map(|role| self.route(*role).ok())
-            .map(|r| r.provider)
-            .collect();
+        let mut names: Vec<String> =
+            Role::ALL.iter().filter_map(|role| self.route(*role).ok()).map(|r| r.provider).collect();
         names.sort();
         names.dedup();
         names
@@ -733,12 +627,7 @@ impl LoadedConfig {
     /// The environment variables that hold secrets: every provider's `api_key_env` and the
     /// GitHub token variable. Their values must never reach a file, a log or a model.
     pub fn secret_env_vars(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .config
-            .providers
-            .values()
-            .filter_map(|p| p.api_key_env.clone())
-            .collect();
+        let mut names: Vec<String> = self.config.providers.values().filter_map(|p| p.api_key_env.clone()).collect();
         if let Some(github) = &self.config.backlog.github {
             names.extend(github.token_env.clone());
         }
@@ -750,9 +639,7 @@ impl LoadedConfig {
     /// A redactor for every configured secret that is present in `env`.
     pub fn redactor(&self, env: &dyn Environment) -> crate::secrets::Redactor {
         crate::secrets::Redactor::new(
-            self.secret_env_vars()
-                .into_iter()
-                .filter_map(|name| env.var(&name).map(|value| (name, value))),
+            self.secret_env_vars().into_iter().filter_map(|name| env.var(&name).map(|value| (name, value))),
         )
     }
 }
@@ -776,10 +663,5 @@ mod tests;
 fn is_inside_relative_path(path: &str) -> bool {
     let path = Path::new(path);
     path.is_relative()
-        && path.components().all(|c| {
-            matches!(
-                c,
-                std::path::Component::Normal(_) | std::path::Component::CurDir
-            )
-        })
+        && path.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
 }

@@ -19,16 +19,8 @@ impl Fixture {
         std::fs::create_dir_all(home.join("missions")).unwrap();
         std::fs::create_dir_all(workspace.join(".missions")).unwrap();
         let mut env = BTreeMap::new();
-        env.insert(
-            "MISSIONS_HOME".to_owned(),
-            home.join("missions").display().to_string(),
-        );
-        Fixture {
-            _dir: dir,
-            home,
-            workspace,
-            env,
-        }
+        env.insert("MISSIONS_HOME".to_owned(), home.join("missions").display().to_string());
+        Fixture { _dir: dir, home, workspace, env }
     }
 
     fn user(&self, text: &str) -> &Self {
@@ -44,8 +36,7 @@ impl Fixture {
     fn explicit(&mut self, text: &str) -> PathBuf {
         let path = self.home.join("explicit.toml");
         std::fs::write(&path, text).unwrap();
-        self.env
-            .insert("MISSIONS_CONFIG".to_owned(), path.display().to_string());
+        self.env.insert("MISSIONS_CONFIG".to_owned(), path.display().to_string());
         path
     }
 
@@ -59,14 +50,8 @@ fn defaults_alone_are_valid() {
     let fixture = Fixture::new();
     let loaded = fixture.load().unwrap();
     assert_eq!(loaded.config.mission.max_correction_rounds, 3);
-    assert_eq!(
-        loaded.config.providers["anthropic"].kind,
-        Some(ProviderKind::Anthropic)
-    );
-    assert_eq!(
-        loaded.config.providers["openai"].base_url.as_deref(),
-        Some("https://api.openai.com/v1")
-    );
+    assert_eq!(loaded.config.providers["anthropic"].kind, Some(ProviderKind::Anthropic));
+    assert_eq!(loaded.config.providers["openai"].base_url.as_deref(), Some("https://api.openai.com/v1"));
     assert_eq!(loaded.route(Role::Worker).unwrap().provider, "anthropic");
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
@@ -105,10 +90,7 @@ checks = ["pytest -q"]
     assert_eq!(loaded.config.mission.max_correction_rounds, 5);
     assert!(loaded.config.mission.auto_accept);
     let route = loaded.route(Role::Worker).unwrap();
-    assert_eq!(
-        (route.provider.as_str(), route.model.as_str()),
-        ("local", "qwen3-coder")
-    );
+    assert_eq!((route.provider.as_str(), route.model.as_str()), ("local", "qwen3-coder"));
     assert_eq!(loaded.sources.iter().filter(|s| s.loaded).count(), 4);
 }
 
@@ -116,11 +98,9 @@ checks = ["pytest -q"]
 fn editor_settings_are_the_last_layer() {
     let fixture = Fixture::new();
     fixture.workspace_file("[budget]\nmax_usd = 3.0\n");
-    let (layer, warnings) = Layer::from_json(
-        "editor settings",
-        serde_json::json!({"budget": {"max_usd": 1.5, "max_tokens": null}}),
-    )
-    .unwrap();
+    let (layer, warnings) =
+        Layer::from_json("editor settings", serde_json::json!({"budget": {"max_usd": 1.5, "max_tokens": null}}))
+            .unwrap();
     assert!(warnings.is_empty());
     let loaded = LoadedConfig::load(&fixture.workspace, &fixture.env, vec![layer]).unwrap();
     assert_eq!(loaded.config.budget.max_usd, Some(1.5));
@@ -133,10 +113,7 @@ fn malformed_toml_names_the_file_and_line() {
     fixture.workspace_file("[mission]\nmax_correction_rounds = 3\nchecks = [\"a\"\n");
     let error = fixture.load().unwrap_err().to_string();
     assert!(error.contains(".missions/config.toml"), "{error}");
-    assert!(
-        error.contains("line 3") || error.contains("line 4"),
-        "{error}"
-    );
+    assert!(error.contains("line 3") || error.contains("line 4"), "{error}");
 }
 
 #[test]
@@ -154,10 +131,7 @@ fn unknown_provider_kind_is_an_error() {
     let fixture = Fixture::new();
     fixture.user("[providers.x]\nkind = \"gemini\"\nbase_url = \"http://x\"\n");
     let error = fixture.load().unwrap_err().to_string();
-    assert!(
-        error.contains("gemini") && error.contains("line 2"),
-        "{error}"
-    );
+    assert!(error.contains("gemini") && error.contains("line 2"), "{error}");
 }
 
 #[test]
@@ -165,15 +139,9 @@ fn role_naming_an_unknown_provider_names_the_key_and_file() {
     let fixture = Fixture::new();
     fixture.workspace_file("[roles]\nworker = \"ollama/qwen\"\n");
     let error = fixture.load().unwrap_err();
-    assert!(
-        matches!(error, ConfigError::UnknownProvider { .. }),
-        "{error:?}"
-    );
+    assert!(matches!(error, ConfigError::UnknownProvider { .. }), "{error:?}");
     let text = error.to_string();
-    assert!(
-        text.contains("roles.worker") && text.contains("ollama"),
-        "{text}"
-    );
+    assert!(text.contains("roles.worker") && text.contains("ollama"), "{text}");
     assert!(text.contains(".missions/config.toml"), "{text}");
     assert!(text.contains("anthropic, openai"), "{text}");
 }
@@ -184,18 +152,12 @@ fn bad_role_strings_are_errors() {
         let fixture = Fixture::new();
         fixture.workspace_file(&format!("[roles]\nreviewer = \"{bad}\"\n"));
         let error = fixture.load().unwrap_err().to_string();
-        assert!(
-            error.contains("roles.reviewer") && error.contains("<provider>/<model>"),
-            "{bad:?}: {error}"
-        );
+        assert!(error.contains("roles.reviewer") && error.contains("<provider>/<model>"), "{bad:?}: {error}");
     }
     // Slashes inside the model name belong to the model.
     let fixture = Fixture::new();
     fixture.workspace_file("[roles]\nreviewer = \"openai/meta-llama/llama-4\"\n");
-    assert_eq!(
-        fixture.load().unwrap().route(Role::Reviewer).unwrap().model,
-        "meta-llama/llama-4"
-    );
+    assert_eq!(fixture.load().unwrap().route(Role::Reviewer).unwrap().model, "meta-llama/llama-4");
 }
 
 #[test]
@@ -203,32 +165,17 @@ fn provider_without_kind_after_merge_is_an_error() {
     let fixture = Fixture::new();
     fixture.workspace_file("[providers.mine]\nbase_url = \"http://127.0.0.1:9/v1\"\n");
     let error = fixture.load().unwrap_err().to_string();
-    assert!(
-        error.contains("providers.mine.kind") && error.contains("is missing"),
-        "{error}"
-    );
+    assert!(error.contains("providers.mine.kind") && error.contains("is missing"), "{error}");
 }
 
 #[test]
 fn unknown_keys_are_warned_about_and_keys_in_files_are_refused() {
     let fixture = Fixture::new();
-    fixture.workspace_file(
-        "[mission]\nmax_corection_rounds = 2\n[providers.anthropic]\napi_key = \"sk-ant-secret\"\n",
-    );
+    fixture.workspace_file("[mission]\nmax_corection_rounds = 2\n[providers.anthropic]\napi_key = \"sk-ant-secret\"\n");
     let loaded = fixture.load().unwrap();
     assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
-    assert!(
-        loaded
-            .warnings
-            .iter()
-            .any(|w| w.contains("mission.max_corection_rounds"))
-    );
-    assert!(
-        loaded
-            .warnings
-            .iter()
-            .any(|w| w.contains("providers.anthropic.api_key") && w.contains("environment"))
-    );
+    assert!(loaded.warnings.iter().any(|w| w.contains("mission.max_corection_rounds")));
+    assert!(loaded.warnings.iter().any(|w| w.contains("providers.anthropic.api_key") && w.contains("environment")));
     // The key is never part of the effective configuration.
     assert!(!format!("{:?}", loaded.config).contains("sk-ant-secret"));
 }
@@ -239,60 +186,31 @@ fn keys_come_from_the_environment_only() {
     let loaded = fixture.load().unwrap();
     let anthropic = &loaded.config.providers["anthropic"];
     let error = anthropic.api_key("anthropic", &fixture.env).unwrap_err();
-    assert!(
-        matches!(&error, ConfigError::MissingKey { env_var, .. } if env_var == "ANTHROPIC_API_KEY")
-    );
+    assert!(matches!(&error, ConfigError::MissingKey { env_var, .. } if env_var == "ANTHROPIC_API_KEY"));
     assert!(error.to_string().contains("ANTHROPIC_API_KEY"));
-    fixture.env.insert(
-        "ANTHROPIC_API_KEY".to_owned(),
-        "sk-ant-0123456789".to_owned(),
-    );
-    assert_eq!(
-        anthropic
-            .api_key("anthropic", &fixture.env)
-            .unwrap()
-            .as_deref(),
-        Some("sk-ant-0123456789")
-    );
+    fixture.env.insert("ANTHROPIC_API_KEY".to_owned(), "sk-ant-0123456789".to_owned());
+    assert_eq!(anthropic.api_key("anthropic", &fixture.env).unwrap().as_deref(), Some("sk-ant-0123456789"));
     let redactor = loaded.redactor(&fixture.env);
-    assert_eq!(
-        redactor.redact("k=sk-ant-0123456789"),
-        "k=[REDACTED:ANTHROPIC_API_KEY]"
-    );
+    assert_eq!(redactor.redact("k=sk-ant-0123456789"), "k=[REDACTED:ANTHROPIC_API_KEY]");
 }
 
 #[test]
 fn missions_config_must_exist_when_named() {
     let mut fixture = Fixture::new();
-    fixture.env.insert(
-        "MISSIONS_CONFIG".to_owned(),
-        "/nonexistent/missions.toml".to_owned(),
-    );
+    fixture.env.insert("MISSIONS_CONFIG".to_owned(), "/nonexistent/missions.toml".to_owned());
     let error = fixture.load().unwrap_err().to_string();
-    assert!(
-        error.contains("/nonexistent/missions.toml") && error.contains("MISSIONS_CONFIG"),
-        "{error}"
-    );
+    assert!(error.contains("/nonexistent/missions.toml") && error.contains("MISSIONS_CONFIG"), "{error}");
 }
 
 #[test]
 fn user_file_location_follows_the_environment() {
     let mut env = BTreeMap::new();
     env.insert("HOME".to_owned(), "/home/u".to_owned());
-    assert_eq!(
-        user_config_path(&env).unwrap(),
-        Path::new("/home/u/.config/missions/config.toml")
-    );
+    assert_eq!(user_config_path(&env).unwrap(), Path::new("/home/u/.config/missions/config.toml"));
     env.insert("XDG_CONFIG_HOME".to_owned(), "/xdg".to_owned());
-    assert_eq!(
-        user_config_path(&env).unwrap(),
-        Path::new("/xdg/missions/config.toml")
-    );
+    assert_eq!(user_config_path(&env).unwrap(), Path::new("/xdg/missions/config.toml"));
     env.insert("MISSIONS_HOME".to_owned(), "/mh".to_owned());
-    assert_eq!(
-        user_config_path(&env).unwrap(),
-        Path::new("/mh/config.toml")
-    );
+    assert_eq!(user_config_path(&env).unwrap(), Path::new("/mh/config.toml"));
 }
 
 #[test]
@@ -307,13 +225,11 @@ fn replay_provider_needs_a_transcript() {
 fn partial_tables_merge_key_by_key_and_are_checked_once_merged() {
     let fixture = Fixture::new();
     fixture.user("[backlog.github]\nrepo = \"me/app\"\n\n[prices.\"my-model\"]\ninput = 1.0\n");
-    fixture.workspace_file("[backlog.github]\nbase_url = \"http://127.0.0.1:9\"\n\n[prices.\"my-model\"]\noutput = 2.0\n");
+    fixture
+        .workspace_file("[backlog.github]\nbase_url = \"http://127.0.0.1:9\"\n\n[prices.\"my-model\"]\noutput = 2.0\n");
     let loaded = fixture.load().unwrap();
     let github = loaded.config.backlog.github.as_ref().unwrap();
-    assert_eq!(
-        (github.repo.as_deref(), github.base_url.as_deref()),
-        (Some("me/app"), Some("http://127.0.0.1:9"))
-    );
+    assert_eq!((github.repo.as_deref(), github.base_url.as_deref()), (Some("me/app"), Some("http://127.0.0.1:9")));
     let price = &loaded.config.prices["my-model"];
     assert_eq!((price.input, price.output), (Some(1.0), Some(2.0)));
 
@@ -332,14 +248,8 @@ fn the_workspace_file_cannot_send_a_key_to_a_server_of_its_choosing() {
     let fixture = Fixture::new();
     fixture.workspace_file("[providers.anthropic]\nbase_url = \"https://collector.example\"\n");
     let error = fixture.load().unwrap_err().to_string();
-    assert!(
-        error.contains("providers.anthropic.base_url") && error.contains("ANTHROPIC_API_KEY"),
-        "{error}"
-    );
-    assert!(
-        error.contains(".missions/config.toml") && error.contains("MISSIONS_TRUST_WORKSPACE"),
-        "{error}"
-    );
+    assert!(error.contains("providers.anthropic.base_url") && error.contains("ANTHROPIC_API_KEY"), "{error}");
+    assert!(error.contains(".missions/config.toml") && error.contains("MISSIONS_TRUST_WORKSPACE"), "{error}");
 
     // Loopback keeps the key on this machine; a keyless provider has nothing to leak.
     let fixture = Fixture::new();
@@ -355,9 +265,7 @@ fn the_workspace_file_cannot_send_a_key_to_a_server_of_its_choosing() {
     fixture.load().unwrap();
     let mut fixture = Fixture::new();
     fixture.workspace_file("[providers.anthropic]\nbase_url = \"https://proxy.example\"\n");
-    fixture
-        .env
-        .insert("MISSIONS_TRUST_WORKSPACE".into(), "1".into());
+    fixture.env.insert("MISSIONS_TRUST_WORKSPACE".into(), "1".into());
     fixture.load().unwrap();
 }
 
@@ -365,31 +273,27 @@ fn the_workspace_file_cannot_send_a_key_to_a_server_of_its_choosing() {
 fn the_workspace_file_cannot_record_outside_the_workspace() {
     for bad in ["/tmp/tape.jsonl", "../outside.jsonl", "tapes/../../x.jsonl"] {
         let fixture = Fixture::new();
-        fixture.workspace_file(&format!("[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nrecord = \"{bad}\"\n"));
+        fixture.workspace_file(&format!(
+            "[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nrecord = \"{bad}\"\n"
+        ));
         let error = fixture.load().unwrap_err().to_string();
         assert!(error.contains("providers.local.record"), "{bad}: {error}");
     }
     let fixture = Fixture::new();
-    fixture.workspace_file("[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nrecord = \"tapes/run.jsonl\"\n");
+    fixture.workspace_file(
+        "[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nrecord = \"tapes/run.jsonl\"\n",
+    );
     fixture.load().unwrap();
 }
 
 #[test]
 fn loopback_urls_are_recognised() {
-    for url in [
-        "http://127.0.0.1:8080/v1",
-        "http://localhost",
-        "http://[::1]:9/x",
-        "https://user@127.0.0.2/",
-    ] {
+    for url in ["http://127.0.0.1:8080/v1", "http://localhost", "http://[::1]:9/x", "https://user@127.0.0.2/"] {
         assert!(crate::net::is_loopback_url(url), "{url}");
     }
-    for url in [
-        "https://api.anthropic.com",
-        "http://10.0.0.1",
-        "http://localhost.example",
-        "http://127.0.0.1.evil.example/",
-    ] {
+    for url in
+        ["https://api.anthropic.com", "http://10.0.0.1", "http://localhost.example", "http://127.0.0.1.evil.example/"]
+    {
         assert!(!crate::net::is_loopback_url(url), "{url}");
     }
 }

@@ -7,8 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::mission::{
-    AssertionStatus, Check, Finding, FindingStatus, Handoff, MissionState, PauseReason, Role,
-    Source, WorkStatus,
+    AssertionStatus, Check, Finding, FindingStatus, Handoff, MissionState, PauseReason, Role, Source, WorkStatus,
 };
 use crate::model::Usage;
 
@@ -86,10 +85,66 @@ pub enum Event {
         feature: String,
         status: WorkStatus,
     },
-    /// Corrective features for a milestone, from the orchestrator or from a rejection.
+    /// Corrective features for a milestone: from the orchestrator at a boundary (a
+    /// correction round), or from the user (a rejection, a "fix this finding").
     FeaturesAdded {
         milestone: String,
         features: Vec<FeatureDraft>,
+        /// `orchestrator` or `user`.
+        #[serde(default)]
+        by: Option<String>,
+    },
+    /// Work on a milestone began at this commit (the point a rollback returns to).
+    MilestoneStarted {
+        milestone: String,
+        base_commit: String,
+    },
+    /// A worker run began a feature from this commit; a run cut off restarts from it.
+    FeatureStarted {
+        milestone: String,
+        feature: String,
+        base_commit: String,
+        run_id: String,
+    },
+    /// An agent run began.
+    RunStarted {
+        run_id: String,
+        role: Role,
+        #[serde(default)]
+        milestone: Option<String>,
+        #[serde(default)]
+        feature: Option<String>,
+    },
+    /// An agent run ended: `finished`, `gave_up` or `stopped`, with a sentence.
+    RunFinished {
+        run_id: String,
+        outcome: String,
+        detail: String,
+    },
+    /// The orchestrator's decision at a milestone boundary.
+    DecisionRecorded {
+        milestone: String,
+        decision: String,
+        notes: String,
+    },
+    /// The milestone validated and its boundary commit was made.
+    MilestoneCommitted {
+        milestone: String,
+        commit: String,
+    },
+    MilestoneAccepted {
+        milestone: String,
+    },
+    MilestoneRejected {
+        milestone: String,
+        feedback: String,
+    },
+    /// The branch went back to the milestone's base; the dropped commits are kept at `saved_ref`.
+    MilestoneRolledBack {
+        milestone: String,
+        from_commit: String,
+        to_commit: String,
+        saved_ref: String,
     },
     HandoffRecorded {
         handoff: Handoff,
@@ -146,6 +201,15 @@ impl Event {
             Event::MilestoneStatusChanged { .. } => "milestone_status_changed",
             Event::FeatureStatusChanged { .. } => "feature_status_changed",
             Event::FeaturesAdded { .. } => "features_added",
+            Event::MilestoneStarted { .. } => "milestone_started",
+            Event::FeatureStarted { .. } => "feature_started",
+            Event::RunStarted { .. } => "run_started",
+            Event::RunFinished { .. } => "run_finished",
+            Event::DecisionRecorded { .. } => "decision_recorded",
+            Event::MilestoneCommitted { .. } => "milestone_committed",
+            Event::MilestoneAccepted { .. } => "milestone_accepted",
+            Event::MilestoneRejected { .. } => "milestone_rejected",
+            Event::MilestoneRolledBack { .. } => "milestone_rolled_back",
             Event::HandoffRecorded { .. } => "handoff_recorded",
             Event::AssertionsAdded { .. } => "assertions_added",
             Event::AssertionChecked { .. } => "assertion_checked",

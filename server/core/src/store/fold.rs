@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use super::events::{AssertionDraft, Event, FeatureDraft, Record};
 use crate::mission::{
-    Assertion, AssertionStatus, Budget, Contract, Cursor, Feature, Finding, Handoff, Milestone,
-    Mission, MissionState, Plan, RoleSpend, WorkStatus,
+    Assertion, AssertionStatus, Budget, Contract, Cursor, Feature, Finding, Handoff, Milestone, Mission, MissionState,
+    Plan, RoleSpend, WorkStatus,
 };
 
 /// Everything a mission's log says, folded.
@@ -26,6 +26,18 @@ pub struct Projection {
     pub findings: Vec<Finding>,
     /// Course-correction notes, in the order the user gave them.
     pub course_corrections: Vec<String>,
+    /// The commit each started milestone began at.
+    pub milestone_bases: BTreeMap<String, String>,
+    /// The commit each started feature began at.
+    pub feature_bases: BTreeMap<String, String>,
+    /// Correction rounds the orchestrator has started, per milestone.
+    pub correction_rounds: BTreeMap<String, u32>,
+    /// The boundary commit of each validated milestone.
+    pub milestone_commits: BTreeMap<String, String>,
+    /// How many rollbacks the mission has had (numbers the saved refs).
+    pub rollbacks: u32,
+    /// The agent run in progress, if one started and has not finished.
+    pub active_run: Option<crate::status::ActiveRun>,
     /// How many events were folded.
     pub events: u64,
 }
@@ -51,6 +63,34 @@ fn assertion_from(draft: &AssertionDraft) -> Assertion {
 }
 
 impl Projection {
+    fn milestone_mut(&mut self, id: &str) -> Option<&mut Milestone> {
+        self.plan.as_mut().and_then(|p| p.milestones.iter_mut().find(|m| m.id == id))
+    }
+
+    /// A rollback to the start of `milestone` undoes it and every milestone after it: their
+    /// features are pending again and their assertions unverified.
+    fn reopen_from(&mut self, milestone: &str) {
+        let Some(plan) = self.plan.as_mut() else { return };
+        let Some(start) = plan.milestones.iter().position(|m| m.id == milestone) else { return };
+        let reopened: Vec<String> = plan.milestones[start..].iter().map(|m| m.id.clone()).collect();
+        for m in &mut plan.milestones[start..] {
+            m.status = WorkStatus::Pending;
+            for f in &mut m.features {
+                f.status = WorkStatus::Pending;
+                self.feature_bases.remove(&f.id);
+            }
+        }
+        for assertion in self.contract.assertions.iter_mut().filter(|a| reopened.contains(&a.milestone)) {
+            if assertion.status != AssertionStatus::Waived {
+                assertion.status = AssertionStatus::Pending;
+            }
+        }
+        for id in &reopened {
+            self.milestone_bases.remove(id);
+            self.milestone_commits.remove(id);
+        }
+    }
+
     /// Folds a whole log.
     pub fn from_records<'a>(records: impl IntoIterator<Item = &'a Record>) -> Projection {
         let mut projection = Projection::default();
@@ -64,16 +104,7 @@ impl Projection {
         self.events += 1;
         let ts = &record.ts;
         match &record.event {
-            Event::MissionCreated {
-                id,
-                title,
-                source,
-                branch,
-                base_commit,
-                auto_accept,
-                max_tokens,
-                max_usd,
-            } => {
+            Event::MissionCreated { id, title, source, branch, base_commit, auto_accept, max_tokens, max_usd } => {
                 self.mission = Some(Mission {
                     id: id.clone(),
                     title: title.clone(),
@@ -86,11 +117,7 @@ impl Projection {
                     contract_sha256: None,
                     auto_accept: *auto_accept,
                     current: None,
-                    budget: Budget {
-                        max_tokens: *max_tokens,
-                        max_usd: *max_usd,
-                        ..Budget::default()
-                    },
+                    budget: Budget { max_tokens: *max_tokens, max_usd: *max_usd, ..Budget::default() },
                     created_at: ts.clone(),
                     updated_at: ts.clone(),
                 });
@@ -110,10 +137,7 @@ impl Projection {
                         })
                         .collect(),
                 });
-                self.contract = Contract {
-                    sha256: None,
-                    assertions: contract.iter().map(assertion_from).collect(),
-                };
+                self.contract = Contract { sha256: None, assertions: contract.iter().map(assertion_from).collect() };
             }
             Event::PlanApproved { contract_sha256 } => {
                 self.contract.sha256 = Some(contract_sha256.clone());
@@ -121,41 +145,24 @@ impl Projection {
                     mission.contract_sha256 = Some(contract_sha256.clone());
                 }
             }
-            Event::StateChanged {
-                state,
-                pause_reason,
-                detail,
-            } => {
+            Event::StateChanged { state, pause_reason, detail } => {
                 if let Some(mission) = &mut self.mission {
                     mission.state = *state;
                     mission.pause_reason = *pause_reason;
                     mission.detail = detail.clone();
                 }
             }
-            Event::CursorMoved {
-                milestone,
-                feature,
-                role,
-            } => {
+            Event::CursorMoved { milestone, feature, role } => {
                 if let Some(mission) = &mut self.mission {
-                    mission.current = if milestone.is_none() && feature.is_none() && role.is_none()
-                    {
+                    mission.current = if milestone.is_none() && feature.is_none() && role.is_none() {
                         None
                     } else {
-                        Some(Cursor {
-                            milestone: milestone.clone(),
-                            feature: feature.clone(),
-                            role: *role,
-                        })
+                        Some(Cursor { milestone: milestone.clone(), feature: feature.clone(), role: *role })
                     };
                 }
             }
             Event::MilestoneStatusChanged { milestone, status } => {
-                if let Some(m) = self
-                    .plan
-                    .as_mut()
-                    .and_then(|p| p.milestones.iter_mut().find(|m| &m.id == milestone))
-                {
+                if let Some(m) = self.plan.as_mut().and_then(|p| p.milestones.iter_mut().find(|m| &m.id == milestone)) {
                     m.status = *status;
                 }
             }
@@ -164,76 +171,87 @@ impl Projection {
                     f.status = *status;
                 }
             }
-            Event::FeaturesAdded {
-                milestone,
-                features,
-            } => {
-                if let Some(m) = self
-                    .plan
-                    .as_mut()
-                    .and_then(|p| p.milestones.iter_mut().find(|m| &m.id == milestone))
-                {
+            Event::FeaturesAdded { milestone, features, by } => {
+                if let Some(m) = self.milestone_mut(milestone) {
                     m.features.extend(features.iter().map(feature_from));
                 }
+                if by.as_deref() == Some("orchestrator") {
+                    *self.correction_rounds.entry(milestone.clone()).or_insert(0) += 1;
+                }
+            }
+            Event::MilestoneStarted { milestone, base_commit } => {
+                self.milestone_bases.insert(milestone.clone(), base_commit.clone());
+                if let Some(m) = self.milestone_mut(milestone) {
+                    m.status = WorkStatus::InProgress;
+                }
+            }
+            Event::FeatureStarted { milestone: _, feature, base_commit, run_id: _ } => {
+                self.feature_bases.insert(feature.clone(), base_commit.clone());
+                if let Some(f) = self.plan.as_mut().and_then(|p| p.feature_mut(feature)) {
+                    f.status = WorkStatus::InProgress;
+                }
+            }
+            Event::RunStarted { run_id, role, milestone, feature } => {
+                self.active_run = Some(crate::status::ActiveRun {
+                    run_id: run_id.clone(),
+                    role: *role,
+                    milestone: milestone.clone(),
+                    feature: feature.clone(),
+                    started_at: ts.clone(),
+                });
+            }
+            Event::RunFinished { run_id, .. } => {
+                if self.active_run.as_ref().is_some_and(|run| &run.run_id == run_id) {
+                    self.active_run = None;
+                }
+            }
+            Event::DecisionRecorded { .. } | Event::MilestoneRejected { .. } => {}
+            Event::MilestoneCommitted { milestone, commit } => {
+                self.milestone_commits.insert(milestone.clone(), commit.clone());
+                if let Some(m) = self.milestone_mut(milestone) {
+                    m.status = WorkStatus::Validated;
+                }
+            }
+            Event::MilestoneAccepted { milestone } => {
+                if let Some(m) = self.milestone_mut(milestone) {
+                    m.status = WorkStatus::Accepted;
+                }
+            }
+            Event::MilestoneRolledBack { milestone, .. } => {
+                self.rollbacks += 1;
+                self.reopen_from(milestone);
             }
             Event::HandoffRecorded { handoff } => {
-                self.handoffs
-                    .insert(handoff.feature.clone(), handoff.clone());
+                self.handoffs.insert(handoff.feature.clone(), handoff.clone());
             }
             Event::AssertionsAdded { assertions, .. } => {
-                self.contract
-                    .assertions
-                    .extend(assertions.iter().map(assertion_from));
+                self.contract.assertions.extend(assertions.iter().map(assertion_from));
             }
-            Event::AssertionChecked {
-                assertion, status, ..
-            } => {
-                if let Some(a) = self
-                    .contract
-                    .assertions
-                    .iter_mut()
-                    .find(|a| &a.id == assertion)
-                {
+            Event::AssertionChecked { assertion, status, .. } => {
+                if let Some(a) = self.contract.assertions.iter_mut().find(|a| &a.id == assertion) {
                     a.status = *status;
                 }
             }
             Event::AssertionWaived { assertion, .. } => {
-                if let Some(a) = self
-                    .contract
-                    .assertions
-                    .iter_mut()
-                    .find(|a| &a.id == assertion)
-                {
+                if let Some(a) = self.contract.assertions.iter_mut().find(|a| &a.id == assertion) {
                     a.status = AssertionStatus::Waived;
                 }
             }
-            Event::FindingRecorded { finding } => {
-                match self.findings.iter_mut().find(|f| f.id == finding.id) {
-                    Some(existing) => *existing = finding.clone(),
-                    None => self.findings.push(finding.clone()),
-                }
-            }
-            Event::FindingStatusChanged {
-                finding, status, ..
-            } => {
+            Event::FindingRecorded { finding } => match self.findings.iter_mut().find(|f| f.id == finding.id) {
+                Some(existing) => *existing = finding.clone(),
+                None => self.findings.push(finding.clone()),
+            },
+            Event::FindingStatusChanged { finding, status, .. } => {
                 if let Some(f) = self.findings.iter_mut().find(|f| &f.id == finding) {
                     f.status = *status;
                 }
             }
-            Event::UsageRecorded {
-                role,
-                usage,
-                cost_usd,
-                ..
-            } => {
+            Event::UsageRecorded { role, usage, cost_usd, .. } => {
                 if let Some(mission) = &mut self.mission {
                     let budget = &mut mission.budget;
                     let tokens = usage.total();
                     budget.used_tokens += tokens;
-                    let spend = budget
-                        .by_role
-                        .entry(*role)
-                        .or_insert_with(RoleSpend::default);
+                    let spend = budget.by_role.entry(*role).or_insert_with(RoleSpend::default);
                     spend.tokens += tokens;
                     match cost_usd {
                         Some(usd) => {

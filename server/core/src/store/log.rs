@@ -54,19 +54,12 @@ pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents, StoreError> {
             break;
         };
         let line = &rest[..newline];
-        let corrupt = |message: String| StoreError::Corrupt {
-            path: path.to_owned(),
-            line: line_no,
-            message,
-        };
-        let record: Record = serde_json::from_slice(line)
-            .map_err(|error| corrupt(format!("not a valid event: {error}")))?;
+        let corrupt = |message: String| StoreError::Corrupt { path: path.to_owned(), line: line_no, message };
+        let record: Record =
+            serde_json::from_slice(line).map_err(|error| corrupt(format!("not a valid event: {error}")))?;
         let expected_seq = records.len() as u64 + 1;
         if record.seq != expected_seq {
-            return Err(corrupt(format!(
-                "sequence number {} where {expected_seq} was expected",
-                record.seq
-            )));
+            return Err(corrupt(format!("sequence number {} where {expected_seq} was expected", record.seq)));
         }
         if record.prev != last_hash {
             return Err(corrupt(
@@ -78,20 +71,12 @@ pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents, StoreError> {
         records.push(record);
         offset += newline + 1;
     }
-    Ok(LogContents {
-        records,
-        last_hash,
-        valid_len: offset as u64,
-        warnings,
-    })
+    Ok(LogContents { records, last_hash, valid_len: offset as u64, warnings })
 }
 
 /// Reads and verifies a log without locking it (for `status` and other readers).
 pub fn read_log(path: &Path) -> Result<LogContents, StoreError> {
-    let bytes = std::fs::read(path).map_err(|source| StoreError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| StoreError::Io { path: path.to_owned(), source })?;
     parse_log(path, &bytes)
 }
 
@@ -113,32 +98,17 @@ pub struct EventLog {
 /// Who holds a mission's lock: written into the lock file so a refused process can say who.
 fn holder_description() -> String {
     let command: Vec<String> = std::env::args().collect();
-    format!(
-        "pid {} ({}) since {}",
-        std::process::id(),
-        command.join(" "),
-        crate::now_rfc3339()
-    )
+    format!("pid {} ({}) since {}", std::process::id(), command.join(" "), crate::now_rfc3339())
 }
 
 fn acquire_lock(dir: &Path) -> Result<File, StoreError> {
     let path = dir.join("events.lock");
-    let io = |source| StoreError::Io {
-        path: path.clone(),
-        source,
-    };
-    let mut lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io)?;
+    let io = |source| StoreError::Io { path: path.clone(), source };
+    let mut lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
     match lock.try_lock() {
         Ok(()) => {
             lock.set_len(0).map_err(io)?;
-            lock.write_all(holder_description().as_bytes())
-                .map_err(io)?;
+            lock.write_all(holder_description().as_bytes()).map_err(io)?;
             Ok(lock)
         }
         Err(TryLockError::WouldBlock) => {
@@ -146,15 +116,8 @@ fn acquire_lock(dir: &Path) -> Result<File, StoreError> {
             // The holder wrote its description after locking; an empty read means it is
             // between the two steps, which is still a live holder.
             let _ = lock.read_to_string(&mut holder);
-            let holder = if holder.trim().is_empty() {
-                "another process".to_owned()
-            } else {
-                holder
-            };
-            Err(StoreError::Locked {
-                dir: dir.to_owned(),
-                holder,
-            })
+            let holder = if holder.trim().is_empty() { "another process".to_owned() } else { holder };
+            Err(StoreError::Locked { dir: dir.to_owned(), holder })
         }
         Err(TryLockError::Error(source)) => Err(io(source)),
     }
@@ -173,46 +136,23 @@ impl EventLog {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let lock = acquire_lock(dir)?;
         let path = dir.join("events.jsonl");
-        let record = Record {
-            seq: 1,
-            ts: crate::now_rfc3339(),
-            prev: GENESIS.to_owned(),
-            event: first,
-        };
-        let mut line = serde_json::to_vec(&record).map_err(|error| StoreError::Encode {
-            message: error.to_string(),
-        })?;
+        let record = Record { seq: 1, ts: crate::now_rfc3339(), prev: GENESIS.to_owned(), event: first };
+        let mut line =
+            serde_json::to_vec(&record).map_err(|error| StoreError::Encode { message: error.to_string() })?;
         let hash = line_hash(&line);
         line.push(b'\n');
         let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
         temp.write_all(&line).map_err(io(&path))?;
         temp.as_file().sync_all().map_err(io(&path))?;
-        temp.persist_noclobber(&path)
-            .map_err(|error| StoreError::Io {
-                path: path.clone(),
-                source: error.error,
-            })?;
+        temp.persist_noclobber(&path).map_err(|error| StoreError::Io { path: path.clone(), source: error.error })?;
         // The new directory entries must be durable too, or a crash can lose a mission whose
         // creation was already reported.
-        for directory in [Some(dir), dir.parent(), dir.parent().and_then(Path::parent)]
-            .into_iter()
-            .flatten()
-        {
+        for directory in [Some(dir), dir.parent(), dir.parent().and_then(Path::parent)].into_iter().flatten() {
             sync_dir(directory)?;
         }
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        let log = EventLog {
-            path,
-            file,
-            _lock: lock,
-            len: line.len() as u64,
-            next_seq: 2,
-            last_hash: hash,
-            poisoned: None,
-        };
+        let file = OpenOptions::new().append(true).open(&path).map_err(io(&path))?;
+        let log =
+            EventLog { path, file, _lock: lock, len: line.len() as u64, next_seq: 2, last_hash: hash, poisoned: None };
         Ok((log, record))
     }
 
@@ -225,14 +165,8 @@ impl EventLog {
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
-            .map_err(|source| StoreError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        let io = |source| StoreError::Io {
-            path: path.clone(),
-            source,
-        };
+            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        let io = |source| StoreError::Io { path: path.clone(), source };
         if file.metadata().map_err(io)?.len() != contents.valid_len {
             file.set_len(contents.valid_len).map_err(io)?;
             file.sync_all().map_err(io)?;
@@ -253,38 +187,20 @@ impl EventLog {
     /// state change that a crash could still take back.
     pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
         if let Some(reason) = &self.poisoned {
-            return Err(StoreError::Poisoned {
-                path: self.path.clone(),
-                reason: reason.clone(),
-            });
+            return Err(StoreError::Poisoned { path: self.path.clone(), reason: reason.clone() });
         }
-        let record = Record {
-            seq: self.next_seq,
-            ts: crate::now_rfc3339(),
-            prev: self.last_hash.clone(),
-            event,
-        };
-        let mut line = serde_json::to_vec(&record).map_err(|error| StoreError::Encode {
-            message: error.to_string(),
-        })?;
+        let record = Record { seq: self.next_seq, ts: crate::now_rfc3339(), prev: self.last_hash.clone(), event };
+        let mut line =
+            serde_json::to_vec(&record).map_err(|error| StoreError::Encode { message: error.to_string() })?;
         let hash = line_hash(&line);
         line.push(b'\n');
-        if let Err(source) = self
-            .file
-            .write_all(&line)
-            .and_then(|()| self.file.sync_data())
-        {
+        if let Err(source) = self.file.write_all(&line).and_then(|()| self.file.sync_data()) {
             // Cut a partly written line back off, so the log stays a sequence of whole events
             // and the next append does not glue onto garbage.
             if let Err(cut) = self.file.set_len(self.len) {
-                self.poisoned = Some(format!(
-                    "a failed append ({source}) could not be cut back off ({cut})"
-                ));
+                self.poisoned = Some(format!("a failed append ({source}) could not be cut back off ({cut})"));
             }
-            return Err(StoreError::Io {
-                path: self.path.clone(),
-                source,
-            });
+            return Err(StoreError::Io { path: self.path.clone(), source });
         }
         self.len += line.len() as u64;
         self.next_seq += 1;
@@ -301,8 +217,5 @@ impl EventLog {
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|source| StoreError::Io {
-            path: dir.to_owned(),
-            source,
-        })
+        .map_err(|source| StoreError::Io { path: dir.to_owned(), source })
 }

@@ -25,10 +25,7 @@ pub use fold::Projection;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("mission {dir} is being driven by another process: {holder}")]
     Locked { dir: PathBuf, holder: String },
     #[error("no mission `{id}` in {root}")]
@@ -37,18 +34,12 @@ pub enum StoreError {
         "{path} line {line} is corrupt: {message}. The log is the mission's source of truth, so it is left \
          untouched; restore it from a backup or move the mission directory aside"
     )]
-    Corrupt {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Corrupt { path: PathBuf, line: usize, message: String },
     #[error("cannot encode an event: {message}")]
     Encode { message: String },
     #[error("{path} holds no mission_created event")]
     Empty { path: PathBuf },
-    #[error(
-        "{path} refuses further appends: {reason}. Reopen the mission to verify and repair the log"
-    )]
+    #[error("{path} refuses further appends: {reason}. Reopen the mission to verify and repair the log")]
     Poisoned { path: PathBuf, reason: String },
 }
 
@@ -82,10 +73,7 @@ pub fn mission_dir(workspace: &Path, id: &str) -> Result<PathBuf, StoreError> {
     if valid_id && dir.join("events.jsonl").is_file() {
         Ok(dir)
     } else {
-        Err(StoreError::NotFound {
-            id: id.to_owned(),
-            root,
-        })
+        Err(StoreError::NotFound { id: id.to_owned(), root })
     }
 }
 
@@ -117,18 +105,11 @@ impl MissionStore {
     /// `MissionCreated`.
     pub fn create(workspace: &Path, created: Event) -> Result<MissionStore, StoreError> {
         let Event::MissionCreated { id, .. } = &created else {
-            return Err(StoreError::Encode {
-                message: "a mission log must start with mission_created".to_owned(),
-            });
+            return Err(StoreError::Encode { message: "a mission log must start with mission_created".to_owned() });
         };
         let dir = missions_root(workspace).join(id);
         let (log, record) = log::EventLog::create(&dir, created)?;
-        let mut store = MissionStore {
-            dir,
-            log,
-            projection: Projection::default(),
-            written: HashMap::new(),
-        };
+        let mut store = MissionStore { dir, log, projection: Projection::default(), written: HashMap::new() };
         store.projection.apply(&record);
         store.refresh_projections();
         Ok(store)
@@ -140,16 +121,9 @@ impl MissionStore {
         let (log, contents) = log::EventLog::open(dir)?;
         let projection = Projection::from_records(&contents.records);
         if projection.mission.is_none() {
-            return Err(StoreError::Empty {
-                path: log.path().to_owned(),
-            });
+            return Err(StoreError::Empty { path: log.path().to_owned() });
         }
-        let mut store = MissionStore {
-            dir: dir.to_owned(),
-            log,
-            projection,
-            written: HashMap::new(),
-        };
+        let mut store = MissionStore { dir: dir.to_owned(), log, projection, written: HashMap::new() };
         store.write_projections()?;
         Ok((store, contents.warnings))
     }
@@ -196,10 +170,7 @@ impl MissionStore {
 /// Writes `bytes` to `path` so that a reader sees either the old file or the whole new one:
 /// a temporary file in the same directory, fsync'd, then renamed over the target.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let io = |source| StoreError::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = |source| StoreError::Io { path: path.to_owned(), source };
     let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io)?;
     let mut temp = tempfile::NamedTempFile::new_in(parent).map_err(io)?;

@@ -7,9 +7,8 @@ use super::{Projection, StoreError};
 use crate::mission::{AssertionStatus, Check, Contract, Plan, WorkStatus};
 
 fn json(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|error| StoreError::Encode {
-        message: error.to_string(),
-    })?;
+    let mut bytes =
+        serde_json::to_vec_pretty(value).map_err(|error| StoreError::Encode { message: error.to_string() })?;
     bytes.push(b'\n');
     Ok(bytes)
 }
@@ -17,28 +16,13 @@ fn json(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
 /// A file name for an id: ids are checked by the engine, but a file name is built from them
 /// here, so anything that could climb out of `handoffs/` is replaced anyway.
 fn file_stem(id: &str) -> String {
-    let stem: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if stem.starts_with('.') {
-        format!("_{stem}")
-    } else {
-        stem
-    }
+    let stem: String =
+        id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    if stem.starts_with('.') { format!("_{stem}") } else { stem }
 }
 
 /// Every projection file of a mission and its bytes.
-pub fn projection_files(
-    dir: &Path,
-    projection: &Projection,
-) -> Result<Vec<(PathBuf, Vec<u8>)>, StoreError> {
+pub fn projection_files(dir: &Path, projection: &Projection) -> Result<Vec<(PathBuf, Vec<u8>)>, StoreError> {
     let mut files = Vec::new();
     if let Some(mission) = &projection.mission {
         files.push((dir.join("mission.json"), json(mission)?));
@@ -47,17 +31,10 @@ pub fn projection_files(
         files.push((dir.join("plan.json"), json(plan)?));
         files.push((dir.join("plan.md"), plan_markdown(plan).into_bytes()));
         files.push((dir.join("contract.json"), json(&projection.contract)?));
-        files.push((
-            dir.join("contract.md"),
-            contract_markdown(&projection.contract).into_bytes(),
-        ));
+        files.push((dir.join("contract.md"), contract_markdown(&projection.contract).into_bytes()));
     }
     for (feature, handoff) in &projection.handoffs {
-        files.push((
-            dir.join("handoffs")
-                .join(format!("{}.json", file_stem(feature))),
-            json(handoff)?,
-        ));
+        files.push((dir.join("handoffs").join(format!("{}.json", file_stem(feature))), json(handoff)?));
     }
     files.push((dir.join("findings.json"), json(&projection.findings)?));
     Ok(files)
@@ -77,26 +54,10 @@ fn work_status(status: WorkStatus) -> &'static str {
 pub fn plan_markdown(plan: &Plan) -> String {
     let mut out = format!("# {}\n\n{}\n", plan.title, plan.summary.trim());
     for milestone in &plan.milestones {
-        let _ = write!(
-            out,
-            "\n## {}: {} ({})\n\n",
-            milestone.id,
-            milestone.title,
-            work_status(milestone.status)
-        );
+        let _ = write!(out, "\n## {}: {} ({})\n\n", milestone.id, milestone.title, work_status(milestone.status));
         for feature in &milestone.features {
-            let mark = if matches!(feature.status, WorkStatus::Pending | WorkStatus::InProgress) {
-                ' '
-            } else {
-                'x'
-            };
-            let _ = writeln!(
-                out,
-                "- [{mark}] **{}**: {} ({})",
-                feature.id,
-                feature.title,
-                work_status(feature.status)
-            );
+            let mark = if matches!(feature.status, WorkStatus::Pending | WorkStatus::InProgress) { ' ' } else { 'x' };
+            let _ = writeln!(out, "- [{mark}] **{}**: {} ({})", feature.id, feature.title, work_status(feature.status));
             for line in feature.description.trim().lines() {
                 let _ = writeln!(out, "  {line}");
             }
@@ -133,17 +94,9 @@ pub fn contract_markdown(contract: &Contract) -> String {
             AssertionStatus::Failing => "failing",
             AssertionStatus::Waived => "waived",
         };
-        let _ = write!(
-            out,
-            "\n### {} ({status})\n\n{}\n\n",
-            assertion.id,
-            assertion.description.trim()
-        );
+        let _ = write!(out, "\n### {} ({status})\n\n{}\n\n", assertion.id, assertion.description.trim());
         match &assertion.check {
-            Check::Command {
-                command,
-                expect_exit,
-            } => {
+            Check::Command { command, expect_exit } => {
                 let _ = writeln!(out, "Check: run `{command}`, expect exit {expect_exit}.");
             }
             Check::Review { rubric } => {

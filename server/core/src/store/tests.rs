@@ -4,10 +4,7 @@ use crate::model::Usage;
 
 /// A log that touches every kind of event, as a mission would write it.
 pub(crate) fn sample_events(id: &str) -> Vec<Event> {
-    let check = |c: &str| Check::Command {
-        command: c.to_owned(),
-        expect_exit: 0,
-    };
+    let check = |c: &str| Check::Command { command: c.to_owned(), expect_exit: 0 };
     let finding = |n: u32, status| Finding {
         id: format!("F{n}"),
         milestone: "M1".into(),
@@ -26,11 +23,7 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
         Event::MissionCreated {
             id: id.to_owned(),
             title: "Add slugify — ünïcode ✓".into(),
-            source: Source {
-                kind: SourceKind::Text,
-                item_id: None,
-                text: "Add slugify".into(),
-            },
+            source: Source { kind: SourceKind::Text, item_id: None, text: "Add slugify".into() },
             branch: format!("missions/{id}"),
             base_commit: "abc123".into(),
             auto_accept: false,
@@ -59,40 +52,30 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
                 check: check("pytest -q"),
             }],
         },
-        Event::StateChanged {
-            state: MissionState::AwaitingApproval,
-            pause_reason: None,
-            detail: None,
+        Event::StateChanged { state: MissionState::AwaitingApproval, pause_reason: None, detail: None },
+        Event::PlanApproved { contract_sha256: "d".repeat(64) },
+        Event::StateChanged { state: MissionState::Running, pause_reason: None, detail: None },
+        Event::CursorMoved { milestone: Some("M1".into()), feature: Some("F1".into()), role: Some(Role::Worker) },
+        Event::MilestoneStarted { milestone: "M1".into(), base_commit: "abc123".into() },
+        Event::FeatureStarted {
+            milestone: "M1".into(),
+            feature: "F1".into(),
+            base_commit: "abc123".into(),
+            run_id: "worker-1".into(),
         },
-        Event::PlanApproved {
-            contract_sha256: "d".repeat(64),
-        },
-        Event::StateChanged {
-            state: MissionState::Running,
-            pause_reason: None,
-            detail: None,
-        },
-        Event::CursorMoved {
+        Event::RunStarted {
+            run_id: "worker-1".into(),
+            role: Role::Worker,
             milestone: Some("M1".into()),
             feature: Some("F1".into()),
-            role: Some(Role::Worker),
         },
-        Event::FeatureStatusChanged {
-            feature: "F1".into(),
-            status: WorkStatus::InProgress,
-        },
+        Event::FeatureStatusChanged { feature: "F1".into(), status: WorkStatus::InProgress },
         Event::UsageRecorded {
             role: Role::Worker,
             run_id: "worker-1".into(),
             provider: "p".into(),
             model: "m".into(),
-            usage: Usage {
-                input: 10,
-                output: 5,
-                cache_read: 100,
-                cache_write: 20,
-                reasoning: 0,
-            },
+            usage: Usage { input: 10, output: 5, cache_read: 100, cache_write: 20, reasoning: 0 },
             cost_usd: Some(0.01),
         },
         Event::HandoffRecorded {
@@ -102,17 +85,11 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
                 summary: "done".into(),
                 completed: vec!["slugify".into()],
                 skipped: vec![],
-                commands: vec![ClaimedCommand {
-                    command: "pytest -q".into(),
-                    exit_code: 0,
-                }],
+                commands: vec![ClaimedCommand { command: "pytest -q".into(), exit_code: 0 }],
                 issues: vec![],
                 procedures_followed: true,
                 procedure_notes: String::new(),
-                files_changed: vec![FileChange {
-                    path: "src/slug.py".into(),
-                    ranges: vec![[1, 9]],
-                }],
+                files_changed: vec![FileChange { path: "src/slug.py".into(), ranges: vec![[1, 9]] }],
                 commit: Some("def456".into()),
                 observed_commands: vec![ObservedCommand {
                     command: "pytest -q".into(),
@@ -121,23 +98,17 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
                 }],
             },
         },
-        Event::FeatureStatusChanged {
-            feature: "F1".into(),
-            status: WorkStatus::Done,
+        Event::RunFinished { run_id: "worker-1".into(), outcome: "finished".into(), detail: "handed off".into() },
+        Event::FeatureStatusChanged { feature: "F1".into(), status: WorkStatus::Done },
+        Event::StateChanged { state: MissionState::Validating, pause_reason: None, detail: None },
+        Event::RunStarted {
+            run_id: "review-1".into(),
+            role: Role::Reviewer,
+            milestone: Some("M1".into()),
+            feature: Some("F1".into()),
         },
-        Event::StateChanged {
-            state: MissionState::Validating,
-            pause_reason: None,
-            detail: None,
-        },
-        Event::AssertionChecked {
-            assertion: "A1".into(),
-            status: AssertionStatus::Failing,
-            evidence: "exit 1".into(),
-        },
-        Event::FindingRecorded {
-            finding: finding(1, FindingStatus::Open),
-        },
+        Event::AssertionChecked { assertion: "A1".into(), status: AssertionStatus::Failing, evidence: "exit 1".into() },
+        Event::FindingRecorded { finding: finding(1, FindingStatus::Open) },
         Event::FeaturesAdded {
             milestone: "M1".into(),
             features: vec![FeatureDraft {
@@ -146,7 +117,9 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
                 description: "handle ''".into(),
                 assertions: vec!["A1".into()],
             }],
+            by: Some("orchestrator".into()),
         },
+        Event::DecisionRecorded { milestone: "M1".into(), decision: "correct".into(), notes: "fix empty input".into() },
         Event::AssertionsAdded {
             assertions: vec![AssertionDraft {
                 id: "A2".into(),
@@ -161,34 +134,15 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
             run_id: "orch-1".into(),
             provider: "p".into(),
             model: "unpriced".into(),
-            usage: Usage {
-                input: 1,
-                output: 1,
-                ..Usage::default()
-            },
+            usage: Usage { input: 1, output: 1, ..Usage::default() },
             cost_usd: None,
         },
-        Event::CourseCorrectionNoted {
-            note: "use unicodedata".into(),
-        },
-        Event::AssertionChecked {
-            assertion: "A1".into(),
-            status: AssertionStatus::Passing,
-            evidence: "ok".into(),
-        },
-        Event::FindingStatusChanged {
-            finding: "F1".into(),
-            status: FindingStatus::Fixed,
-            reason: None,
-        },
-        Event::AssertionWaived {
-            assertion: "A2".into(),
-            reason: "user says so".into(),
-        },
-        Event::MilestoneStatusChanged {
-            milestone: "M1".into(),
-            status: WorkStatus::Validated,
-        },
+        Event::CourseCorrectionNoted { note: "use unicodedata".into() },
+        Event::AssertionChecked { assertion: "A1".into(), status: AssertionStatus::Passing, evidence: "ok".into() },
+        Event::FindingStatusChanged { finding: "F1".into(), status: FindingStatus::Fixed, reason: None },
+        Event::AssertionWaived { assertion: "A2".into(), reason: "user says so".into() },
+        Event::MilestoneCommitted { milestone: "M1".into(), commit: "fed789".into() },
+        Event::MilestoneRejected { milestone: "M1".into(), feedback: "also handle emoji".into() },
         Event::AutoAcceptSet { auto_accept: true },
         Event::StateChanged {
             state: MissionState::Paused,
@@ -222,47 +176,52 @@ fn the_fold_builds_every_projection() {
     assert_eq!(mission.budget.used_tokens, 135 + 2);
     assert_eq!(mission.budget.by_role[&Role::Worker].tokens, 135);
     assert!((mission.budget.used_usd - 0.01).abs() < 1e-12);
-    assert!(
-        mission.budget.usd_unknown,
-        "an unpriced call makes the dollar total a lower bound"
-    );
+    assert!(mission.budget.usd_unknown, "an unpriced call makes the dollar total a lower bound");
     let plan = projection.plan.as_ref().unwrap();
     assert_eq!(plan.milestones[0].features.len(), 2);
     assert_eq!(plan.milestones[0].status, WorkStatus::Validated);
-    let statuses: Vec<_> = projection
-        .contract
-        .assertions
-        .iter()
-        .map(|a| a.status)
-        .collect();
-    assert_eq!(
-        statuses,
-        vec![AssertionStatus::Passing, AssertionStatus::Waived]
-    );
+    let statuses: Vec<_> = projection.contract.assertions.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, vec![AssertionStatus::Passing, AssertionStatus::Waived]);
     assert_eq!(projection.findings[0].status, FindingStatus::Fixed);
     assert_eq!(projection.handoffs["F1"].commit.as_deref(), Some("def456"));
-    assert_eq!(
-        projection.course_corrections,
-        vec!["use unicodedata".to_owned()]
-    );
+    assert_eq!(projection.course_corrections, vec!["use unicodedata".to_owned()]);
+    assert_eq!(projection.correction_rounds["M1"], 1);
+    assert_eq!(projection.milestone_bases["M1"], "abc123");
+    assert_eq!(projection.feature_bases["F1"], "abc123");
+    assert_eq!(projection.milestone_commits["M1"], "fed789");
+    // The reviewer's run started and never finished: it is the active run.
+    assert_eq!(projection.active_run.as_ref().map(|r| r.run_id.as_str()), Some("review-1"));
+}
+
+#[test]
+fn a_rollback_reopens_its_milestone_and_every_later_one() {
+    let mut projection = Projection::default();
+    let mut events = sample_events("m1");
+    events.push(Event::MilestoneAccepted { milestone: "M1".into() });
+    events.push(Event::MilestoneRolledBack {
+        milestone: "M1".into(),
+        from_commit: "fed789".into(),
+        to_commit: "abc123".into(),
+        saved_ref: "refs/missions/m1/rolled-back/1".into(),
+    });
+    for (seq, event) in events.into_iter().enumerate() {
+        projection.apply(&Record { seq: seq as u64 + 1, ts: "t".into(), prev: String::new(), event });
+    }
+    let plan = projection.plan.as_ref().unwrap();
+    assert_eq!(plan.milestones[0].status, WorkStatus::Pending);
+    assert!(plan.milestones[0].features.iter().all(|f| f.status == WorkStatus::Pending));
+    let statuses: Vec<_> = projection.contract.assertions.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, vec![AssertionStatus::Pending, AssertionStatus::Waived], "a waiver survives a rollback");
+    assert_eq!(projection.rollbacks, 1);
+    assert!(projection.milestone_bases.is_empty() && projection.feature_bases.is_empty());
 }
 
 #[test]
 fn projections_are_written_and_rebuilt_from_the_log_alone() {
     let (_dir, mission_dir) = workspace_with_log("m1");
-    let names = [
-        "mission.json",
-        "plan.json",
-        "plan.md",
-        "contract.json",
-        "contract.md",
-        "findings.json",
-        "handoffs/F1.json",
-    ];
-    let before: Vec<String> = names
-        .iter()
-        .map(|n| std::fs::read_to_string(mission_dir.join(n)).unwrap())
-        .collect();
+    let names =
+        ["mission.json", "plan.json", "plan.md", "contract.json", "contract.md", "findings.json", "handoffs/F1.json"];
+    let before: Vec<String> = names.iter().map(|n| std::fs::read_to_string(mission_dir.join(n)).unwrap()).collect();
     let mission: Mission = serde_json::from_str(&before[0]).unwrap();
     assert_eq!(mission.id, "m1");
     assert!(before[4].contains("### A1 (passing)"), "{}", before[4]);
@@ -270,16 +229,10 @@ fn projections_are_written_and_rebuilt_from_the_log_alone() {
         std::fs::remove_file(mission_dir.join(name)).unwrap();
     }
     // Readers never need the projections.
-    assert_eq!(
-        load_projection(&mission_dir).unwrap().0.mission.unwrap().id,
-        "m1"
-    );
+    assert_eq!(load_projection(&mission_dir).unwrap().0.mission.unwrap().id, "m1");
     // Opening for writing rebuilds them byte for byte.
     let (_store, _) = MissionStore::open(&mission_dir).unwrap();
-    let after: Vec<String> = names
-        .iter()
-        .map(|n| std::fs::read_to_string(mission_dir.join(n)).unwrap())
-        .collect();
+    let after: Vec<String> = names.iter().map(|n| std::fs::read_to_string(mission_dir.join(n)).unwrap()).collect();
     assert_eq!(before, after);
 }
 
@@ -298,8 +251,7 @@ fn fold_after_truncation_at_every_byte_offset_is_consistent() {
     }
     for cut in 0..=bytes.len() {
         let prefix = &bytes[..cut];
-        let contents =
-            log::parse_log(&path, prefix).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let contents = log::parse_log(&path, prefix).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         let whole_lines = prefix.iter().filter(|b| **b == b'\n').count();
         assert_eq!(contents.records.len(), whole_lines, "cut at {cut}");
         assert_eq!(
@@ -307,11 +259,7 @@ fn fold_after_truncation_at_every_byte_offset_is_consistent() {
             usize::from(!prefix.is_empty() && !prefix.ends_with(b"\n")),
             "cut at {cut}"
         );
-        assert_eq!(
-            Projection::from_records(&contents.records),
-            prefixes[whole_lines],
-            "cut at {cut}"
-        );
+        assert_eq!(Projection::from_records(&contents.records), prefixes[whole_lines], "cut at {cut}");
     }
 }
 
@@ -327,11 +275,7 @@ fn a_torn_tail_is_dropped_on_open_and_appending_continues_the_chain() {
     let (mut store, warnings) = MissionStore::open(&mission_dir).unwrap();
     assert_eq!(warnings.len(), 1);
     assert!(warnings[0].contains("incomplete last line"), "{warnings:?}");
-    store
-        .append(Event::CourseCorrectionNoted {
-            note: "after crash".into(),
-        })
-        .unwrap();
+    store.append(Event::CourseCorrectionNoted { note: "after crash".into() }).unwrap();
     drop(store);
     let contents = log::read_log(&path).unwrap();
     assert_eq!(contents.records.len(), whole + 1);
@@ -349,35 +293,22 @@ fn a_broken_chain_in_the_middle_is_an_error_not_a_repair() {
     assert_ne!(tampered, original);
     std::fs::write(&path, &tampered).unwrap();
     let error = MissionStore::open(&mission_dir).unwrap_err();
-    assert!(
-        matches!(error, StoreError::Corrupt { line: 3, .. }),
-        "{error}"
-    );
+    assert!(matches!(error, StoreError::Corrupt { line: 3, .. }), "{error}");
     assert!(error.to_string().contains("hash chain broken"), "{error}");
-    assert_eq!(
-        std::fs::read_to_string(&path).unwrap(),
-        tampered,
-        "a corrupt log is never rewritten"
-    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), tampered, "a corrupt log is never rewritten");
 
     // Losing a line in the middle is caught too.
     let mut lines: Vec<&str> = original.lines().collect();
     lines.remove(4);
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     let error = load_projection(&mission_dir).unwrap_err();
-    assert!(
-        matches!(error, StoreError::Corrupt { line: 5, .. }),
-        "{error}"
-    );
+    assert!(matches!(error, StoreError::Corrupt { line: 5, .. }), "{error}");
 
     // Garbage in a whole line in the middle is corruption, not a torn tail.
     let mut lines: Vec<&str> = original.lines().collect();
     lines[2] = "{not json";
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    assert!(matches!(
-        load_projection(&mission_dir).unwrap_err(),
-        StoreError::Corrupt { line: 3, .. }
-    ));
+    assert!(matches!(load_projection(&mission_dir).unwrap_err(), StoreError::Corrupt { line: 3, .. }));
 }
 
 #[test]
@@ -387,20 +318,14 @@ fn a_second_writer_is_refused_and_told_who_holds_the_mission() {
     let error = MissionStore::open(&mission_dir).unwrap_err();
     match &error {
         StoreError::Locked { holder, .. } => {
-            assert!(
-                holder.contains(&format!("pid {}", std::process::id())),
-                "{holder}"
-            );
+            assert!(holder.contains(&format!("pid {}", std::process::id())), "{holder}");
         }
         other => panic!("expected Locked, got {other}"),
     }
     // Readers are not writers: status still works while a driver holds the lock.
     assert!(load_projection(&mission_dir).is_ok());
     drop(first);
-    assert!(
-        MissionStore::open(&mission_dir).is_ok(),
-        "the lock is released with its holder"
-    );
+    assert!(MissionStore::open(&mission_dir).is_ok(), "the lock is released with its holder");
 }
 
 #[test]
@@ -408,18 +333,9 @@ fn missions_are_listed_and_unknown_ids_refused() {
     let (dir, _mission_dir) = workspace_with_log("20261121-b-0001");
     let mut events = sample_events("20261120-a-0002").into_iter();
     drop(MissionStore::create(dir.path(), events.next().unwrap()).unwrap());
-    assert_eq!(
-        list_missions(dir.path()).unwrap(),
-        vec!["20261120-a-0002", "20261121-b-0001"]
-    );
+    assert_eq!(list_missions(dir.path()).unwrap(), vec!["20261120-a-0002", "20261121-b-0001"]);
     for bad in ["nope", "..", "", "../x"] {
-        assert!(
-            matches!(
-                mission_dir(dir.path(), bad),
-                Err(StoreError::NotFound { .. })
-            ),
-            "{bad}"
-        );
+        assert!(matches!(mission_dir(dir.path(), bad), Err(StoreError::NotFound { .. })), "{bad}");
     }
     assert!(mission_dir(dir.path(), "20261121-b-0001").is_ok());
 }
@@ -430,24 +346,12 @@ fn contract_digest_ignores_order_and_status_but_not_content() {
         id: id.into(),
         milestone: "M1".into(),
         description: "d".into(),
-        check: Check::Command {
-            command: command.into(),
-            expect_exit: 0,
-        },
+        check: Check::Command { command: command.into(), expect_exit: 0 },
         status,
     };
-    let a = [
-        assertion("A1", "x", AssertionStatus::Pending),
-        assertion("A2", "y", AssertionStatus::Pending),
-    ];
-    let b = [
-        assertion("A2", "y", AssertionStatus::Failing),
-        assertion("A1", "x", AssertionStatus::Passing),
-    ];
-    let c = [
-        assertion("A1", "x", AssertionStatus::Pending),
-        assertion("A2", "true", AssertionStatus::Pending),
-    ];
+    let a = [assertion("A1", "x", AssertionStatus::Pending), assertion("A2", "y", AssertionStatus::Pending)];
+    let b = [assertion("A2", "y", AssertionStatus::Failing), assertion("A1", "x", AssertionStatus::Passing)];
+    let c = [assertion("A1", "x", AssertionStatus::Pending), assertion("A2", "true", AssertionStatus::Pending)];
     assert_eq!(contract_digest(&a), contract_digest(&b));
     assert_ne!(contract_digest(&a), contract_digest(&c));
     assert_eq!(contract_digest(&a).len(), 64);
@@ -462,20 +366,12 @@ fn a_projection_that_cannot_be_written_does_not_fail_a_durable_append() {
     let blocker = store.dir().join("plan.json");
     std::fs::create_dir(&blocker).unwrap();
     let plan_submitted = events.next().unwrap();
-    let record = store
-        .append(plan_submitted)
-        .expect("the event is durable, so append succeeds");
+    let record = store.append(plan_submitted).expect("the event is durable, so append succeeds");
     assert_eq!(record.seq, 2);
     assert!(store.projection().plan.is_some());
     assert!(blocker.is_dir(), "the stale projection is left for later");
     // The log has the event; once the obstacle is gone the next append heals the projection.
-    assert_eq!(
-        log::read_log(&store.dir().join("events.jsonl"))
-            .unwrap()
-            .records
-            .len(),
-        2
-    );
+    assert_eq!(log::read_log(&store.dir().join("events.jsonl")).unwrap().records.len(), 2);
     std::fs::remove_dir(&blocker).unwrap();
     store.append(events.next().unwrap()).unwrap();
     let plan: Plan = serde_json::from_str(&std::fs::read_to_string(&blocker).unwrap()).unwrap();
@@ -501,11 +397,7 @@ fn a_new_mission_appears_whole_with_its_first_event() {
     drop(store);
     let again = MissionStore::create(dir.path(), sample_events("m1").remove(0));
     assert!(again.is_err());
-    assert_eq!(
-        std::fs::read_to_string(mission_dir(dir.path(), "m1").unwrap().join("events.jsonl"))
-            .unwrap(),
-        log_text
-    );
+    assert_eq!(std::fs::read_to_string(mission_dir(dir.path(), "m1").unwrap().join("events.jsonl")).unwrap(), log_text);
 }
 
 #[test]
@@ -514,21 +406,12 @@ fn one_unreadable_mission_does_not_hide_the_others() {
     let mut events = sample_events("20261121-fine-0002").into_iter();
     drop(MissionStore::create(dir.path(), events.next().unwrap()).unwrap());
     let path = broken_dir.join("events.jsonl");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replacen("\"seq\":2", "\"seq\":7", 1);
+    let text = std::fs::read_to_string(&path).unwrap().replacen("\"seq\":2", "\"seq\":7", 1);
     std::fs::write(&path, text).unwrap();
     let status = crate::status::workspace_snapshots(dir.path()).unwrap();
-    let ids: Vec<&str> = status
-        .snapshots
-        .iter()
-        .map(|s| s.mission.id.as_str())
-        .collect();
+    let ids: Vec<&str> = status.snapshots.iter().map(|s| s.mission.id.as_str()).collect();
     assert_eq!(ids, ["20261121-fine-0002"]);
     assert_eq!(status.unreadable.len(), 1);
     assert_eq!(status.unreadable[0].0, "20261120-broken-0001");
-    assert!(matches!(
-        status.unreadable[0].1,
-        StoreError::Corrupt { line: 2, .. }
-    ));
+    assert!(matches!(status.unreadable[0].1, StoreError::Corrupt { line: 2, .. }));
 }

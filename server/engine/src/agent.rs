@@ -1,0 +1,269 @@
+//! The agent loop, the same for every role: model turn → tool calls → tool results → … until
+//! the run's terminal tool is accepted, with a turn limit, a context budget, budget checks
+//! before every call, control checks between steps, and a transcript of every exchange.
+//!
+//! A run ends in a [`RunEnd`]: finished (the terminal tool's checked output), gave up (the
+//! model would not finish), or stopped (budget, pause, cancel, an editor conflict, or a
+//! provider that kept failing). What a role's run *means* is not known here: the terminal
+//! tool ([`Terminal`]) checks its own input, and the engine's [`RunHooks`] account usage and
+//! relay control.
+
+use std::sync::Arc;
+
+use missions_core::mission::Role;
+use missions_core::model::{
+    CallContext, ChatRole, ContentBlock, Message, ModelError, ModelProvider, ModelRequest, StopReason, ToolSpec, Usage,
+};
+use missions_core::transcript::TranscriptWriter;
+use missions_tools::ToolBox;
+use serde_json::Value;
+
+/// The tool that ends a run, with the check of its input.
+pub trait Terminal: Send {
+    type Output: Send;
+    fn spec(&self) -> ToolSpec;
+    /// `Ok` ends the run with the output; `Err` is returned to the model as the tool result,
+    /// so it can fix what the message says and call again.
+    fn accept(&mut self, input: &Value) -> Result<Self::Output, String>;
+}
+
+/// Why a run was stopped from outside the conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The next call would pass a budget cap.
+    Budget(String),
+    Paused,
+    Cancelled,
+    /// A write was refused because the editor holds unsaved changes to this file.
+    Conflict(String),
+    /// The provider failed in a way retries did not fix.
+    Provider(String),
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum RunEnd<T> {
+    Finished(T),
+    /// The model did not finish (turn limit, or it kept stopping without the terminal tool).
+    GaveUp(String),
+    Stopped(Stop),
+}
+
+/// What the engine provides to every run.
+pub trait RunHooks: Send + Sync {
+    /// Before a model call, with an estimate of its size in tokens (input plus the most output
+    /// it may produce). `Err` stops the run before anything is sent.
+    fn before_call(&self, role: Role, model: &str, estimated_tokens: u64) -> Result<(), Stop>;
+    /// After a call, with what the provider reported, success or not.
+    fn after_call(&self, role: Role, run_id: &str, model: &str, usage: &Usage, cost_usd: Option<f64>);
+    /// A tool is about to run (for progress).
+    fn on_tool(&self, role: Role, name: &str, input: &Value);
+    /// A pause or cancel that arrived while the run was going on.
+    fn interrupted(&self) -> Option<Stop>;
+}
+
+/// One run's fixed settings.
+pub struct AgentConfig {
+    pub role: Role,
+    pub run_id: String,
+    pub provider: Arc<dyn ModelProvider>,
+    pub model: String,
+    pub system: String,
+    pub first_message: String,
+    pub max_turns: u32,
+    /// When the conversation grows past this many (estimated) tokens, old tool output is
+    /// elided to make room.
+    pub context_tokens: usize,
+    /// The most output one call may produce (for the budget estimate).
+    pub max_output_tokens: u32,
+}
+
+/// How many turns in a row a model may end without any tool call before the run gives up.
+const MAX_IDLE_TURNS: u32 = 3;
+const ELIDED: &str =
+    "[output elided to keep the conversation within its context budget; run the tool again if you need it]";
+
+/// A rough token count: about four bytes a token for code and English.
+pub fn estimate_tokens(request: &ModelRequest) -> u64 {
+    let messages = serde_json::to_string(&request.messages).map(|s| s.len()).unwrap_or(0);
+    let tools = serde_json::to_string(&request.tools).map(|s| s.len()).unwrap_or(0);
+    ((request.system.len() + messages + tools) / 4) as u64
+}
+
+/// Elides the oldest tool results until the conversation fits `budget` tokens; the last two
+/// messages are never touched, so the model always sees what it just did.
+fn compact(messages: &mut [Message], budget: usize, system_and_tools: usize) {
+    let size =
+        |messages: &[Message]| serde_json::to_string(messages).map(|s| s.len() / 4).unwrap_or(0) + system_and_tools;
+    if size(messages) <= budget {
+        return;
+    }
+    let keep_from = messages.len().saturating_sub(2);
+    for index in 0..keep_from {
+        for block in messages[index].content.iter_mut() {
+            if let ContentBlock::ToolResult { content, .. } = block
+                && content.len() > ELIDED.len()
+            {
+                *content = ELIDED.to_owned();
+            }
+        }
+        if size(messages) <= budget {
+            return;
+        }
+    }
+}
+
+/// Runs one agent to its end.
+pub async fn run_agent<T: Terminal>(
+    config: &AgentConfig,
+    tools: &ToolBox,
+    terminal: &mut T,
+    hooks: &dyn RunHooks,
+    transcript: Option<&TranscriptWriter>,
+) -> RunEnd<T::Output> {
+    let mut specs = tools.specs();
+    specs.push(terminal.spec());
+    let terminal_name = terminal.spec().name;
+    let mut messages = vec![Message::user_text(config.first_message.clone())];
+    let fixed_size = (config.system.len() + serde_json::to_string(&specs).map(|s| s.len()).unwrap_or(0)) / 4;
+    let mut idle_turns = 0u32;
+    for _turn in 0..config.max_turns {
+        if let Some(stop) = hooks.interrupted() {
+            return RunEnd::Stopped(stop);
+        }
+        compact(&mut messages, config.context_tokens, fixed_size);
+        let request = ModelRequest {
+            model: config.model.clone(),
+            system: config.system.clone(),
+            messages: messages.clone(),
+            tools: specs.clone(),
+            max_tokens: Some(config.max_output_tokens),
+        };
+        let estimate = estimate_tokens(&request) + u64::from(config.max_output_tokens);
+        if let Err(stop) = hooks.before_call(config.role, &config.model, estimate) {
+            return RunEnd::Stopped(stop);
+        }
+        let context = CallContext { transcript, observer: None };
+        let response = match config.provider.complete(&request, context).await {
+            Ok(response) => {
+                hooks.after_call(config.role, &config.run_id, &config.model, &response.usage, response.cost_usd);
+                response
+            }
+            Err(failure) => {
+                // Tokens billed for a failed call count all the same; their price is taken
+                // from the partial response when there is one.
+                let cost = match &failure.error {
+                    ModelError::IncompleteToolCall { partial, .. } | ModelError::StreamInterrupted { partial, .. } => {
+                        partial.cost_usd
+                    }
+                    _ => None,
+                };
+                hooks.after_call(config.role, &config.run_id, &config.model, &failure.usage, cost);
+                match failure.error {
+                    ModelError::IncompleteToolCall { tool, reason, partial } => {
+                        let text = partial.text();
+                        messages.push(Message {
+                            role: ChatRole::Assistant,
+                            content: vec![ContentBlock::Text {
+                                text: if text.is_empty() { "(cut off)".into() } else { text },
+                            }],
+                        });
+                        messages.push(Message::user_text(format!(
+                            "Your call to `{tool}` was cut off ({reason}) and was not executed. Call it again. If its input \
+                             is large (a whole file), write the file in parts: write_file with the first part, then edit_file \
+                             to append the rest."
+                        )));
+                        continue;
+                    }
+                    error => return RunEnd::Stopped(Stop::Provider(error.to_string())),
+                }
+            }
+        };
+        let calls: Vec<(String, String, Value)> =
+            response.tool_uses().map(|(id, name, input)| (id.to_owned(), name.to_owned(), input.clone())).collect();
+        let content = if response.content.is_empty() {
+            vec![ContentBlock::Text { text: "(no output)".into() }]
+        } else {
+            response.content.clone()
+        };
+        messages.push(Message { role: ChatRole::Assistant, content });
+        if calls.is_empty() {
+            idle_turns += 1;
+            if idle_turns >= MAX_IDLE_TURNS {
+                return RunEnd::GaveUp(format!(
+                    "the model stopped {MAX_IDLE_TURNS} times without calling `{terminal_name}`"
+                ));
+            }
+            let nudge = if response.stop_reason == StopReason::MaxTokens {
+                "Your answer was cut at the output limit. Continue, and use the tools to act.".to_owned()
+            } else {
+                format!(
+                    "The run is not finished until you call `{terminal_name}`. Continue the work with the tools, or call `{terminal_name}` now."
+                )
+            };
+            messages.push(Message::user_text(nudge));
+            continue;
+        }
+        idle_turns = 0;
+        let mut results = Vec::new();
+        for (id, name, input) in calls {
+            hooks.on_tool(config.role, &name, &input);
+            if name == terminal_name {
+                match terminal.accept(&input) {
+                    Ok(output) => return RunEnd::Finished(output),
+                    Err(reasons) => {
+                        results.push(ContentBlock::ToolResult { tool_use_id: id, content: reasons, is_error: true });
+                        continue;
+                    }
+                }
+            }
+            let output = tools.call(&name, &input).await;
+            if let Some(path) = output.conflict {
+                return RunEnd::Stopped(Stop::Conflict(path));
+            }
+            results.push(ContentBlock::ToolResult {
+                tool_use_id: id,
+                content: output.content,
+                is_error: output.is_error,
+            });
+            if let Some(stop) = hooks.interrupted() {
+                return RunEnd::Stopped(stop);
+            }
+        }
+        messages.push(Message { role: ChatRole::User, content: results });
+    }
+    RunEnd::GaveUp(format!("the run reached its limit of {} turns without calling `{terminal_name}`", config.max_turns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compaction_elides_old_tool_output_first_and_keeps_the_last_turns() {
+        let big = "x".repeat(4_000);
+        let result = |id: &str| Message {
+            role: ChatRole::User,
+            content: vec![ContentBlock::ToolResult { tool_use_id: id.into(), content: big.clone(), is_error: false }],
+        };
+        let assistant = Message { role: ChatRole::Assistant, content: vec![ContentBlock::Text { text: "ok".into() }] };
+        let mut messages = vec![
+            Message::user_text("task"),
+            assistant.clone(),
+            result("1"),
+            assistant.clone(),
+            result("2"),
+            assistant,
+            result("3"),
+        ];
+        compact(&mut messages, 1_500, 0);
+        let elided: Vec<bool> = messages
+            .iter()
+            .filter_map(|m| match &m.content[0] {
+                ContentBlock::ToolResult { content, .. } => Some(content == ELIDED),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(elided, vec![true, true, false]);
+    }
+}

@@ -1,0 +1,278 @@
+//! Git, by its command line: the mission branch, one commit per feature and per milestone,
+//! changed line ranges for handoffs, resets for restarts and rollbacks.
+//!
+//! Every call disables hooks (`core.hooksPath=/dev/null`) and signing prompts: the engine runs
+//! git outside any sandbox, and a repository's hooks are code the user did not ask Missions to
+//! run. `.missions/` is kept out of commits through `.git/info/exclude`, never the user's
+//! `.gitignore`. Missions never pushes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use missions_core::mission::FileChange;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot run git: {0}")]
+    Spawn(String),
+    #[error("`git {args}` failed: {stderr}")]
+    Failed { args: String, stderr: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Git {
+    root: PathBuf,
+}
+
+impl Git {
+    pub fn new(root: &Path) -> Git {
+        Git { root: root.to_owned() }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new("git");
+        command
+            .arg("-C")
+            .arg(&self.root)
+            .args(["-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false", "-c", "core.quotepath=false"])
+            .env("GIT_TERMINAL_PROMPT", "0");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Result<String, GitError> {
+        let output = self.command().args(args).output().map_err(|e| GitError::Spawn(e.to_string()))?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(GitError::Failed {
+                args: args.join(" "),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            })
+        }
+    }
+
+    pub fn is_repository(&self) -> bool {
+        self.run(&["rev-parse", "--is-inside-work-tree"]).is_ok_and(|out| out.trim() == "true")
+    }
+
+    pub fn head(&self) -> Result<String, GitError> {
+        Ok(self.run(&["rev-parse", "HEAD"])?.trim().to_owned())
+    }
+
+    pub fn current_branch(&self) -> Result<String, GitError> {
+        Ok(self.run(&["rev-parse", "--abbrev-ref", "HEAD"])?.trim().to_owned())
+    }
+
+    /// Files with changes that are not committed (staged, unstaged or untracked), outside
+    /// `.missions/`.
+    pub fn dirty_files(&self) -> Result<Vec<String>, GitError> {
+        let out = self.run(&["status", "--porcelain=v1", "-z", "--untracked-files=all"])?;
+        let mut files = Vec::new();
+        let mut entries = out.split('\0').filter(|e| !e.is_empty());
+        while let Some(entry) = entries.next() {
+            let (status, path) = entry.split_at(entry.len().min(3));
+            // A rename lists its source as the next entry; skip it.
+            if status.starts_with('R') || status.starts_with('C') {
+                entries.next();
+            }
+            if !path.starts_with(".missions/") && path != ".missions" {
+                files.push(path.to_owned());
+            }
+        }
+        Ok(files)
+    }
+
+    /// Keeps `.missions/` out of git without touching the user's `.gitignore`.
+    pub fn exclude_missions_dir(&self) -> Result<(), GitError> {
+        let info = self.run(&["rev-parse", "--git-path", "info/exclude"])?;
+        let path = self.root.join(info.trim());
+        let existing = std::fs::read_to_string(&path).unwrap_or_default();
+        if existing.lines().any(|line| line.trim() == "/.missions/" || line.trim() == ".missions/") {
+            return Ok(());
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| GitError::Spawn(e.to_string()))?;
+        }
+        let separator = if existing.is_empty() || existing.ends_with('\n') { "" } else { "\n" };
+        std::fs::write(&path, format!("{existing}{separator}/.missions/\n")).map_err(|e| GitError::Spawn(e.to_string()))
+    }
+
+    pub fn create_branch(&self, name: &str, start: &str) -> Result<(), GitError> {
+        self.run(&["checkout", "-q", "-b", name, start]).map(drop)
+    }
+
+    pub fn checkout(&self, branch: &str) -> Result<(), GitError> {
+        self.run(&["checkout", "-q", branch]).map(drop)
+    }
+
+    fn identity_args(&self) -> Vec<String> {
+        let configured = self.run(&["config", "user.email"]).is_ok_and(|v| !v.trim().is_empty());
+        if configured {
+            Vec::new()
+        } else {
+            ["-c", "user.name=Missions", "-c", "user.email=missions@localhost"].iter().map(|s| s.to_string()).collect()
+        }
+    }
+
+    /// Commits everything in the working tree (or nothing, as an empty commit) with `subject`
+    /// and the trailers, and returns the new commit.
+    pub fn commit(&self, subject: &str, trailers: &[(&str, &str)], include_changes: bool) -> Result<String, GitError> {
+        if include_changes {
+            // `.missions/` is excluded through info/exclude, so it is never staged.
+            self.run(&["add", "-A"])?;
+        }
+        let trailer_block: String = trailers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+        let identity = self.identity_args();
+        let mut args: Vec<&str> = identity.iter().map(String::as_str).collect();
+        args.extend(["commit", "-q", "--allow-empty", "--no-verify", "-m", subject, "-m", trailer_block.trim_end()]);
+        self.run(&args)?;
+        self.head()
+    }
+
+    /// The line ranges each file has in `commit` that changed since `base`.
+    pub fn changed_ranges(&self, base: &str, commit: &str) -> Result<Vec<FileChange>, GitError> {
+        let diff = self.run(&["diff", "--unified=0", "--no-color", "--no-renames", "--no-ext-diff", base, commit])?;
+        Ok(parse_ranges(&diff))
+    }
+
+    /// The diff between two commits, cut to `max_bytes`.
+    pub fn diff(&self, base: &str, commit: &str, max_bytes: usize) -> Result<String, GitError> {
+        let diff = self.run(&["diff", "--no-color", "--no-ext-diff", base, commit])?;
+        if diff.len() <= max_bytes {
+            return Ok(diff);
+        }
+        let mut cut = max_bytes;
+        while !diff.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        Ok(format!(
+            "{}\n[... diff cut: {} more bytes; read the files for the rest ...]\n",
+            &diff[..cut],
+            diff.len() - cut
+        ))
+    }
+
+    /// Puts the working tree back to `commit`, dropping every change and untracked file that
+    /// is not ignored (`.missions/` is ignored, so it stays).
+    pub fn reset_hard(&self, commit: &str) -> Result<(), GitError> {
+        self.run(&["reset", "-q", "--hard", commit])?;
+        self.run(&["clean", "-q", "-fd"]).map(drop)
+    }
+
+    pub fn update_ref(&self, name: &str, commit: &str) -> Result<(), GitError> {
+        self.run(&["update-ref", name, commit]).map(drop)
+    }
+
+    /// Whether `name` exists as a ref.
+    pub fn ref_exists(&self, name: &str) -> bool {
+        self.run(&["rev-parse", "--verify", "--quiet", name]).is_ok()
+    }
+
+    /// The trailers of `commit`, as `Key: value` lines.
+    pub fn trailers(&self, commit: &str) -> Result<String, GitError> {
+        self.run(&["log", "-1", "--format=%(trailers:only,unfold)", commit])
+    }
+
+    pub fn subject(&self, commit: &str) -> Result<String, GitError> {
+        Ok(self.run(&["log", "-1", "--format=%s", commit])?.trim().to_owned())
+    }
+}
+
+/// Parses `git diff --unified=0` into the changed line ranges of the new side.
+pub fn parse_ranges(diff: &str) -> Vec<FileChange> {
+    let mut changes: Vec<FileChange> = Vec::new();
+    let mut current: Option<usize> = None;
+    for line in diff.lines() {
+        if let Some(path) = line.strip_prefix("+++ ") {
+            current = path.strip_prefix("b/").map(|path| {
+                changes.push(FileChange { path: path.to_owned(), ranges: Vec::new() });
+                changes.len() - 1
+            });
+        } else if let Some(hunk) = line.strip_prefix("@@ ")
+            && let Some(index) = current
+            && let Some(new_side) = hunk.split(' ').find(|part| part.starts_with('+'))
+        {
+            let mut numbers = new_side[1..].split(',');
+            let start: u32 = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let count: u32 = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+            if count == 0 || start == 0 {
+                continue;
+            }
+            let range = [start, start + count - 1];
+            let ranges = &mut changes[index].ranges;
+            match ranges.last_mut() {
+                Some(last) if last[1] + 1 >= range[0] => last[1] = last[1].max(range[1]),
+                _ => ranges.push(range),
+            }
+        }
+    }
+    changes.retain(|c| !c.ranges.is_empty());
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repository() -> (tempfile::TempDir, Git) {
+        let dir = tempfile::tempdir().unwrap();
+        let git = Git::new(dir.path());
+        git.run(&["init", "-q", "-b", "main"]).unwrap();
+        std::fs::write(dir.path().join("a.txt"), "one\ntwo\nthree\n").unwrap();
+        git.commit("initial", &[], true).unwrap();
+        (dir, git)
+    }
+
+    #[test]
+    fn commits_carry_trailers_and_ranges_follow_the_new_side() {
+        let (dir, git) = repository();
+        let base = git.head().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "one\nTWO\nthree\nfour\nfive\n").unwrap();
+        std::fs::write(dir.path().join("b.txt"), "new\n").unwrap();
+        std::fs::create_dir_all(dir.path().join(".missions")).unwrap();
+        std::fs::write(dir.path().join(".missions/x"), "never committed").unwrap();
+        git.exclude_missions_dir().unwrap();
+        assert_eq!(git.dirty_files().unwrap(), vec!["a.txt", "b.txt"]);
+        let commit = git.commit("F1: change things", &[("Mission-Id", "m1"), ("Feature-Id", "F1")], true).unwrap();
+        assert_eq!(git.subject(&commit).unwrap(), "F1: change things");
+        assert_eq!(git.trailers(&commit).unwrap().trim(), "Mission-Id: m1\nFeature-Id: F1");
+        assert_eq!(
+            git.changed_ranges(&base, &commit).unwrap(),
+            vec![
+                FileChange { path: "a.txt".into(), ranges: vec![[2, 2], [4, 5]] },
+                FileChange { path: "b.txt".into(), ranges: vec![[1, 1]] }
+            ]
+        );
+        assert!(git.dirty_files().unwrap().is_empty(), ".missions/ is excluded, not committed");
+        let empty = git.commit("milestone M1: done", &[("Mission-Id", "m1"), ("Milestone-Id", "M1")], false).unwrap();
+        assert_ne!(empty, commit);
+        assert!(git.changed_ranges(&commit, &empty).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reset_drops_changes_and_untracked_files_but_keeps_missions() {
+        let (dir, git) = repository();
+        git.exclude_missions_dir().unwrap();
+        let base = git.head().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "changed").unwrap();
+        std::fs::write(dir.path().join("junk.txt"), "junk").unwrap();
+        std::fs::create_dir_all(dir.path().join(".missions")).unwrap();
+        std::fs::write(dir.path().join(".missions/keep"), "k").unwrap();
+        git.reset_hard(&base).unwrap();
+        assert!(git.dirty_files().unwrap().is_empty());
+        assert!(!dir.path().join("junk.txt").exists());
+        assert!(dir.path().join(".missions/keep").exists());
+    }
+
+    #[test]
+    fn hooks_never_run() {
+        let (dir, git) = repository();
+        let marker = dir.path().join("hook-ran");
+        let hook = dir.path().join(".git/hooks/pre-commit");
+        std::fs::write(&hook, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::write(dir.path().join("a.txt"), "x").unwrap();
+        git.commit("c", &[], true).unwrap();
+        assert!(!marker.exists());
+    }
+}

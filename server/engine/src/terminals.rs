@@ -1,0 +1,552 @@
+//! The terminal tools that end runs, and the engine's checks of what they carry (SPEC §5).
+//!
+//! These checks are rules enforced by code, never left to a prompt: a plan whose assertions are
+//! not all claimed, a "complete" decision while an assertion fails, a verdict on an assertion
+//! the run was not asked about — each is refused with the reasons, as the tool result, so the
+//! model can correct itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use missions_core::mission::{AssertionStatus, Check, ClaimedCommand, HandoffIssue, Severity, SkippedItem};
+use missions_core::model::ToolSpec;
+use missions_core::store::{AssertionDraft, FeatureDraft, MilestoneDraft, PlanDraft};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::agent::Terminal;
+
+/// Ids become file names and commit trailers: letters, digits, `-`, `_`, `.`, at most 64.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn check_check(check: &Check, id: &str, reasons: &mut Vec<String>) {
+    let empty = match check {
+        Check::Command { command, .. } => command.trim().is_empty(),
+        Check::Review { rubric } => rubric.trim().is_empty(),
+        Check::UserTest { steps } => steps.trim().is_empty(),
+    };
+    if empty {
+        reasons.push(format!("assertion {id}: its check is empty"));
+    }
+}
+
+fn assertion_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "milestone": {"type": "string"},
+            "description": {"type": "string"},
+            "check": {
+                "type": "object",
+                "description": "{\"kind\":\"command\",\"command\":\"...\",\"expect_exit\":0} | {\"kind\":\"review\",\"rubric\":\"...\"} | {\"kind\":\"user_test\",\"steps\":\"...\"}",
+                "properties": {
+                    "kind": {"type": "string", "enum": ["command", "review", "user_test"]},
+                    "command": {"type": "string"},
+                    "expect_exit": {"type": "integer"},
+                    "rubric": {"type": "string"},
+                    "steps": {"type": "string"}
+                },
+                "required": ["kind"]
+            }
+        },
+        "required": ["id", "milestone", "description", "check"]
+    })
+}
+
+fn feature_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "title": {"type": "string"},
+            "description": {"type": "string"},
+            "assertions": {"type": "array", "items": {"type": "string"}}
+        },
+        "required": ["id", "title", "description", "assertions"]
+    })
+}
+
+/// `submit_plan`.
+#[derive(Default)]
+pub struct SubmitPlan;
+
+#[derive(Deserialize)]
+struct PlanInput {
+    title: String,
+    summary: String,
+    milestones: Vec<MilestoneDraft>,
+    contract: Vec<AssertionDraft>,
+}
+
+/// The engine's checks of a plan; every reason at once, so one resubmission can fix them all.
+pub fn check_plan(plan: &PlanDraft, contract: &[AssertionDraft]) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if plan.milestones.is_empty() {
+        reasons.push("the plan has no milestones".into());
+    }
+    if contract.is_empty() {
+        reasons.push("the contract has no assertions; every milestone needs at least one".into());
+    }
+    let mut seen = BTreeSet::new();
+    for id in plan
+        .milestones
+        .iter()
+        .map(|m| &m.id)
+        .chain(plan.milestones.iter().flat_map(|m| m.features.iter().map(|f| &f.id)))
+        .chain(contract.iter().map(|a| &a.id))
+    {
+        if !valid_id(id) {
+            reasons
+                .push(format!("id `{id}` is not valid: use letters, digits, '-', '_' or '.', at most 64 characters"));
+        }
+        if !seen.insert(id.clone()) {
+            reasons.push(format!(
+                "id `{id}` is used more than once; ids must be unique across milestones, features and assertions"
+            ));
+        }
+    }
+    let assertion_milestone: BTreeMap<&str, &str> =
+        contract.iter().map(|a| (a.id.as_str(), a.milestone.as_str())).collect();
+    for milestone in &plan.milestones {
+        if milestone.features.is_empty() {
+            reasons.push(format!("milestone {} has no features", milestone.id));
+        }
+        if !contract.iter().any(|a| a.milestone == milestone.id) {
+            reasons.push(format!("milestone {} has no assertions: say how its completion is checked", milestone.id));
+        }
+        for feature in &milestone.features {
+            for claimed in &feature.assertions {
+                match assertion_milestone.get(claimed.as_str()) {
+                    None => reasons.push(format!(
+                        "feature {} claims assertion {claimed}, which is not in the contract",
+                        feature.id
+                    )),
+                    Some(m) if *m != milestone.id => reasons.push(format!(
+                        "feature {} (milestone {}) claims assertion {claimed}, which belongs to milestone {m}",
+                        feature.id, milestone.id
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    for assertion in contract {
+        let Some(milestone) = plan.milestones.iter().find(|m| m.id == assertion.milestone) else {
+            reasons.push(format!(
+                "assertion {} belongs to milestone {}, which is not in the plan",
+                assertion.id, assertion.milestone
+            ));
+            continue;
+        };
+        if !milestone.features.iter().any(|f| f.assertions.contains(&assertion.id)) {
+            reasons.push(format!(
+                "assertion {} is claimed by no feature of milestone {}; the feature that makes it true must list it",
+                assertion.id, milestone.id
+            ));
+        }
+        check_check(&assertion.check, &assertion.id, &mut reasons);
+    }
+    reasons
+}
+
+impl Terminal for SubmitPlan {
+    type Output = (PlanDraft, Vec<AssertionDraft>);
+
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "submit_plan".into(),
+            description: "Submit the whole plan and validation contract. The engine checks it; a rejected plan comes back with the reasons.".into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "title": {"type": "string"},
+                    "summary": {"type": "string"},
+                    "milestones": {"type": "array", "items": {
+                        "type": "object",
+                        "properties": {"id": {"type": "string"}, "title": {"type": "string"}, "features": {"type": "array", "items": feature_schema()}},
+                        "required": ["id", "title", "features"]
+                    }},
+                    "contract": {"type": "array", "items": assertion_schema()}
+                },
+                "required": ["title", "summary", "milestones", "contract"]
+            }),
+        }
+    }
+
+    fn accept(&mut self, input: &Value) -> Result<Self::Output, String> {
+        let input: PlanInput = serde_json::from_value(input.clone())
+            .map_err(|e| format!("the plan does not have the required shape: {e}"))?;
+        let plan = PlanDraft { title: input.title, summary: input.summary, milestones: input.milestones };
+        let reasons = check_plan(&plan, &input.contract);
+        if reasons.is_empty() {
+            Ok((plan, input.contract))
+        } else {
+            Err(format!("The plan was not accepted:\n- {}", reasons.join("\n- ")))
+        }
+    }
+}
+
+/// What a worker hands off, as submitted.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct HandoffInput {
+    pub summary: String,
+    pub completed: Vec<String>,
+    pub skipped: Vec<SkippedItem>,
+    pub commands: Vec<ClaimedCommand>,
+    pub issues: Vec<HandoffIssue>,
+    pub procedures_followed: bool,
+    pub procedure_notes: String,
+}
+
+/// `submit_handoff`.
+pub struct SubmitHandoff;
+
+impl Terminal for SubmitHandoff {
+    type Output = HandoffInput;
+
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "submit_handoff".into(),
+            description: "End your feature with a structured handoff. Every command you list must be one you ran, with the exit code it returned.".into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "summary": {"type": "string"},
+                    "completed": {"type": "array", "items": {"type": "string"}},
+                    "skipped": {"type": "array", "items": {"type": "object", "properties": {"item": {"type": "string"}, "reason": {"type": "string"}}, "required": ["item", "reason"]}},
+                    "commands": {"type": "array", "items": {"type": "object", "properties": {"command": {"type": "string"}, "exit_code": {"type": "integer"}}, "required": ["command", "exit_code"]}},
+                    "issues": {"type": "array", "items": {"type": "object", "properties": {
+                        "severity": {"type": "string", "enum": ["error", "warning", "info"]},
+                        "description": {"type": "string"}, "path": {"type": "string"}, "line": {"type": "integer"}
+                    }, "required": ["severity", "description"]}},
+                    "procedures_followed": {"type": "boolean"},
+                    "procedure_notes": {"type": "string"}
+                },
+                "required": ["summary", "completed", "skipped", "commands", "issues", "procedures_followed", "procedure_notes"]
+            }),
+        }
+    }
+
+    fn accept(&mut self, input: &Value) -> Result<HandoffInput, String> {
+        let handoff: HandoffInput = serde_json::from_value(input.clone())
+            .map_err(|e| format!("the handoff does not have the required shape: {e}"))?;
+        if handoff.summary.trim().is_empty() {
+            return Err("the handoff's summary is empty".into());
+        }
+        Ok(handoff)
+    }
+}
+
+/// One verdict on an assertion.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Verdict {
+    pub assertion: String,
+    pub pass: bool,
+    pub evidence: String,
+}
+
+/// One finding a validator reports.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReportedFinding {
+    pub severity: Severity,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub line: Option<u32>,
+    #[serde(default)]
+    pub end_line: Option<u32>,
+    pub message: String,
+    #[serde(default)]
+    pub assertion: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FindingsReport {
+    pub verdicts: Vec<Verdict>,
+    pub findings: Vec<ReportedFinding>,
+}
+
+/// `report_findings`, for a run asked to judge `assertions`.
+pub struct ReportFindings {
+    pub assertions: Vec<String>,
+}
+
+impl Terminal for ReportFindings {
+    type Output = FindingsReport;
+
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "report_findings".into(),
+            description: "End the review with a verdict on every assertion you were asked to judge, and your findings."
+                .into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "verdicts": {"type": "array", "items": {"type": "object", "properties": {
+                        "assertion": {"type": "string"}, "pass": {"type": "boolean"}, "evidence": {"type": "string"}
+                    }, "required": ["assertion", "pass", "evidence"]}},
+                    "findings": {"type": "array", "items": {"type": "object", "properties": {
+                        "severity": {"type": "string", "enum": ["error", "warning", "info"]},
+                        "path": {"type": "string"}, "line": {"type": "integer"}, "end_line": {"type": "integer"},
+                        "message": {"type": "string"}, "assertion": {"type": "string"}
+                    }, "required": ["severity", "message"]}}
+                },
+                "required": ["verdicts", "findings"]
+            }),
+        }
+    }
+
+    fn accept(&mut self, input: &Value) -> Result<FindingsReport, String> {
+        let report: FindingsReport = serde_json::from_value(input.clone())
+            .map_err(|e| format!("the report does not have the required shape: {e}"))?;
+        let mut reasons = Vec::new();
+        for verdict in &report.verdicts {
+            if !self.assertions.contains(&verdict.assertion) {
+                reasons.push(format!(
+                    "{} is not an assertion you were asked to judge ({})",
+                    verdict.assertion,
+                    self.assertions.join(", ")
+                ));
+            }
+            if verdict.evidence.trim().is_empty() {
+                reasons.push(format!("the verdict on {} has no evidence", verdict.assertion));
+            }
+        }
+        for asked in &self.assertions {
+            if !report.verdicts.iter().any(|v| &v.assertion == asked) {
+                reasons.push(format!("there is no verdict on {asked}"));
+            }
+        }
+        if reasons.is_empty() {
+            Ok(report)
+        } else {
+            Err(format!("The report was not accepted:\n- {}", reasons.join("\n- ")))
+        }
+    }
+}
+
+/// The orchestrator's decision at a boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Complete { notes: String, new_assertions: Vec<AssertionDraft> },
+    Correct { notes: String, corrections: Vec<FeatureDraft>, new_assertions: Vec<AssertionDraft> },
+}
+
+#[derive(Deserialize)]
+struct DecisionInput {
+    decision: String,
+    notes: String,
+    #[serde(default)]
+    corrections: Vec<FeatureDraft>,
+    #[serde(default)]
+    new_assertions: Vec<AssertionDraft>,
+}
+
+/// `decide_milestone` for one milestone, knowing its assertions' statuses and the ids in use.
+pub struct DecideMilestone {
+    pub milestone: String,
+    /// Milestones that exist (new assertions may go to this or a later one).
+    pub milestones: Vec<String>,
+    pub statuses: BTreeMap<String, AssertionStatus>,
+    pub used_ids: BTreeSet<String>,
+}
+
+impl Terminal for DecideMilestone {
+    type Output = Decision;
+
+    fn spec(&self) -> ToolSpec {
+        ToolSpec {
+            name: "decide_milestone".into(),
+            description: "Decide the milestone: \"complete\" (refused while any of its assertions fails or is unverified) or \"correct\" with corrective features.".into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "decision": {"type": "string", "enum": ["complete", "correct"]},
+                    "notes": {"type": "string"},
+                    "corrections": {"type": "array", "items": feature_schema()},
+                    "new_assertions": {"type": "array", "items": assertion_schema()}
+                },
+                "required": ["decision", "notes"]
+            }),
+        }
+    }
+
+    fn accept(&mut self, input: &Value) -> Result<Decision, String> {
+        let input: DecisionInput = serde_json::from_value(input.clone())
+            .map_err(|e| format!("the decision does not have the required shape: {e}"))?;
+        let mut reasons = Vec::new();
+        let mut ids = self.used_ids.clone();
+        for assertion in &input.new_assertions {
+            if !valid_id(&assertion.id) || !ids.insert(assertion.id.clone()) {
+                reasons.push(format!("new assertion id `{}` is invalid or already used", assertion.id));
+            }
+            if !self.milestones.contains(&assertion.milestone) {
+                reasons.push(format!(
+                    "new assertion {} names milestone {}, which is not in the plan",
+                    assertion.id, assertion.milestone
+                ));
+            }
+            check_check(&assertion.check, &assertion.id, &mut reasons);
+        }
+        let mut statuses = self.statuses.clone();
+        for assertion in input.new_assertions.iter().filter(|a| a.milestone == self.milestone) {
+            statuses.insert(assertion.id.clone(), AssertionStatus::Pending);
+        }
+        match input.decision.as_str() {
+            "complete" => {
+                let open: Vec<String> = statuses
+                    .iter()
+                    .filter(|(_, s)| !matches!(s, AssertionStatus::Passing | AssertionStatus::Waived))
+                    .map(|(id, s)| {
+                        format!("{id} ({})", if *s == AssertionStatus::Failing { "failing" } else { "unverified" })
+                    })
+                    .collect();
+                if !open.is_empty() {
+                    reasons.push(format!(
+                        "milestone {} cannot be completed while these assertions do not pass: {}. Decide \"correct\" with features that fix them",
+                        self.milestone,
+                        open.join(", ")
+                    ));
+                }
+                if reasons.is_empty() {
+                    return Ok(Decision::Complete { notes: input.notes, new_assertions: input.new_assertions });
+                }
+            }
+            "correct" => {
+                if input.corrections.is_empty() {
+                    reasons.push("\"correct\" needs at least one corrective feature".into());
+                }
+                let known: BTreeSet<&String> = statuses.keys().collect();
+                for feature in &input.corrections {
+                    if !valid_id(&feature.id) || !ids.insert(feature.id.clone()) {
+                        reasons.push(format!("corrective feature id `{}` is invalid or already used", feature.id));
+                    }
+                    for claimed in &feature.assertions {
+                        if !known.contains(claimed) {
+                            reasons.push(format!(
+                                "corrective feature {} claims {claimed}, which is not an assertion of milestone {}",
+                                feature.id, self.milestone
+                            ));
+                        }
+                    }
+                }
+                for assertion in input.new_assertions.iter().filter(|a| a.milestone == self.milestone) {
+                    if !input.corrections.iter().any(|f| f.assertions.contains(&assertion.id)) {
+                        reasons.push(format!(
+                            "new assertion {} must be claimed by one of the corrective features",
+                            assertion.id
+                        ));
+                    }
+                }
+                if reasons.is_empty() {
+                    return Ok(Decision::Correct {
+                        notes: input.notes,
+                        corrections: input.corrections,
+                        new_assertions: input.new_assertions,
+                    });
+                }
+            }
+            other => reasons.push(format!("decision must be \"complete\" or \"correct\", not \"{other}\"")),
+        }
+        Err(format!("The decision was not accepted:\n- {}", reasons.join("\n- ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_input() -> Value {
+        json!({
+            "title": "Slugify", "summary": "Add slugify.",
+            "milestones": [{"id": "M1", "title": "Core", "features": [
+                {"id": "F1", "title": "slugify()", "description": "Write it.", "assertions": ["A1"]},
+                {"id": "F2", "title": "docs", "description": "Document it.", "assertions": ["A2"]}
+            ]}],
+            "contract": [
+                {"id": "A1", "milestone": "M1", "description": "tests pass", "check": {"kind": "command", "command": "python3 -m unittest", "expect_exit": 0}},
+                {"id": "A2", "milestone": "M1", "description": "documented", "check": {"kind": "review", "rubric": "README explains slugify"}}
+            ]
+        })
+    }
+
+    #[test]
+    fn a_good_plan_is_accepted() {
+        let (plan, contract) = SubmitPlan.accept(&plan_input()).unwrap();
+        assert_eq!(plan.milestones[0].features.len(), 2);
+        assert_eq!(contract.len(), 2);
+    }
+
+    #[test]
+    fn a_bad_plan_is_refused_with_every_reason() {
+        let mut input = plan_input();
+        input["milestones"][0]["features"][1]["assertions"] = json!([]);
+        input["milestones"][0]["features"][1]["id"] = json!("F1");
+        input["contract"].as_array_mut().unwrap().push(
+            json!({"id": "A3", "milestone": "M9", "description": "x", "check": {"kind": "command", "command": " "}}),
+        );
+        let error = SubmitPlan.accept(&input).unwrap_err();
+        assert!(error.contains("id `F1` is used more than once"), "{error}");
+        assert!(error.contains("assertion A2 is claimed by no feature of milestone M1"), "{error}");
+        assert!(error.contains("assertion A3 belongs to milestone M9, which is not in the plan"), "{error}");
+        let error = SubmitPlan.accept(&json!({"title": "x"})).unwrap_err();
+        assert!(error.contains("required shape"), "{error}");
+    }
+
+    fn decide(statuses: &[(&str, AssertionStatus)]) -> DecideMilestone {
+        DecideMilestone {
+            milestone: "M1".into(),
+            milestones: vec!["M1".into(), "M2".into()],
+            statuses: statuses.iter().map(|(id, s)| (id.to_string(), *s)).collect(),
+            used_ids: ["M1", "M2", "F1", "A1", "A2"].iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn complete_is_refused_while_an_assertion_fails_or_is_unverified() {
+        let mut terminal = decide(&[("A1", AssertionStatus::Passing), ("A2", AssertionStatus::Failing)]);
+        let error = terminal.accept(&json!({"decision": "complete", "notes": "looks good"})).unwrap_err();
+        assert!(error.contains("A2 (failing)"), "{error}");
+        let mut terminal = decide(&[("A1", AssertionStatus::Passing), ("A2", AssertionStatus::Pending)]);
+        assert!(
+            terminal.accept(&json!({"decision": "complete", "notes": ""})).unwrap_err().contains("A2 (unverified)")
+        );
+        let mut terminal = decide(&[("A1", AssertionStatus::Passing), ("A2", AssertionStatus::Waived)]);
+        assert!(matches!(
+            terminal.accept(&json!({"decision": "complete", "notes": ""})),
+            Ok(Decision::Complete { .. })
+        ));
+        // An assertion added now is unverified, so the same call cannot also complete.
+        let added = json!({"decision": "complete", "notes": "", "new_assertions": [{"id": "A3", "milestone": "M1", "description": "d", "check": {"kind": "command", "command": "true"}}]});
+        assert!(terminal.accept(&added).unwrap_err().contains("A3 (unverified)"));
+    }
+
+    #[test]
+    fn corrections_must_be_real_features_that_claim_real_assertions() {
+        let mut terminal = decide(&[("A1", AssertionStatus::Failing)]);
+        let error = terminal.accept(&json!({"decision": "correct", "notes": "", "corrections": []})).unwrap_err();
+        assert!(error.contains("at least one corrective feature"));
+        let bad = json!({"decision": "correct", "notes": "", "corrections": [{"id": "F1", "title": "t", "description": "d", "assertions": ["A9"]}]});
+        let error = terminal.accept(&bad).unwrap_err();
+        assert!(error.contains("`F1` is invalid or already used") && error.contains("claims A9"), "{error}");
+        let good = json!({"decision": "correct", "notes": "n", "corrections": [{"id": "F1-fix1", "title": "t", "description": "d", "assertions": ["A1"]}]});
+        assert!(matches!(terminal.accept(&good), Ok(Decision::Correct { corrections, .. }) if corrections.len() == 1));
+    }
+
+    #[test]
+    fn reports_must_judge_exactly_the_assertions_asked() {
+        let mut terminal = ReportFindings { assertions: vec!["A1".into(), "A2".into()] };
+        let error = terminal
+            .accept(&json!({"verdicts": [{"assertion": "A1", "pass": true, "evidence": "ran it"}, {"assertion": "A7", "pass": true, "evidence": "x"}], "findings": []}))
+            .unwrap_err();
+        assert!(error.contains("no verdict on A2") && error.contains("A7 is not an assertion"), "{error}");
+        let ok = json!({"verdicts": [{"assertion": "A1", "pass": true, "evidence": "e"}, {"assertion": "A2", "pass": false, "evidence": "e"}],
+                        "findings": [{"severity": "error", "path": "a.py", "line": 3, "message": "m", "assertion": "A2"}]});
+        assert_eq!(terminal.accept(&ok).unwrap().findings[0].line, Some(3));
+    }
+}
