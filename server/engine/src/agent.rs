@@ -51,9 +51,9 @@ pub enum RunEnd<T> {
 
 /// What the engine provides to every run.
 pub trait RunHooks: Send + Sync {
-    /// Before a model call, with an estimate of its size in tokens (input plus the most output
-    /// it may produce). `Err` stops the run before anything is sent.
-    fn before_call(&self, role: Role, model: &str, estimated_tokens: u64) -> Result<(), Stop>;
+    /// Before a model call, with an estimate of its input tokens and the most output it may
+    /// produce. `Err` stops the run before anything is sent.
+    fn before_call(&self, role: Role, model: &str, input_tokens: u64, output_tokens: u64) -> Result<(), Stop>;
     /// After a call, with what the provider reported, success or not.
     fn after_call(&self, role: Role, run_id: &str, model: &str, usage: &Usage, cost_usd: Option<f64>);
     /// A tool is about to run (for progress).
@@ -139,8 +139,10 @@ pub async fn run_agent<T: Terminal>(
             tools: specs.clone(),
             max_tokens: Some(config.max_output_tokens),
         };
-        let estimate = estimate_tokens(&request) + u64::from(config.max_output_tokens);
-        if let Err(stop) = hooks.before_call(config.role, &config.model, estimate) {
+        let input_tokens = estimate_tokens(&request);
+        if let Err(stop) =
+            hooks.before_call(config.role, &config.model, input_tokens, u64::from(config.max_output_tokens))
+        {
             return RunEnd::Stopped(stop);
         }
         let context = CallContext { transcript, observer: None };

@@ -8,5 +8,6 @@
 pub mod agent;
 pub mod checks;
 pub mod git;
+pub mod mission;
 pub mod prompts;
 pub mod terminals;

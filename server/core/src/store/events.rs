@@ -184,6 +184,11 @@ pub enum Event {
     AutoAcceptSet {
         auto_accept: bool,
     },
+    /// The budget caps changed (the configuration was edited before a resume).
+    BudgetSet {
+        max_tokens: Option<u64>,
+        max_usd: Option<f64>,
+    },
     CourseCorrectionNoted {
         note: String,
     },
@@ -218,6 +223,7 @@ impl Event {
             Event::FindingStatusChanged { .. } => "finding_status_changed",
             Event::UsageRecorded { .. } => "usage_recorded",
             Event::AutoAcceptSet { .. } => "auto_accept_set",
+            Event::BudgetSet { .. } => "budget_set",
             Event::CourseCorrectionNoted { .. } => "course_correction_noted",
         }
     }

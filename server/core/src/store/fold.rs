@@ -262,6 +262,12 @@ impl Projection {
                     }
                 }
             }
+            Event::BudgetSet { max_tokens, max_usd } => {
+                if let Some(mission) = &mut self.mission {
+                    mission.budget.max_tokens = *max_tokens;
+                    mission.budget.max_usd = *max_usd;
+                }
+            }
             Event::AutoAcceptSet { auto_accept } => {
                 if let Some(mission) = &mut self.mission {
                     mission.auto_accept = *auto_accept;

@@ -101,8 +101,11 @@ fn holder_description() -> String {
     format!("pid {} ({}) since {}", std::process::id(), command.join(" "), crate::now_rfc3339())
 }
 
-fn acquire_lock(dir: &Path) -> Result<File, StoreError> {
-    let path = dir.join("events.lock");
+/// Takes an exclusive lock on the file `path` (created if missing) for as long as the returned
+/// file lives, writing who holds it into the file. A lock another process (or another open of
+/// the file) holds is `StoreError::Locked` naming that holder.
+pub fn acquire_lock(path: &Path) -> Result<File, StoreError> {
+    let path = path.to_owned();
     let io = |source| StoreError::Io { path: path.clone(), source };
     let mut lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
     match lock.try_lock() {
@@ -117,7 +120,7 @@ fn acquire_lock(dir: &Path) -> Result<File, StoreError> {
             // between the two steps, which is still a live holder.
             let _ = lock.read_to_string(&mut holder);
             let holder = if holder.trim().is_empty() { "another process".to_owned() } else { holder };
-            Err(StoreError::Locked { dir: dir.to_owned(), holder })
+            Err(StoreError::Locked { dir: path.parent().unwrap_or(&path).to_owned(), holder: holder.trim().to_owned() })
         }
         Err(TryLockError::Error(source)) => Err(io(source)),
     }
@@ -134,7 +137,7 @@ impl EventLog {
             move |source| StoreError::Io { path, source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let lock = acquire_lock(dir)?;
+        let lock = acquire_lock(&dir.join("events.lock"))?;
         let path = dir.join("events.jsonl");
         let record = Record { seq: 1, ts: crate::now_rfc3339(), prev: GENESIS.to_owned(), event: first };
         let mut line =
@@ -159,7 +162,7 @@ impl EventLog {
     /// Opens an existing log for writing: locks it, verifies it, and cuts off a torn tail so
     /// the next append starts on a fresh line. Returns the verified contents as well.
     pub fn open(dir: &Path) -> Result<(EventLog, LogContents), StoreError> {
-        let lock = acquire_lock(dir)?;
+        let lock = acquire_lock(&dir.join("events.lock"))?;
         let path = dir.join("events.jsonl");
         let contents = read_log(&path)?;
         let file = OpenOptions::new()

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 pub use events::{AssertionDraft, Event, FeatureDraft, MilestoneDraft, PlanDraft, Record};
 pub use fold::Projection;
+pub use render::{contract_markdown as render_contract_markdown, plan_markdown as render_plan_markdown};
 
 /// Errors of the store. Callers branch on `Locked` (tell the user who holds the mission),
 /// `NotFound` (unknown mission id: exit 2) and `Corrupt` (stop; never overwrite).

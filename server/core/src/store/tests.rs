@@ -144,6 +144,7 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
         Event::MilestoneCommitted { milestone: "M1".into(), commit: "fed789".into() },
         Event::MilestoneRejected { milestone: "M1".into(), feedback: "also handle emoji".into() },
         Event::AutoAcceptSet { auto_accept: true },
+        Event::BudgetSet { max_tokens: Some(1000), max_usd: Some(2.0) },
         Event::StateChanged {
             state: MissionState::Paused,
             pause_reason: Some(PauseReason::Budget),
