@@ -5,12 +5,14 @@
 //! 3 waiting at a gate). Progress and logs go to stderr; results and `--json` go to stdout.
 
 mod doctor;
+mod missions;
 mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use missions_engine::mission::Command as EngineCommand;
 
 #[derive(Parser)]
 #[command(name = "missions", version, about = "Long-running, self-checking coding missions run by LLM agents.")]
@@ -30,8 +32,27 @@ enum Command {
         #[arg(long)]
         stdio: bool,
     },
-    /// Show the effective configuration and check providers, git and the workspace.
-    Doctor,
+    /// List backlog items: id, source, title.
+    Backlog {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a mission and drive it: stops at the plan gate unless --approve, at each
+    /// milestone gate unless --accept.
+    Run {
+        /// A backlog item's id (see `missions backlog`).
+        #[arg(long, conflicts_with = "text")]
+        item: Option<String>,
+        /// The work to do, in words.
+        #[arg(long)]
+        text: Option<String>,
+        /// Approve the plan without stopping.
+        #[arg(long)]
+        approve: bool,
+        /// Accept every validated milestone without stopping (recorded: auto-accept).
+        #[arg(long)]
+        accept: bool,
+    },
     /// Show missions with their state, budget and open findings.
     Status {
         /// One mission; all of them when omitted.
@@ -40,6 +61,51 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Approve a mission's plan (locking its contract) and drive on.
+    Approve {
+        id: String,
+        #[arg(long)]
+        accept: bool,
+    },
+    /// Accept the milestone waiting for acceptance and drive on.
+    Accept {
+        id: String,
+        milestone: Option<String>,
+        #[arg(long)]
+        accept: bool,
+    },
+    /// Reject a waiting milestone; the feedback becomes a corrective feature.
+    Reject {
+        id: String,
+        milestone: String,
+        #[arg(long)]
+        feedback: String,
+    },
+    /// Move the mission branch back to a milestone's base commit (the dropped commits are
+    /// kept under refs/missions/ID/rolled-back/N) and pause.
+    Rollback { id: String, milestone: String },
+    /// Continue a paused or interrupted mission.
+    Resume {
+        id: String,
+        #[arg(long)]
+        accept: bool,
+    },
+    /// Pause a mission (also one another process is driving).
+    Pause { id: String },
+    /// Cancel a mission.
+    Cancel { id: String },
+    /// Print the repository map that models are given.
+    Map {
+        path: Option<String>,
+        /// Token budget of the map.
+        #[arg(long, default_value_t = 2048)]
+        tokens: usize,
+        /// Rank the map toward this text.
+        #[arg(long, default_value = "")]
+        focus: String,
+    },
+    /// Show the effective configuration and check providers, git and the workspace.
+    Doctor,
 }
 
 /// How a command ended, mapped to the exit codes of SPEC §6.
@@ -47,6 +113,8 @@ pub enum Outcome {
     Success,
     /// Something failed or needs fixing (exit 1).
     Failure,
+    /// Waiting at a gate (exit 3).
+    Gate,
     /// A usage or configuration error (exit 2), with the message to print.
     Usage(String),
 }
@@ -67,6 +135,14 @@ fn main() -> ExitCode {
             }
         },
     };
+    // Paths in messages, files and git are clearer and stabler when absolute.
+    let workspace = match workspace.canonicalize() {
+        Ok(path) => path,
+        Err(error) => {
+            eprintln!("missions: the workspace {} cannot be used: {error}", workspace.display());
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -79,12 +155,51 @@ fn main() -> ExitCode {
             runtime.block_on(missions_lsp::run_stdio());
             Outcome::Success
         }
-        Command::Doctor => runtime.block_on(doctor::run(&workspace)),
+        Command::Backlog { json } => missions::backlog(&workspace, json),
+        Command::Run { item, text, approve, accept } => {
+            runtime.block_on(missions::run(&workspace, item.as_deref(), text.as_deref(), approve, accept))
+        }
         Command::Status { id, json } => status::run(&workspace, id.as_deref(), json),
+        Command::Approve { id, accept } => {
+            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Approve), true, accept))
+        }
+        Command::Accept { id, milestone, accept } => runtime.block_on(missions::control(
+            &workspace,
+            &id,
+            Some(EngineCommand::Accept { milestone }),
+            true,
+            accept,
+        )),
+        Command::Reject { id, milestone, feedback } => runtime.block_on(missions::control(
+            &workspace,
+            &id,
+            Some(EngineCommand::Reject { milestone, feedback }),
+            true,
+            false,
+        )),
+        Command::Rollback { id, milestone } => runtime.block_on(missions::control(
+            &workspace,
+            &id,
+            Some(EngineCommand::Rollback { milestone }),
+            false,
+            false,
+        )),
+        Command::Resume { id, accept } => {
+            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Resume), true, accept))
+        }
+        Command::Pause { id } => {
+            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Pause), false, false))
+        }
+        Command::Cancel { id } => {
+            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Cancel), false, false))
+        }
+        Command::Map { path, tokens, focus } => missions::map(&workspace, path.as_deref(), tokens, &focus),
+        Command::Doctor => runtime.block_on(doctor::run(&workspace)),
     };
     match outcome {
         Outcome::Success => ExitCode::SUCCESS,
         Outcome::Failure => ExitCode::from(1),
+        Outcome::Gate => ExitCode::from(3),
         Outcome::Usage(message) => {
             eprintln!("missions: {message}");
             ExitCode::from(2)

@@ -6,6 +6,7 @@
 //! send [`mission::Command`]s and read the store's events and snapshots.
 
 pub mod agent;
+pub mod backlog;
 pub mod checks;
 pub mod git;
 pub mod mission;

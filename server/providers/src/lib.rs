@@ -117,7 +117,15 @@ fn http_provider<W: http::Wire>(
 /// Each role's provider and model, built from the configuration. Roles that share a provider
 /// share one instance (and so one connection pool, and one replay tape).
 pub struct ProviderRegistry {
-    routes: BTreeMap<Role, (Arc<dyn ModelProvider>, String)>,
+    routes: BTreeMap<Role, Route>,
+}
+
+/// One role's provider, model and output limit.
+#[derive(Clone)]
+pub struct Route {
+    pub provider: Arc<dyn ModelProvider>,
+    pub model: String,
+    pub max_output_tokens: u32,
 }
 
 impl ProviderRegistry {
@@ -132,22 +140,27 @@ impl ProviderRegistry {
         let mut routes = BTreeMap::new();
         for role in Role::ALL {
             let route = loaded.route(role)?;
+            let config = loaded.config.providers.get(&route.provider).cloned().unwrap_or_default();
             let provider = match built.get(&route.provider) {
                 Some(provider) => provider.clone(),
                 None => {
-                    let config = loaded.config.providers.get(&route.provider).cloned().unwrap_or_default();
                     let provider = build_provider(&route.provider, &config, prices.clone(), workspace, env, &redactor)?;
                     built.insert(route.provider.clone(), provider.clone());
                     provider
                 }
             };
-            routes.insert(role, (provider, route.model));
+            routes.insert(role, Route { provider, model: route.model, max_output_tokens: config.max_output_tokens });
         }
         Ok(ProviderRegistry { routes })
     }
 
     /// The provider and model that serve `role`.
     pub fn for_role(&self, role: Role) -> Option<(&Arc<dyn ModelProvider>, &str)> {
-        self.routes.get(&role).map(|(provider, model)| (provider, model.as_str()))
+        self.routes.get(&role).map(|route| (&route.provider, route.model.as_str()))
+    }
+
+    /// Every role's route.
+    pub fn routes(&self) -> impl Iterator<Item = (Role, &Route)> {
+        self.routes.iter().map(|(role, route)| (*role, route))
     }
 }

@@ -374,3 +374,63 @@ mod tests {
         }
     }
 }
+
+/// `TODO` and `FIXME` comments of a source text: (1-based line, the text after the marker).
+/// Comments are found with tree-sitter, so a `TODO` inside a string is not one.
+pub fn todo_comments(lang: Lang, source: &str) -> Vec<(usize, String)> {
+    let language = lang.language();
+    let mut parser = Parser::new();
+    if parser.set_language(&language).is_err() {
+        return Vec::new();
+    }
+    let Some(tree) = parser.parse(source, None) else { return Vec::new() };
+    let query_text = match lang {
+        Lang::Rust => "(line_comment) @c (block_comment) @c",
+        Lang::Python | Lang::JavaScript | Lang::TypeScript | Lang::Tsx | Lang::Go => "(comment) @c",
+    };
+    let Ok(query) = Query::new(&language, query_text) else { return Vec::new() };
+    let mut cursor = QueryCursor::new();
+    let mut matches = cursor.matches(&query, tree.root_node(), source.as_bytes());
+    let mut found = Vec::new();
+    while let Some(m) = matches.next() {
+        for capture in m.captures() {
+            let node = capture.node;
+            let text = &source[node.start_byte()..node.end_byte()];
+            for (offset, line) in text.lines().enumerate() {
+                let cleaned = line.trim().trim_start_matches(['/', '*', '#', '!', '-']).trim();
+                for marker in ["TODO", "FIXME"] {
+                    if let Some(rest) = cleaned.strip_prefix(marker) {
+                        let rest = rest.trim_start_matches(|c: char| c == ':' || c.is_whitespace());
+                        // `TODO(alice): x` keeps the owner out of the title.
+                        let rest = if rest.starts_with('(') {
+                            rest.split_once(')').map_or(rest, |(_, r)| r.trim_start_matches([':', ' ']))
+                        } else {
+                            rest
+                        };
+                        let title = rest.trim_end_matches("*/").trim();
+                        if !title.is_empty() {
+                            found.push((node.start_position().row + offset + 1, title.to_owned()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[cfg(test)]
+mod todo_tests {
+    use super::*;
+
+    #[test]
+    fn todo_comments_are_found_in_comments_only() {
+        let rust = "// TODO: handle unicode\nfn f() { let s = \"TODO: not a comment\"; }\n/* FIXME(bob): leaks\n   memory */\n";
+        assert_eq!(todo_comments(Lang::Rust, rust), vec![(1, "handle unicode".into()), (3, "leaks".into())]);
+        let python = "x = 1  # TODO add caching\ns = '# TODO no'\n";
+        assert_eq!(todo_comments(Lang::Python, python), vec![(1, "add caching".into())]);
+        assert_eq!(todo_comments(Lang::Go, "package m\n// FIXME: race\n"), vec![(2, "race".into())]);
+    }
+}

@@ -1,0 +1,281 @@
+//! The mission commands of SPEC §6: `backlog`, `run`, the gates (`approve`, `accept`,
+//! `reject`, `rollback`) and control (`resume`, `pause`, `cancel`).
+//!
+//! Each loads the configuration, builds the role models only when it will drive, and maps the
+//! engine's outcome to the exit codes of SPEC §6. A command for a mission that another process
+//! is driving is queued in the mission's inbox; the driver applies it within seconds.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+
+use missions_core::config::{Environment, LoadedConfig, ProcessEnvironment};
+use missions_core::mission::{MissionState, Source, SourceKind};
+use missions_core::store::StoreError;
+use missions_engine::backlog;
+use missions_engine::mission::{
+    Command, EngineError, Limits, Mission, Models, Options, Outcome, Progress, RoleModel, inbox_dir, write_inbox,
+};
+use missions_providers::ProviderRegistry;
+
+use crate::Outcome as Exit;
+
+/// Loads the configuration or says what is wrong with it.
+pub fn load_config(workspace: &Path) -> Result<LoadedConfig, Exit> {
+    let loaded =
+        LoadedConfig::load(workspace, &ProcessEnvironment, Vec::new()).map_err(|e| Exit::Usage(e.to_string()))?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(loaded)
+}
+
+/// Builds each role's model from the configuration.
+pub fn build_models(loaded: &LoadedConfig, workspace: &Path) -> Result<Models, Exit> {
+    let registry = ProviderRegistry::from_config(loaded, workspace, &ProcessEnvironment)
+        .map_err(|e| Exit::Usage(e.to_string()))?;
+    let by_role = registry
+        .routes()
+        .map(|(role, route)| {
+            (
+                role,
+                RoleModel {
+                    provider: route.provider.clone(),
+                    model: route.model.clone(),
+                    max_output_tokens: route.max_output_tokens,
+                },
+            )
+        })
+        .collect();
+    Ok(Models { by_role })
+}
+
+/// Progress on stderr: a spinner line on a terminal, plain lines otherwise.
+pub fn progress_reporter() -> Arc<dyn Fn(&Progress) + Send + Sync> {
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        let style = indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        bar.set_style(style);
+        Arc::new(move |progress: &Progress| {
+            // Finished steps stay on screen as plain lines; the spinner shows the current one.
+            if progress.message.starts_with("committed")
+                || progress.message.starts_with("validated")
+                || progress.message.starts_with("paused")
+            {
+                bar.println(format!("  {progress}"));
+            }
+            bar.set_message(progress.to_string());
+        })
+    } else {
+        Arc::new(|progress: &Progress| eprintln!("[{}] {progress}", progress.mission))
+    }
+}
+
+pub fn options() -> Options {
+    Options {
+        env: Arc::new(ProcessEnvironment) as Arc<dyn Environment>,
+        progress: progress_reporter(),
+        sandbox: None,
+        write_guard: None,
+        limits: Limits::default(),
+    }
+}
+
+fn engine_error(error: EngineError) -> Exit {
+    if error.is_usage() {
+        Exit::Usage(error.to_string())
+    } else {
+        eprintln!("missions: {error}");
+        Exit::Failure
+    }
+}
+
+/// Says where the mission stands and what to do next, and maps the outcome to an exit code.
+pub fn report(id: &str, outcome: &Outcome) -> Exit {
+    match outcome {
+        Outcome::Completed => eprintln!("mission {id} is complete; its branch missions/{id} is ready to merge"),
+        Outcome::AwaitingApproval => eprintln!(
+            "mission {id} waits for approval of its plan: read .missions/{id}/plan.md and contract.md, then `missions approve {id}`"
+        ),
+        Outcome::AwaitingAcceptance { milestone } => eprintln!(
+            "mission {id}: milestone {milestone} is validated and waits for you: `missions accept {id} {milestone}`, \
+             `missions reject {id} {milestone} --feedback …` or `missions rollback {id} {milestone}`"
+        ),
+        Outcome::Paused { reason, detail } => {
+            let reason =
+                serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            eprintln!(
+                "mission {id} is paused ({reason}): {}. `missions resume {id}` continues it",
+                detail.as_deref().unwrap_or("")
+            );
+        }
+        Outcome::Failed { detail } => eprintln!("mission {id} failed: {}", detail.as_deref().unwrap_or("")),
+        Outcome::Cancelled => eprintln!("mission {id} is cancelled"),
+    }
+    match outcome.exit_code() {
+        0 => Exit::Success,
+        3 => Exit::Gate,
+        _ => Exit::Failure,
+    }
+}
+
+pub fn backlog(workspace: &Path, json: bool) -> Exit {
+    let loaded = match load_config(workspace) {
+        Ok(loaded) => loaded,
+        Err(exit) => return exit,
+    };
+    let items = backlog::list(workspace, &loaded.config.backlog);
+    if json {
+        match serde_json::to_string_pretty(&items) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("missions: {error}");
+                return Exit::Failure;
+            }
+        }
+    } else if items.is_empty() {
+        println!("The backlog is empty: add `- [ ] …` items to BACKLOG.md or TODO.md, or TODO comments in the code.");
+    } else {
+        for item in &items {
+            println!("{:<28} {:<8} {}", item.id, item.source, item.title);
+        }
+    }
+    Exit::Success
+}
+
+pub async fn run(workspace: &Path, item: Option<&str>, text: Option<&str>, approve: bool, accept: bool) -> Exit {
+    let loaded = match load_config(workspace) {
+        Ok(loaded) => loaded,
+        Err(exit) => return exit,
+    };
+    let source = match (item, text) {
+        (Some(id), None) => {
+            let items = backlog::list(workspace, &loaded.config.backlog);
+            match items.iter().find(|i| i.id == id) {
+                Some(found) => Source {
+                    kind: SourceKind::Backlog,
+                    item_id: Some(found.id.clone()),
+                    text: backlog::item_text(found),
+                },
+                None => return Exit::Usage(format!("no backlog item `{id}`; `missions backlog` lists them")),
+            }
+        }
+        (None, Some(text)) if !text.trim().is_empty() => {
+            Source { kind: SourceKind::Text, item_id: None, text: text.to_owned() }
+        }
+        (None, Some(_)) => return Exit::Usage("--text is empty".into()),
+        _ => return Exit::Usage("give exactly one of --item ID or --text TEXT".into()),
+    };
+    let models = match build_models(&loaded, workspace) {
+        Ok(models) => models,
+        Err(exit) => return exit,
+    };
+    let mut mission = match Mission::start(workspace, loaded, models, source, accept, options()) {
+        Ok(mission) => mission,
+        Err(error) => return engine_error(error),
+    };
+    let id = mission.id().to_owned();
+    eprintln!("mission {id} started on branch missions/{id}");
+    let mut outcome = match mission.drive().await {
+        Ok(outcome) => outcome,
+        Err(error) => return engine_error(error),
+    };
+    if approve && outcome == Outcome::AwaitingApproval {
+        if let Err(error) = mission.apply(Command::Approve) {
+            return engine_error(error);
+        }
+        outcome = match mission.drive().await {
+            Ok(outcome) => outcome,
+            Err(error) => return engine_error(error),
+        };
+    }
+    report(&id, &outcome)
+}
+
+/// Applies `command` to mission `id` and, when `drive` is set, drives it on. With `accept`,
+/// auto-accept is switched on first (recorded, so it survives a crash).
+pub async fn control(workspace: &Path, id: &str, command: Option<Command>, drive: bool, accept: bool) -> Exit {
+    let loaded = match load_config(workspace) {
+        Ok(loaded) => loaded,
+        Err(exit) => return exit,
+    };
+    let models = if drive {
+        match build_models(&loaded, workspace) {
+            Ok(models) => models,
+            Err(exit) => return exit,
+        }
+    } else {
+        Models::default()
+    };
+    let mut mission = match Mission::open(workspace, id, loaded, models, options()) {
+        Ok((mission, warnings)) => {
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
+            mission
+        }
+        Err(EngineError::Store(StoreError::Locked { holder, .. })) => {
+            // A live driver: hand it the command through the inbox (SPEC §2 rule 8).
+            let inbox = inbox_dir(workspace, id);
+            let mut queued = Vec::new();
+            if accept {
+                queued.push(Command::SetAutoAccept { auto_accept: true });
+            }
+            queued.extend(command);
+            for command in &queued {
+                if let Err(error) = write_inbox(&inbox, command) {
+                    return engine_error(error);
+                }
+            }
+            eprintln!("mission {id} is being driven by {holder}; the command was queued and applies within seconds");
+            return Exit::Success;
+        }
+        Err(error) => return engine_error(error),
+    };
+    if accept && let Err(error) = mission.apply(Command::SetAutoAccept { auto_accept: true }) {
+        return engine_error(error);
+    }
+    if let Some(command) = command {
+        let state = mission.projection().mission.map(|m| m.state);
+        // `resume` after a crash finds the mission mid-way, not paused: driving on is the resume.
+        let skip = command == Command::Resume && state != Some(MissionState::Paused);
+        if !skip && let Err(error) = mission.apply(command) {
+            return engine_error(error);
+        }
+    }
+    let outcome = if drive {
+        match mission.drive().await {
+            Ok(outcome) => outcome,
+            Err(error) => return engine_error(error),
+        }
+    } else {
+        match mission.outcome() {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => {
+                eprintln!(
+                    "mission {id} is {}",
+                    mission.projection().mission.map(|m| m.state.to_string()).unwrap_or_default()
+                );
+                return Exit::Success;
+            }
+            Err(error) => return engine_error(error),
+        }
+    };
+    report(id, &outcome)
+}
+
+pub fn map(workspace: &Path, path: Option<&str>, tokens: usize, focus: &str) -> Exit {
+    let confinement = match missions_tools::Confinement::new(workspace) {
+        Ok(c) => c,
+        Err(error) => return Exit::Usage(format!("{}: {error}", workspace.display())),
+    };
+    match missions_tools::repo_map::repo_map(&confinement, path, focus, tokens) {
+        Ok(map) => {
+            print!("{map}");
+            Exit::Success
+        }
+        Err(message) => Exit::Usage(message),
+    }
+}

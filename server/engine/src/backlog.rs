@@ -1,0 +1,158 @@
+//! The backlog: what a mission can be started from.
+//!
+//! Items come from Markdown task lists (`- [ ] title`, with the indented lines under it as the
+//! description) in the files `[backlog] markdown` names, and from `TODO`/`FIXME` comments in
+//! the code, found with tree-sitter. An item's id is `path:line`, stable until the file is
+//! edited above it.
+
+use std::path::Path;
+
+use missions_core::config::BacklogConfig;
+use missions_tools::repo_map::{Lang, todo_comments};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Location {
+    pub path: String,
+    pub line: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BacklogItem {
+    pub id: String,
+    /// `markdown` or `code`.
+    pub source: String,
+    pub title: String,
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+}
+
+/// Open task-list items of one Markdown text.
+pub fn markdown_items(path: &str, text: &str) -> Vec<BacklogItem> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut items = Vec::new();
+    let mut index = 0;
+    while index < lines.len() {
+        let line = lines[index];
+        let indent = line.len() - line.trim_start().len();
+        let trimmed = line.trim_start();
+        let open = ["- [ ] ", "* [ ] ", "+ [ ] "].iter().find_map(|prefix| trimmed.strip_prefix(prefix));
+        let Some(title) = open.map(str::trim).filter(|t| !t.is_empty()) else {
+            index += 1;
+            continue;
+        };
+        let mut description = Vec::new();
+        let mut next = index + 1;
+        while next < lines.len() {
+            let candidate = lines[next];
+            let candidate_indent = candidate.len() - candidate.trim_start().len();
+            if candidate.trim().is_empty() {
+                description.push(String::new());
+            } else if candidate_indent > indent && !is_task(candidate.trim_start()) {
+                description.push(candidate.trim().to_owned());
+            } else {
+                break;
+            }
+            next += 1;
+        }
+        while description.last().is_some_and(|l| l.is_empty()) {
+            description.pop();
+        }
+        let line_number = (index + 1) as u32;
+        items.push(BacklogItem {
+            id: format!("{path}:{line_number}"),
+            source: "markdown".into(),
+            title: title.to_owned(),
+            description: description.join("\n"),
+            location: Some(Location { path: path.to_owned(), line: line_number }),
+        });
+        index = next;
+    }
+    items
+}
+
+fn is_task(trimmed: &str) -> bool {
+    ["- [", "* [", "+ ["].iter().any(|p| trimmed.starts_with(p))
+}
+
+/// Every open backlog item of the workspace.
+pub fn list(workspace: &Path, config: &BacklogConfig) -> Vec<BacklogItem> {
+    let mut items = Vec::new();
+    for name in &config.markdown {
+        if let Ok(text) = std::fs::read_to_string(workspace.join(name)) {
+            items.extend(markdown_items(name, &text));
+        }
+    }
+    if config.code_comments {
+        let walker = ignore::WalkBuilder::new(workspace)
+            .require_git(false)
+            .filter_entry(|e| e.file_name() != ".git" && e.file_name() != ".missions")
+            .sort_by_file_name(|a, b| a.cmp(b))
+            .build();
+        for entry in walker.filter_map(Result::ok).take(20_000) {
+            let Some(lang) = Lang::from_path(entry.path()) else { continue };
+            if entry.metadata().map(|m| m.len() > 1024 * 1024).unwrap_or(true) {
+                continue;
+            }
+            let Ok(source) = std::fs::read_to_string(entry.path()) else { continue };
+            let relative =
+                entry.path().strip_prefix(workspace).unwrap_or(entry.path()).to_string_lossy().replace('\\', "/");
+            for (line, title) in todo_comments(lang, &source) {
+                items.push(BacklogItem {
+                    id: format!("{relative}:{line}"),
+                    source: "code".into(),
+                    title,
+                    description: String::new(),
+                    location: Some(Location { path: relative.clone(), line: line as u32 }),
+                });
+            }
+        }
+    }
+    items
+}
+
+/// The text a mission is started from for a backlog item.
+pub fn item_text(item: &BacklogItem) -> String {
+    let mut text = item.title.clone();
+    if !item.description.is_empty() {
+        text.push_str("\n\n");
+        text.push_str(&item.description);
+    }
+    if let Some(location) = &item.location {
+        text.push_str(&format!("\n\n(From {}:{}.)", location.path, location.line));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_task_items_with_indented_descriptions() {
+        let text = "# Backlog\n\n- [ ] Add slugify\n  It should handle unicode.\n\n  And empty strings.\n- [x] Done already\n- [ ] Add a CLI\n\nNot part of it.\n";
+        let items = markdown_items("BACKLOG.md", text);
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].id, "BACKLOG.md:3");
+        assert_eq!(items[0].title, "Add slugify");
+        assert_eq!(items[0].description, "It should handle unicode.\n\nAnd empty strings.");
+        assert_eq!(items[1].id, "BACKLOG.md:8");
+        assert_eq!(items[1].description, "");
+    }
+
+    #[test]
+    fn the_workspace_backlog_joins_markdown_and_code() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("TODO.md"), "- [ ] Write docs\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/app.py"), "def f():\n    pass  # TODO: validate input\n").unwrap();
+        let config =
+            BacklogConfig { markdown: vec!["BACKLOG.md".into(), "TODO.md".into()], code_comments: true, github: None };
+        let items = list(dir.path(), &config);
+        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["TODO.md:1", "src/app.py:2"]);
+        assert_eq!(items[1].source, "code");
+        assert_eq!(item_text(&items[1]), "validate input\n\n(From src/app.py:2.)");
+    }
+}
