@@ -10,6 +10,8 @@
 // This crate is test code: a failed set-up should stop the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod script;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -137,10 +139,14 @@ impl Reply {
     }
 }
 
+/// Computes a reply from a request, for servers that act like a model rather than a tape.
+pub type Responder = Arc<dyn Fn(&RecordedRequest) -> Reply + Send + Sync>;
+
 #[derive(Default)]
 struct Shared {
     replies: VecDeque<Reply>,
     requests: Vec<RecordedRequest>,
+    responder: Option<Responder>,
 }
 
 /// A scripted HTTP/1.1 server on 127.0.0.1. Each request takes the next reply in order; a
@@ -153,9 +159,18 @@ pub struct MockServer {
 
 impl MockServer {
     pub async fn start(replies: Vec<Reply>) -> MockServer {
+        MockServer::serve(Shared { replies: replies.into(), requests: Vec::new(), responder: None }).await
+    }
+
+    /// A server that computes each reply from its request.
+    pub async fn start_with(responder: Responder) -> MockServer {
+        MockServer::serve(Shared { replies: VecDeque::new(), requests: Vec::new(), responder: Some(responder) }).await
+    }
+
+    async fn serve(shared: Shared) -> MockServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
-        let shared = Arc::new(Mutex::new(Shared { replies: replies.into(), requests: Vec::new() }));
+        let shared = Arc::new(Mutex::new(shared));
         let state = shared.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -230,8 +245,12 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<Shared>>) -> std::io::Res
     };
     let reply = {
         let mut shared = state.lock().unwrap();
+        let reply = match &shared.responder {
+            Some(responder) => Some(responder(&request)),
+            None => shared.replies.pop_front(),
+        };
         shared.requests.push(request);
-        shared.replies.pop_front()
+        reply
     };
     let reply = reply.unwrap_or_else(|| Reply::new(500, "text/plain", "the test scripted no reply for this request"));
     tokio::time::sleep(reply.delay).await;

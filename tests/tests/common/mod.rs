@@ -1,6 +1,8 @@
 //! Shared set-up for the provider tests: a provider pointed at a loopback server.
 #![allow(dead_code)]
 
+pub mod project;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
