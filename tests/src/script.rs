@@ -98,12 +98,21 @@ pub fn parse_call(body: &Value) -> Call {
             blocks
                 .iter()
                 .filter(|b| b["type"] == "tool_result")
-                .map(|b| (b["content"].as_str().unwrap_or_default().to_owned(), b["is_error"].as_bool().unwrap_or(false)))
+                .map(|b| {
+                    (b["content"].as_str().unwrap_or_default().to_owned(), b["is_error"].as_bool().unwrap_or(false))
+                })
                 .collect()
         })
         .unwrap_or_default();
     let system = body["system"][0]["text"].as_str().unwrap_or_default().to_owned();
-    Call { role, first_line: first_message.lines().next().unwrap_or_default().to_owned(), first_message, turn, results, system }
+    Call {
+        role,
+        first_line: first_message.lines().next().unwrap_or_default().to_owned(),
+        first_message,
+        turn,
+        results,
+        system,
+    }
 }
 
 /// Encodes a turn as an Anthropic SSE stream.
@@ -115,8 +124,12 @@ pub fn encode(turn: &Turn, input_tokens: u64) -> String {
     let mut index = 0;
     if !turn.text.is_empty() || turn.calls.is_empty() {
         let text = if turn.text.is_empty() { "…" } else { turn.text.as_str() };
-        events.push(json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}));
-        events.push(json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}));
+        events.push(
+            json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+        );
+        events.push(
+            json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}),
+        );
         events.push(json!({"type": "content_block_stop", "index": index}));
         index += 1;
     }

@@ -15,7 +15,8 @@ async fn a_two_milestone_mission_completes_with_commits_handoffs_and_states() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
     let dir = project();
     configure(dir.path(), &model.config_toml(""));
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify and a slug command", "--approve", "--accept"]).await;
+    let output =
+        missions_async(dir.path(), &["run", "--text", "Add slugify and a slug command", "--approve", "--accept"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let id = mission_id(dir.path());
     let mission_dir = dir.path().join(".missions").join(&id);
@@ -34,8 +35,15 @@ async fn a_two_milestone_mission_completes_with_commits_handoffs_and_states() {
     let log = git(dir.path(), &["log", "--format=%s%n%(trailers:only,unfold)---", &format!("main..missions/{id}")]);
     let entries: Vec<&str> = log.split("---\n").filter(|e| !e.trim().is_empty()).collect();
     let subjects: Vec<&str> = entries.iter().map(|e| e.lines().next().unwrap()).collect();
-    assert_eq!(subjects, ["milestone M2: slug command", "F2: slug command", "milestone M1: slugify()", "F1: slugify function"]);
-    assert!(entries[1].contains(&format!("Mission-Id: {id}")) && entries[1].contains("Feature-Id: F2"), "{}", entries[1]);
+    assert_eq!(
+        subjects,
+        ["milestone M2: slug command", "F2: slug command", "milestone M1: slugify()", "F1: slugify function"]
+    );
+    assert!(
+        entries[1].contains(&format!("Mission-Id: {id}")) && entries[1].contains("Feature-Id: F2"),
+        "{}",
+        entries[1]
+    );
     assert!(entries[0].contains("Milestone-Id: M2"), "{}", entries[0]);
     assert_eq!(git(dir.path(), &["rev-parse", "--abbrev-ref", "HEAD"]).trim(), format!("missions/{id}"));
     assert!(git(dir.path(), &["status", "--porcelain"]).trim().is_empty());
@@ -46,12 +54,14 @@ async fn a_two_milestone_mission_completes_with_commits_handoffs_and_states() {
     assert_eq!(handoff["commands"][0]["exit_code"], 0);
     assert_eq!(handoff["observed_commands"][0]["command"], "python3 -m unittest tests.test_slug");
     assert_eq!(handoff["observed_commands"][0]["exit_code"], 0);
-    let files: Vec<&str> = handoff["files_changed"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    let files: Vec<&str> =
+        handoff["files_changed"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
     assert_eq!(files, ["tests/test_slug.py", "textkit/slug.py"]);
     assert_eq!(handoff["files_changed"][1]["ranges"], serde_json::json!([[1, 6]]));
 
     let contract = read_json(&mission_dir.join("contract.json"));
-    let statuses: Vec<&str> = contract["assertions"].as_array().unwrap().iter().map(|a| a["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> =
+        contract["assertions"].as_array().unwrap().iter().map(|a| a["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["passing", "passing", "passing", "passing"]);
     assert_eq!(read_json(&mission_dir.join("findings.json")), serde_json::json!([]));
     let plan = read_json(&mission_dir.join("plan.json"));
@@ -73,7 +83,11 @@ async fn a_two_milestone_mission_completes_with_commits_handoffs_and_states() {
 
     // The user tester really ran the program, and every role used its own model.
     let calls = model.calls();
-    assert!(calls.iter().any(|(c, _)| c.role == ScriptRole::UserTester && c.results.iter().any(|(r, _)| r.contains("hello-world"))));
+    assert!(
+        calls
+            .iter()
+            .any(|(c, _)| c.role == ScriptRole::UserTester && c.results.iter().any(|(r, _)| r.contains("hello-world")))
+    );
 }
 
 #[tokio::test]
@@ -92,7 +106,8 @@ async fn gates_stop_the_run_until_the_user_approves_and_accepts() {
 
     let output = missions_async(dir.path(), &["approve", &id]).await;
     assert_eq!(output.status.code(), Some(3), "stops at M1's gate: {}", stderr(&output));
-    let snapshot: Value = serde_json::from_slice(&missions_async(dir.path(), &["status", &id, "--json"]).await.stdout).unwrap();
+    let snapshot: Value =
+        serde_json::from_slice(&missions_async(dir.path(), &["status", &id, "--json"]).await.stdout).unwrap();
     assert_eq!(snapshot["state"], "awaiting_acceptance");
     assert_eq!(snapshot["plan"]["milestones"][0]["status"], "validated");
 
@@ -102,13 +117,15 @@ async fn gates_stop_the_run_until_the_user_approves_and_accepts() {
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let output = missions_async(dir.path(), &["accept", &id]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let snapshot: Value = serde_json::from_slice(&missions_async(dir.path(), &["status", &id, "--json"]).await.stdout).unwrap();
+    let snapshot: Value =
+        serde_json::from_slice(&missions_async(dir.path(), &["status", &id, "--json"]).await.stdout).unwrap();
     assert_eq!(snapshot["state"], "completed");
 }
 
 #[tokio::test]
 async fn a_failed_validation_becomes_a_corrective_round_and_complete_is_refused_until_it_passes() {
-    let model = ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: false }), Duration::ZERO).await;
+    let model =
+        ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: false }), Duration::ZERO).await;
     let dir = project();
     configure(dir.path(), &model.config_toml(""));
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
@@ -127,10 +144,16 @@ async fn a_failed_validation_becomes_a_corrective_round_and_complete_is_refused_
     assert!(refusal[0].0.contains("A1 (failing)"), "{}", refusal[0].0);
 
     let plan = read_json(&mission_dir.join("plan.json"));
-    let features: Vec<&str> = plan["milestones"][0]["features"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    let features: Vec<&str> =
+        plan["milestones"][0]["features"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
     assert_eq!(features, ["F1", "F1-fix1"]);
     let findings = read_json(&mission_dir.join("findings.json"));
-    let a1 = findings.as_array().unwrap().iter().find(|f| f["assertion"] == "A1" && f["validator"] == "command").expect("A1's finding");
+    let a1 = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["assertion"] == "A1" && f["validator"] == "command")
+        .expect("A1's finding");
     assert_eq!(a1["status"], "fixed", "the next validation no longer reproduced it");
     assert_eq!(a1["path"], "tests/test_slug.py", "located from the unittest output: {a1}");
     assert!(a1["message"].as_str().unwrap().starts_with("A1: "));
@@ -142,7 +165,8 @@ async fn a_failed_validation_becomes_a_corrective_round_and_complete_is_refused_
 
 #[tokio::test]
 async fn corrective_rounds_are_bounded_then_the_mission_pauses_blocked() {
-    let model = ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: true }), Duration::ZERO).await;
+    let model =
+        ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: true }), Duration::ZERO).await;
     let dir = project();
     configure(dir.path(), &model.config_toml("[mission]\nmax_correction_rounds = 2\n"));
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
@@ -154,7 +178,8 @@ async fn corrective_rounds_are_bounded_then_the_mission_pauses_blocked() {
     let detail = mission["detail"].as_str().unwrap();
     assert!(detail.contains("after 2 correction rounds") && detail.contains("A1"), "{detail}");
     let plan = read_json(&dir.path().join(".missions").join(&id).join("plan.json"));
-    let features: Vec<&str> = plan["milestones"][0]["features"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    let features: Vec<&str> =
+        plan["milestones"][0]["features"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
     assert_eq!(features, ["F1", "F1-fix1", "F1-fix2"], "exactly two corrective rounds ran");
     // It never reports success it did not verify: M1 has no milestone commit.
     let subjects = git(dir.path(), &["log", "--format=%s", &format!("main..missions/{id}")]);

@@ -32,7 +32,10 @@ pub fn project() -> tempfile::TempDir {
         ("textkit/__init__.py", ""),
         ("textkit/core.py", "def shout(text):\n    \"\"\"Upper-case text.\"\"\"\n    return text.upper()\n"),
         ("tests/__init__.py", ""),
-        ("tests/test_core.py", "import unittest\nfrom textkit.core import shout\n\n\nclass TestShout(unittest.TestCase):\n    def test_shout(self):\n        self.assertEqual(shout('hi'), 'HI')\n"),
+        (
+            "tests/test_core.py",
+            "import unittest\nfrom textkit.core import shout\n\n\nclass TestShout(unittest.TestCase):\n    def test_shout(self):\n        self.assertEqual(shout('hi'), 'HI')\n",
+        ),
         ("BACKLOG.md", "# Backlog\n\n- [ ] Add slugify\n  A slugify(text) function and a `slug` command.\n"),
     ];
     for (path, text) in files {
@@ -142,7 +145,10 @@ pub fn asked(call: &Call) -> Vec<String> {
 }
 
 pub fn pass_all(call: &Call) -> Turn {
-    let verdicts: Vec<Value> = asked(call).iter().map(|a| json!({"assertion": a, "pass": true, "evidence": "read the code and ran it"})).collect();
+    let verdicts: Vec<Value> = asked(call)
+        .iter()
+        .map(|a| json!({"assertion": a, "pass": true, "evidence": "read the code and ran it"}))
+        .collect();
     Turn::call("report_findings", json!({"verdicts": verdicts, "findings": []}))
 }
 
@@ -179,17 +185,27 @@ pub fn slugify_script(story: Story) -> Script {
                     ("write_file", json!({"path": "tests/test_slug.py", "content": SLUG_TEST})),
                 ]),
                 1 => Turn::call("run_command", json!({"command": "python3 -m unittest tests.test_slug"})),
-                _ => handoff("Added slugify and its tests.", json!([{"command": "python3 -m unittest tests.test_slug", "exit_code": test_exit}])),
+                _ => handoff(
+                    "Added slugify and its tests.",
+                    json!([{"command": "python3 -m unittest tests.test_slug", "exit_code": test_exit}]),
+                ),
             }
         }
         ScriptRole::Worker if call.first_line.starts_with("Feature F1-fix") => {
-            let (old, new) = if story.never_fixed { ("strip('-')", "strip('-')  # still wrong") } else { ("text).strip", "text.lower()).strip") };
+            let (old, new) = if story.never_fixed {
+                ("strip('-')", "strip('-')  # still wrong")
+            } else {
+                ("text).strip", "text.lower()).strip")
+            };
             match call.turn {
                 0 => Turn::call("edit_file", json!({"path": "textkit/slug.py", "old": old, "new": new})),
                 1 => Turn::call("run_command", json!({"command": "python3 -m unittest tests.test_slug"})),
                 _ => {
                     let exit = if story.never_fixed { 1 } else { 0 };
-                    handoff("Lower-cased the text before slugging.", json!([{"command": "python3 -m unittest tests.test_slug", "exit_code": exit}]))
+                    handoff(
+                        "Lower-cased the text before slugging.",
+                        json!([{"command": "python3 -m unittest tests.test_slug", "exit_code": exit}]),
+                    )
                 }
             }
         }
@@ -199,7 +215,10 @@ pub fn slugify_script(story: Story) -> Script {
                 ("write_file", json!({"path": "tests/test_cli.py", "content": CLI_TEST})),
             ]),
             1 => Turn::call("run_command", json!({"command": "python3 -m unittest tests.test_cli"})),
-            _ => handoff("Added the slug command.", json!([{"command": "python3 -m unittest tests.test_cli", "exit_code": 0}])),
+            _ => handoff(
+                "Added the slug command.",
+                json!([{"command": "python3 -m unittest tests.test_cli", "exit_code": 0}]),
+            ),
         },
         ScriptRole::Worker => handoff("Nothing to do.", json!([])),
         ScriptRole::Reviewer => pass_all(call),
@@ -218,9 +237,12 @@ pub fn slugify_script(story: Story) -> Script {
             if fix_needed && (round_one || story.never_fixed) {
                 match call.turn {
                     // First try to complete anyway: the engine must refuse.
-                    0 if round_one => Turn::call("decide_milestone", json!({"decision": "complete", "notes": "looks done"})),
+                    0 if round_one => {
+                        Turn::call("decide_milestone", json!({"decision": "complete", "notes": "looks done"}))
+                    }
                     _ => {
-                        let n = call.first_line.split("(round ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or("1");
+                        let n =
+                            call.first_line.split("(round ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or("1");
                         Turn::call(
                             "decide_milestone",
                             json!({"decision": "correct", "notes": "A1 fails: slugify keeps upper case",

@@ -1,0 +1,307 @@
+//! Each rule of SPEC §2 broken on purpose, and seen refused: hostile tool calls, a lying
+//! worker, a budget cap, a validator that edits the tree, two writers, control from another
+//! process; and the git gates of SPEC §3 (dirty tree, reject, rollback).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::project::*;
+use missions_tests::script::{Call, Script, ScriptRole, ScriptedModel, Turn};
+use serde_json::{Value, json};
+
+/// The slugify story with one role's answers replaced.
+fn with(override_fn: impl Fn(&Call) -> Option<Turn> + Send + Sync + 'static) -> Script {
+    let base = slugify_script(Story::default());
+    Arc::new(move |call: &Call| override_fn(call).unwrap_or_else(|| base(call)))
+}
+
+fn events(dir: &std::path::Path, id: &str) -> Vec<Value> {
+    std::fs::read_to_string(dir.join(".missions").join(id).join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Waits until the mission's log holds an event matching `pred`.
+async fn wait_for_event(dir: &std::path::Path, pred: impl Fn(&Value) -> bool) -> String {
+    let started = Instant::now();
+    loop {
+        if let Ok(id) = std::panic::catch_unwind(|| mission_id(dir))
+            && events(dir, &id).iter().any(&pred)
+        {
+            return id;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the event never came");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_claims_a_command_it_never_ran_gets_a_handoff_mismatch() {
+    let script = with(|call| match (call.role, call.first_line.starts_with("Feature F1:"), call.turn) {
+        // Writes the files but never runs the tests, then claims it did, and claims a wrong
+        // exit code for a command it did run.
+        (ScriptRole::Worker, true, 0) => Some(Turn::calls(vec![
+            ("write_file", json!({"path": "textkit/slug.py", "content": SLUG_GOOD})),
+            ("write_file", json!({"path": "tests/test_slug.py", "content": SLUG_TEST})),
+            ("run_command", json!({"command": "python3 -c 'import sys; sys.exit(4)'"})),
+        ])),
+        (ScriptRole::Worker, true, _) => Some(handoff(
+            "Added slugify; all tests pass.",
+            json!([{"command": "python3 -m unittest tests.test_slug", "exit_code": 0}, {"command": "python3 -c 'import sys; sys.exit(4)'", "exit_code": 0}]),
+        )),
+        _ => None,
+    });
+    let model = ScriptedModel::start(script, Duration::ZERO).await;
+    let dir = project();
+    configure(dir.path(), &model.config_toml(""));
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let id = mission_id(dir.path());
+    let findings = read_json(&dir.path().join(".missions").join(&id).join("findings.json"));
+    let mismatches: Vec<&Value> =
+        findings.as_array().unwrap().iter().filter(|f| f["validator"] == "handoff-mismatch").collect();
+    assert_eq!(mismatches.len(), 2, "{findings}");
+    assert!(
+        mismatches[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`python3 -m unittest tests.test_slug` (exit 0), which the worker never ran")
+    );
+    assert!(mismatches[1]["message"].as_str().unwrap().contains("exited 0, but it exited 4"), "{}", mismatches[1]);
+    assert_eq!(mismatches[0]["feature"], "F1");
+    assert_eq!(mismatches[0]["status"], "open");
+}
+
+#[tokio::test]
+async fn hostile_tool_calls_are_refused_and_reported_to_the_model() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "top secret").unwrap();
+    let outside_path = outside.path().to_owned();
+    let script = with(move |call| match (call.role, call.first_line.starts_with("Feature F1:"), call.turn) {
+        (ScriptRole::Worker, true, 0) => Some(Turn::calls(vec![
+            ("read_file", json!({"path": "../../etc/passwd"})),
+            ("read_file", json!({"path": "escape/secret.txt"})),
+            ("write_file", json!({"path": ".git/hooks/pre-commit", "content": "#!/bin/sh\necho pwned\n"})),
+            ("write_file", json!({"path": ".missions/evil.json", "content": "{}"})),
+            ("write_file", json!({"path": "escape/planted.txt", "content": "x"})),
+            ("run_command", json!({"command": "echo key=[$MISSIONS_TEST_KEY] other=[$ANTHROPIC_API_KEY]"})),
+            ("run_command", json!({"command": format!("cat {}/secret.txt; echo {}", outside_path.display(), KEY)})),
+            ("run_command", json!({"command": "sleep 60", "timeout_s": 1})),
+            ("run_command", json!({"command": "yes flood | head -c 3000000; echo END"})),
+            ("no_such_tool", json!({})),
+            ("read_file", json!({"wrong": "shape"})),
+        ])),
+        (ScriptRole::Worker, true, 1) => Some(Turn::calls(vec![
+            ("write_file", json!({"path": "textkit/slug.py", "content": SLUG_GOOD})),
+            ("write_file", json!({"path": "tests/test_slug.py", "content": SLUG_TEST})),
+        ])),
+        (ScriptRole::Worker, true, _) => Some(handoff("Added slugify.", json!([]))),
+        _ => None,
+    });
+    let model = ScriptedModel::start(script, Duration::ZERO).await;
+    let dir = project();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("escape")).unwrap();
+    git(dir.path(), &["add", "escape"]);
+    git(dir.path(), &["commit", "-q", "-m", "a link out"]);
+    configure(dir.path(), &model.config_toml(""));
+    let started = Instant::now();
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(started.elapsed() < Duration::from_secs(40), "the endless command was cut off");
+
+    let calls = model.calls();
+    let (_, _) =
+        calls.iter().find(|(c, _)| c.role == ScriptRole::Worker && c.turn == 1).expect("the worker's second turn");
+    let results: Vec<(String, bool)> =
+        calls.iter().find(|(c, _)| c.role == ScriptRole::Worker && c.turn == 1).unwrap().0.results.clone();
+    assert_eq!(results.len(), 11);
+    let expect = |index: usize, is_error: bool, needle: &str| {
+        let (text, error) = &results[index];
+        assert_eq!(*error, is_error, "result {index}: {text}");
+        assert!(text.contains(needle), "result {index} lacks {needle:?}: {}", &text[..text.len().min(400)]);
+    };
+    expect(0, true, "climbs out of the workspace");
+    expect(1, true, "outside the workspace through a symbolic link");
+    expect(2, true, "under .git/ or .missions/");
+    expect(3, true, "under .git/ or .missions/");
+    expect(4, true, "outside the workspace through a symbolic link");
+    expect(5, false, "key=[] other=[]");
+    expect(6, false, "[REDACTED:");
+    expect(7, false, "timed out after 1 s");
+    expect(8, false, "bytes cut");
+    expect(8, false, "END");
+    expect(9, true, "is not a tool of this run");
+    expect(10, true, "invalid input for read_file");
+    assert!(!results[6].0.contains(KEY));
+    assert!(results[8].0.len() < 70_000);
+
+    assert!(!dir.path().join(".git/hooks/pre-commit").exists());
+    assert!(!dir.path().join(".missions/evil.json").exists());
+    assert!(!outside.path().join("planted.txt").exists());
+    let id = mission_id(dir.path());
+    for entry in std::fs::read_dir(dir.path().join(".missions").join(&id).join("transcripts")).unwrap() {
+        assert!(!std::fs::read_to_string(entry.unwrap().path()).unwrap().contains(KEY));
+    }
+}
+
+#[tokio::test]
+async fn a_budget_cap_pauses_before_the_call_that_would_pass_it_and_raising_it_resumes() {
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
+    let dir = project();
+    let config = |cap: u64| {
+        model
+            .config_toml(&format!("[budget]\nmax_tokens = {cap}\n"))
+            .replace("max_retries = 0", "max_retries = 0\nmax_output_tokens = 1000")
+    };
+    configure(dir.path(), &config(9_000));
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let id = mission_id(dir.path());
+    let mission = read_json(&dir.path().join(".missions").join(&id).join("mission.json"));
+    assert_eq!(mission["state"], "paused");
+    assert_eq!(mission["pause_reason"], "budget");
+    let used = mission["budget"]["used_tokens"].as_u64().unwrap();
+    assert!(used > 0 && used <= 9_000, "the providers' total stays within the cap: {used}");
+    assert!(mission["detail"].as_str().unwrap().contains("cap of 9000 tokens"), "{mission}");
+
+    configure(dir.path(), &config(10_000_000));
+    let output = missions_async(dir.path(), &["resume", &id, "--accept"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let mission = read_json(&dir.path().join(".missions").join(&id).join("mission.json"));
+    assert_eq!(mission["state"], "completed");
+    assert_eq!(mission["budget"]["max_tokens"], 10_000_000);
+}
+
+#[tokio::test]
+async fn a_validator_that_edits_the_tree_is_reverted_and_reported() {
+    let script = with(|call| match (call.role, call.turn) {
+        (ScriptRole::Reviewer, 0) if call.first_line.starts_with("Review feature F1 ") => Some(Turn::call(
+            "run_command",
+            json!({"command": "echo '# reviewer was here' >> textkit/core.py && touch stray.txt"}),
+        )),
+        _ => None,
+    });
+    let model = ScriptedModel::start(script, Duration::ZERO).await;
+    let dir = project();
+    configure(dir.path(), &model.config_toml(""));
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let id = mission_id(dir.path());
+    let findings = read_json(&dir.path().join(".missions").join(&id).join("findings.json"));
+    let changed = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["message"].as_str().unwrap_or("").contains("changed the working tree"))
+        .expect("a finding");
+    assert_eq!(changed["validator"], "review");
+    assert!(
+        changed["message"].as_str().unwrap().contains("textkit/core.py")
+            && changed["message"].as_str().unwrap().contains("stray.txt")
+    );
+    assert!(!std::fs::read_to_string(dir.path().join("textkit/core.py")).unwrap().contains("reviewer was here"));
+    assert!(!dir.path().join("stray.txt").exists());
+    assert!(
+        !git(dir.path(), &["log", "-p", &format!("main..missions/{id}")]).contains("reviewer was here"),
+        "never committed"
+    );
+}
+
+#[tokio::test]
+async fn one_writer_per_workspace_and_control_from_another_process_through_the_inbox() {
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::from_millis(150)).await;
+    let dir = project();
+    configure(dir.path(), &model.config_toml(""));
+    let mut driver = missions_command(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]);
+    driver.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let driver = tokio::process::Command::from(driver).spawn().unwrap();
+    let id = wait_for_event(dir.path(), |e| e["type"] == "feature_started").await;
+
+    // SPEC §2 rule 2: a second mission in the same workspace is refused while one is driven.
+    let second = missions_async(dir.path(), &["run", "--text", "Something else"]).await;
+    assert_eq!(second.status.code(), Some(2), "{}", stderr(&second));
+    assert!(stderr(&second).contains("another mission is being driven in this workspace"), "{}", stderr(&second));
+
+    // SPEC §2 rule 8: pause from another process reaches the live driver within seconds.
+    let asked = Instant::now();
+    let pause = missions_async(dir.path(), &["pause", &id]).await;
+    assert_eq!(pause.status.code(), Some(0), "{}", stderr(&pause));
+    assert!(stderr(&pause).contains("queued"), "{}", stderr(&pause));
+    let output = driver.wait_with_output().await.unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    let mission = read_json(&dir.path().join(".missions").join(&id).join("mission.json"));
+    assert_eq!((mission["state"].as_str(), mission["pause_reason"].as_str()), (Some("paused"), Some("user")));
+
+    // With no live driver, control applies directly; resume rebuilds and finishes.
+    let output = missions_async(dir.path(), &["resume", &id]).await;
+    assert_eq!(output.status.code(), Some(0), "auto-accept was recorded by run --accept: {}", stderr(&output));
+    let subjects = git(dir.path(), &["log", "--format=%s", &format!("main..missions/{id}")]);
+    assert_eq!(
+        subjects.lines().filter(|s| s.starts_with("F1:")).count(),
+        1,
+        "the interrupted feature was not committed twice: {subjects}"
+    );
+}
+
+#[tokio::test]
+async fn a_dirty_tree_refuses_to_start_and_names_the_files() {
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
+    let dir = project();
+    configure(dir.path(), &model.config_toml(""));
+    std::fs::write(dir.path().join("textkit/core.py"), "changed").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(text.contains("textkit/core.py") && text.contains("notes.txt"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("textkit/core.py")).unwrap(),
+        "changed",
+        "the user's work is untouched"
+    );
+    assert!(model.calls().is_empty());
+    assert_eq!(missions_async(dir.path(), &["status", "nope"]).await.status.code(), Some(2));
+    assert_eq!(missions_async(dir.path(), &["approve", "nope"]).await.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn reject_adds_a_corrective_feature_and_rollback_keeps_the_dropped_commits() {
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
+    let dir = project();
+    configure(dir.path(), &model.config_toml(""));
+    assert_eq!(missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await.status.code(), Some(3));
+    let id = mission_id(dir.path());
+    let mission_dir = dir.path().join(".missions").join(&id);
+    let base = read_json(&mission_dir.join("mission.json"))["base_commit"].as_str().unwrap().to_owned();
+
+    let output = missions_async(dir.path(), &["reject", &id, "M1", "--feedback", "Also strip leading dashes"]).await;
+    assert_eq!(output.status.code(), Some(3), "back at M1's gate after the correction: {}", stderr(&output));
+    let plan = read_json(&mission_dir.join("plan.json"));
+    let feature = &plan["milestones"][0]["features"][1];
+    assert_eq!(feature["id"], "M1-R1");
+    assert!(feature["description"].as_str().unwrap().contains("Also strip leading dashes"));
+    let subjects = git(dir.path(), &["log", "--format=%s", &format!("main..missions/{id}")]);
+    assert_eq!(subjects.matches("milestone M1").count(), 2, "history is not rewritten: {subjects}");
+
+    // Rollback refuses foreign changes, then moves the branch back and keeps the commits.
+    let head = git(dir.path(), &["rev-parse", "HEAD"]).trim().to_owned();
+    std::fs::write(dir.path().join("textkit/core.py"), "user edit").unwrap();
+    assert_eq!(missions_async(dir.path(), &["rollback", &id, "M1"]).await.status.code(), Some(2));
+    git(dir.path(), &["checkout", "--", "textkit/core.py"]);
+    let output = missions_async(dir.path(), &["rollback", &id, "M1"]).await;
+    assert_eq!(output.status.code(), Some(1), "paused: {}", stderr(&output));
+    assert_eq!(git(dir.path(), &["rev-parse", "HEAD"]).trim(), base);
+    assert_eq!(git(dir.path(), &["rev-parse", &format!("refs/missions/{id}/rolled-back/1")]).trim(), head);
+    let mission = read_json(&mission_dir.join("mission.json"));
+    assert_eq!((mission["state"].as_str(), mission["pause_reason"].as_str()), (Some("paused"), Some("user")));
+    let plan = read_json(&mission_dir.join("plan.json"));
+    assert!(plan["milestones"][0]["features"].as_array().unwrap().iter().all(|f| f["status"] == "pending"));
+
+    let output = missions_async(dir.path(), &["resume", &id, "--accept"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
