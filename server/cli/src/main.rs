@@ -4,9 +4,11 @@
 //! outcomes to exit codes (0 success, 1 failure or something to fix, 2 usage or config error,
 //! 3 waiting at a gate). Progress and logs go to stderr; results and `--json` go to stdout.
 
+mod demo;
 mod doctor;
 mod missions;
 mod status;
+mod summary;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,6 +106,12 @@ enum Command {
         #[arg(long, default_value = "")]
         focus: String,
     },
+    /// Run a whole mission offline on a bundled example project, and show the result.
+    Demo {
+        /// Only lay out the example project in DIR, configured with the recorded model.
+        #[arg(long, value_name = "DIR")]
+        prepare: Option<PathBuf>,
+    },
     /// Show the effective configuration and check providers, git and the workspace.
     Doctor,
 }
@@ -194,6 +202,8 @@ fn main() -> ExitCode {
             runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Cancel), false, false))
         }
         Command::Map { path, tokens, focus } => missions::map(&workspace, path.as_deref(), tokens, &focus),
+        Command::Demo { prepare: Some(dir) } => demo::run_prepare(&dir),
+        Command::Demo { prepare: None } => runtime.block_on(demo::run()),
         Command::Doctor => runtime.block_on(doctor::run(&workspace)),
     };
     match outcome {

@@ -1,0 +1,3 @@
+def shout(text):
+    """Upper-case text."""
+    return text.upper()
