@@ -345,7 +345,8 @@ async fn kill_dash_nine_at_any_point_then_resume_reaches_the_same_final_state() 
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let expected = final_state(reference.path(), &mission_id(reference.path()));
 
-    let points: [(&str, fn(&Value) -> bool); 5] = [
+    type Point = (&'static str, fn(&Value) -> bool);
+    let points: [Point; 5] = [
         ("planning", |e| e["type"] == "run_started" && e["role"] == "orchestrator"),
         ("mid-feature", |e| e["type"] == "feature_started" && e["feature"] == "F1"),
         ("validating", |e| e["type"] == "assertion_checked"),
@@ -382,4 +383,55 @@ async fn kill_dash_nine_at_any_point_then_resume_reaches_the_same_final_state() 
         assert_eq!(all.iter().filter(|e| e["type"] == "plan_submitted").count(), 1, "{name}");
         assert!(git(dir.path(), &["status", "--porcelain"]).trim().is_empty(), "{name}");
     }
+}
+
+#[tokio::test]
+async fn commands_agents_run_are_confined_by_the_operating_system() {
+    // A listener in the host's network namespace: a confined command must not reach it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = with(move |call| match (call.role, call.first_line.starts_with("Feature F1:"), call.turn) {
+        (ScriptRole::Worker, true, 0) => Some(Turn::calls(vec![
+            ("run_command", json!({"command": "touch ../escaped-by-command.txt && echo ESCAPED"})),
+            ("run_command", json!({"command": "echo '[alias]' >> .git/config && echo GIT-WRITTEN"})),
+            ("run_command", json!({"command": "echo '{}' > .missions/planted.json && echo MISSIONS-WRITTEN"})),
+            (
+                "run_command",
+                json!({"command": format!("python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2); print('HOST-REACHED')\"")}),
+            ),
+            (
+                "run_command",
+                json!({"command": "python3 -c \"import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); socket.create_connection(s.getsockname()); print('LOOPBACK-OK')\""}),
+            ),
+            (
+                "run_command",
+                json!({"command": "python3 -c \"import tempfile; f=tempfile.NamedTemporaryFile(); print('TMP-OK')\""}),
+            ),
+        ])),
+        (ScriptRole::Worker, true, 1) => Some(Turn::calls(vec![
+            ("write_file", json!({"path": "textkit/slug.py", "content": SLUG_GOOD})),
+            ("write_file", json!({"path": "tests/test_slug.py", "content": SLUG_TEST})),
+        ])),
+        (ScriptRole::Worker, true, _) => Some(handoff("Added slugify.", json!([]))),
+        _ => None,
+    });
+    let model = ScriptedModel::start(script, Duration::ZERO).await;
+    let dir = project();
+    configure(dir.path(), &model.config_toml(""));
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let calls = model.calls();
+    let results = &calls.iter().find(|(c, _)| c.role == ScriptRole::Worker && c.turn == 1).unwrap().0.results;
+    let outputs: Vec<&str> = results.iter().map(|(text, _)| text.as_str()).collect();
+    assert!(!outputs[0].contains("ESCAPED") && !outputs[0].starts_with("exit code 0"), "{}", outputs[0]);
+    assert!(!outputs[1].contains("GIT-WRITTEN") && outputs[1].contains("Read-only file system"), "{}", outputs[1]);
+    assert!(!outputs[2].contains("MISSIONS-WRITTEN"), "{}", outputs[2]);
+    assert!(!outputs[3].contains("HOST-REACHED"), "{}", outputs[3]);
+    assert!(outputs[4].contains("LOOPBACK-OK"), "a command's own loopback works: {}", outputs[4]);
+    assert!(outputs[5].contains("TMP-OK"), "a private temporary directory is writable: {}", outputs[5]);
+    assert!(listener.accept().is_err(), "nothing connected to the host listener");
+    assert!(!dir.path().parent().unwrap().join("escaped-by-command.txt").exists());
+    assert!(!std::fs::read_to_string(dir.path().join(".git/config")).unwrap().contains("[alias]"));
+    assert!(!dir.path().join(".missions/planted.json").exists());
 }

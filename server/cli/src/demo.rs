@@ -149,7 +149,8 @@ pub async fn run() -> Exit {
         Ok(models) => models,
         Err(exit) => return exit,
     };
-    let mut mission = match Mission::start(&workspace, loaded, models, source, true, options()) {
+    let options = options(&loaded);
+    let mut mission = match Mission::start(&workspace, loaded, models, source, true, options) {
         Ok(mission) => mission,
         Err(error) => {
             eprintln!("missions: {error}");

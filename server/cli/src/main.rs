@@ -7,6 +7,7 @@
 mod demo;
 mod doctor;
 mod missions;
+mod sandbox;
 mod status;
 mod summary;
 
@@ -114,6 +115,19 @@ enum Command {
     },
     /// Show the effective configuration and check providers, git and the workspace.
     Doctor,
+    /// Internal: confine this process (namespaces, read-only .git, Landlock) and exec the
+    /// command. The engine runs every agent command through it.
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        allow_network: bool,
+        #[arg(long)]
+        writable: Vec<PathBuf>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 /// How a command ended, mapped to the exit codes of SPEC §6.
@@ -129,6 +143,9 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Sandbox { root, allow_network, writable, command } = &cli.command {
+        return sandbox::exec(root, *allow_network, writable, command);
+    }
     let log_filter = tracing_subscriber::EnvFilter::try_from_env("MISSIONS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(log_filter).init();
@@ -205,6 +222,8 @@ fn main() -> ExitCode {
         Command::Demo { prepare: Some(dir) } => demo::run_prepare(&dir),
         Command::Demo { prepare: None } => runtime.block_on(demo::run()),
         Command::Doctor => runtime.block_on(doctor::run(&workspace)),
+        // Handled before anything else starts.
+        Command::Sandbox { .. } => Outcome::Failure,
     };
     match outcome {
         Outcome::Success => ExitCode::SUCCESS,

@@ -17,6 +17,7 @@ use missions_engine::mission::{
     Command, EngineError, Limits, Mission, Models, Options, Outcome, Progress, RoleModel, inbox_dir, write_inbox,
 };
 use missions_providers::ProviderRegistry;
+use missions_tools::Sandbox;
 
 use crate::Outcome as Exit;
 
@@ -73,11 +74,36 @@ pub fn progress_reporter() -> Arc<dyn Fn(&Progress) + Send + Sync> {
     }
 }
 
-pub fn options() -> Options {
+/// The sandbox launcher for agents' commands: this binary's hidden `__sandbox` command.
+pub fn sandbox(loaded: &LoadedConfig) -> Option<Sandbox> {
+    if !loaded.config.mission.sandbox {
+        return None;
+    }
+    let program = std::env::current_exe().ok()?;
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let writable = match &loaded.config.mission.writable_paths {
+        Some(paths) => paths
+            .iter()
+            .map(|p| match (p.strip_prefix("~/"), &home) {
+                (Some(rest), Some(home)) => home.join(rest),
+                _ => std::path::PathBuf::from(p),
+            })
+            .collect(),
+        None => missions_tools::sandbox::default_writable(home.as_deref()),
+    };
+    Some(Sandbox {
+        program,
+        args: vec!["__sandbox".into()],
+        allow_network: loaded.config.mission.allow_network,
+        writable,
+    })
+}
+
+pub fn options(loaded: &LoadedConfig) -> Options {
     Options {
         env: Arc::new(ProcessEnvironment) as Arc<dyn Environment>,
         progress: progress_reporter(),
-        sandbox: None,
+        sandbox: sandbox(loaded),
         write_guard: None,
         limits: Limits::default(),
     }
@@ -172,7 +198,8 @@ pub async fn run(workspace: &Path, item: Option<&str>, text: Option<&str>, appro
         Ok(models) => models,
         Err(exit) => return exit,
     };
-    let mut mission = match Mission::start(workspace, loaded, models, source, accept, options()) {
+    let options = options(&loaded);
+    let mut mission = match Mission::start(workspace, loaded, models, source, accept, options) {
         Ok(mission) => mission,
         Err(error) => return engine_error(error),
     };
@@ -209,7 +236,8 @@ pub async fn control(workspace: &Path, id: &str, command: Option<Command>, drive
     } else {
         Models::default()
     };
-    let mut mission = match Mission::open(workspace, id, loaded, models, options()) {
+    let options = options(&loaded);
+    let mut mission = match Mission::open(workspace, id, loaded, models, options) {
         Ok((mission, warnings)) => {
             for warning in warnings {
                 eprintln!("warning: {warning}");

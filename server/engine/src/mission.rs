@@ -29,7 +29,7 @@ use missions_core::model::{ModelProvider, Usage};
 use missions_core::pricing::PriceTable;
 use missions_core::store::{self, Event, FeatureDraft, MissionStore, Projection, StoreError};
 use missions_core::transcript::TranscriptWriter;
-use missions_tools::{CommandEnvironment, ToolBox, ToolSet, ToolSettings, WriteGuard};
+use missions_tools::{CommandEnvironment, Sandbox, ToolBox, ToolSet, ToolSettings, WriteGuard};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -110,8 +110,9 @@ impl Default for Limits {
 pub struct Options {
     pub env: Arc<dyn Environment>,
     pub progress: Arc<dyn Fn(&Progress) + Send + Sync>,
-    /// A sandbox launcher for commands agents run (see `missions_tools::command`).
-    pub sandbox: Option<PathBuf>,
+    /// The sandbox launcher for commands agents and validators run (see
+    /// `missions_tools::sandbox`); `None` runs them unconfined.
+    pub sandbox: Option<Sandbox>,
     /// The editor's guard against overwriting unsaved buffers.
     pub write_guard: Option<Arc<dyn WriteGuard>>,
     pub limits: Limits,
@@ -916,18 +917,31 @@ impl Mission {
         }
     }
 
-    fn command_environment(&self) -> CommandEnvironment {
+    /// The environment of commands run for `set` (`None`: the engine's own checks). The
+    /// user tester's processes serve on loopback and are reached from outside their sandbox,
+    /// so its commands keep the network namespace; everything else follows the configuration.
+    fn command_environment(&self, set: Option<ToolSet>, tmp: &Path) -> CommandEnvironment {
+        let allow_network = self.config.config.mission.allow_network || set == Some(ToolSet::UserTester);
         CommandEnvironment {
             root: self.workspace.clone(),
             secret_env: self.config.secret_env_vars(),
             redactor: self.config.redactor(self.options.env.as_ref()),
-            sandbox: self.options.sandbox.clone(),
+            sandbox: self.options.sandbox.clone().map(|sandbox| Sandbox { allow_network, ..sandbox }),
+            tmp: Some(tmp.to_owned()),
         }
     }
 
-    fn toolbox(&self, set: ToolSet, focus: &str) -> Result<ToolBox, EngineError> {
+    /// A private temporary directory for one run's commands, removed when dropped.
+    fn run_tmp(&self) -> Result<tempfile::TempDir, EngineError> {
+        tempfile::Builder::new()
+            .prefix("missions-run-")
+            .tempdir()
+            .map_err(|e| EngineError::Io(format!("cannot make a temporary directory: {e}")))
+    }
+
+    fn toolbox(&self, set: ToolSet, focus: &str, tmp: &Path) -> Result<ToolBox, EngineError> {
         let settings = ToolSettings {
-            environment: self.command_environment(),
+            environment: self.command_environment(Some(set), tmp),
             default_timeout: Duration::from_secs(120),
             max_timeout: Duration::from_secs(self.config.config.mission.max_command_timeout_s.max(1)),
             focus: focus.to_owned(),
@@ -1032,7 +1046,8 @@ impl Mission {
         ]);
         let system = prompts::render(Template::OrchestratorPlan, &self.workspace, &values)?;
         let first = format!("Plan this backlog item:\n\n{}", mission.source.text.trim());
-        let tools = self.toolbox(ToolSet::ReadOnly, &mission.source.text)?;
+        let tmp = self.run_tmp()?;
+        let tools = self.toolbox(ToolSet::ReadOnly, &mission.source.text, tmp.path())?;
         let mut terminal = SubmitPlan;
         let limit = self.options.limits.planning_turns;
         let request = RunRequest {
@@ -1194,7 +1209,8 @@ impl Mission {
             feature.title,
             feature.description.trim()
         );
-        let tools = self.toolbox(ToolSet::Worker, &focus)?;
+        let tmp = self.run_tmp()?;
+        let tools = self.toolbox(ToolSet::Worker, &focus, tmp.path())?;
         self.shared.append(Event::FeatureStarted {
             milestone: milestone.id.clone(),
             feature: feature.id.clone(),
@@ -1401,7 +1417,8 @@ impl Mission {
             .filter(|a| a.milestone == milestone.id && a.status != AssertionStatus::Waived)
             .cloned()
             .collect();
-        let environment = self.command_environment();
+        let tmp = self.run_tmp()?;
+        let environment = self.command_environment(None, tmp.path());
         let timeout = Duration::from_secs(self.config.config.mission.max_command_timeout_s.max(1));
 
         // The contract's command checks, run by the engine itself.
@@ -1594,7 +1611,8 @@ impl Mission {
         );
         let values = BTreeMap::from([("project_instructions", prompts::project_instructions(&self.workspace))]);
         let system = prompts::render(Template::Reviewer, &self.workspace, &values)?;
-        let tools = self.toolbox(ToolSet::Reviewer, &feature.description)?;
+        let tmp = self.run_tmp()?;
+        let tools = self.toolbox(ToolSet::Reviewer, &feature.description, tmp.path())?;
         let mut terminal = ReportFindings { assertions: asked.to_vec() };
         let request = RunRequest {
             role: Role::Reviewer,
@@ -1623,7 +1641,8 @@ impl Mission {
         );
         let values = BTreeMap::from([("project_instructions", prompts::project_instructions(&self.workspace))]);
         let system = prompts::render(Template::UserTester, &self.workspace, &values)?;
-        let tools = self.toolbox(ToolSet::UserTester, &milestone.title)?;
+        let tmp = self.run_tmp()?;
+        let tools = self.toolbox(ToolSet::UserTester, &milestone.title, tmp.path())?;
         let mut terminal = ReportFindings { assertions: asked.to_vec() };
         let request = RunRequest {
             role: Role::UserTester,
@@ -1846,7 +1865,8 @@ impl Mission {
             ("project_instructions", prompts::project_instructions(&self.workspace)),
         ]);
         let system = prompts::render(Template::OrchestratorBoundary, &self.workspace, &values)?;
-        let tools = self.toolbox(ToolSet::ReadOnly, &milestone.title)?;
+        let tmp = self.run_tmp()?;
+        let tools = self.toolbox(ToolSet::ReadOnly, &milestone.title, tmp.path())?;
         let request = RunRequest {
             role: Role::Orchestrator,
             label: format!("boundary-{}", milestone.id),

@@ -26,9 +26,22 @@ pub struct CommandEnvironment {
     /// Names of variables that hold secrets; they are removed from the command's environment.
     pub secret_env: Vec<String>,
     pub redactor: Redactor,
-    /// A program that runs the command sandboxed: called as `PROGRAM ROOT -- sh -c COMMAND`.
-    /// `None` runs `sh` directly (the code-level confinement still holds for file tools).
-    pub sandbox: Option<PathBuf>,
+    /// How to run commands sandboxed; `None` runs `sh` directly (the file tools' confinement
+    /// still holds, but commands are not confined).
+    pub sandbox: Option<Sandbox>,
+    /// The run's private temporary directory (`TMPDIR` of its commands, writable in the
+    /// sandbox); `None` leaves `TMPDIR` alone.
+    pub tmp: Option<PathBuf>,
+}
+
+/// A launcher that confines a command before running it (see [`crate::sandbox`]): called as
+/// `PROGRAM ARGS… --root ROOT [--allow-network] [--writable PATH]… -- sh -c COMMAND`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub allow_network: bool,
+    pub writable: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,9 +83,16 @@ pub fn kill_group(pgid: Option<u32>) {
 /// with secrets removed from its environment.
 pub fn shell_command(environment: &CommandEnvironment, script: &str) -> tokio::process::Command {
     let mut command = match &environment.sandbox {
-        Some(launcher) => {
-            let mut c = tokio::process::Command::new(launcher);
-            c.arg(&environment.root).arg("--").arg("sh").arg("-c").arg(script);
+        Some(sandbox) => {
+            let mut c = tokio::process::Command::new(&sandbox.program);
+            c.args(&sandbox.args).arg("--root").arg(&environment.root);
+            if sandbox.allow_network {
+                c.arg("--allow-network");
+            }
+            for path in sandbox.writable.iter().chain(environment.tmp.as_ref()) {
+                c.arg("--writable").arg(path);
+            }
+            c.arg("--").arg("sh").arg("-c").arg(script);
             c
         }
         None => {
@@ -82,6 +102,9 @@ pub fn shell_command(environment: &CommandEnvironment, script: &str) -> tokio::p
         }
     };
     command.current_dir(&environment.root).stdin(Stdio::null()).process_group(0).kill_on_drop(true);
+    if let Some(tmp) = &environment.tmp {
+        command.env("TMPDIR", tmp);
+    }
     for name in &environment.secret_env {
         command.env_remove(name);
     }
@@ -161,6 +184,7 @@ mod tests {
             secret_env: vec!["MISSIONS_TEST_SECRET_NAME".into()],
             redactor: Redactor::new([("MISSIONS_TEST_SECRET_NAME", "sk-live-secret-value-123")]),
             sandbox: None,
+            tmp: None,
         }
     }
 
@@ -233,6 +257,7 @@ mod environment_tests {
             secret_env: vec!["ANTHROPIC_API_KEY".into(), "OPENAI_API_KEY".into()],
             redactor: Redactor::default(),
             sandbox: None,
+            tmp: None,
         };
         let command = shell_command(&env, "env");
         let removed: Vec<String> = command

@@ -18,6 +18,7 @@ pub mod output;
 pub mod paths;
 pub mod process;
 pub mod repo_map;
+pub mod sandbox;
 pub mod search;
 
 use std::collections::BTreeMap;
@@ -30,7 +31,7 @@ use missions_core::model::ToolSpec;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub use command::CommandEnvironment;
+pub use command::{CommandEnvironment, Sandbox};
 pub use paths::Confinement;
 
 /// Which tools a run may use.

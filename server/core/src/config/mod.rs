@@ -199,6 +199,12 @@ pub struct MissionConfig {
     pub max_command_timeout_s: u64,
     /// Whether commands agents run may reach the network.
     pub allow_network: bool,
+    /// Whether commands agents and validators run are confined by the operating system
+    /// (Linux namespaces and Landlock) where it allows it.
+    pub sandbox: bool,
+    /// Paths outside the workspace that sandboxed commands may write, besides the temporary
+    /// directory; `~` is the home directory. Default: `~/.cargo`, `~/.cache`, `~/.npm`.
+    pub writable_paths: Option<Vec<String>>,
 }
 
 impl Default for MissionConfig {
@@ -209,6 +215,8 @@ impl Default for MissionConfig {
             checks: Vec::new(),
             max_command_timeout_s: 1_800,
             allow_network: false,
+            sandbox: true,
+            writable_paths: None,
         }
     }
 }
