@@ -48,7 +48,8 @@ pub enum TranscriptError {
 #[derive(Debug)]
 pub struct TranscriptWriter {
     path: PathBuf,
-    file: Mutex<File>,
+    /// The file, and how many conversation messages the requests written so far held.
+    file: Mutex<(File, usize)>,
     redactor: Redactor,
 }
 
@@ -59,7 +60,7 @@ impl TranscriptWriter {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
-        Ok(TranscriptWriter { path: path.to_owned(), file: Mutex::new(file), redactor })
+        Ok(TranscriptWriter { path: path.to_owned(), file: Mutex::new((file, 0)), redactor })
     }
 
     pub fn path(&self) -> &Path {
@@ -74,15 +75,27 @@ impl TranscriptWriter {
         }
     }
 
-    /// Appends one entry. A transcript is a record for people, not the source of truth, so a
-    /// failed write is reported to the caller but never loses mission state.
+    /// Appends one entry. A request records only the messages that are new since the
+    /// previous request, with `messages_before` saying how many came before them: an agent
+    /// run resends its whole conversation on every turn, and recording it whole each time would
+    /// make a long run's transcript grow with the square of its length.
     pub fn append(&self, entry: &TranscriptEntry) -> Result<(), TranscriptError> {
         let io = |source| TranscriptError::Io { path: self.path.clone(), source };
-        let line = serde_json::to_string(entry)
+        let mut guard = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (file, recorded) = &mut *guard;
+        let mut value = serde_json::to_value(entry)
             .map_err(|error| io(std::io::Error::new(std::io::ErrorKind::InvalidData, error)))?;
-        let mut line = self.redactor.redact(&line);
+        if let Some(messages) = value.pointer_mut("/body/messages").and_then(|m| m.as_array_mut()) {
+            let total = messages.len();
+            let before = (*recorded).min(total);
+            messages.drain(..before);
+            *recorded = total;
+            if let Some(body) = value.get_mut("body").and_then(|b| b.as_object_mut()) {
+                body.insert("messages_before".into(), serde_json::Value::from(before));
+            }
+        }
+        let mut line = self.redactor.redact(&value.to_string());
         line.push('\n');
-        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         file.write_all(line.as_bytes()).map_err(io)
     }
 }
@@ -113,6 +126,37 @@ pub fn read_responses(path: &Path) -> Result<Vec<(Option<String>, ModelResponse)
 mod tests {
     use super::*;
     use crate::model::{ContentBlock, StopReason, Usage};
+
+    #[test]
+    fn requests_record_only_the_messages_new_since_the_last_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.jsonl");
+        let writer = TranscriptWriter::create(&path, Redactor::default()).unwrap();
+        for count in [1usize, 3, 5] {
+            let messages: Vec<serde_json::Value> = (0..count).map(|i| serde_json::json!({"n": i})).collect();
+            let body = serde_json::json!({"model": "m", "messages": messages});
+            writer
+                .append(&TranscriptEntry::Request {
+                    ts: "t".into(),
+                    provider: "p".into(),
+                    url: "u".into(),
+                    attempt: 1,
+                    body,
+                })
+                .unwrap();
+        }
+        let lines: Vec<serde_json::Value> =
+            std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let recorded: Vec<(u64, Vec<u64>)> = lines
+            .iter()
+            .map(|l| {
+                let numbers =
+                    l["body"]["messages"].as_array().unwrap().iter().map(|m| m["n"].as_u64().unwrap()).collect();
+                (l["body"]["messages_before"].as_u64().unwrap(), numbers)
+            })
+            .collect();
+        assert_eq!(recorded, vec![(0, vec![0]), (1, vec![1, 2]), (3, vec![3, 4])]);
+    }
 
     #[test]
     fn writes_redacted_lines_and_reads_responses_back() {

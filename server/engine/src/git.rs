@@ -11,6 +11,18 @@ use std::process::Command;
 
 use missions_core::mission::FileChange;
 
+static GIT_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static GIT_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many git commands this process has run and the time they took, for measuring the
+/// engine's own overhead apart from git's.
+pub fn git_stats() -> (u64, std::time::Duration) {
+    (
+        GIT_CALLS.load(std::sync::atomic::Ordering::Relaxed),
+        std::time::Duration::from_nanos(GIT_NANOS.load(std::sync::atomic::Ordering::Relaxed)),
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("cannot run git: {0}")]
@@ -22,11 +34,13 @@ pub enum GitError {
 #[derive(Debug, Clone)]
 pub struct Git {
     root: PathBuf,
+    /// `-c user.*` arguments for repositories without an identity, looked up once.
+    identity: std::sync::Arc<std::sync::OnceLock<Vec<String>>>,
 }
 
 impl Git {
     pub fn new(root: &Path) -> Git {
-        Git { root: root.to_owned() }
+        Git { root: root.to_owned(), identity: Default::default() }
     }
 
     fn command(&self) -> Command {
@@ -40,7 +54,11 @@ impl Git {
     }
 
     fn run(&self, args: &[&str]) -> Result<String, GitError> {
-        let output = self.command().args(args).output().map_err(|e| GitError::Spawn(e.to_string()))?;
+        let started = std::time::Instant::now();
+        let output = self.command().args(args).output().map_err(|e| GitError::Spawn(e.to_string()));
+        GIT_NANOS.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        GIT_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let output = output?;
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {
@@ -106,12 +124,19 @@ impl Git {
     }
 
     fn identity_args(&self) -> Vec<String> {
-        let configured = self.run(&["config", "user.email"]).is_ok_and(|v| !v.trim().is_empty());
-        if configured {
-            Vec::new()
-        } else {
-            ["-c", "user.name=Missions", "-c", "user.email=missions@localhost"].iter().map(|s| s.to_string()).collect()
-        }
+        self.identity
+            .get_or_init(|| {
+                let configured = self.run(&["config", "user.email"]).is_ok_and(|v| !v.trim().is_empty());
+                if configured {
+                    Vec::new()
+                } else {
+                    ["-c", "user.name=Missions", "-c", "user.email=missions@localhost"]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                }
+            })
+            .clone()
     }
 
     /// Commits everything in the working tree (or nothing, as an empty commit) with `subject`

@@ -719,6 +719,9 @@ pub struct Mission {
     options: Options,
     shared: Arc<Shared>,
     workspace_lock: Option<std::fs::File>,
+    /// The private temporary directory (`TMPDIR`) of the commands this driver's runs start;
+    /// removed when the driver goes.
+    tmp: tempfile::TempDir,
 }
 
 /// Cache directories that tools create as they run; a validator leaving them is not a change.
@@ -757,7 +760,11 @@ impl Mission {
         options: Options,
         store: MissionStore,
         workspace_lock: Option<std::fs::File>,
-    ) -> Mission {
+    ) -> Result<Mission, EngineError> {
+        let tmp = tempfile::Builder::new()
+            .prefix("missions-tmp-")
+            .tempdir()
+            .map_err(|e| EngineError::Io(format!("cannot make a temporary directory: {e}")))?;
         let mission_id = store.projection().mission.as_ref().map(|m| m.id.clone()).unwrap_or_default();
         let provider_names = models.by_role.iter().map(|(role, m)| (*role, m.provider.name().to_owned())).collect();
         let shared = Shared {
@@ -770,7 +777,15 @@ impl Mission {
             provider_names,
             stop: Mutex::new(None),
         };
-        Mission { workspace: workspace.to_owned(), config, models, options, shared: Arc::new(shared), workspace_lock }
+        Ok(Mission {
+            workspace: workspace.to_owned(),
+            config,
+            models,
+            options,
+            shared: Arc::new(shared),
+            workspace_lock,
+            tmp,
+        })
     }
 
     /// Starts a new mission on a clean working tree: creates and checks out
@@ -819,7 +834,7 @@ impl Mission {
             max_usd: config.config.budget.max_usd,
         };
         let store = MissionStore::create(workspace, created)?;
-        Ok(Mission::assemble(workspace, config, models, options, store, Some(workspace_lock)))
+        Mission::assemble(workspace, config, models, options, store, Some(workspace_lock))
     }
 
     /// Opens mission `id` for commands and driving. Fails with `StoreError::Locked` when another
@@ -833,7 +848,7 @@ impl Mission {
     ) -> Result<(Mission, Vec<String>), EngineError> {
         let dir = store::mission_dir(workspace, id)?;
         let (store, warnings) = MissionStore::open(&dir)?;
-        let mission = Mission::assemble(workspace, config, models, options, store, None);
+        let mission = Mission::assemble(workspace, config, models, options, store, None)?;
         // Caps edited in the configuration take effect when the mission is next opened, so a
         // mission paused for budget can be resumed after raising them.
         let record = mission.shared.mission()?;
@@ -855,7 +870,9 @@ impl Mission {
     }
 
     pub fn apply(&self, command: Command) -> Result<(), EngineError> {
-        self.shared.apply(command)
+        let result = self.shared.apply(command);
+        lock(&self.shared.store).flush();
+        result
     }
 
     /// Where the mission stands, if it is not mid-way (a gate or an end).
@@ -893,6 +910,7 @@ impl Mission {
                 }
             }
             *lock(&self.shared.stop) = None;
+            lock(&self.shared.store).flush_if_due();
             let projection = self.shared.projection();
             let mission = self.shared.mission()?;
             match mission.state {
@@ -910,6 +928,7 @@ impl Mission {
                 | MissionState::Cancelled => {
                     let current = Shared::current_milestone(&projection).map(|m| m.id);
                     if let Some(outcome) = Outcome::from_mission(&mission, current) {
+                        lock(&self.shared.store).flush();
                         return Ok(outcome);
                     }
                 }
@@ -931,12 +950,9 @@ impl Mission {
         }
     }
 
-    /// A private temporary directory for one run's commands, removed when dropped.
-    fn run_tmp(&self) -> Result<tempfile::TempDir, EngineError> {
-        tempfile::Builder::new()
-            .prefix("missions-run-")
-            .tempdir()
-            .map_err(|e| EngineError::Io(format!("cannot make a temporary directory: {e}")))
+    /// The private temporary directory of the commands runs start.
+    fn run_tmp(&self) -> Result<&Path, EngineError> {
+        Ok(self.tmp.path())
     }
 
     fn toolbox(&self, set: ToolSet, focus: &str, tmp: &Path) -> Result<ToolBox, EngineError> {
@@ -1047,7 +1063,7 @@ impl Mission {
         let system = prompts::render(Template::OrchestratorPlan, &self.workspace, &values)?;
         let first = format!("Plan this backlog item:\n\n{}", mission.source.text.trim());
         let tmp = self.run_tmp()?;
-        let tools = self.toolbox(ToolSet::ReadOnly, &mission.source.text, tmp.path())?;
+        let tools = self.toolbox(ToolSet::ReadOnly, &mission.source.text, tmp)?;
         let mut terminal = SubmitPlan;
         let limit = self.options.limits.planning_turns;
         let request = RunRequest {
@@ -1210,7 +1226,7 @@ impl Mission {
             feature.description.trim()
         );
         let tmp = self.run_tmp()?;
-        let tools = self.toolbox(ToolSet::Worker, &focus, tmp.path())?;
+        let tools = self.toolbox(ToolSet::Worker, &focus, tmp)?;
         self.shared.append(Event::FeatureStarted {
             milestone: milestone.id.clone(),
             feature: feature.id.clone(),
@@ -1408,7 +1424,9 @@ impl Mission {
         let git = self.shared.git.clone();
         let head = git.head()?;
         // Anything left from an interrupted validation goes.
-        git.reset_hard(&head)?;
+        if !git.dirty_files()?.is_empty() {
+            git.reset_hard(&head)?;
+        }
         let findings_before = projection.findings.len();
         let assertions: Vec<Assertion> = projection
             .contract
@@ -1418,7 +1436,7 @@ impl Mission {
             .cloned()
             .collect();
         let tmp = self.run_tmp()?;
-        let environment = self.command_environment(None, tmp.path());
+        let environment = self.command_environment(None, tmp);
         let timeout = Duration::from_secs(self.config.config.mission.max_command_timeout_s.max(1));
 
         // The contract's command checks, run by the engine itself.
@@ -1612,7 +1630,7 @@ impl Mission {
         let values = BTreeMap::from([("project_instructions", prompts::project_instructions(&self.workspace))]);
         let system = prompts::render(Template::Reviewer, &self.workspace, &values)?;
         let tmp = self.run_tmp()?;
-        let tools = self.toolbox(ToolSet::Reviewer, &feature.description, tmp.path())?;
+        let tools = self.toolbox(ToolSet::Reviewer, &feature.description, tmp)?;
         let mut terminal = ReportFindings { assertions: asked.to_vec() };
         let request = RunRequest {
             role: Role::Reviewer,
@@ -1642,7 +1660,7 @@ impl Mission {
         let values = BTreeMap::from([("project_instructions", prompts::project_instructions(&self.workspace))]);
         let system = prompts::render(Template::UserTester, &self.workspace, &values)?;
         let tmp = self.run_tmp()?;
-        let tools = self.toolbox(ToolSet::UserTester, &milestone.title, tmp.path())?;
+        let tools = self.toolbox(ToolSet::UserTester, &milestone.title, tmp)?;
         let mut terminal = ReportFindings { assertions: asked.to_vec() };
         let request = RunRequest {
             role: Role::UserTester,
@@ -1866,7 +1884,7 @@ impl Mission {
         ]);
         let system = prompts::render(Template::OrchestratorBoundary, &self.workspace, &values)?;
         let tmp = self.run_tmp()?;
-        let tools = self.toolbox(ToolSet::ReadOnly, &milestone.title, tmp.path())?;
+        let tools = self.toolbox(ToolSet::ReadOnly, &milestone.title, tmp)?;
         let request = RunRequest {
             role: Role::Orchestrator,
             label: format!("boundary-{}", milestone.id),

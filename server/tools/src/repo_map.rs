@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use tree_sitter::{Language, Parser, Query, QueryCursor, StreamingIterator};
 
@@ -114,27 +115,46 @@ pub struct Definition {
     pub signature: String,
 }
 
+/// Compiling a query costs far more than running it, so each is compiled once per process.
+fn compiled(cache: &'static QueryCache, lang: Lang, text: &str) -> Option<&'static Query> {
+    let index = match lang {
+        Lang::Rust => 0,
+        Lang::Python => 1,
+        Lang::JavaScript => 2,
+        Lang::TypeScript => 3,
+        Lang::Tsx => 4,
+        Lang::Go => 5,
+    };
+    cache[index]
+        .get_or_init(|| {
+            Query::new(&lang.language(), text)
+                .map_err(|error| tracing::warn!("the tree-sitter query for {lang:?} does not compile: {error}"))
+                .ok()
+        })
+        .as_ref()
+}
+
+type QueryCache = [OnceLock<Option<Query>>; 6];
+static DEFINITION_QUERIES: QueryCache = [const { OnceLock::new() }; 6];
+static COMMENT_QUERIES: QueryCache = [const { OnceLock::new() }; 6];
+
+fn parse(lang: Lang, source: &str) -> Option<tree_sitter::Tree> {
+    let mut parser = Parser::new();
+    parser.set_language(&lang.language()).ok()?;
+    parser.parse(source, None)
+}
+
 /// The definitions of one source text, in order.
 pub fn outline(lang: Lang, source: &str) -> Vec<Definition> {
-    let language = lang.language();
-    let mut parser = Parser::new();
-    if parser.set_language(&language).is_err() {
-        return Vec::new();
-    }
-    let Some(tree) = parser.parse(source, None) else {
-        return Vec::new();
-    };
-    let Ok(query) = Query::new(&language, lang.query()) else {
-        tracing::warn!("the repo-map query for {lang:?} does not compile");
-        return Vec::new();
-    };
+    let Some(tree) = parse(lang, source) else { return Vec::new() };
+    let Some(query) = compiled(&DEFINITION_QUERIES, lang, lang.query()) else { return Vec::new() };
     let (Some(def_index), Some(name_index)) =
         (query.capture_index_for_name("def"), query.capture_index_for_name("name"))
     else {
         return Vec::new();
     };
     let mut cursor = QueryCursor::new();
-    let mut matches = cursor.matches(&query, tree.root_node(), source.as_bytes());
+    let mut matches = cursor.matches(query, tree.root_node(), source.as_bytes());
     let mut found: Vec<(usize, usize, String, String)> = Vec::new();
     while let Some(m) = matches.next() {
         let def = m.captures().iter().find(|c| c.index == def_index).map(|c| c.node);
@@ -378,19 +398,18 @@ mod tests {
 /// `TODO` and `FIXME` comments of a source text: (1-based line, the text after the marker).
 /// Comments are found with tree-sitter, so a `TODO` inside a string is not one.
 pub fn todo_comments(lang: Lang, source: &str) -> Vec<(usize, String)> {
-    let language = lang.language();
-    let mut parser = Parser::new();
-    if parser.set_language(&language).is_err() {
+    // A cheap test first: most files hold no marker at all and need no parse.
+    if !source.contains("TODO") && !source.contains("FIXME") {
         return Vec::new();
     }
-    let Some(tree) = parser.parse(source, None) else { return Vec::new() };
+    let Some(tree) = parse(lang, source) else { return Vec::new() };
     let query_text = match lang {
         Lang::Rust => "(line_comment) @c (block_comment) @c",
         Lang::Python | Lang::JavaScript | Lang::TypeScript | Lang::Tsx | Lang::Go => "(comment) @c",
     };
-    let Ok(query) = Query::new(&language, query_text) else { return Vec::new() };
+    let Some(query) = compiled(&COMMENT_QUERIES, lang, query_text) else { return Vec::new() };
     let mut cursor = QueryCursor::new();
-    let mut matches = cursor.matches(&query, tree.root_node(), source.as_bytes());
+    let mut matches = cursor.matches(query, tree.root_node(), source.as_bytes());
     let mut found = Vec::new();
     while let Some(m) = matches.next() {
         for capture in m.captures() {

@@ -99,7 +99,15 @@ pub struct MissionStore {
     /// SHA-256 of what was last written to each projection file, so unchanged files are not
     /// rewritten after every event.
     written: HashMap<PathBuf, [u8; 32]>,
+    /// Events folded since the projection files were last written, and when that was.
+    stale: bool,
+    last_written: Option<std::time::Instant>,
 }
+
+/// While events come in quick succession, projection files are rewritten at most this often;
+/// [`MissionStore::flush`] writes them at once. Each rewrite is a new file renamed into place,
+/// which costs far more than the append itself, and the files are only a view of the log.
+const PROJECTION_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl MissionStore {
     /// Creates `<workspace>/.missions/<id>/` with its first event, which must be
@@ -110,9 +118,16 @@ impl MissionStore {
         };
         let dir = missions_root(workspace).join(id);
         let (log, record) = log::EventLog::create(&dir, created)?;
-        let mut store = MissionStore { dir, log, projection: Projection::default(), written: HashMap::new() };
+        let mut store = MissionStore {
+            dir,
+            log,
+            projection: Projection::default(),
+            written: HashMap::new(),
+            stale: true,
+            last_written: None,
+        };
         store.projection.apply(&record);
-        store.refresh_projections();
+        store.flush();
         Ok(store)
     }
 
@@ -124,8 +139,17 @@ impl MissionStore {
         if projection.mission.is_none() {
             return Err(StoreError::Empty { path: log.path().to_owned() });
         }
-        let mut store = MissionStore { dir: dir.to_owned(), log, projection, written: HashMap::new() };
+        let mut store = MissionStore {
+            dir: dir.to_owned(),
+            log,
+            projection,
+            written: HashMap::new(),
+            stale: true,
+            last_written: None,
+        };
         store.write_projections()?;
+        store.stale = false;
+        store.last_written = Some(std::time::Instant::now());
         Ok((store, contents.warnings))
     }
 
@@ -137,21 +161,37 @@ impl MissionStore {
         &self.projection
     }
 
-    /// Records an event durably, folds it, and refreshes the projections. An `Err` means the
-    /// event was *not* recorded. Once the event is durable this returns `Ok`: a projection
-    /// that cannot be written is logged and rewritten at the next append or open, since
-    /// projections are rebuilt from the log anyway.
+    /// Records an event durably and folds it. An `Err` means the event was *not* recorded;
+    /// once the event is durable this returns `Ok`. The projection files follow within
+    /// [`PROJECTION_INTERVAL`], or at the next [`MissionStore::flush`]; a projection that cannot
+    /// be written is logged and written again later, since projections are rebuilt from the
+    /// log anyway.
     pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
         let record = self.log.append(event)?;
         self.projection.apply(&record);
-        self.refresh_projections();
+        self.stale = true;
+        self.flush_if_due();
         Ok(record)
     }
 
-    fn refresh_projections(&mut self) {
-        if let Err(error) = self.write_projections() {
-            tracing::warn!("projections of {} are stale: {error}", self.dir.display());
+    /// Writes the projection files if they are stale and were last written more than
+    /// [`PROJECTION_INTERVAL`] ago.
+    pub fn flush_if_due(&mut self) {
+        if self.last_written.is_none_or(|at| at.elapsed() >= PROJECTION_INTERVAL) {
+            self.flush();
         }
+    }
+
+    /// Brings the projection files up to date with every event recorded so far.
+    pub fn flush(&mut self) {
+        if !self.stale {
+            return;
+        }
+        match self.write_projections() {
+            Ok(()) => self.stale = false,
+            Err(error) => tracing::warn!("projections of {} are stale: {error}", self.dir.display()),
+        }
+        self.last_written = Some(std::time::Instant::now());
     }
 
     /// Writes every projection file whose content changed, each atomically.
@@ -165,6 +205,12 @@ impl MissionStore {
             self.written.insert(path, digest);
         }
         Ok(())
+    }
+}
+
+impl Drop for MissionStore {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

@@ -375,6 +375,7 @@ fn a_projection_that_cannot_be_written_does_not_fail_a_durable_append() {
     assert_eq!(log::read_log(&store.dir().join("events.jsonl")).unwrap().records.len(), 2);
     std::fs::remove_dir(&blocker).unwrap();
     store.append(events.next().unwrap()).unwrap();
+    store.flush();
     let plan: Plan = serde_json::from_str(&std::fs::read_to_string(&blocker).unwrap()).unwrap();
     assert_eq!(plan.title, "Slugify");
 }
