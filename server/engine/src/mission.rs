@@ -1627,19 +1627,41 @@ impl Mission {
             clip(&handoff_text, 8_000),
             diff
         );
+        self.judge(Role::Reviewer, first, asked, &feature.description, milestone, Some(feature)).await
+    }
+
+    /// Runs a validator agent (a reviewer, or the user tester) asked to judge `asked`.
+    async fn judge(
+        &self,
+        role: Role,
+        first_message: String,
+        asked: &[String],
+        focus: &str,
+        milestone: &Milestone,
+        feature: Option<&Feature>,
+    ) -> Result<RunEnd<FindingsReport>, EngineError> {
+        let (template, set, max_turns) = match role {
+            Role::UserTester => (Template::UserTester, ToolSet::UserTester, self.options.limits.user_tester_turns),
+            Role::Reviewer | Role::Orchestrator | Role::Worker => {
+                (Template::Reviewer, ToolSet::Reviewer, self.options.limits.reviewer_turns)
+            }
+        };
         let values = BTreeMap::from([("project_instructions", prompts::project_instructions(&self.workspace))]);
-        let system = prompts::render(Template::Reviewer, &self.workspace, &values)?;
-        let tmp = self.run_tmp()?;
-        let tools = self.toolbox(ToolSet::Reviewer, &feature.description, tmp)?;
+        let system = prompts::render(template, &self.workspace, &values)?;
+        let tools = self.toolbox(set, focus, self.run_tmp()?)?;
         let mut terminal = ReportFindings { assertions: asked.to_vec() };
+        let label = match feature {
+            Some(feature) => format!("review-{}", feature.id),
+            None => format!("user-test-{}", milestone.id),
+        };
         let request = RunRequest {
-            role: Role::Reviewer,
-            label: format!("review-{}", feature.id),
+            role,
+            label,
             system,
-            first_message: first,
-            max_turns: self.options.limits.reviewer_turns,
+            first_message,
+            max_turns,
             milestone: Some(milestone.id.clone()),
-            feature: Some(feature.id.clone()),
+            feature: feature.map(|f| f.id.clone()),
         };
         self.run(request, &tools, &mut terminal).await
     }
@@ -1657,21 +1679,7 @@ impl Mission {
             asked.join(", "),
             self.assertions_text(projection, asked)
         );
-        let values = BTreeMap::from([("project_instructions", prompts::project_instructions(&self.workspace))]);
-        let system = prompts::render(Template::UserTester, &self.workspace, &values)?;
-        let tmp = self.run_tmp()?;
-        let tools = self.toolbox(ToolSet::UserTester, &milestone.title, tmp)?;
-        let mut terminal = ReportFindings { assertions: asked.to_vec() };
-        let request = RunRequest {
-            role: Role::UserTester,
-            label: format!("user-test-{}", milestone.id),
-            system,
-            first_message: first,
-            max_turns: self.options.limits.user_tester_turns,
-            milestone: Some(milestone.id.clone()),
-            feature: None,
-        };
-        self.run(request, &tools, &mut terminal).await
+        self.judge(Role::UserTester, first, asked, &milestone.title, milestone, None).await
     }
 
     fn record_report(
