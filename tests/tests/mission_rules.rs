@@ -435,3 +435,71 @@ async fn commands_agents_run_are_confined_by_the_operating_system() {
     assert!(!std::fs::read_to_string(dir.path().join(".git/config")).unwrap().contains("[alias]"));
     assert!(!dir.path().join(".missions/planted.json").exists());
 }
+
+#[tokio::test]
+async fn the_contract_only_grows_after_approval() {
+    // At the boundary the orchestrator tries to replace A1 with a check that cannot fail,
+    // then adds a new assertion for the next milestone, which is allowed.
+    let script = with(|call| match (call.role, call.first_line.starts_with("Milestone M1 "), call.turn) {
+        (ScriptRole::Boundary, true, 0) => Some(Turn::call(
+            "decide_milestone",
+            json!({"decision": "complete", "notes": "A1 is too strict",
+                   "new_assertions": [{"id": "A1", "milestone": "M1", "description": "always true", "check": {"kind": "command", "command": "true"}}]}),
+        )),
+        (ScriptRole::Boundary, true, _) => Some(Turn::call(
+            "decide_milestone",
+            json!({"decision": "complete", "notes": "fine",
+                   "new_assertions": [{"id": "A5", "milestone": "M2", "description": "the command rejects no argument", "check": {"kind": "command", "command": "python3 -m textkit; test $? -eq 2", "expect_exit": 0}}]}),
+        )),
+        _ => None,
+    });
+    let model = ScriptedModel::start(script, Duration::ZERO).await;
+    let dir = project();
+    configure(dir.path(), &model.config_toml(""));
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let calls = model.calls();
+    let refusal = &calls.iter().find(|(c, _)| c.role == ScriptRole::Boundary && c.turn == 1).unwrap().0.results[0];
+    assert!(refusal.1 && refusal.0.contains("`A1` is invalid or already used"), "{}", refusal.0);
+    let id = mission_id(dir.path());
+    let mission_dir = dir.path().join(".missions").join(&id);
+    let contract = read_json(&mission_dir.join("contract.json"));
+    let a1 = contract["assertions"].as_array().unwrap().iter().find(|a| a["id"] == "A1").unwrap();
+    assert_eq!(a1["check"]["command"], "python3 -m unittest tests.test_slug", "A1 was not weakened");
+    let ids: Vec<&str> = contract["assertions"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["A1", "A2", "A3", "A4", "A5"], "the new assertion was added");
+    // The added assertion was checked before M2 could complete.
+    assert_eq!(contract["assertions"][4]["status"], "passing");
+    // The lock recorded at approval is the digest of the contract as approved.
+    let sha = read_json(&mission_dir.join("mission.json"))["contract_sha256"].as_str().unwrap().to_owned();
+    let approved = events(dir.path(), &id).into_iter().find(|e| e["type"] == "plan_approved").unwrap();
+    assert_eq!(approved["contract_sha256"], sha.as_str());
+}
+
+#[tokio::test]
+async fn course_corrections_reach_the_next_worker_and_boundary() {
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::from_millis(100)).await;
+    let dir = project();
+    configure(dir.path(), &model.config_toml(""));
+    let mut driver = missions_command(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]);
+    driver.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let driver = tokio::process::Command::from(driver).spawn().unwrap();
+    let id = wait_for_event(dir.path(), |e| e["type"] == "feature_started" && e["feature"] == "F1").await;
+    // What the language server's missions.courseCorrect sends: a command in the inbox.
+    let inbox = dir.path().join(".missions").join(&id).join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(
+        inbox.join("0001-note.json"),
+        r#"{"command": "course_correct", "note": "Prefer unicodedata for accents."}"#,
+    )
+    .unwrap();
+    let output = driver.wait_with_output().await.unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let calls = model.calls();
+    let f2 = calls.iter().find(|(c, _)| c.first_line.starts_with("Feature F2:")).unwrap();
+    assert!(f2.0.system.contains("Prefer unicodedata for accents."), "the next worker got the note");
+    let boundary = calls.iter().find(|(c, _)| c.role == ScriptRole::Boundary).unwrap();
+    assert!(boundary.0.first_message.contains("Prefer unicodedata for accents."), "the boundary run got the note");
+    let corrections = events(dir.path(), &id).into_iter().filter(|e| e["type"] == "course_correction_noted").count();
+    assert_eq!(corrections, 1);
+}
