@@ -239,7 +239,7 @@ async fn one_writer_per_workspace_and_control_from_another_process_through_the_i
     let asked = Instant::now();
     let pause = missions_async(dir.path(), &["pause", &id]).await;
     assert_eq!(pause.status.code(), Some(0), "{}", stderr(&pause));
-    assert!(stderr(&pause).contains("queued"), "{}", stderr(&pause));
+    assert!(stderr(&pause).contains("it applied the command"), "the driver acknowledged it: {}", stderr(&pause));
     let output = driver.wait_with_output().await.unwrap();
     assert!(asked.elapsed() < Duration::from_secs(10));
     assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
@@ -502,4 +502,80 @@ async fn course_corrections_reach_the_next_worker_and_boundary() {
     assert!(boundary.0.first_message.contains("Prefer unicodedata for accents."), "the boundary run got the note");
     let corrections = events(dir.path(), &id).into_iter().filter(|e| e["type"] == "course_correction_noted").count();
     assert_eq!(corrections, 1);
+}
+
+#[tokio::test]
+async fn uncommitted_user_work_is_never_reset_away() {
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
+    let dir = project();
+    configure(dir.path(), &model.config_toml(""));
+    assert_eq!(missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await.status.code(), Some(3));
+    let id = mission_id(dir.path());
+    // While the mission waits at M1's gate the user edits a file and adds one.
+    std::fs::write(dir.path().join("textkit/core.py"), "# my own fix\n").unwrap();
+    std::fs::write(dir.path().join("mine.txt"), "notes").unwrap();
+    // Accepting drives on, and driving may reset the tree: it refuses, naming the files.
+    let output = missions_async(dir.path(), &["accept", &id]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("textkit/core.py") && stderr(&output).contains("mine.txt"), "{}", stderr(&output));
+    assert_eq!(std::fs::read_to_string(dir.path().join("textkit/core.py")).unwrap(), "# my own fix\n");
+    assert!(dir.path().join("mine.txt").exists());
+    // Status of a mission at a gate never touches the tree either.
+    assert_eq!(missions_async(dir.path(), &["status", &id]).await.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(dir.path().join("textkit/core.py")).unwrap(), "# my own fix\n");
+}
+
+#[tokio::test]
+async fn what_a_validator_left_behind_is_saved_before_it_is_reverted() {
+    let script = with(|call| match (call.role, call.turn) {
+        (ScriptRole::Reviewer, 0) => {
+            Some(Turn::call("run_command", json!({"command": "echo 'keep me' > reviewer-notes.txt"})))
+        }
+        _ => None,
+    });
+    let model = ScriptedModel::start(script, Duration::ZERO).await;
+    let dir = project();
+    configure(dir.path(), &model.config_toml(""));
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let id = mission_id(dir.path());
+    let refs = git(dir.path(), &["for-each-ref", "--format=%(refname)", &format!("refs/missions/{id}/saved/")]);
+    let saved = refs.lines().next().expect("a saved ref");
+    assert_eq!(git(dir.path(), &["show", &format!("{saved}:reviewer-notes.txt")]), "keep me\n");
+    let findings = read_json(&dir.path().join(".missions").join(&id).join("findings.json"));
+    assert!(findings.to_string().contains(saved), "the finding says where the changes are kept: {findings}");
+}
+
+#[tokio::test]
+async fn a_rollback_cut_short_after_its_event_is_finished_on_the_next_open() {
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
+    let dir = project();
+    configure(dir.path(), &model.config_toml(""));
+    assert_eq!(missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await.status.code(), Some(3));
+    let id = mission_id(dir.path());
+    let mission_dir = dir.path().join(".missions").join(&id);
+    let head = git(dir.path(), &["rev-parse", "HEAD"]).trim().to_owned();
+    let base = read_json(&mission_dir.join("mission.json"))["base_commit"].as_str().unwrap().to_owned();
+    // The crash: the event is in the log, none of its effects happened.
+    {
+        let (mut store, _) = missions_core::store::MissionStore::open(&mission_dir).unwrap();
+        store
+            .append(missions_core::store::Event::MilestoneRolledBack {
+                milestone: "M1".into(),
+                from_commit: head.clone(),
+                to_commit: base.clone(),
+                saved_ref: format!("refs/missions/{id}/rolled-back/1"),
+            })
+            .unwrap();
+    }
+    let output = missions_async(dir.path(), &["status", &id]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let output = missions_async(dir.path(), &["pause", &id]).await;
+    assert_eq!(output.status.code(), Some(2), "already paused by the finished rollback: {}", stderr(&output));
+    assert_eq!(git(dir.path(), &["rev-parse", "HEAD"]).trim(), base);
+    assert_eq!(git(dir.path(), &["rev-parse", &format!("refs/missions/{id}/rolled-back/1")]).trim(), head);
+    let mission = read_json(&mission_dir.join("mission.json"));
+    assert_eq!((mission["state"].as_str(), mission["pause_reason"].as_str()), (Some("paused"), Some("user")));
+    let output = missions_async(dir.path(), &["resume", &id, "--accept"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }

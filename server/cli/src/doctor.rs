@@ -90,9 +90,13 @@ pub async fn run(workspace: &Path) -> Outcome {
     }
 
     report.line("\nSandbox of agents' commands:");
-    match probe_sandbox(workspace) {
-        Some(summary) => report.line(format!("  • {summary}")),
-        None => report.line("  • could not be probed (the launcher did not report)"),
+    let probed = LoadedConfig::load(workspace, &env, Vec::new())
+        .ok()
+        .and_then(|loaded| crate::missions::sandbox(&loaded))
+        .and_then(|launcher| missions_tools::sandbox::probe(&launcher, workspace));
+    match probed {
+        Some(sandbox) => report.line(format!("  • {}", sandbox.summary())),
+        None => report.line("  • off, or could not be probed"),
     }
 
     report.line("\nConfiguration:");
@@ -166,28 +170,4 @@ fn finish(report: Report) -> Outcome {
         println!("\n{} thing{} to fix.", report.problems, if report.problems == 1 { "" } else { "s" });
         Outcome::Failure
     }
-}
-
-/// Runs the sandbox launcher once with `true` and says what it could enforce here.
-fn probe_sandbox(workspace: &Path) -> Option<String> {
-    let program = std::env::current_exe().ok()?;
-    let output = Command::new(program)
-        .args(["__sandbox", "--root"])
-        .arg(workspace)
-        .args(["--", "true"])
-        .env("MISSIONS_SANDBOX_REPORT", "1")
-        .output()
-        .ok()?;
-    let line = String::from_utf8_lossy(&output.stderr).lines().rev().find(|l| l.starts_with('{'))?.to_owned();
-    let report: serde_json::Value = serde_json::from_str(&line).ok()?;
-    let yes = |key: &str| report[key].as_bool().unwrap_or(false);
-    let mut parts = vec![format!("Landlock {}", report["landlock"].as_str().unwrap_or("unknown"))];
-    parts.push(if yes("protected_git") { ".git and .missions read-only".into() } else { ".git not protected".into() });
-    parts.push(if yes("network_isolated") { "no network".into() } else { "network not isolated".into() });
-    let problems: Vec<String> =
-        report["problems"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(str::to_owned)).collect();
-    if !problems.is_empty() {
-        parts.push(format!("limits here: {}", problems.join("; ")));
-    }
-    Some(parts.join(", "))
 }

@@ -14,7 +14,8 @@ use missions_core::mission::{MissionState, Source, SourceKind};
 use missions_core::store::StoreError;
 use missions_engine::backlog;
 use missions_engine::mission::{
-    Command, EngineError, Limits, Mission, Models, Options, Outcome, Progress, RoleModel, inbox_dir, write_inbox,
+    Command, EngineError, Limits, Mission, Models, Options, Outcome, Progress, RoleModel, inbox_dir, wait_for_ack,
+    write_inbox,
 };
 use missions_providers::ProviderRegistry;
 use missions_tools::Sandbox;
@@ -245,7 +246,8 @@ pub async fn control(workspace: &Path, id: &str, command: Option<Command>, drive
             mission
         }
         Err(EngineError::Store(StoreError::Locked { holder, .. })) => {
-            // A live driver: hand it the command through the inbox (SPEC §2 rule 8).
+            // A live driver: hand it the command through the inbox (SPEC §2 rule 8) and wait
+            // for its verdict, so a refused command still exits 2.
             let inbox = inbox_dir(workspace, id);
             let mut queued = Vec::new();
             if accept {
@@ -253,11 +255,22 @@ pub async fn control(workspace: &Path, id: &str, command: Option<Command>, drive
             }
             queued.extend(command);
             for command in &queued {
-                if let Err(error) = write_inbox(&inbox, command) {
-                    return engine_error(error);
+                let path = match write_inbox(&inbox, command) {
+                    Ok(path) => path,
+                    Err(error) => return engine_error(error),
+                };
+                let verdict =
+                    tokio::task::spawn_blocking(move || wait_for_ack(&path, std::time::Duration::from_secs(10))).await;
+                match verdict {
+                    Ok(Some(Ok(()))) => eprintln!("mission {id} is being driven by {holder}; it applied the command"),
+                    Ok(Some(Err(reason))) => return Exit::Usage(reason),
+                    Ok(None) | Err(_) => {
+                        eprintln!(
+                            "mission {id} is being driven by {holder}; the command is queued and applies when the driver next looks"
+                        )
+                    }
                 }
             }
-            eprintln!("mission {id} is being driven by {holder}; the command was queued and applies within seconds");
             return Exit::Success;
         }
         Err(error) => return engine_error(error),

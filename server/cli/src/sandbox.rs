@@ -13,14 +13,9 @@ use missions_tools::sandbox::{Policy, enter};
 pub fn exec(root: &Path, allow_network: bool, writable: &[PathBuf], command: &[String]) -> ExitCode {
     let policy = Policy { root: root.to_owned(), allow_network, writable: writable.to_vec() };
     let report = enter(&policy);
-    if std::env::var_os("MISSIONS_SANDBOX_REPORT").is_some() {
-        let json = serde_json::json!({
-            "namespaces": report.namespaces,
-            "protected_git": report.protected_git,
-            "network_isolated": report.network_isolated,
-            "landlock": report.landlock,
-            "problems": report.problems,
-        });
+    if std::env::var_os("MISSIONS_SANDBOX_REPORT").is_some()
+        && let Ok(json) = serde_json::to_string(&report)
+    {
         eprintln!("{json}");
     }
     let Some((program, args)) = command.split_first() else {

@@ -11,6 +11,24 @@ use std::process::Command;
 
 use missions_core::mission::FileChange;
 
+/// git, resolved once to an absolute path before any agent command has run, so a program an
+/// agent plants earlier in `PATH` is never what the engine runs as git.
+fn git_program() -> &'static Path {
+    static PROGRAM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("git"))
+            .find(|candidate| candidate.is_file())
+            .unwrap_or_else(|| PathBuf::from("git"))
+    })
+}
+
+/// Resolves git's path now (the engine calls this when it starts).
+pub fn resolve_program() {
+    let _ = git_program();
+}
+
 static GIT_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static GIT_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -44,11 +62,22 @@ impl Git {
     }
 
     fn command(&self) -> Command {
-        let mut command = Command::new("git");
+        let mut command = Command::new(git_program());
         command
             .arg("-C")
             .arg(&self.root)
-            .args(["-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false", "-c", "core.quotepath=false"])
+            // Nothing a repository's configuration names runs on the engine's behalf: no
+            // hooks, no file-system monitor, no signing program, no external diff.
+            .args([
+                "-c",
+                "core.hooksPath=/dev/null",
+                "-c",
+                "core.fsmonitor=false",
+                "-c",
+                "commit.gpgsign=false",
+                "-c",
+                "core.quotepath=false",
+            ])
             .env("GIT_TERMINAL_PROMPT", "0");
         command
     }
@@ -177,8 +206,46 @@ impl Git {
         ))
     }
 
+    /// Records the working tree's uncommitted changes (tracked and untracked) as a commit on
+    /// top of `HEAD`, saved under `name`, without touching the index or the tree. Returns
+    /// `None` when there is nothing to save.
+    pub fn snapshot(&self, name: &str, message: &str) -> Result<Option<String>, GitError> {
+        if self.dirty_files()?.is_empty() {
+            return Ok(None);
+        }
+        let index = tempfile::NamedTempFile::new().map_err(|e| GitError::Spawn(e.to_string()))?;
+        let index_path = index.path().to_owned();
+        let with_index = |args: &[&str]| -> Result<String, GitError> {
+            let output = self
+                .command()
+                .env("GIT_INDEX_FILE", &index_path)
+                .args(args)
+                .output()
+                .map_err(|e| GitError::Spawn(e.to_string()))?;
+            if output.status.success() {
+                Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+            } else {
+                Err(GitError::Failed {
+                    args: args.join(" "),
+                    stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                })
+            }
+        };
+        with_index(&["read-tree", "HEAD"])?;
+        with_index(&["add", "-A"])?;
+        let tree = with_index(&["write-tree"])?;
+        let head = self.head()?;
+        let identity = self.identity_args();
+        let mut args: Vec<&str> = identity.iter().map(String::as_str).collect();
+        args.extend(["commit-tree", tree.as_str(), "-p", head.as_str(), "-m", message]);
+        let commit = self.run(&args)?.trim().to_owned();
+        self.update_ref(name, &commit)?;
+        Ok(Some(commit))
+    }
+
     /// Puts the working tree back to `commit`, dropping every change and untracked file that
-    /// is not ignored (`.missions/` is ignored, so it stays).
+    /// is not ignored (`.missions/` is ignored, so it stays). Callers save what the tree holds
+    /// first ([`Git::snapshot`]) unless it is known to be theirs.
     pub fn reset_hard(&self, commit: &str) -> Result<(), GitError> {
         self.run(&["reset", "-q", "--hard", commit])?;
         self.run(&["clean", "-q", "-fd"]).map(drop)
@@ -186,6 +253,14 @@ impl Git {
 
     pub fn update_ref(&self, name: &str, commit: &str) -> Result<(), GitError> {
         self.run(&["update-ref", name, commit]).map(drop)
+    }
+
+    /// Creates ref `name` at `commit` unless it exists already (then it is left alone).
+    pub fn create_ref(&self, name: &str, commit: &str) -> Result<(), GitError> {
+        if self.ref_exists(name) {
+            return Ok(());
+        }
+        self.run(&["update-ref", name, commit, ""]).map(drop)
     }
 
     /// Whether `name` exists as a ref.
@@ -287,6 +362,26 @@ mod tests {
         assert!(git.dirty_files().unwrap().is_empty());
         assert!(!dir.path().join("junk.txt").exists());
         assert!(dir.path().join(".missions/keep").exists());
+    }
+
+    #[test]
+    fn a_snapshot_saves_changes_and_untracked_files_without_touching_the_tree() {
+        let (dir, git) = repository();
+        git.exclude_missions_dir().unwrap();
+        assert_eq!(git.snapshot("refs/missions/m/saved/1", "nothing").unwrap(), None);
+        std::fs::write(dir.path().join("a.txt"), "user edit\n").unwrap();
+        std::fs::write(dir.path().join("new.txt"), "untracked\n").unwrap();
+        let saved = git.snapshot("refs/missions/m/saved/1", "saved before a reset").unwrap().unwrap();
+        assert_eq!(git.dirty_files().unwrap(), vec!["a.txt", "new.txt"], "the tree is untouched");
+        git.reset_hard(&git.head().unwrap()).unwrap();
+        assert_eq!(git.run(&["show", "refs/missions/m/saved/1:a.txt"]).unwrap(), "user edit\n");
+        assert_eq!(git.run(&["show", &format!("{saved}:new.txt")]).unwrap(), "untracked\n");
+        git.create_ref("refs/missions/m/saved/1", &git.head().unwrap()).unwrap();
+        assert_eq!(
+            git.run(&["rev-parse", "refs/missions/m/saved/1"]).unwrap().trim(),
+            saved,
+            "create_ref never overwrites"
+        );
     }
 
     #[test]

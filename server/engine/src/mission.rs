@@ -247,6 +247,9 @@ struct Shared {
     provider_names: BTreeMap<Role, String>,
     /// A pause or cancel applied from the inbox while a run was going on.
     stop: Mutex<Option<Stop>>,
+    /// Tokens and dollars of model calls in flight, reserved against the budget caps so that
+    /// runs calling in parallel cannot pass a cap together.
+    reserved: Mutex<(u64, f64)>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -275,6 +278,51 @@ impl Shared {
             role,
             message: message.into(),
         });
+    }
+
+    /// Saves whatever uncommitted changes the tree holds under
+    /// `refs/missions/<id>/saved/<time>` before the engine resets it, so nothing in the tree is
+    /// ever lost to a reset. Returns the ref, if there was anything to save.
+    fn save_tree(&self, why: &str) -> Result<Option<String>, EngineError> {
+        let stamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let name = format!("refs/missions/{}/saved/{stamp}", self.mission_id);
+        match self.git.snapshot(&name, why)? {
+            Some(_) => {
+                self.progress(
+                    None,
+                    None,
+                    None,
+                    format!("saved the working tree's uncommitted changes at {name} ({why})"),
+                );
+                Ok(Some(name))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn feature_in_progress(projection: &Projection) -> bool {
+        projection
+            .plan
+            .iter()
+            .flat_map(|p| p.milestones.iter())
+            .flat_map(|m| m.features.iter())
+            .any(|f| f.status == WorkStatus::InProgress)
+    }
+
+    /// A feature id not yet used in the plan: `base`, else `base-2`, `base-3`, …
+    fn unused_feature_id(projection: &Projection, base: &str) -> String {
+        let used: BTreeSet<String> = projection
+            .plan
+            .iter()
+            .flat_map(|p| p.milestones.iter())
+            .flat_map(|m| m.features.iter())
+            .map(|f| f.id.clone())
+            .collect();
+        if !used.contains(base) {
+            return base.to_owned();
+        }
+        (2..).map(|n| format!("{base}-{n}")).find(|id| !used.contains(id)).unwrap_or_else(|| base.to_owned())
     }
 
     fn set_state(
@@ -314,30 +362,6 @@ impl Shared {
         let id = finding.id.clone();
         self.append(Event::FindingRecorded { finding })?;
         Ok(id)
-    }
-
-    /// Reads and removes the inbox's command files, oldest first.
-    fn take_inbox(&self) -> Vec<Command> {
-        let Ok(entries) = std::fs::read_dir(&self.inbox) else { return Vec::new() };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        files.sort();
-        let mut commands = Vec::new();
-        for file in files {
-            match std::fs::read_to_string(&file).map(|text| serde_json::from_str::<Command>(&text)) {
-                Ok(Ok(command)) => commands.push(command),
-                Ok(Err(error)) => tracing::warn!("ignoring inbox file {}: {error}", file.display()),
-                Err(error) => {
-                    tracing::warn!("cannot read inbox file {}: {error}", file.display());
-                    continue;
-                }
-            }
-            let _ = std::fs::remove_file(&file);
-        }
-        commands
     }
 
     /// Applies one command to the mission's state.
@@ -399,15 +423,17 @@ impl Shared {
                     .plan
                     .iter()
                     .flat_map(|p| p.milestones.iter())
+                    .filter(|m| m.id == milestone)
                     .flat_map(|m| m.features.iter())
                     .filter(|f| f.id.starts_with(&format!("{milestone}-R")))
                     .count()
                     + 1;
+                let feature_id = Shared::unused_feature_id(&projection, &format!("{milestone}-R{number}"));
                 self.append(Event::MilestoneRejected { milestone: milestone.clone(), feedback: feedback.clone() })?;
                 self.append(Event::FeaturesAdded {
                     milestone: milestone.clone(),
                     features: vec![FeatureDraft {
-                        id: format!("{milestone}-R{number}"),
+                        id: feature_id,
                         title: "Address the user's feedback".into(),
                         description: format!(
                             "The user reviewed milestone {milestone} and rejected it with this feedback:\n\n{feedback}"
@@ -459,17 +485,27 @@ impl Shared {
                 else {
                     return Err(EngineError::Refused(format!("no open finding {finding}")));
                 };
-                let open_milestone = projection
-                    .plan
-                    .as_ref()
-                    .and_then(|p| p.milestone(&found.milestone))
-                    .is_some_and(|m| m.status != WorkStatus::Accepted);
-                if !open_milestone || state.is_terminal() {
+                let milestone_status =
+                    projection.plan.as_ref().and_then(|p| p.milestone(&found.milestone)).map(|m| m.status);
+                if milestone_status == Some(WorkStatus::Accepted) || milestone_status.is_none() || state.is_terminal() {
                     return Err(EngineError::Refused(format!(
                         "milestone {} is already accepted; its findings can only be dismissed",
                         found.milestone
                     )));
                 }
+                let feature_id = format!("fix-{finding}");
+                let already = projection
+                    .plan
+                    .iter()
+                    .flat_map(|p| p.milestones.iter())
+                    .flat_map(|m| m.features.iter())
+                    .any(|f| f.id == feature_id && f.status != WorkStatus::Done);
+                if already {
+                    return Err(EngineError::Refused(format!(
+                        "{finding} is already being fixed by feature {feature_id}"
+                    )));
+                }
+                let feature_id = Shared::unused_feature_id(&projection, &feature_id);
                 let place = match (&found.path, found.line) {
                     (Some(path), Some(line)) => format!(" at {path}:{line}"),
                     (Some(path), None) => format!(" in {path}"),
@@ -478,7 +514,7 @@ impl Shared {
                 self.append(Event::FeaturesAdded {
                     milestone: found.milestone.clone(),
                     features: vec![FeatureDraft {
-                        id: format!("fix-{finding}"),
+                        id: feature_id,
                         title: format!("Fix {finding}"),
                         description: format!(
                             "The user asked for this finding to be fixed{place}:\n\n{}\n\nEvidence:\n{}",
@@ -488,11 +524,14 @@ impl Shared {
                     }],
                     by: Some("user".into()),
                 })?;
-                if state == MissionState::AwaitingAcceptance {
+                // The milestone has work again: it is validated anew once the fix is done.
+                if matches!(milestone_status, Some(WorkStatus::Validated | WorkStatus::Validating)) {
                     self.append(Event::MilestoneStatusChanged {
-                        milestone: found.milestone,
+                        milestone: found.milestone.clone(),
                         status: WorkStatus::InProgress,
                     })?;
+                }
+                if state == MissionState::AwaitingAcceptance {
                     self.set_state(MissionState::Running, None, None)?;
                 }
                 Ok(())
@@ -545,7 +584,12 @@ impl Shared {
         };
         let dirty = self.git.dirty_files()?;
         if !dirty.is_empty() {
-            return Err(EngineError::DirtyTree { files: dirty });
+            // An unfinished feature's changes are the mission's own; anything else is the
+            // user's, and a rollback never throws that away.
+            if !Shared::feature_in_progress(projection) {
+                return Err(EngineError::DirtyTree { files: dirty });
+            }
+            self.save_tree("an unfinished feature's changes, set aside by a rollback")?;
         }
         let branch = self.git.current_branch()?;
         if branch != mission.branch {
@@ -556,14 +600,16 @@ impl Shared {
         }
         let head = self.git.head()?;
         let saved = format!("refs/missions/{}/rolled-back/{}", mission.id, projection.rollbacks + 1);
-        self.git.update_ref(&saved, &head)?;
-        self.git.reset_hard(&base)?;
+        // The fact first, then its effects, which `finish_rollback` can redo: a crash between
+        // the two is completed on the next drive instead of leaving the log and the branch at
+        // odds.
         self.append(Event::MilestoneRolledBack {
             milestone: milestone.to_owned(),
-            from_commit: head,
-            to_commit: base,
+            from_commit: head.clone(),
+            to_commit: base.clone(),
             saved_ref: saved.clone(),
         })?;
+        self.finish_rollback(&saved, &head, &base)?;
         self.pause(
             PauseReason::User,
             format!(
@@ -572,38 +618,77 @@ impl Shared {
         )
     }
 
+    /// The effects of a recorded rollback; harmless to repeat.
+    fn finish_rollback(&self, saved: &str, from: &str, to: &str) -> Result<(), EngineError> {
+        self.git.create_ref(saved, from)?;
+        let head = self.git.head()?;
+        if head == from {
+            self.save_tree("changes found while finishing a rollback")?;
+            self.git.reset_hard(to)?;
+        }
+        Ok(())
+    }
+
     /// Applies pause, cancel and course corrections that arrived while a run is going on;
-    /// other commands wait in the inbox for the next step.
+    /// other commands stay in the inbox for the next step.
     fn poll_control(&self) -> Option<Stop> {
         if let Some(stop) = lock(&self.stop).clone() {
             return Some(stop);
         }
-        let Ok(entries) = std::fs::read_dir(&self.inbox) else { return None };
-        let waiting = entries.filter_map(Result::ok).any(|e| e.path().extension().is_some_and(|x| x == "json"));
-        if !waiting {
-            return None;
-        }
-        let mut deferred = Vec::new();
-        for command in self.take_inbox() {
-            match command {
+        self.process_inbox(|command| {
+            matches!(
+                command,
                 Command::Pause
-                | Command::Cancel
-                | Command::CourseCorrect { .. }
-                | Command::DismissFinding { .. }
-                | Command::Waive { .. } => {
-                    if let Err(error) = self.apply(command) {
-                        tracing::warn!("inbox command not applied: {error}");
-                    }
-                }
-                other => deferred.push(other),
-            }
-        }
-        for command in deferred {
-            if let Err(error) = write_inbox(&self.inbox, &command) {
-                tracing::warn!("cannot keep a deferred inbox command: {error}");
-            }
-        }
+                    | Command::Cancel
+                    | Command::CourseCorrect { .. }
+                    | Command::DismissFinding { .. }
+                    | Command::Waive { .. }
+            )
+        });
         lock(&self.stop).clone()
+    }
+
+    /// Applies the inbox's commands that `now` accepts, oldest first; each applied command
+    /// file is replaced by a `.done` file recording whether it took effect, which the process
+    /// that queued it waits for.
+    fn process_inbox(&self, now: impl Fn(&Command) -> bool) {
+        let Ok(entries) = std::fs::read_dir(&self.inbox) else { return };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        for file in files {
+            let command = match std::fs::read_to_string(&file).map(|text| serde_json::from_str::<Command>(&text)) {
+                Ok(Ok(command)) => command,
+                Ok(Err(error)) => {
+                    acknowledge(&file, Err(format!("not a command: {error}")));
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            if !now(&command) {
+                continue;
+            }
+            let result = self.apply(command).map_err(|error| error.to_string());
+            if let Err(error) = &result {
+                tracing::warn!("inbox command not applied: {error}");
+            }
+            acknowledge(&file, result);
+        }
+    }
+}
+
+/// Replaces an inbox command file by its `.done` acknowledgement.
+fn acknowledge(file: &Path, result: Result<(), String>) {
+    let done = file.with_extension("done");
+    let body = match result {
+        Ok(()) => serde_json::json!({"ok": true}),
+        Err(error) => serde_json::json!({"ok": false, "error": error}),
+    };
+    if store::write_atomically(&done, body.to_string().as_bytes()).is_ok() {
+        let _ = std::fs::remove_file(file);
     }
 }
 
@@ -618,6 +703,26 @@ pub fn write_inbox(inbox: &Path, command: &Command) -> Result<PathBuf, EngineErr
     Ok(path)
 }
 
+/// Waits up to `limit` for the driver to apply the queued command at `queued`: `Some(Ok)` it
+/// took effect, `Some(Err)` it was refused (with why), `None` no driver picked it up.
+pub fn wait_for_ack(queued: &Path, limit: Duration) -> Option<Result<(), String>> {
+    let done = queued.with_extension("done");
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if let Ok(text) = std::fs::read_to_string(&done) {
+            let _ = std::fs::remove_file(&done);
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Some(if value["ok"].as_bool() == Some(true) {
+                Ok(())
+            } else {
+                Err(value["error"].as_str().unwrap_or("refused").to_owned())
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
 /// The inbox directory of a mission.
 pub fn inbox_dir(workspace: &Path, id: &str) -> PathBuf {
     store::missions_root(workspace).join(id).join("inbox")
@@ -628,6 +733,8 @@ struct RunScope<'a> {
     shared: &'a Shared,
     milestone: Option<String>,
     feature: Option<String>,
+    /// What this run's call in flight reserved against the caps.
+    reservation: Mutex<(u64, f64)>,
 }
 
 impl RunHooks for RunScope<'_> {
@@ -636,31 +743,41 @@ impl RunHooks for RunScope<'_> {
         let Some(mission) = projection.mission else { return Ok(()) };
         let budget = mission.budget;
         let estimate = input_tokens + output_tokens;
+        let estimate_usage = Usage { input: input_tokens, output: output_tokens, ..Usage::default() };
+        // A model without a known price cannot be estimated in dollars; the token cap still
+        // holds for it.
+        let estimate_usd = self.shared.prices.cost(model, model, &estimate_usage).unwrap_or(0.0);
+        let mut reserved = lock(&self.shared.reserved);
         if let Some(max) = budget.max_tokens
-            && budget.used_tokens + estimate > max
+            && budget.used_tokens + reserved.0 + estimate > max
         {
             return Err(Stop::Budget(format!(
-                "the next {role} call (about {estimate} tokens) would take the mission past its cap of {max} tokens ({} used)",
-                budget.used_tokens
+                "the next {role} call (about {estimate} tokens) would take the mission past its cap of {max} tokens ({} used{})",
+                budget.used_tokens,
+                if reserved.0 > 0 { format!(", {} in calls under way", reserved.0) } else { String::new() }
             )));
         }
-        if let Some(max) = budget.max_usd {
-            let estimate_usage = Usage { input: input_tokens, output: output_tokens, ..Usage::default() };
-            // A model without a known price cannot be estimated in dollars; the token cap
-            // still holds for it.
-            if let Some(cost) = self.shared.prices.cost(model, model, &estimate_usage)
-                && budget.used_usd + cost > max
-            {
-                return Err(Stop::Budget(format!(
-                    "the next {role} call (about ${cost:.2}) would take the mission past its cap of ${max:.2} (${:.2} used)",
-                    budget.used_usd
-                )));
-            }
+        if let Some(max) = budget.max_usd
+            && budget.used_usd + reserved.1 + estimate_usd > max
+        {
+            return Err(Stop::Budget(format!(
+                "the next {role} call (about ${estimate_usd:.2}) would take the mission past its cap of ${max:.2} (${:.2} used)",
+                budget.used_usd
+            )));
         }
+        reserved.0 += estimate;
+        reserved.1 += estimate_usd;
+        *lock(&self.reservation) = (estimate, estimate_usd);
         Ok(())
     }
 
     fn after_call(&self, role: Role, run_id: &str, model: &str, usage: &Usage, cost_usd: Option<f64>) {
+        let (tokens, usd) = std::mem::take(&mut *lock(&self.reservation));
+        {
+            let mut reserved = lock(&self.shared.reserved);
+            reserved.0 = reserved.0.saturating_sub(tokens);
+            reserved.1 = (reserved.1 - usd).max(0.0);
+        }
         if usage.total() == 0 && cost_usd.is_none() {
             return;
         }
@@ -776,6 +893,7 @@ impl Mission {
             progress: options.progress.clone(),
             provider_names,
             stop: Mutex::new(None),
+            reserved: Mutex::new((0, 0.0)),
         };
         Ok(Mission {
             workspace: workspace.to_owned(),
@@ -849,6 +967,12 @@ impl Mission {
         let dir = store::mission_dir(workspace, id)?;
         let (store, warnings) = MissionStore::open(&dir)?;
         let mission = Mission::assemble(workspace, config, models, options, store, None)?;
+        // Finishing an interrupted rollback writes the tree, which only the workspace's writer
+        // may do; a busy workspace leaves it to its driver.
+        if let Ok(lock) = take_workspace_lock(workspace) {
+            mission.finish_interrupted_rollback()?;
+            drop(lock);
+        }
         // Caps edited in the configuration take effect when the mission is next opened, so a
         // mission paused for budget can be resumed after raising them.
         let record = mission.shared.mission()?;
@@ -882,11 +1006,16 @@ impl Mission {
         Ok(Outcome::from_mission(&mission, Shared::current_milestone(&projection).map(|m| m.id)))
     }
 
-    /// Takes the workspace's writer lock and checks out the mission's branch.
+    /// Takes the workspace's writer lock, checks out the mission's branch, finishes a
+    /// rollback a crash interrupted, and refuses a tree holding changes that are not the
+    /// mission's: driving may reset the tree, and the user's work is never the engine's to
+    /// touch.
     fn prepare_to_drive(&mut self) -> Result<(), EngineError> {
+        crate::git::resolve_program();
         if self.workspace_lock.is_none() {
             self.workspace_lock = Some(take_workspace_lock(&self.workspace)?);
         }
+        let projection = self.shared.projection();
         let mission = self.shared.mission()?;
         let git = &self.shared.git;
         if git.current_branch()? != mission.branch {
@@ -896,19 +1025,61 @@ impl Mission {
             }
             git.checkout(&mission.branch)?;
         }
+        self.finish_interrupted_rollback()?;
+        let dirty = git.dirty_files()?;
+        let ours = Shared::feature_in_progress(&projection) || mission.state == MissionState::Validating;
+        if !dirty.is_empty() && !ours {
+            return Err(EngineError::DirtyTree { files: dirty });
+        }
+        if let Some(launcher) = &self.options.sandbox {
+            match missions_tools::sandbox::probe(launcher, &self.workspace) {
+                Some(report) => self.shared.progress(None, None, None, format!("sandbox: {}", report.summary())),
+                None => tracing::warn!("the sandbox launcher did not report; commands may run unconfined"),
+            }
+        }
         Ok(())
+    }
+
+    /// A rollback whose event was recorded but whose effects a crash cut short is finished
+    /// (its saved ref created, the branch reset) and the mission paused, as the rollback
+    /// itself would have left it.
+    fn finish_interrupted_rollback(&self) -> Result<(), EngineError> {
+        let projection = self.shared.projection();
+        let Some((saved, from, to)) = &projection.last_rollback else { return Ok(()) };
+        if self.shared.git.ref_exists(saved) {
+            return Ok(());
+        }
+        self.shared.finish_rollback(saved, from, to)?;
+        if self.shared.mission()?.state != MissionState::Paused {
+            self.shared.pause(
+                PauseReason::User,
+                format!("finished a rollback that was interrupted; the dropped commits are kept at {saved}"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Where the mission stands if it needs no driving (a gate, a pause, an end).
+    fn settled(&self) -> Result<Option<Outcome>, EngineError> {
+        let mission = self.shared.mission()?;
+        if mission.state == MissionState::AwaitingAcceptance && mission.auto_accept {
+            return Ok(None);
+        }
+        self.outcome()
     }
 
     /// Drives the mission until it reaches a gate, pauses, fails or completes.
     pub async fn drive(&mut self) -> Result<Outcome, EngineError> {
+        // A mission at a gate or at its end is only told about, never touched.
+        self.shared.process_inbox(|_| true);
+        if let Some(outcome) = self.settled()? {
+            lock(&self.shared.store).flush();
+            return Ok(outcome);
+        }
         self.prepare_to_drive()?;
         *lock(&self.shared.stop) = None;
         loop {
-            for command in self.shared.take_inbox() {
-                if let Err(error) = self.shared.apply(command) {
-                    tracing::warn!("inbox command not applied: {error}");
-                }
-            }
+            self.shared.process_inbox(|_| true);
             *lock(&self.shared.stop) = None;
             lock(&self.shared.store).flush_if_due();
             let projection = self.shared.projection();
@@ -1027,7 +1198,12 @@ impl Mission {
             context_tokens: self.options.limits.context_tokens,
             max_output_tokens: model.max_output_tokens,
         };
-        let hooks = RunScope { shared: &self.shared, milestone: milestone.clone(), feature: feature.clone() };
+        let hooks = RunScope {
+            shared: &self.shared,
+            milestone: milestone.clone(),
+            feature: feature.clone(),
+            reservation: Mutex::new((0, 0.0)),
+        };
         let end = run_agent(&config, tools, terminal, &hooks, Some(&transcript)).await;
         tools.finish();
         let (outcome, detail) = match &end {
@@ -1190,6 +1366,7 @@ impl Mission {
         let base = match projection.feature_bases.get(&feature.id) {
             Some(base) if feature.status == WorkStatus::InProgress => {
                 self.shared.progress(Some(&milestone.id), Some(&feature.id), None, "restarting from its base commit");
+                self.shared.save_tree(&format!("{} was cut off; its unfinished changes", feature.id))?;
                 git.reset_hard(base)?;
                 base.clone()
             }
@@ -1393,6 +1570,7 @@ impl Mission {
             return Ok(());
         }
         let changed: Vec<&String> = dirty.iter().filter(|p| !is_cache_path(p)).collect();
+        let saved = if changed.is_empty() { None } else { self.shared.save_tree(&format!("changes left by {who}"))? };
         git.reset_hard(head)?;
         if changed.is_empty() {
             return Ok(());
@@ -1411,7 +1589,11 @@ impl Mission {
                 "{who} changed the working tree ({}); validators must not, and the changes were reverted",
                 changed.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
             ),
-            evidence: format!("files: {}", changed.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")),
+            evidence: format!(
+                "files: {}{}",
+                changed.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "),
+                saved.map(|r| format!("; the changes are kept at {r}")).unwrap_or_default()
+            ),
             status: FindingStatus::Open,
         })?;
         Ok(())
@@ -1421,10 +1603,23 @@ impl Mission {
         let Some(milestone) = Shared::current_milestone(projection) else {
             return self.shared.set_state(MissionState::Running, None, None);
         };
+        // Recovery: a crash after the milestone commit, or after corrective features were
+        // added, left the state behind the plan.
+        if milestone.status == WorkStatus::Validated {
+            return self.shared.set_state(MissionState::AwaitingAcceptance, None, None);
+        }
+        if milestone.features.iter().any(|f| f.status != WorkStatus::Done) {
+            self.shared.append(Event::MilestoneStatusChanged {
+                milestone: milestone.id.clone(),
+                status: WorkStatus::InProgress,
+            })?;
+            return self.shared.set_state(MissionState::Running, None, None);
+        }
         let git = self.shared.git.clone();
         let head = git.head()?;
-        // Anything left from an interrupted validation goes.
+        // Anything left from an interrupted validation goes, saved first.
         if !git.dirty_files()?.is_empty() {
+            self.shared.save_tree("found in the tree when validation began")?;
             git.reset_hard(&head)?;
         }
         let findings_before = projection.findings.len();
@@ -1540,6 +1735,13 @@ impl Mission {
                 if assertions.iter().any(|a| &a.id == id && matches!(a.check, Check::Review { .. })) {
                     judged_by.insert(id.clone(), feature.id.clone());
                 }
+            }
+        }
+        // A review assertion no feature claims (one the orchestrator added for this milestone
+        // earlier) is judged with the milestone's last feature, so it never stays unverified.
+        if let Some(last) = milestone.features.last() {
+            for assertion in assertions.iter().filter(|a| matches!(a.check, Check::Review { .. })) {
+                judged_by.entry(assertion.id.clone()).or_insert_with(|| last.id.clone());
             }
         }
         let reviews: Vec<(Feature, Vec<String>)> = milestone
@@ -1785,10 +1987,12 @@ impl Mission {
             .map(|a| a.id.as_str())
             .collect();
         for finding in &projection.findings[..findings_before] {
+            // Engine findings about an assertion ("not verified") are fixed once it passes;
+            // handoff mismatches are facts about a past run and stay until dismissed.
             let revalidated = matches!(
                 finding.validator,
                 Validator::Command | Validator::ProjectCheck | Validator::Review | Validator::UserTest
-            );
+            ) || (finding.validator == Validator::Engine && finding.assertion.is_some());
             if finding.milestone != milestone || finding.status != FindingStatus::Open || !revalidated {
                 continue;
             }
@@ -1922,12 +2126,13 @@ impl Mission {
                     decision: "correct".into(),
                     notes,
                 })?;
+                // Past the bound nothing of the decision is applied: the user takes over.
+                if round >= max_rounds {
+                    return self.blocked(milestone, &failing, max_rounds);
+                }
                 if !new_assertions.is_empty() {
                     self.shared
                         .append(Event::AssertionsAdded { assertions: new_assertions, by: "orchestrator".into() })?;
-                }
-                if round >= max_rounds {
-                    return self.blocked(milestone, &failing, max_rounds);
                 }
                 self.shared.progress(
                     Some(&milestone.id),
@@ -1996,6 +2201,15 @@ impl Mission {
                 PauseReason::Blocked,
                 format!("milestone {} has assertions that do not pass: {}", milestone.id, ids.join(", ")),
             );
+        }
+        // Work added while the milestone was being validated (a "fix this finding") comes first.
+        let current = projection.plan.as_ref().and_then(|p| p.milestone(&milestone.id)).cloned();
+        if current.is_some_and(|m| m.features.iter().any(|f| f.status != WorkStatus::Done)) {
+            self.shared.append(Event::MilestoneStatusChanged {
+                milestone: milestone.id.clone(),
+                status: WorkStatus::InProgress,
+            })?;
+            return self.shared.set_state(MissionState::Running, None, None);
         }
         let subject = format!("milestone {}: {}", milestone.id, milestone.title);
         let commit = self.shared.git.commit(

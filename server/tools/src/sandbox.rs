@@ -25,7 +25,7 @@ pub struct Policy {
 }
 
 /// Which layers are in force.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     pub namespaces: bool,
     pub protected_git: bool,
@@ -137,9 +137,61 @@ pub fn enter(_policy: &Policy) -> Report {
     }
 }
 
-/// Default extra writable paths: tool caches under the home directory that builds need
-/// (cargo's package lock, pip and npm caches), where they exist.
+/// Default extra writable paths: the tool caches under the home directory that builds need,
+/// where they exist. Only cargo's caches, never all of `~/.cargo`: its `bin/` is on `PATH` and
+/// its `config.toml` names programs, so writing there would reach outside the sandbox.
 pub fn default_writable(home: Option<&Path>) -> Vec<PathBuf> {
     let Some(home) = home else { return Vec::new() };
-    [".cargo", ".cache", ".npm"].iter().map(|p| home.join(p)).filter(|p| p.exists()).collect()
+    [".cargo/registry", ".cargo/git", ".cargo/.package-cache", ".cache", ".npm"]
+        .iter()
+        .map(|p| home.join(p))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+impl Report {
+    /// A one-line account for people: what is enforced, and what could not be.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![format!("Landlock {}", self.landlock)];
+        parts.push(if self.protected_git {
+            ".git and .missions read-only".into()
+        } else {
+            ".git not protected".into()
+        });
+        parts.push(if self.network_isolated { "no network".into() } else { "network not isolated".into() });
+        if !self.problems.is_empty() {
+            parts.push(format!("limits here: {}", self.problems.join("; ")));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Runs `launcher` once with `true` under `root` and returns what it could enforce.
+pub fn probe(launcher: &crate::command::Sandbox, root: &Path) -> Option<Report> {
+    let mut command = std::process::Command::new(&launcher.program);
+    command.args(&launcher.args).arg("--root").arg(root);
+    if launcher.allow_network {
+        command.arg("--allow-network");
+    }
+    let output = command.args(["--", "true"]).env("MISSIONS_SANDBOX_REPORT", "1").output().ok()?;
+    let line = String::from_utf8_lossy(&output.stderr).lines().rev().find(|l| l.starts_with('{'))?.to_owned();
+    serde_json::from_str(&line).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_caches_of_the_home_directory_are_writable_by_default() {
+        let home = tempfile::tempdir().unwrap();
+        for dir in [".cargo/bin", ".cargo/registry", ".cargo/git", ".cache"] {
+            std::fs::create_dir_all(home.path().join(dir)).unwrap();
+        }
+        std::fs::write(home.path().join(".cargo/config.toml"), "").unwrap();
+        let writable = default_writable(Some(home.path()));
+        let names: Vec<String> =
+            writable.iter().map(|p| p.strip_prefix(home.path()).unwrap().display().to_string()).collect();
+        assert_eq!(names, [".cargo/registry", ".cargo/git", ".cache"]);
+    }
 }

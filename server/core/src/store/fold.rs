@@ -36,6 +36,9 @@ pub struct Projection {
     pub milestone_commits: BTreeMap<String, String>,
     /// How many rollbacks the mission has had (numbers the saved refs).
     pub rollbacks: u32,
+    /// The last rollback: (saved ref, from commit, to commit), so a driver can finish one that
+    /// a crash interrupted.
+    pub last_rollback: Option<(String, String, String)>,
     /// The agent run in progress, if one started and has not finished.
     pub active_run: Option<crate::status::ActiveRun>,
     /// How many events were folded.
@@ -88,6 +91,7 @@ impl Projection {
         for id in &reopened {
             self.milestone_bases.remove(id);
             self.milestone_commits.remove(id);
+            self.correction_rounds.remove(id);
         }
     }
 
@@ -162,8 +166,13 @@ impl Projection {
                 }
             }
             Event::MilestoneStatusChanged { milestone, status } => {
-                if let Some(m) = self.plan.as_mut().and_then(|p| p.milestones.iter_mut().find(|m| &m.id == milestone)) {
+                if let Some(m) = self.milestone_mut(milestone) {
                     m.status = *status;
+                }
+                // Reopened work (a rejection, a fix) makes the old boundary commit history,
+                // not the milestone's.
+                if matches!(status, WorkStatus::Pending | WorkStatus::InProgress) {
+                    self.milestone_commits.remove(milestone);
                 }
             }
             Event::FeatureStatusChanged { feature, status } => {
@@ -172,8 +181,16 @@ impl Projection {
                 }
             }
             Event::FeaturesAdded { milestone, features, by } => {
+                // Ids are unique by the engine's checks; a duplicate would make the first
+                // feature's status stand for both, so it is never added.
+                let known: Vec<String> = self
+                    .plan
+                    .iter()
+                    .flat_map(|p| p.milestones.iter())
+                    .flat_map(|m| m.features.iter().map(|f| f.id.clone()))
+                    .collect();
                 if let Some(m) = self.milestone_mut(milestone) {
-                    m.features.extend(features.iter().map(feature_from));
+                    m.features.extend(features.iter().filter(|f| !known.contains(&f.id)).map(feature_from));
                 }
                 if by.as_deref() == Some("orchestrator") {
                     *self.correction_rounds.entry(milestone.clone()).or_insert(0) += 1;
@@ -217,8 +234,9 @@ impl Projection {
                     m.status = WorkStatus::Accepted;
                 }
             }
-            Event::MilestoneRolledBack { milestone, .. } => {
+            Event::MilestoneRolledBack { milestone, from_commit, to_commit, saved_ref } => {
                 self.rollbacks += 1;
+                self.last_rollback = Some((saved_ref.clone(), from_commit.clone(), to_commit.clone()));
                 self.reopen_from(milestone);
             }
             Event::HandoffRecorded { handoff } => {
@@ -228,7 +246,10 @@ impl Projection {
                 self.contract.assertions.extend(assertions.iter().map(assertion_from));
             }
             Event::AssertionChecked { assertion, status, .. } => {
-                if let Some(a) = self.contract.assertions.iter_mut().find(|a| &a.id == assertion) {
+                // A waiver is the user's and outlasts any verdict.
+                if let Some(a) = self.contract.assertions.iter_mut().find(|a| &a.id == assertion)
+                    && a.status != AssertionStatus::Waived
+                {
                     a.status = *status;
                 }
             }

@@ -417,3 +417,44 @@ fn one_unreadable_mission_does_not_hide_the_others() {
     assert_eq!(status.unreadable[0].0, "20261120-broken-0001");
     assert!(matches!(status.unreadable[0].1, StoreError::Corrupt { line: 2, .. }));
 }
+
+fn fold(events: Vec<Event>) -> Projection {
+    let mut projection = Projection::default();
+    for (seq, event) in events.into_iter().enumerate() {
+        projection.apply(&Record { seq: seq as u64 + 1, ts: "t".into(), prev: String::new(), event });
+    }
+    projection
+}
+
+#[test]
+fn a_waiver_outlasts_later_verdicts_and_duplicate_feature_ids_are_never_added() {
+    let mut events: Vec<Event> = sample_events("m1").into_iter().take(2).collect();
+    events.push(Event::AssertionWaived { assertion: "A1".into(), reason: "flaky upstream".into() });
+    events.push(Event::AssertionChecked {
+        assertion: "A1".into(),
+        status: AssertionStatus::Failing,
+        evidence: "x".into(),
+    });
+    let duplicate =
+        FeatureDraft { id: "F1".into(), title: "again".into(), description: "d".into(), assertions: vec![] };
+    events.push(Event::FeaturesAdded { milestone: "M1".into(), features: vec![duplicate], by: Some("user".into()) });
+    let projection = fold(events);
+    assert_eq!(projection.contract.assertions[0].status, AssertionStatus::Waived);
+    let features: Vec<&str> =
+        projection.plan.as_ref().unwrap().milestones[0].features.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(features, ["F1"]);
+}
+
+#[test]
+fn a_rollback_resets_the_milestones_correction_rounds() {
+    let mut events = sample_events("m1");
+    events.push(Event::MilestoneRolledBack {
+        milestone: "M1".into(),
+        from_commit: "b".into(),
+        to_commit: "a".into(),
+        saved_ref: "refs/missions/m1/rolled-back/1".into(),
+    });
+    let projection = fold(events);
+    assert!(projection.correction_rounds.is_empty());
+    assert_eq!(projection.last_rollback, Some(("refs/missions/m1/rolled-back/1".into(), "b".into(), "a".into())));
+}
