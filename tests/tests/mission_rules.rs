@@ -579,3 +579,51 @@ async fn a_rollback_cut_short_after_its_event_is_finished_on_the_next_open() {
     let output = missions_async(dir.path(), &["resume", &id, "--accept"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
+
+#[tokio::test]
+async fn the_projects_own_checks_become_file_and_line_findings() {
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
+    let dir = project();
+    let check = r#"checks = ["python3 -m unittest -q", "echo 'textkit/core.py:2: warning: shout() shouts'"]"#;
+    configure(dir.path(), &model.config_toml(&format!("[mission]\n{check}\n")));
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let id = mission_id(dir.path());
+    let findings = read_json(&dir.path().join(".missions").join(&id).join("findings.json"));
+    let found = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["validator"] == "project-check")
+        .expect("a project-check finding");
+    assert_eq!((found["path"].as_str(), found["line"].as_u64()), (Some("textkit/core.py"), Some(2)));
+    assert_eq!(found["severity"], "warning");
+    assert!(found["message"].as_str().unwrap().contains("shout() shouts"));
+}
+
+#[tokio::test]
+async fn cancel_ends_a_mission_for_good() {
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
+    let dir = project();
+    configure(dir.path(), &model.config_toml(""));
+    assert_eq!(missions_async(dir.path(), &["run", "--text", "Add slugify"]).await.status.code(), Some(3));
+    let id = mission_id(dir.path());
+    let output = missions_async(dir.path(), &["cancel", &id]).await;
+    assert_eq!(output.status.code(), Some(1), "cancelled exits 1: {}", stderr(&output));
+    assert_eq!(read_json(&dir.path().join(".missions").join(&id).join("mission.json"))["state"], "cancelled");
+    for args in [vec!["resume", id.as_str()], vec!["approve", id.as_str()], vec!["cancel", id.as_str()]] {
+        assert_eq!(missions_async(dir.path(), &args).await.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[tokio::test]
+async fn map_prints_the_ranked_repository_map() {
+    let dir = project();
+    std::fs::write(dir.path().join("textkit/slug.py"), SLUG_GOOD).unwrap();
+    let output = missions_async(dir.path(), &["map", "--focus", "slugify a title", "--tokens", "12"]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let map = String::from_utf8_lossy(&output.stdout);
+    assert!(map.starts_with("textkit/slug.py:\n    4│def slugify(text):"), "{map}");
+    assert!(map.contains("files shown in full"), "{map}");
+    assert_eq!(missions_async(dir.path(), &["map", "../"]).await.status.code(), Some(2));
+}

@@ -281,7 +281,10 @@ pub async fn control(workspace: &Path, id: &str, command: Option<Command>, drive
     if let Some(command) = command {
         let state = mission.projection().mission.map(|m| m.state);
         // `resume` after a crash finds the mission mid-way, not paused: driving on is the resume.
-        let skip = command == Command::Resume && state != Some(MissionState::Paused);
+        // A finished mission is refused (exit 2) rather than silently reported.
+        let skip = command == Command::Resume
+            && state != Some(MissionState::Paused)
+            && !state.is_some_and(|s| s.is_terminal());
         if !skip && let Err(error) = mission.apply(command) {
             return engine_error(error);
         }

@@ -165,3 +165,84 @@ pub async fn http_request(
     out.push_str(&capped.render());
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use missions_core::secrets::Redactor;
+
+    fn environment(dir: &std::path::Path) -> CommandEnvironment {
+        CommandEnvironment {
+            root: dir.to_owned(),
+            secret_env: Vec::new(),
+            redactor: Redactor::default(),
+            sandbox: None,
+            tmp: None,
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn a_server_is_started_until_ready_used_over_loopback_and_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "hello from the program").unwrap();
+        let env = environment(dir.path());
+        let processes = Processes::default();
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}/");
+        let started = processes
+            .start(&env, "web", &format!("exec python3 -m http.server {port} --bind 127.0.0.1"), None, Some(&url))
+            .await
+            .unwrap();
+        assert!(started.starts_with("started `web`"), "{started}");
+        let response = http_request("GET", &url, &BTreeMap::new(), None).await.unwrap();
+        assert!(response.starts_with("HTTP 200") && response.contains("hello from the program"), "{response}");
+        assert!(processes.start(&env, "web", "true", None, None).await.unwrap_err().contains("already running"));
+        let stopped = processes.stop(&env, "web").await.unwrap();
+        assert!(stopped.contains("stopped `web`"), "{stopped}");
+        assert!(http_request("GET", &url, &BTreeMap::new(), None).await.is_err(), "the server is gone");
+        assert!(processes.stop(&env, "web").await.unwrap_err().contains("no process named"));
+    }
+
+    #[tokio::test]
+    async fn ready_patterns_early_exits_and_loopback_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = environment(dir.path());
+        let processes = Processes::default();
+        let ok =
+            processes.start(&env, "ticker", "echo booting; echo READY; sleep 30", Some("READY"), None).await.unwrap();
+        assert!(ok.contains("READY"), "{ok}");
+        let failed = processes.start(&env, "broken", "echo oops; exit 3", Some("never"), None).await.unwrap_err();
+        assert!(failed.contains("exited") && failed.contains("oops"), "{failed}");
+        assert!(
+            http_request("GET", "http://192.0.2.1/", &BTreeMap::new(), None)
+                .await
+                .unwrap_err()
+                .contains("not a loopback address")
+        );
+        assert!(
+            processes
+                .start(&env, "x", "true", None, Some("http://example.com/"))
+                .await
+                .unwrap_err()
+                .contains("not a loopback address")
+        );
+    }
+
+    #[tokio::test]
+    async fn every_process_a_run_started_is_gone_when_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = environment(dir.path());
+        let marker = dir.path().join("still-alive");
+        {
+            let processes = Processes::default();
+            let script = format!("echo up; (sleep 1; touch {}) & sleep 30", marker.display());
+            processes.start(&env, "daemon", &script, Some("up"), None).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        assert!(!marker.exists(), "a process (or its child) outlived the run");
+    }
+}
