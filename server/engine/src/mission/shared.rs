@@ -1,0 +1,605 @@
+//! What every run of a mission shares: the store, the inbox through which other processes
+//! send commands, the application of commands to the mission's state, and the hooks the
+//! agent loop calls for budget, usage, progress and control.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use missions_core::mission::{
+    AssertionStatus, Finding, FindingStatus, Milestone, Mission as MissionRecord, MissionState, PauseReason, Role,
+    WorkStatus,
+};
+use missions_core::model::Usage;
+use missions_core::pricing::PriceTable;
+use missions_core::store::{self, Event, FeatureDraft, MissionStore, Projection};
+use serde_json::Value;
+
+use crate::agent::{RunHooks, Stop};
+use crate::git::Git;
+
+use super::{Command, EngineError, Progress};
+
+/// Everything runs share: the store and the channel for control commands.
+pub(super) struct Shared {
+    pub(super) mission_id: String,
+    pub(super) store: Mutex<MissionStore>,
+    pub(super) inbox: PathBuf,
+    pub(super) git: Git,
+    pub(super) prices: PriceTable,
+    pub(super) progress: Arc<dyn Fn(&Progress) + Send + Sync>,
+    pub(super) provider_names: BTreeMap<Role, String>,
+    /// A pause or cancel applied from the inbox while a run was going on.
+    pub(super) stop: Mutex<Option<Stop>>,
+    /// Tokens and dollars of model calls in flight, reserved against the budget caps so that
+    /// runs calling in parallel cannot pass a cap together.
+    pub(super) reserved: Mutex<(u64, f64)>,
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub(super) fn append(&self, event: Event) -> Result<(), EngineError> {
+        lock(&self.store).append(event)?;
+        Ok(())
+    }
+
+    pub(super) fn projection(&self) -> Projection {
+        lock(&self.store).projection().clone()
+    }
+
+    pub(super) fn mission(&self) -> Result<MissionRecord, EngineError> {
+        self.projection().mission.ok_or_else(|| EngineError::Io("the mission log has no mission".into()))
+    }
+
+    pub(super) fn progress(
+        &self,
+        milestone: Option<&str>,
+        feature: Option<&str>,
+        role: Option<Role>,
+        message: impl Into<String>,
+    ) {
+        (self.progress)(&Progress {
+            mission: self.mission_id.clone(),
+            milestone: milestone.map(str::to_owned),
+            feature: feature.map(str::to_owned),
+            role,
+            message: message.into(),
+        });
+    }
+
+    /// Saves whatever uncommitted changes the tree holds under
+    /// `refs/missions/<id>/saved/<time>` before the engine resets it, so nothing in the tree is
+    /// ever lost to a reset. Returns the ref, if there was anything to save.
+    pub(super) fn save_tree(&self, why: &str) -> Result<Option<String>, EngineError> {
+        let stamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let name = format!("refs/missions/{}/saved/{stamp}", self.mission_id);
+        match self.git.snapshot(&name, why)? {
+            Some(_) => {
+                self.progress(
+                    None,
+                    None,
+                    None,
+                    format!("saved the working tree's uncommitted changes at {name} ({why})"),
+                );
+                Ok(Some(name))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn feature_in_progress(projection: &Projection) -> bool {
+        projection
+            .plan
+            .iter()
+            .flat_map(|p| p.milestones.iter())
+            .flat_map(|m| m.features.iter())
+            .any(|f| f.status == WorkStatus::InProgress)
+    }
+
+    /// A feature id not yet used in the plan: `base`, else `base-2`, `base-3`, …
+    pub(super) fn unused_feature_id(projection: &Projection, base: &str) -> String {
+        let used: BTreeSet<String> = projection
+            .plan
+            .iter()
+            .flat_map(|p| p.milestones.iter())
+            .flat_map(|m| m.features.iter())
+            .map(|f| f.id.clone())
+            .collect();
+        if !used.contains(base) {
+            return base.to_owned();
+        }
+        (2..).map(|n| format!("{base}-{n}")).find(|id| !used.contains(id)).unwrap_or_else(|| base.to_owned())
+    }
+
+    pub(super) fn set_state(
+        &self,
+        state: MissionState,
+        pause_reason: Option<PauseReason>,
+        detail: Option<String>,
+    ) -> Result<(), EngineError> {
+        self.append(Event::StateChanged { state, pause_reason, detail })
+    }
+
+    pub(super) fn pause(&self, reason: PauseReason, detail: String) -> Result<(), EngineError> {
+        self.progress(
+            None,
+            None,
+            None,
+            format!(
+                "paused ({}): {detail}",
+                serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+            ),
+        );
+        self.set_state(MissionState::Paused, Some(reason), Some(detail))
+    }
+
+    /// The milestone the mission is working on: the first one not accepted.
+    pub(super) fn current_milestone(projection: &Projection) -> Option<Milestone> {
+        projection.plan.as_ref()?.milestones.iter().find(|m| m.status != WorkStatus::Accepted).cloned()
+    }
+
+    pub(super) fn next_finding_id(projection: &Projection) -> String {
+        format!("finding-{}", projection.findings.len() + 1)
+    }
+
+    pub(super) fn record_finding(&self, mut finding: Finding) -> Result<String, EngineError> {
+        let projection = self.projection();
+        finding.id = Shared::next_finding_id(&projection);
+        let id = finding.id.clone();
+        self.append(Event::FindingRecorded { finding })?;
+        Ok(id)
+    }
+
+    /// Applies one command to the mission's state.
+    pub(super) fn apply(&self, command: Command) -> Result<(), EngineError> {
+        let projection = self.projection();
+        let mission = projection.mission.clone().ok_or_else(|| EngineError::Io("no mission".into()))?;
+        let state = mission.state;
+        let refused = |what: &str| Err(EngineError::Refused(format!("cannot {what}: the mission is {state}")));
+        match command {
+            Command::Approve => {
+                if state != MissionState::AwaitingApproval {
+                    return refused("approve the plan");
+                }
+                let digest = store::contract_digest(&projection.contract.assertions);
+                self.append(Event::PlanApproved { contract_sha256: digest })?;
+                self.set_state(MissionState::Running, None, None)
+            }
+            Command::Accept { milestone } => {
+                let current = Shared::current_milestone(&projection);
+                if state != MissionState::AwaitingAcceptance {
+                    return refused("accept a milestone");
+                }
+                let Some(current) = current.filter(|m| m.status == WorkStatus::Validated) else {
+                    return Err(EngineError::Refused("no milestone is waiting for acceptance".into()));
+                };
+                if let Some(asked) = milestone.filter(|m| *m != current.id) {
+                    return Err(EngineError::Refused(format!(
+                        "milestone {asked} is not the one waiting; {} is",
+                        current.id
+                    )));
+                }
+                self.append(Event::MilestoneAccepted { milestone: current.id.clone() })?;
+                let last =
+                    projection.plan.as_ref().and_then(|p| p.milestones.last()).is_some_and(|m| m.id == current.id);
+                if last {
+                    self.progress(Some(&current.id), None, None, "accepted; the mission is complete");
+                    self.set_state(MissionState::Completed, None, None)
+                } else {
+                    self.progress(Some(&current.id), None, None, "accepted");
+                    self.set_state(MissionState::Running, None, None)
+                }
+            }
+            Command::Reject { milestone, feedback } => {
+                let current = Shared::current_milestone(&projection);
+                if state != MissionState::AwaitingAcceptance || current.as_ref().is_none_or(|m| m.id != milestone) {
+                    return Err(EngineError::Refused(format!("milestone {milestone} is not waiting for acceptance")));
+                }
+                if feedback.trim().is_empty() {
+                    return Err(EngineError::Refused("a rejection needs feedback saying what to change".into()));
+                }
+                let milestone_assertions: Vec<String> = projection
+                    .contract
+                    .assertions
+                    .iter()
+                    .filter(|a| a.milestone == milestone)
+                    .map(|a| a.id.clone())
+                    .collect();
+                let number = projection
+                    .plan
+                    .iter()
+                    .flat_map(|p| p.milestones.iter())
+                    .filter(|m| m.id == milestone)
+                    .flat_map(|m| m.features.iter())
+                    .filter(|f| f.id.starts_with(&format!("{milestone}-R")))
+                    .count()
+                    + 1;
+                let feature_id = Shared::unused_feature_id(&projection, &format!("{milestone}-R{number}"));
+                self.append(Event::MilestoneRejected { milestone: milestone.clone(), feedback: feedback.clone() })?;
+                self.append(Event::FeaturesAdded {
+                    milestone: milestone.clone(),
+                    features: vec![FeatureDraft {
+                        id: feature_id,
+                        title: "Address the user's feedback".into(),
+                        description: format!(
+                            "The user reviewed milestone {milestone} and rejected it with this feedback:\n\n{feedback}"
+                        ),
+                        assertions: milestone_assertions,
+                    }],
+                    by: Some("user".into()),
+                })?;
+                self.append(Event::MilestoneStatusChanged { milestone, status: WorkStatus::InProgress })?;
+                self.set_state(MissionState::Running, None, None)
+            }
+            Command::Rollback { milestone } => self.rollback(&projection, &milestone),
+            Command::Pause => {
+                if state.is_terminal() || state == MissionState::Paused {
+                    return refused("pause");
+                }
+                *lock(&self.stop) = Some(Stop::Paused);
+                self.pause(PauseReason::User, "paused by the user".into())
+            }
+            Command::Resume => {
+                if state != MissionState::Paused {
+                    return refused("resume");
+                }
+                let next = Shared::resume_state(&projection);
+                self.set_state(next, None, None)
+            }
+            Command::Cancel => {
+                if state.is_terminal() {
+                    return refused("cancel");
+                }
+                *lock(&self.stop) = Some(Stop::Cancelled);
+                self.set_state(MissionState::Cancelled, None, Some("cancelled by the user".into()))
+            }
+            Command::CourseCorrect { note } => {
+                if note.trim().is_empty() {
+                    return Err(EngineError::Refused("the course-correction note is empty".into()));
+                }
+                self.append(Event::CourseCorrectionNoted { note })
+            }
+            Command::DismissFinding { finding, reason } => {
+                if !projection.findings.iter().any(|f| f.id == finding && f.status == FindingStatus::Open) {
+                    return Err(EngineError::Refused(format!("no open finding {finding}")));
+                }
+                self.append(Event::FindingStatusChanged { finding, status: FindingStatus::Dismissed, reason })
+            }
+            Command::FixFinding { finding } => {
+                let Some(found) =
+                    projection.findings.iter().find(|f| f.id == finding && f.status == FindingStatus::Open).cloned()
+                else {
+                    return Err(EngineError::Refused(format!("no open finding {finding}")));
+                };
+                let milestone_status =
+                    projection.plan.as_ref().and_then(|p| p.milestone(&found.milestone)).map(|m| m.status);
+                if milestone_status == Some(WorkStatus::Accepted) || milestone_status.is_none() || state.is_terminal() {
+                    return Err(EngineError::Refused(format!(
+                        "milestone {} is already accepted; its findings can only be dismissed",
+                        found.milestone
+                    )));
+                }
+                let feature_id = format!("fix-{finding}");
+                let already = projection
+                    .plan
+                    .iter()
+                    .flat_map(|p| p.milestones.iter())
+                    .flat_map(|m| m.features.iter())
+                    .any(|f| f.id == feature_id && f.status != WorkStatus::Done);
+                if already {
+                    return Err(EngineError::Refused(format!(
+                        "{finding} is already being fixed by feature {feature_id}"
+                    )));
+                }
+                let feature_id = Shared::unused_feature_id(&projection, &feature_id);
+                let place = match (&found.path, found.line) {
+                    (Some(path), Some(line)) => format!(" at {path}:{line}"),
+                    (Some(path), None) => format!(" in {path}"),
+                    _ => String::new(),
+                };
+                self.append(Event::FeaturesAdded {
+                    milestone: found.milestone.clone(),
+                    features: vec![FeatureDraft {
+                        id: feature_id,
+                        title: format!("Fix {finding}"),
+                        description: format!(
+                            "The user asked for this finding to be fixed{place}:\n\n{}\n\nEvidence:\n{}",
+                            found.message, found.evidence
+                        ),
+                        assertions: found.assertion.clone().into_iter().collect(),
+                    }],
+                    by: Some("user".into()),
+                })?;
+                // The milestone has work again: it is validated anew once the fix is done.
+                if matches!(milestone_status, Some(WorkStatus::Validated | WorkStatus::Validating)) {
+                    self.append(Event::MilestoneStatusChanged {
+                        milestone: found.milestone.clone(),
+                        status: WorkStatus::InProgress,
+                    })?;
+                }
+                if state == MissionState::AwaitingAcceptance {
+                    self.set_state(MissionState::Running, None, None)?;
+                }
+                Ok(())
+            }
+            Command::Waive { assertion, reason } => {
+                let Some(found) = projection.contract.assertions.iter().find(|a| a.id == assertion) else {
+                    return Err(EngineError::Refused(format!("no assertion {assertion}")));
+                };
+                if reason.trim().is_empty() {
+                    return Err(EngineError::Refused("waiving an assertion needs a reason".into()));
+                }
+                if found.status == AssertionStatus::Waived {
+                    return Ok(());
+                }
+                self.append(Event::AssertionWaived { assertion, reason })
+            }
+            Command::SetAutoAccept { auto_accept } => {
+                if mission.auto_accept == auto_accept {
+                    return Ok(());
+                }
+                self.append(Event::AutoAcceptSet { auto_accept })
+            }
+        }
+    }
+
+    /// The state a paused mission goes back to.
+    pub(super) fn resume_state(projection: &Projection) -> MissionState {
+        let Some(mission) = &projection.mission else { return MissionState::Planning };
+        if projection.plan.is_none() {
+            return MissionState::Planning;
+        }
+        if mission.contract_sha256.is_none() {
+            return MissionState::AwaitingApproval;
+        }
+        match Shared::current_milestone(projection) {
+            Some(m) if m.status == WorkStatus::Validated => MissionState::AwaitingAcceptance,
+            _ => MissionState::Running,
+        }
+    }
+
+    pub(super) fn rollback(&self, projection: &Projection, milestone: &str) -> Result<(), EngineError> {
+        let mission = projection.mission.as_ref().ok_or_else(|| EngineError::Io("no mission".into()))?;
+        if matches!(mission.state, MissionState::Completed | MissionState::Cancelled) {
+            return Err(EngineError::Refused(format!("cannot roll back: the mission is {}", mission.state)));
+        }
+        let Some(base) = projection.milestone_bases.get(milestone).cloned() else {
+            return Err(EngineError::Refused(format!(
+                "milestone {milestone} has not started, so there is nothing to roll back"
+            )));
+        };
+        let dirty = self.git.dirty_files()?;
+        if !dirty.is_empty() {
+            // An unfinished feature's changes are the mission's own; anything else is the
+            // user's, and a rollback never throws that away.
+            if !Shared::feature_in_progress(projection) {
+                return Err(EngineError::DirtyTree { files: dirty });
+            }
+            self.save_tree("an unfinished feature's changes, set aside by a rollback")?;
+        }
+        let branch = self.git.current_branch()?;
+        if branch != mission.branch {
+            return Err(EngineError::Refused(format!(
+                "the mission's branch {} is not checked out (on {branch})",
+                mission.branch
+            )));
+        }
+        let head = self.git.head()?;
+        let saved = format!("refs/missions/{}/rolled-back/{}", mission.id, projection.rollbacks + 1);
+        // The fact first, then its effects, which `finish_rollback` can redo: a crash between
+        // the two is completed on the next drive instead of leaving the log and the branch at
+        // odds.
+        self.append(Event::MilestoneRolledBack {
+            milestone: milestone.to_owned(),
+            from_commit: head.clone(),
+            to_commit: base.clone(),
+            saved_ref: saved.clone(),
+        })?;
+        self.finish_rollback(&saved, &head, &base)?;
+        self.pause(
+            PauseReason::User,
+            format!(
+                "rolled back to the start of {milestone}; the dropped commits are kept at {saved}. Resume to rebuild it"
+            ),
+        )
+    }
+
+    /// The effects of a recorded rollback; harmless to repeat.
+    pub(super) fn finish_rollback(&self, saved: &str, from: &str, to: &str) -> Result<(), EngineError> {
+        self.git.create_ref(saved, from)?;
+        let head = self.git.head()?;
+        if head == from {
+            self.save_tree("changes found while finishing a rollback")?;
+            self.git.reset_hard(to)?;
+        }
+        Ok(())
+    }
+
+    /// Applies pause, cancel and course corrections that arrived while a run is going on;
+    /// other commands stay in the inbox for the next step.
+    pub(super) fn poll_control(&self) -> Option<Stop> {
+        if let Some(stop) = lock(&self.stop).clone() {
+            return Some(stop);
+        }
+        self.process_inbox(|command| {
+            matches!(
+                command,
+                Command::Pause
+                    | Command::Cancel
+                    | Command::CourseCorrect { .. }
+                    | Command::DismissFinding { .. }
+                    | Command::Waive { .. }
+            )
+        });
+        lock(&self.stop).clone()
+    }
+
+    /// Applies the inbox's commands that `now` accepts, oldest first; each applied command
+    /// file is replaced by a `.done` file recording whether it took effect, which the process
+    /// that queued it waits for.
+    pub(super) fn process_inbox(&self, now: impl Fn(&Command) -> bool) {
+        let Ok(entries) = std::fs::read_dir(&self.inbox) else { return };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        for file in files {
+            let command = match std::fs::read_to_string(&file).map(|text| serde_json::from_str::<Command>(&text)) {
+                Ok(Ok(command)) => command,
+                Ok(Err(error)) => {
+                    acknowledge(&file, Err(format!("not a command: {error}")));
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            if !now(&command) {
+                continue;
+            }
+            let result = self.apply(command).map_err(|error| error.to_string());
+            if let Err(error) = &result {
+                tracing::warn!("inbox command not applied: {error}");
+            }
+            acknowledge(&file, result);
+        }
+    }
+}
+
+/// Replaces an inbox command file by its `.done` acknowledgement.
+fn acknowledge(file: &Path, result: Result<(), String>) {
+    let done = file.with_extension("done");
+    let body = match result {
+        Ok(()) => serde_json::json!({"ok": true}),
+        Err(error) => serde_json::json!({"ok": false, "error": error}),
+    };
+    if store::write_atomically(&done, body.to_string().as_bytes()).is_ok() {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+/// Queues `command` for the process driving the mission.
+pub fn write_inbox(inbox: &Path, command: &Command) -> Result<PathBuf, EngineError> {
+    std::fs::create_dir_all(inbox).map_err(|e| EngineError::Io(format!("{}: {e}", inbox.display())))?;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let name = format!("{nanos:024}-{:04x}.json", fastrand::u16(..));
+    let path = inbox.join(name);
+    let text = serde_json::to_string(command).map_err(|e| EngineError::Io(e.to_string()))?;
+    store::write_atomically(&path, text.as_bytes())?;
+    Ok(path)
+}
+
+/// Waits up to `limit` for the driver to apply the queued command at `queued`: `Some(Ok)` it
+/// took effect, `Some(Err)` it was refused (with why), `None` no driver picked it up.
+pub fn wait_for_ack(queued: &Path, limit: Duration) -> Option<Result<(), String>> {
+    let done = queued.with_extension("done");
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if let Ok(text) = std::fs::read_to_string(&done) {
+            let _ = std::fs::remove_file(&done);
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Some(if value["ok"].as_bool() == Some(true) {
+                Ok(())
+            } else {
+                Err(value["error"].as_str().unwrap_or("refused").to_owned())
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// The inbox directory of a mission.
+pub fn inbox_dir(workspace: &Path, id: &str) -> PathBuf {
+    store::missions_root(workspace).join(id).join("inbox")
+}
+
+/// One run's view of the shared state, implementing the agent loop's hooks.
+pub(super) struct RunScope<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) milestone: Option<String>,
+    pub(super) feature: Option<String>,
+    /// What this run's call in flight reserved against the caps.
+    pub(super) reservation: Mutex<(u64, f64)>,
+}
+
+impl RunHooks for RunScope<'_> {
+    fn before_call(&self, role: Role, model: &str, input_tokens: u64, output_tokens: u64) -> Result<(), Stop> {
+        let projection = self.shared.projection();
+        let Some(mission) = projection.mission else { return Ok(()) };
+        let budget = mission.budget;
+        let estimate = input_tokens + output_tokens;
+        let estimate_usage = Usage { input: input_tokens, output: output_tokens, ..Usage::default() };
+        // A model without a known price cannot be estimated in dollars; the token cap still
+        // holds for it.
+        let estimate_usd = self.shared.prices.cost(model, model, &estimate_usage).unwrap_or(0.0);
+        let mut reserved = lock(&self.shared.reserved);
+        if let Some(max) = budget.max_tokens
+            && budget.used_tokens + reserved.0 + estimate > max
+        {
+            return Err(Stop::Budget(format!(
+                "the next {role} call (about {estimate} tokens) would take the mission past its cap of {max} tokens ({} used{})",
+                budget.used_tokens,
+                if reserved.0 > 0 { format!(", {} in calls under way", reserved.0) } else { String::new() }
+            )));
+        }
+        if let Some(max) = budget.max_usd
+            && budget.used_usd + reserved.1 + estimate_usd > max
+        {
+            return Err(Stop::Budget(format!(
+                "the next {role} call (about ${estimate_usd:.2}) would take the mission past its cap of ${max:.2} (${:.2} used)",
+                budget.used_usd
+            )));
+        }
+        reserved.0 += estimate;
+        reserved.1 += estimate_usd;
+        *lock(&self.reservation) = (estimate, estimate_usd);
+        Ok(())
+    }
+
+    fn after_call(&self, role: Role, run_id: &str, model: &str, usage: &Usage, cost_usd: Option<f64>) {
+        let (tokens, usd) = std::mem::take(&mut *lock(&self.reservation));
+        {
+            let mut reserved = lock(&self.shared.reserved);
+            reserved.0 = reserved.0.saturating_sub(tokens);
+            reserved.1 = (reserved.1 - usd).max(0.0);
+        }
+        if usage.total() == 0 && cost_usd.is_none() {
+            return;
+        }
+        let event = Event::UsageRecorded {
+            role,
+            run_id: run_id.to_owned(),
+            provider: self.shared.provider_names.get(&role).cloned().unwrap_or_default(),
+            model: model.to_owned(),
+            usage: *usage,
+            cost_usd,
+        };
+        if let Err(error) = self.shared.append(event) {
+            tracing::error!("cannot record usage: {error}");
+        }
+    }
+
+    fn on_tool(&self, role: Role, name: &str, input: &Value) {
+        let detail = ["command", "path", "pattern", "url", "name"]
+            .iter()
+            .find_map(|key| input.get(*key).and_then(Value::as_str))
+            .unwrap_or_default();
+        let detail: String = detail.chars().take(80).collect();
+        self.shared.progress(
+            self.milestone.as_deref(),
+            self.feature.as_deref(),
+            Some(role),
+            format!("{name} {detail}").trim_end().to_owned(),
+        );
+    }
+
+    fn interrupted(&self) -> Option<Stop> {
+        self.shared.poll_control()
+    }
+}

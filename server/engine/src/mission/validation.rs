@@ -1,0 +1,486 @@
+//! Milestone validation: the contract's command checks and the project's checks, run by the
+//! engine; review agents in parallel; the user-testing agent; reverting what validators leave
+//! in the tree; and deciding which earlier findings are fixed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use missions_core::mission::{
+    Assertion, AssertionStatus, Check, Feature, Finding, FindingStatus, Milestone, MissionState, Role, Severity,
+    Validator, WorkStatus,
+};
+use missions_core::store::{Event, Projection};
+use missions_tools::ToolSet;
+
+use crate::agent::RunEnd;
+use crate::prompts::{self, Template};
+use crate::terminals::{FindingsReport, ReportFindings};
+
+use super::shared::Shared;
+use super::{EngineError, Mission, RunRequest, clip};
+
+/// The outcome of one feature's review.
+type ReviewResult = Result<(Feature, Vec<String>, RunEnd<FindingsReport>), EngineError>;
+
+/// Cache directories that tools create as they run; a validator leaving them is not a change.
+const CACHE_DIRS: &[&str] =
+    &["__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", "node_modules", "target", ".cache"];
+
+fn is_cache_path(path: &str) -> bool {
+    path.split('/').any(|part| CACHE_DIRS.contains(&part))
+}
+
+impl Mission {
+    /// Reverts whatever a validator left in the tree, recording it unless it is only caches.
+    pub(super) fn revert_validator_changes(
+        &self,
+        milestone: &str,
+        head: &str,
+        validator: Validator,
+        who: &str,
+    ) -> Result<(), EngineError> {
+        let git = &self.shared.git;
+        let dirty = git.dirty_files()?;
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let changed: Vec<&String> = dirty.iter().filter(|p| !is_cache_path(p)).collect();
+        let saved = if changed.is_empty() { None } else { self.shared.save_tree(&format!("changes left by {who}"))? };
+        git.reset_hard(head)?;
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.shared.record_finding(Finding {
+            id: String::new(),
+            milestone: milestone.to_owned(),
+            assertion: None,
+            feature: None,
+            validator,
+            severity: Severity::Warning,
+            path: changed.first().map(|p| (*p).clone()),
+            line: None,
+            end_line: None,
+            message: format!(
+                "{who} changed the working tree ({}); validators must not, and the changes were reverted",
+                changed.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            evidence: format!(
+                "files: {}{}",
+                changed.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "),
+                saved.map(|r| format!("; the changes are kept at {r}")).unwrap_or_default()
+            ),
+            status: FindingStatus::Open,
+        })?;
+        Ok(())
+    }
+
+    pub(super) async fn validate(&mut self, projection: &Projection) -> Result<(), EngineError> {
+        let Some(milestone) = Shared::current_milestone(projection) else {
+            return self.shared.set_state(MissionState::Running, None, None);
+        };
+        // Recovery: a crash after the milestone commit, or after corrective features were
+        // added, left the state behind the plan.
+        if milestone.status == WorkStatus::Validated {
+            return self.shared.set_state(MissionState::AwaitingAcceptance, None, None);
+        }
+        if milestone.features.iter().any(|f| f.status != WorkStatus::Done) {
+            self.shared.append(Event::MilestoneStatusChanged {
+                milestone: milestone.id.clone(),
+                status: WorkStatus::InProgress,
+            })?;
+            return self.shared.set_state(MissionState::Running, None, None);
+        }
+        let git = self.shared.git.clone();
+        let head = git.head()?;
+        // Anything left from an interrupted validation goes, saved first.
+        if !git.dirty_files()?.is_empty() {
+            self.shared.save_tree("found in the tree when validation began")?;
+            git.reset_hard(&head)?;
+        }
+        let findings_before = projection.findings.len();
+        let assertions: Vec<Assertion> = projection
+            .contract
+            .assertions
+            .iter()
+            .filter(|a| a.milestone == milestone.id && a.status != AssertionStatus::Waived)
+            .cloned()
+            .collect();
+        let tmp = self.run_tmp()?;
+        let environment = self.command_environment(None, tmp);
+        let timeout = Duration::from_secs(self.config.config.mission.max_command_timeout_s.max(1));
+
+        // The contract's command checks, run by the engine itself.
+        for assertion in &assertions {
+            let Check::Command { command, expect_exit } = &assertion.check else { continue };
+            self.shared.progress(Some(&milestone.id), None, None, format!("checking {}: {command}", assertion.id));
+            let result =
+                missions_tools::command::run_command(&environment, command, timeout).await.map_err(EngineError::Io)?;
+            let passed = !result.timed_out && result.exit_code == Some(*expect_exit);
+            let evidence = clip(&result.describe(timeout), 8_000);
+            self.shared.append(Event::AssertionChecked {
+                assertion: assertion.id.clone(),
+                status: if passed { AssertionStatus::Passing } else { AssertionStatus::Failing },
+                evidence: evidence.clone(),
+            })?;
+            if !passed {
+                let problems = crate::checks::parse_output(&self.workspace, &result.output);
+                let place = problems.iter().rev().find(|p| p.severity == Severity::Error).or(problems.last());
+                let outcome = if result.timed_out {
+                    "timed out".to_owned()
+                } else {
+                    format!("exited {}", result.exit_code.map_or("by a signal".into(), |c| c.to_string()))
+                };
+                self.shared.record_finding(Finding {
+                    id: String::new(),
+                    milestone: milestone.id.clone(),
+                    assertion: Some(assertion.id.clone()),
+                    feature: None,
+                    validator: Validator::Command,
+                    severity: Severity::Error,
+                    path: place.map(|p| p.path.clone()),
+                    line: place.map(|p| p.line),
+                    end_line: place.and_then(|p| p.end_line),
+                    message: format!(
+                        "{}: `{command}` {outcome} (expected {expect_exit}): {}",
+                        assertion.id,
+                        assertion.description.trim()
+                    ),
+                    evidence,
+                    status: FindingStatus::Open,
+                })?;
+            }
+            self.revert_validator_changes(
+                &milestone.id,
+                &head,
+                Validator::Command,
+                &format!("the check of {}", assertion.id),
+            )?;
+        }
+
+        // The project's own checks, parsed into file:line findings.
+        for check in self.config.config.mission.checks.clone() {
+            self.shared.progress(Some(&milestone.id), None, None, format!("project check: {check}"));
+            let result =
+                missions_tools::command::run_command(&environment, &check, timeout).await.map_err(EngineError::Io)?;
+            let problems = crate::checks::parse_output(&self.workspace, &result.output);
+            let evidence = clip(&result.describe(timeout), 4_000);
+            for problem in &problems {
+                self.shared.record_finding(Finding {
+                    id: String::new(),
+                    milestone: milestone.id.clone(),
+                    assertion: None,
+                    feature: None,
+                    validator: Validator::ProjectCheck,
+                    severity: problem.severity,
+                    path: Some(problem.path.clone()),
+                    line: Some(problem.line),
+                    end_line: problem.end_line,
+                    message: format!("`{check}`: {}", problem.message),
+                    evidence: evidence.clone(),
+                    status: FindingStatus::Open,
+                })?;
+            }
+            if result.exit_code != Some(0) && problems.is_empty() {
+                self.shared.record_finding(Finding {
+                    id: String::new(),
+                    milestone: milestone.id.clone(),
+                    assertion: None,
+                    feature: None,
+                    validator: Validator::ProjectCheck,
+                    severity: Severity::Error,
+                    path: None,
+                    line: None,
+                    end_line: None,
+                    message: format!(
+                        "`{check}` failed ({})",
+                        result.exit_code.map_or("killed".into(), |c| format!("exit {c}"))
+                    ),
+                    evidence,
+                    status: FindingStatus::Open,
+                })?;
+            }
+            self.revert_validator_changes(&milestone.id, &head, Validator::ProjectCheck, &format!("`{check}`"))?;
+        }
+
+        // One review agent per feature, in parallel. Each review assertion is judged by the
+        // reviewer of the last feature that claims it (the most recent work on it).
+        let mut judged_by: BTreeMap<String, String> = BTreeMap::new();
+        for feature in &milestone.features {
+            for id in &feature.assertions {
+                if assertions.iter().any(|a| &a.id == id && matches!(a.check, Check::Review { .. })) {
+                    judged_by.insert(id.clone(), feature.id.clone());
+                }
+            }
+        }
+        // A review assertion no feature claims (one the orchestrator added for this milestone
+        // earlier) is judged with the milestone's last feature, so it never stays unverified.
+        if let Some(last) = milestone.features.last() {
+            for assertion in assertions.iter().filter(|a| matches!(a.check, Check::Review { .. })) {
+                judged_by.entry(assertion.id.clone()).or_insert_with(|| last.id.clone());
+            }
+        }
+        let reviews: Vec<(Feature, Vec<String>)> = milestone
+            .features
+            .iter()
+            .map(|f| (f.clone(), judged_by.iter().filter(|(_, by)| **by == f.id).map(|(a, _)| a.clone()).collect()))
+            .collect();
+        let concurrency = self.options.limits.review_concurrency.max(1);
+        let this = &*self;
+        let milestone_ref = &milestone;
+        let reports: Vec<ReviewResult> = futures_util::stream::iter(reviews)
+            .map(|(feature, asked)| async move {
+                let end = this.review(projection, milestone_ref, &feature, &asked).await?;
+                Ok((feature, asked, end))
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let mut stop = None;
+        for report in reports {
+            let (feature, asked, end) = report?;
+            match end {
+                RunEnd::Finished(report) => {
+                    self.record_report(&milestone.id, Some(&feature.id), Validator::Review, report)?
+                }
+                RunEnd::GaveUp(reason) => self.unverified(
+                    &milestone.id,
+                    Some(&feature.id),
+                    &asked,
+                    &format!("the reviewer of {} gave up: {reason}", feature.id),
+                )?,
+                RunEnd::Stopped(s) => stop = Some(s),
+            }
+        }
+        self.revert_validator_changes(&milestone.id, &head, Validator::Review, "a review agent")?;
+        if let Some(stop) = stop {
+            return self.stopped(stop);
+        }
+
+        // The user-testing agent, for the user-test assertions.
+        let user_tests: Vec<String> =
+            assertions.iter().filter(|a| matches!(a.check, Check::UserTest { .. })).map(|a| a.id.clone()).collect();
+        if !user_tests.is_empty() {
+            let end = self.user_test(projection, &milestone, &user_tests).await?;
+            self.revert_validator_changes(&milestone.id, &head, Validator::UserTest, "the user-testing agent")?;
+            match end {
+                RunEnd::Finished(report) => self.record_report(&milestone.id, None, Validator::UserTest, report)?,
+                RunEnd::GaveUp(reason) => self.unverified(
+                    &milestone.id,
+                    None,
+                    &user_tests,
+                    &format!("the user-testing agent gave up: {reason}"),
+                )?,
+                RunEnd::Stopped(stop) => return self.stopped(stop),
+            }
+        }
+
+        self.mark_fixed(&milestone.id, findings_before)?;
+        self.boundary(&milestone).await
+    }
+
+    pub(super) async fn review(
+        &self,
+        projection: &Projection,
+        milestone: &Milestone,
+        feature: &Feature,
+        asked: &[String],
+    ) -> Result<RunEnd<FindingsReport>, EngineError> {
+        let handoff = projection.handoffs.get(&feature.id);
+        let diff = match (projection.feature_bases.get(&feature.id), handoff.and_then(|h| h.commit.clone())) {
+            (Some(base), Some(commit)) => self.shared.git.diff(base, &commit, 60_000)?,
+            _ => "(no commit recorded for this feature)".into(),
+        };
+        let handoff_text = handoff
+            .map(|h| serde_json::to_string_pretty(h).unwrap_or_default())
+            .unwrap_or_else(|| "(no handoff)".into());
+        let first = format!(
+            "Review feature {} ({}) of milestone {}.\n\nAssertions to judge: {}\n{}\n\nThe feature:\n{}\n\nThe worker's handoff:\n{}\n\nThe feature's diff:\n```diff\n{}\n```",
+            feature.id,
+            feature.title,
+            milestone.id,
+            if asked.is_empty() { "none (report findings only)".into() } else { asked.join(", ") },
+            self.assertions_text(projection, asked),
+            feature.description.trim(),
+            clip(&handoff_text, 8_000),
+            diff
+        );
+        self.judge(Role::Reviewer, first, asked, &feature.description, milestone, Some(feature)).await
+    }
+
+    /// Runs a validator agent (a reviewer, or the user tester) asked to judge `asked`.
+    pub(super) async fn judge(
+        &self,
+        role: Role,
+        first_message: String,
+        asked: &[String],
+        focus: &str,
+        milestone: &Milestone,
+        feature: Option<&Feature>,
+    ) -> Result<RunEnd<FindingsReport>, EngineError> {
+        let (template, set, max_turns) = match role {
+            Role::UserTester => (Template::UserTester, ToolSet::UserTester, self.options.limits.user_tester_turns),
+            Role::Reviewer | Role::Orchestrator | Role::Worker => {
+                (Template::Reviewer, ToolSet::Reviewer, self.options.limits.reviewer_turns)
+            }
+        };
+        let values = BTreeMap::from([("project_instructions", prompts::project_instructions(&self.workspace))]);
+        let system = prompts::render(template, &self.workspace, &values)?;
+        let tools = self.toolbox(set, focus, self.run_tmp()?)?;
+        let mut terminal = ReportFindings { assertions: asked.to_vec() };
+        let label = match feature {
+            Some(feature) => format!("review-{}", feature.id),
+            None => format!("user-test-{}", milestone.id),
+        };
+        let request = RunRequest {
+            role,
+            label,
+            system,
+            first_message,
+            max_turns,
+            milestone: Some(milestone.id.clone()),
+            feature: feature.map(|f| f.id.clone()),
+        };
+        self.run(request, &tools, &mut terminal).await
+    }
+
+    pub(super) async fn user_test(
+        &self,
+        projection: &Projection,
+        milestone: &Milestone,
+        asked: &[String],
+    ) -> Result<RunEnd<FindingsReport>, EngineError> {
+        let first = format!(
+            "User-test milestone {} ({}).\n\nAssertions to judge: {}\n{}",
+            milestone.id,
+            milestone.title,
+            asked.join(", "),
+            self.assertions_text(projection, asked)
+        );
+        self.judge(Role::UserTester, first, asked, &milestone.title, milestone, None).await
+    }
+
+    pub(super) fn record_report(
+        &self,
+        milestone: &str,
+        feature: Option<&str>,
+        validator: Validator,
+        report: FindingsReport,
+    ) -> Result<(), EngineError> {
+        for verdict in &report.verdicts {
+            self.shared.append(Event::AssertionChecked {
+                assertion: verdict.assertion.clone(),
+                status: if verdict.pass { AssertionStatus::Passing } else { AssertionStatus::Failing },
+                evidence: verdict.evidence.clone(),
+            })?;
+            if !verdict.pass {
+                // A failing verdict is a finding even when the agent reported no separate one,
+                // so every failing assertion has something to act on.
+                let described =
+                    report.findings.iter().any(|f| f.assertion.as_deref() == Some(verdict.assertion.as_str()));
+                if !described {
+                    self.shared.record_finding(Finding {
+                        id: String::new(),
+                        milestone: milestone.to_owned(),
+                        assertion: Some(verdict.assertion.clone()),
+                        feature: feature.map(str::to_owned),
+                        validator,
+                        severity: Severity::Error,
+                        path: None,
+                        line: None,
+                        end_line: None,
+                        message: format!("{} does not hold", verdict.assertion),
+                        evidence: verdict.evidence.clone(),
+                        status: FindingStatus::Open,
+                    })?;
+                }
+            }
+        }
+        for reported in report.findings {
+            let message = match &reported.assertion {
+                Some(a) if !reported.message.starts_with(a.as_str()) => format!("{a}: {}", reported.message),
+                _ => reported.message.clone(),
+            };
+            self.shared.record_finding(Finding {
+                id: String::new(),
+                milestone: milestone.to_owned(),
+                assertion: reported.assertion,
+                feature: feature.map(str::to_owned),
+                validator,
+                severity: reported.severity,
+                path: reported.path,
+                line: reported.line,
+                end_line: reported.end_line,
+                message,
+                evidence: String::new(),
+                status: FindingStatus::Open,
+            })?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn unverified(
+        &self,
+        milestone: &str,
+        feature: Option<&str>,
+        assertions: &[String],
+        reason: &str,
+    ) -> Result<(), EngineError> {
+        for id in assertions {
+            self.shared.append(Event::AssertionChecked {
+                assertion: id.clone(),
+                status: AssertionStatus::Pending,
+                evidence: reason.to_owned(),
+            })?;
+        }
+        self.shared.record_finding(Finding {
+            id: String::new(),
+            milestone: milestone.to_owned(),
+            assertion: assertions.first().cloned(),
+            feature: feature.map(str::to_owned),
+            validator: Validator::Engine,
+            severity: Severity::Warning,
+            path: None,
+            line: None,
+            end_line: None,
+            message: format!("not verified ({}): {reason}", assertions.join(", ")),
+            evidence: reason.to_owned(),
+            status: FindingStatus::Open,
+        })?;
+        Ok(())
+    }
+
+    /// Findings of earlier validations of `milestone` that this one did not reproduce.
+    pub(super) fn mark_fixed(&self, milestone: &str, findings_before: usize) -> Result<(), EngineError> {
+        let projection = self.shared.projection();
+        let key = |f: &Finding| (f.validator, f.assertion.clone(), f.path.clone(), f.message.clone());
+        let current: BTreeSet<_> = projection.findings[findings_before..].iter().map(key).collect();
+        let passing: BTreeSet<&str> = projection
+            .contract
+            .assertions
+            .iter()
+            .filter(|a| matches!(a.status, AssertionStatus::Passing | AssertionStatus::Waived))
+            .map(|a| a.id.as_str())
+            .collect();
+        for finding in &projection.findings[..findings_before] {
+            // Engine findings about an assertion ("not verified") are fixed once it passes;
+            // handoff mismatches are facts about a past run and stay until dismissed.
+            let revalidated = matches!(
+                finding.validator,
+                Validator::Command | Validator::ProjectCheck | Validator::Review | Validator::UserTest
+            ) || (finding.validator == Validator::Engine && finding.assertion.is_some());
+            if finding.milestone != milestone || finding.status != FindingStatus::Open || !revalidated {
+                continue;
+            }
+            let assertion_passes = finding.assertion.as_deref().is_some_and(|a| passing.contains(a));
+            if assertion_passes || !current.contains(&key(finding)) {
+                self.shared.append(Event::FindingStatusChanged {
+                    finding: finding.id.clone(),
+                    status: FindingStatus::Fixed,
+                    reason: Some("not reproduced by the next validation".into()),
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
