@@ -14,8 +14,7 @@ use missions_core::mission::{MissionState, Source, SourceKind};
 use missions_core::store::StoreError;
 use missions_engine::backlog;
 use missions_engine::mission::{
-    Command, EngineError, Limits, Mission, Models, Options, Outcome, Progress, RoleModel, inbox_dir, wait_for_ack,
-    write_inbox,
+    Command, EngineError, Limits, Mission, Models, Options, Outcome, Progress, inbox_dir, wait_for_ack, write_inbox,
 };
 use missions_providers::ProviderRegistry;
 use missions_tools::Sandbox;
@@ -34,22 +33,9 @@ pub fn load_config(workspace: &Path) -> Result<LoadedConfig, Exit> {
 
 /// Builds each role's model from the configuration.
 pub fn build_models(loaded: &LoadedConfig, workspace: &Path) -> Result<Models, Exit> {
-    let registry = ProviderRegistry::from_config(loaded, workspace, &ProcessEnvironment)
-        .map_err(|e| Exit::Usage(e.to_string()))?;
-    let by_role = registry
-        .routes()
-        .map(|(role, route)| {
-            (
-                role,
-                RoleModel {
-                    provider: route.provider.clone(),
-                    model: route.model.clone(),
-                    max_output_tokens: route.max_output_tokens,
-                },
-            )
-        })
-        .collect();
-    Ok(Models { by_role })
+    ProviderRegistry::from_config(loaded, workspace, &ProcessEnvironment)
+        .map(|registry| registry.models())
+        .map_err(|e| Exit::Usage(e.to_string()))
 }
 
 /// Progress on stderr: a spinner line on a terminal, plain lines otherwise.

@@ -339,3 +339,18 @@ pub trait ModelProvider: Send + Sync {
     /// One cheap request that tells whether the provider can be reached and accepts the key.
     fn probe(&self) -> BoxFuture<'_, ProbeReport>;
 }
+
+/// The model that serves one role: which provider, which model, how much output a call may
+/// produce.
+#[derive(Clone)]
+pub struct RoleModel {
+    pub provider: std::sync::Arc<dyn ModelProvider>,
+    pub model: String,
+    pub max_output_tokens: u32,
+}
+
+/// Each role's model.
+#[derive(Clone, Default)]
+pub struct Models {
+    pub by_role: std::collections::BTreeMap<crate::mission::Role, RoleModel>,
+}

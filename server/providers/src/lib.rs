@@ -163,4 +163,21 @@ impl ProviderRegistry {
     pub fn routes(&self) -> impl Iterator<Item = (Role, &Route)> {
         self.routes.iter().map(|(role, route)| (*role, route))
     }
+
+    /// The role models the engine drives missions with.
+    pub fn models(&self) -> missions_core::model::Models {
+        let by_role = self
+            .routes
+            .iter()
+            .map(|(role, route)| {
+                let model = missions_core::model::RoleModel {
+                    provider: route.provider.clone(),
+                    model: route.model.clone(),
+                    max_output_tokens: route.max_output_tokens,
+                };
+                (*role, model)
+            })
+            .collect();
+        missions_core::model::Models { by_role }
+    }
 }

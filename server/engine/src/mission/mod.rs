@@ -24,7 +24,6 @@ use missions_core::mission::{
     Assertion, AssertionStatus, Check, Feature, Finding, FindingStatus, Handoff, Milestone, Mission as MissionRecord,
     MissionState, ObservedCommand, PauseReason, Role, Severity, Source, Validator, WorkStatus,
 };
-use missions_core::model::ModelProvider;
 use missions_core::pricing::PriceTable;
 use missions_core::store::{self, Event, MissionStore, Projection, StoreError};
 use missions_core::transcript::TranscriptWriter;
@@ -39,21 +38,9 @@ use crate::terminals::{DecideMilestone, Decision, HandoffInput, SubmitHandoff, S
 mod shared;
 mod validation;
 
+pub use missions_core::model::{Models, RoleModel};
 use shared::{RunScope, Shared, lock};
 pub use shared::{inbox_dir, wait_for_ack, write_inbox};
-/// The model that serves one role.
-#[derive(Clone)]
-pub struct RoleModel {
-    pub provider: Arc<dyn ModelProvider>,
-    pub model: String,
-    pub max_output_tokens: u32,
-}
-
-/// Each role's model.
-#[derive(Clone, Default)]
-pub struct Models {
-    pub by_role: BTreeMap<Role, RoleModel>,
-}
 
 /// Where a mission is, for progress displays: `M1 · F2 · worker · run_command cargo test`.
 #[derive(Debug, Clone, PartialEq, Eq)]
