@@ -238,7 +238,9 @@ fn the_language_server_initializes_serves_status_and_survives_bad_requests() {
     let root = format!("file://{}", workspace.path().display());
     let response = client.request("initialize", json!({"processId": null, "rootUri": root, "capabilities": {}}));
     assert_eq!(response["result"]["serverInfo"]["name"], "missions");
-    assert_eq!(response["result"]["capabilities"]["executeCommandProvider"]["commands"], json!(["missions.status"]));
+    let commands = response["result"]["capabilities"]["executeCommandProvider"]["commands"].as_array().unwrap().clone();
+    assert_eq!(commands.len(), 13, "every command of SPEC §8: {commands:?}");
+    assert!(commands.contains(&json!("missions.status")) && commands.contains(&json!("missions.courseCorrect")));
     client.send(&json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}));
 
     let response = client.request("workspace/executeCommand", json!({"command": "missions.status", "arguments": [{}]}));
@@ -253,7 +255,7 @@ fn the_language_server_initializes_serves_status_and_survives_bad_requests() {
     let response = client
         .request("workspace/executeCommand", json!({"command": "missions.status", "arguments": [{"missionId": 7}]}));
     assert_eq!(response["error"]["code"], -32602);
-    assert!(response["error"]["message"].as_str().unwrap().contains("missionId must be a string"));
+    assert!(response["error"]["message"].as_str().unwrap().contains("`missionId` must be a string"));
     let response = client.request(
         "workspace/executeCommand",
         json!({"command": "missions.status", "arguments": [{"missionId": "nope"}]}),
@@ -261,6 +263,11 @@ fn the_language_server_initializes_serves_status_and_survives_bad_requests() {
     assert!(response["error"]["message"].as_str().unwrap().contains("no mission `nope`"));
     let response = client.request("workspace/executeCommand", json!({"command": "missions.launch", "arguments": []}));
     assert!(response["error"]["message"].as_str().unwrap().contains("unknown command"));
+    let response = client.request(
+        "workspace/executeCommand",
+        json!({"command": "missions.acceptMilestone", "arguments": [{"missionId": "x"}]}),
+    );
+    assert!(response["error"]["message"].as_str().unwrap().contains("needs `milestoneId`"), "{response}");
     let response =
         client.request("workspace/executeCommand", json!({"command": "missions.status", "arguments": [1, 2]}));
     assert!(response["error"]["message"].as_str().unwrap().contains("one JSON object argument"));

@@ -92,7 +92,7 @@ pub async fn run(workspace: &Path) -> Outcome {
     report.line("\nSandbox of agents' commands:");
     let probed = LoadedConfig::load(workspace, &env, Vec::new())
         .ok()
-        .and_then(|loaded| crate::missions::sandbox(&loaded))
+        .and_then(|loaded| missions_tools::sandbox::launcher(&loaded.config.mission))
         .and_then(|launcher| missions_tools::sandbox::probe(&launcher, workspace));
     match probed {
         Some(sandbox) => report.line(format!("  • {}", sandbox.summary())),

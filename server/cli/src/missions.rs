@@ -17,7 +17,6 @@ use missions_engine::mission::{
     Command, EngineError, Limits, Mission, Models, Options, Outcome, Progress, inbox_dir, wait_for_ack, write_inbox,
 };
 use missions_providers::ProviderRegistry;
-use missions_tools::Sandbox;
 
 use crate::Outcome as Exit;
 
@@ -61,36 +60,11 @@ pub fn progress_reporter() -> Arc<dyn Fn(&Progress) + Send + Sync> {
     }
 }
 
-/// The sandbox launcher for agents' commands: this binary's hidden `__sandbox` command.
-pub fn sandbox(loaded: &LoadedConfig) -> Option<Sandbox> {
-    if !loaded.config.mission.sandbox {
-        return None;
-    }
-    let program = std::env::current_exe().ok()?;
-    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-    let writable = match &loaded.config.mission.writable_paths {
-        Some(paths) => paths
-            .iter()
-            .map(|p| match (p.strip_prefix("~/"), &home) {
-                (Some(rest), Some(home)) => home.join(rest),
-                _ => std::path::PathBuf::from(p),
-            })
-            .collect(),
-        None => missions_tools::sandbox::default_writable(home.as_deref()),
-    };
-    Some(Sandbox {
-        program,
-        args: vec!["__sandbox".into()],
-        allow_network: loaded.config.mission.allow_network,
-        writable,
-    })
-}
-
 pub fn options(loaded: &LoadedConfig) -> Options {
     Options {
         env: Arc::new(ProcessEnvironment) as Arc<dyn Environment>,
         progress: progress_reporter(),
-        sandbox: sandbox(loaded),
+        sandbox: missions_tools::sandbox::launcher(&loaded.config.mission),
         write_guard: None,
         limits: Limits::default(),
     }

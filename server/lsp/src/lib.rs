@@ -1,47 +1,207 @@
 //! The Missions language server: the only crate that knows LSP.
 //!
-//! It translates between LSP messages and the engine core and owns the server capabilities.
-//! What it serves today: `initialize` (the workspace root comes from the first workspace
-//! folder, else `rootUri`), and `workspace/executeCommand` for `missions.status`, which returns
-//! the same snapshot `missions status --json` prints. The mission commands, diagnostics,
-//! hovers, code actions and progress of SPEC §8 are built on this skeleton by the
-//! language-server issue.
+//! It translates between LSP messages and the engine and owns the server's capabilities
+//! (SPEC §8). `workspace/executeCommand` runs the `missions.*` commands ([`commands`]); missions
+//! this server starts or drives on run on threads of their own ([`driver`]), reporting
+//! `$/progress`, asking at gates with `window/showMessageRequest`, and sending
+//! `missions/didChange` with the status snapshot. Open findings are published as diagnostics,
+//! handoffs answer hovers on the lines their features changed ([`documents`] keeps those
+//! ranges following the user's edits), and code actions and lenses offer fixing, dismissing,
+//! accepting and rejecting. Translation to LSP shapes lives in [`to_proto`].
 //!
 //! Invariant: a bad request is answered with a JSON-RPC error that says what is wrong; no
 //! request can make the server exit.
 
-use std::path::PathBuf;
-use std::sync::RwLock;
+mod commands;
+pub mod documents;
+mod driver;
+pub mod to_proto;
 
-use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use missions_core::config::{Layer, LoadedConfig, ProcessEnvironment};
+use missions_core::mission::MissionState;
+use missions_core::status::{StatusSnapshot, workspace_snapshots};
+use serde_json::{Value, json};
 use tower_lsp_server::jsonrpc::{Error, ErrorCode, Result};
+use tower_lsp_server::ls_types::notification::Notification;
 use tower_lsp_server::ls_types::{
-    ExecuteCommandOptions, ExecuteCommandParams, InitializeParams, InitializeResult, InitializedParams, LSPAny,
-    MessageType, ServerCapabilities, ServerInfo,
+    CodeAction, CodeActionKind, CodeActionOrCommand, CodeActionParams, CodeActionProviderCapability,
+    CodeActionResponse, CodeLens, CodeLensOptions, CodeLensParams, Command, DidChangeConfigurationParams,
+    DidChangeTextDocumentParams, DidCloseTextDocumentParams, DidOpenTextDocumentParams, DidSaveTextDocumentParams,
+    ExecuteCommandOptions, ExecuteCommandParams, Hover, HoverContents, HoverParams, HoverProviderCapability,
+    InitializeParams, InitializeResult, InitializedParams, LSPAny, MarkupContent, MarkupKind, MessageType, Position,
+    Range, ServerCapabilities, ServerInfo, TextDocumentSyncCapability, TextDocumentSyncKind, TextDocumentSyncOptions,
+    TextDocumentSyncSaveOptions, Uri,
 };
 use tower_lsp_server::{Client, LanguageServer, LspService, Server};
 
-use missions_core::status::{mission_snapshot, workspace_snapshots};
-use missions_core::store::StoreError;
+use crate::documents::{Documents, Edit, TrackedRange};
 
 /// The commands this server executes, as advertised in its capabilities.
-pub const COMMANDS: &[&str] = &["missions.status"];
+pub const COMMANDS: &[&str] = &[
+    "missions.backlog",
+    "missions.start",
+    "missions.approvePlan",
+    "missions.acceptMilestone",
+    "missions.rejectMilestone",
+    "missions.rollback",
+    "missions.pause",
+    "missions.resume",
+    "missions.cancel",
+    "missions.status",
+    "missions.fixFinding",
+    "missions.dismissFinding",
+    "missions.courseCorrect",
+];
 
-pub struct Backend {
-    client: Client,
-    workspace: RwLock<Option<PathBuf>>,
+/// `missions/didChange`: the status snapshot of a mission that changed.
+pub enum MissionsDidChange {}
+
+impl Notification for MissionsDidChange {
+    type Params = Value;
+    const METHOD: &'static str = "missions/didChange";
 }
 
-fn invalid_params(message: impl Into<String>) -> Error {
+/// What the client said it supports.
+#[derive(Debug, Clone, Copy, Default)]
+struct ClientFlags {
+    related_information: bool,
+    work_done_progress: bool,
+    show_document: bool,
+}
+
+/// The server's state, shared with the threads that drive missions.
+pub(crate) struct State {
+    client: Client,
+    workspace: RwLock<Option<PathBuf>>,
+    /// `initializationOptions`, replaced by `workspace/didChangeConfiguration`.
+    settings: RwLock<Option<Value>>,
+    documents: Arc<Documents>,
+    flags: RwLock<ClientFlags>,
+    /// Paths that have diagnostics published, so they can be cleared.
+    published: Mutex<BTreeSet<String>>,
+    /// Missions this server is driving right now.
+    driving: Mutex<BTreeSet<String>>,
+    /// Where drivers report; the receiving end is taken by the forwarding task.
+    events: driver::Events,
+    events_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<driver::DriverEvent>>>,
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+pub(crate) fn invalid_params(message: impl Into<String>) -> Error {
     Error { code: ErrorCode::InvalidParams, message: message.into().into(), data: None }
 }
 
-/// Maps a store error to the JSON-RPC error a client sees.
-fn store_error(error: StoreError) -> Error {
-    match error {
-        StoreError::NotFound { .. } => invalid_params(error.to_string()),
-        other => Error { code: ErrorCode::InternalError, message: other.to_string().into(), data: None },
+pub(crate) fn internal(message: impl Into<String>) -> Error {
+    Error { code: ErrorCode::InternalError, message: message.into().into(), data: None }
+}
+
+impl State {
+    pub(crate) fn workspace(&self) -> Result<PathBuf> {
+        read(&self.workspace)
+            .ok_or_else(|| invalid_params("the client opened no workspace folder; Missions works on a workspace"))
     }
+
+    /// The effective configuration: files, then the editor's settings.
+    pub(crate) fn config(&self) -> Result<LoadedConfig> {
+        let workspace = self.workspace()?;
+        let mut extra = Vec::new();
+        if let Some(settings) = read(&self.settings).filter(|s| s.is_object()) {
+            // Clients send either the settings themselves or them under a `missions` key.
+            let settings = settings.get("missions").cloned().unwrap_or(settings);
+            let (layer, warnings) =
+                Layer::from_json("editor settings", settings).map_err(|e| invalid_params(e.to_string()))?;
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+            extra.push(layer);
+        }
+        LoadedConfig::load(&workspace, &ProcessEnvironment, extra).map_err(|e| invalid_params(e.to_string()))
+    }
+
+    pub(crate) fn snapshots(&self) -> Vec<StatusSnapshot> {
+        let Ok(workspace) = self.workspace() else { return Vec::new() };
+        workspace_snapshots(&workspace).map(|status| status.snapshots).unwrap_or_default()
+    }
+
+    fn relative(&self, uri: &Uri) -> Option<String> {
+        let workspace = read(&self.workspace)?;
+        let path = uri.to_file_path()?;
+        Some(path.strip_prefix(&workspace).ok()?.to_string_lossy().replace('\\', "/"))
+    }
+
+    /// Publishes the diagnostics of every open finding and clears files that have none left;
+    /// sends `missions/didChange` for `changed`.
+    pub(crate) async fn refresh(&self, changed: Option<&str>) {
+        let Ok(workspace) = self.workspace() else { return };
+        let snapshots = self.snapshots();
+        let flags = read(&self.flags);
+        let by_path = to_proto::diagnostics(&workspace, &snapshots, flags.related_information);
+        let previous = std::mem::take(&mut *self.published.lock().unwrap_or_else(|p| p.into_inner()));
+        for path in previous.iter().filter(|p| !by_path.contains_key(*p)) {
+            if let Some(uri) = to_proto::uri(&workspace.join(path)) {
+                self.client.publish_diagnostics(uri, Vec::new(), None).await;
+            }
+        }
+        for (path, diagnostics) in &by_path {
+            if let Some(uri) = to_proto::uri(&workspace.join(path)) {
+                let version = self.documents.version(path);
+                self.client.publish_diagnostics(uri, diagnostics.clone(), version).await;
+            }
+        }
+        *self.published.lock().unwrap_or_else(|p| p.into_inner()) = by_path.keys().cloned().collect();
+        self.documents.reset_ranges();
+        if let Some(id) = changed
+            && let Some(snapshot) = snapshots.iter().find(|s| s.mission.id == id)
+            && let Ok(value) = serde_json::to_value(snapshot)
+        {
+            self.client.send_notification::<MissionsDidChange>(value).await;
+        }
+    }
+
+    /// The ranges features changed in `path`, from every mission's handoffs, oldest first.
+    fn recorded_ranges(&self, path: &str) -> Vec<TrackedRange> {
+        let mut ranges = Vec::new();
+        for snapshot in self.snapshots() {
+            let Ok(workspace) = self.workspace() else { break };
+            let Ok(dir) = missions_core::store::mission_dir(&workspace, &snapshot.mission.id) else { continue };
+            let Ok((projection, _)) = missions_core::store::load_projection(&dir) else { continue };
+            let order: Vec<String> = projection
+                .plan
+                .iter()
+                .flat_map(|p| p.milestones.iter())
+                .flat_map(|m| m.features.iter().map(|f| f.id.clone()))
+                .collect();
+            for feature in order {
+                let Some(handoff) = projection.handoffs.get(&feature) else { continue };
+                for change in handoff.files_changed.iter().filter(|c| c.path == path) {
+                    for [first, last] in &change.ranges {
+                        ranges.push(TrackedRange {
+                            mission: snapshot.mission.id.clone(),
+                            feature: feature.clone(),
+                            first: *first,
+                            last: *last,
+                        });
+                    }
+                }
+            }
+        }
+        ranges
+    }
+}
+
+pub struct Backend {
+    state: Arc<State>,
+}
+
+fn command(title: &str, name: &str, argument: Value) -> Command {
+    Command { title: title.to_owned(), command: name.to_owned(), arguments: Some(vec![argument]) }
 }
 
 /// The single JSON-object argument of a Missions command (SPEC §8); none means `{}`.
@@ -53,49 +213,42 @@ fn command_argument(params: &ExecuteCommandParams) -> Result<serde_json::Map<Str
     }
 }
 
-impl Backend {
-    fn workspace(&self) -> Result<PathBuf> {
-        let guard = self.workspace.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        guard
-            .clone()
-            .ok_or_else(|| invalid_params("the client opened no workspace folder; Missions works on a workspace"))
-    }
-
-    fn status(&self, argument: &serde_json::Map<String, Value>) -> Result<Value> {
-        let workspace = self.workspace()?;
-        let encode = |value: std::result::Result<Value, serde_json::Error>| {
-            value.map_err(|error| Error {
-                code: ErrorCode::InternalError,
-                message: error.to_string().into(),
-                data: None,
-            })
-        };
-        match argument.get("missionId") {
-            None | Some(Value::Null) => {
-                let status = workspace_snapshots(&workspace).map_err(store_error)?;
-                for (id, error) in &status.unreadable {
-                    tracing::warn!("mission {id} cannot be read: {error}");
-                }
-                encode(serde_json::to_value(status.snapshots))
-            }
-            Some(Value::String(id)) => {
-                let (snapshot, _) = mission_snapshot(&workspace, id).map_err(store_error)?;
-                encode(serde_json::to_value(snapshot))
-            }
-            Some(other) => Err(invalid_params(format!("missionId must be a string, not {other}"))),
-        }
-    }
-}
-
 impl LanguageServer for Backend {
     async fn initialize(&self, params: InitializeParams) -> Result<InitializeResult> {
         let folder = params.workspace_folders.as_ref().and_then(|folders| folders.first()).map(|f| f.uri.clone());
         #[allow(deprecated)]
         let root = folder.or(params.root_uri.clone());
         let path = root.as_ref().and_then(|uri| uri.to_file_path()).map(|p| p.into_owned());
-        *self.workspace.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = path;
+        *self.state.workspace.write().unwrap_or_else(|p| p.into_inner()) =
+            path.and_then(|p| p.canonicalize().ok().or(Some(p)));
+        *self.state.settings.write().unwrap_or_else(|p| p.into_inner()) = params.initialization_options.clone();
+        let capabilities = &params.capabilities;
+        let flags = ClientFlags {
+            related_information: capabilities
+                .text_document
+                .as_ref()
+                .and_then(|t| t.publish_diagnostics.as_ref())
+                .and_then(|p| p.related_information)
+                .unwrap_or(false),
+            work_done_progress: capabilities.window.as_ref().and_then(|w| w.work_done_progress).unwrap_or(false),
+            show_document: capabilities
+                .window
+                .as_ref()
+                .and_then(|w| w.show_document.as_ref())
+                .is_some_and(|s| s.support),
+        };
+        *self.state.flags.write().unwrap_or_else(|p| p.into_inner()) = flags;
         Ok(InitializeResult {
             capabilities: ServerCapabilities {
+                text_document_sync: Some(TextDocumentSyncCapability::Options(TextDocumentSyncOptions {
+                    open_close: Some(true),
+                    change: Some(TextDocumentSyncKind::INCREMENTAL),
+                    save: Some(TextDocumentSyncSaveOptions::Supported(true)),
+                    ..TextDocumentSyncOptions::default()
+                })),
+                hover_provider: Some(HoverProviderCapability::Simple(true)),
+                code_action_provider: Some(CodeActionProviderCapability::Simple(true)),
+                code_lens_provider: Some(CodeLensOptions { resolve_provider: Some(false) }),
                 execute_command_provider: Some(ExecuteCommandOptions {
                     commands: COMMANDS.iter().map(|c| (*c).to_owned()).collect(),
                     ..ExecuteCommandOptions::default()
@@ -108,30 +261,200 @@ impl LanguageServer for Backend {
     }
 
     async fn initialized(&self, _: InitializedParams) {
-        let message = match self.workspace() {
+        let message = match self.state.workspace() {
             Ok(path) => format!("Missions ready in {}", path.display()),
             Err(_) => "Missions started without a workspace folder".to_owned(),
         };
-        self.client.log_message(MessageType::INFO, message).await;
+        self.state.client.log_message(MessageType::INFO, message).await;
+        let receiver = self.state.events_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(receiver) = receiver {
+            tokio::spawn(driver::forward(self.state.clone(), receiver));
+        }
+        self.state.refresh(None).await;
     }
 
     async fn shutdown(&self) -> Result<()> {
         Ok(())
     }
 
-    async fn execute_command(&self, params: ExecuteCommandParams) -> Result<Option<LSPAny>> {
-        let argument = command_argument(&params)?;
-        match params.command.as_str() {
-            "missions.status" => self.status(&argument).map(Some),
-            other => {
-                Err(invalid_params(format!("unknown command `{other}`; this server executes: {}", COMMANDS.join(", "))))
-            }
+    async fn did_open(&self, params: DidOpenTextDocumentParams) {
+        if let Some(path) = self.state.relative(&params.text_document.uri) {
+            self.state.documents.open(&path, &params.text_document.text, params.text_document.version);
         }
     }
+
+    async fn did_change(&self, params: DidChangeTextDocumentParams) {
+        let Some(path) = self.state.relative(&params.text_document.uri) else { return };
+        let edits: Vec<Edit<'_>> = params
+            .content_changes
+            .iter()
+            .map(|change| Edit {
+                span: change.range.map(|r| (r.start.line, r.start.character, r.end.line, r.end.character)),
+                text: &change.text,
+            })
+            .collect();
+        self.state.documents.change(&path, params.text_document.version, &edits);
+    }
+
+    async fn did_save(&self, params: DidSaveTextDocumentParams) {
+        if let Some(path) = self.state.relative(&params.text_document.uri) {
+            self.state.documents.saved(&path);
+        }
+    }
+
+    async fn did_close(&self, params: DidCloseTextDocumentParams) {
+        if let Some(path) = self.state.relative(&params.text_document.uri) {
+            self.state.documents.close(&path);
+        }
+    }
+
+    async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
+        *self.state.settings.write().unwrap_or_else(|p| p.into_inner()) = Some(params.settings);
+    }
+
+    async fn hover(&self, params: HoverParams) -> Result<Option<Hover>> {
+        let position = params.text_document_position_params.position;
+        let Some(path) = self.state.relative(&params.text_document_position_params.text_document.uri) else {
+            return Ok(None);
+        };
+        let ranges = self.state.documents.ranges_at(&path, position.line + 1, || self.state.recorded_ranges(&path));
+        if ranges.is_empty() {
+            return Ok(None);
+        }
+        let workspace = self.state.workspace()?;
+        let mut parts = Vec::new();
+        for range in &ranges {
+            let Ok(dir) = missions_core::store::mission_dir(&workspace, &range.mission) else { continue };
+            let Ok((projection, _)) = missions_core::store::load_projection(&dir) else { continue };
+            let Some(handoff) = projection.handoffs.get(&range.feature) else { continue };
+            let title = projection
+                .plan
+                .iter()
+                .flat_map(|p| p.milestones.iter())
+                .flat_map(|m| m.features.iter())
+                .find(|f| f.id == range.feature)
+                .map(|f| f.title.clone())
+                .unwrap_or_default();
+            parts.push(to_proto::hover_markdown(&range.mission, &title, handoff));
+        }
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let first = &ranges[0];
+        Ok(Some(Hover {
+            contents: HoverContents::Markup(MarkupContent {
+                kind: MarkupKind::Markdown,
+                value: parts.join("\n---\n\n"),
+            }),
+            range: Some(Range::new(
+                Position::new(first.first.saturating_sub(1), 0),
+                Position::new(first.last.saturating_sub(1), u32::MAX),
+            )),
+        }))
+    }
+
+    async fn code_action(&self, params: CodeActionParams) -> Result<Option<CodeActionResponse>> {
+        let mut actions = Vec::new();
+        for diagnostic in params.context.diagnostics.iter().filter(|d| d.source.as_deref() == Some("missions")) {
+            let Some(data) = &diagnostic.data else { continue };
+            let argument = json!({"missionId": data["missionId"], "findingId": data["findingId"]});
+            for (title, name) in [
+                ("Missions: fix this finding", "missions.fixFinding"),
+                ("Missions: dismiss finding", "missions.dismissFinding"),
+            ] {
+                actions.push(CodeActionOrCommand::CodeAction(CodeAction {
+                    title: title.into(),
+                    kind: Some(CodeActionKind::QUICKFIX),
+                    diagnostics: Some(vec![diagnostic.clone()]),
+                    command: Some(command(title, name, argument.clone())),
+                    ..CodeAction::default()
+                }));
+            }
+        }
+        for (mission, milestone, title) in waiting_milestones(&self.state.snapshots()) {
+            let argument = json!({"missionId": mission, "milestoneId": milestone});
+            let accept = format!("Missions: accept milestone {milestone} ({title})");
+            let reject = format!("Missions: reject milestone {milestone}…");
+            actions.push(CodeActionOrCommand::Command(command(&accept, "missions.acceptMilestone", argument.clone())));
+            actions.push(CodeActionOrCommand::Command(command(&reject, "missions.rejectMilestone", argument)));
+        }
+        Ok(Some(actions))
+    }
+
+    async fn code_lens(&self, params: CodeLensParams) -> Result<Option<Vec<CodeLens>>> {
+        let Some(path) = self.state.relative(&params.text_document.uri) else { return Ok(None) };
+        let workspace = self.state.workspace()?;
+        let mut lenses = Vec::new();
+        for (mission, milestone, title) in waiting_milestones(&self.state.snapshots()) {
+            let Ok(dir) = missions_core::store::mission_dir(&workspace, &mission) else { continue };
+            let Ok((projection, _)) = missions_core::store::load_projection(&dir) else { continue };
+            let features: Vec<String> = projection
+                .plan
+                .iter()
+                .flat_map(|p| p.milestone(&milestone))
+                .flat_map(|m| m.features.iter().map(|f| f.id.clone()))
+                .collect();
+            let touched = features
+                .iter()
+                .filter_map(|f| projection.handoffs.get(f))
+                .any(|h| h.files_changed.iter().any(|c| c.path == path));
+            if touched {
+                let top = Range::new(Position::new(0, 0), Position::new(0, 0));
+                let label = format!("Missions: milestone {milestone} ({title}) waits for acceptance — accept");
+                let argument = json!({"missionId": mission, "milestoneId": milestone});
+                lenses.push(CodeLens {
+                    range: top,
+                    command: Some(command(&label, "missions.acceptMilestone", argument)),
+                    data: None,
+                });
+            }
+        }
+        Ok(Some(lenses))
+    }
+
+    async fn execute_command(&self, params: ExecuteCommandParams) -> Result<Option<LSPAny>> {
+        let argument = command_argument(&params)?;
+        commands::execute(&self.state, &params.command, &argument).await.map(Some)
+    }
+}
+
+/// `(mission, milestone, title)` of each milestone waiting for acceptance.
+fn waiting_milestones(snapshots: &[StatusSnapshot]) -> Vec<(String, String, String)> {
+    snapshots
+        .iter()
+        .filter(|s| s.mission.state == MissionState::AwaitingAcceptance)
+        .filter_map(|s| {
+            let milestone = s
+                .plan
+                .as_ref()?
+                .milestones
+                .iter()
+                .find(|m| m.status == missions_core::mission::WorkStatus::Validated)?;
+            Some((s.mission.id.clone(), milestone.id.clone(), milestone.title.clone()))
+        })
+        .collect()
+}
+
+/// The path of a mission's file for `window/showDocument`.
+pub(crate) fn mission_file(workspace: &Path, mission: &str, name: &str) -> PathBuf {
+    workspace.join(".missions").join(mission).join(name)
 }
 
 /// Serves LSP on stdin/stdout until the client says `exit`.
 pub async fn run_stdio() {
-    let (service, socket) = LspService::new(|client| Backend { client, workspace: RwLock::new(None) });
+    let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (service, socket) = LspService::new(move |client| Backend {
+        state: Arc::new(State {
+            events,
+            events_rx: Mutex::new(Some(events_rx)),
+            client,
+            workspace: RwLock::new(None),
+            settings: RwLock::new(None),
+            documents: Arc::new(Documents::default()),
+            flags: RwLock::new(ClientFlags::default()),
+            published: Mutex::new(BTreeSet::new()),
+            driving: Mutex::new(BTreeSet::new()),
+        }),
+    });
     Server::new(tokio::io::stdin(), tokio::io::stdout(), socket).serve(service).await;
 }

@@ -166,6 +166,32 @@ impl Report {
     }
 }
 
+/// The sandbox launcher the configuration asks for: this binary's hidden `__sandbox` command,
+/// writable extra paths expanded (`~` is the home directory). `None` when the sandbox is off.
+pub fn launcher(mission: &missions_core::config::MissionConfig) -> Option<crate::command::Sandbox> {
+    if !mission.sandbox {
+        return None;
+    }
+    let program = std::env::current_exe().ok()?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let writable = match &mission.writable_paths {
+        Some(paths) => paths
+            .iter()
+            .map(|p| match (p.strip_prefix("~/"), &home) {
+                (Some(rest), Some(home)) => home.join(rest),
+                _ => PathBuf::from(p),
+            })
+            .collect(),
+        None => default_writable(home.as_deref()),
+    };
+    Some(crate::command::Sandbox {
+        program,
+        args: vec!["__sandbox".into()],
+        allow_network: mission.allow_network,
+        writable,
+    })
+}
+
 /// Runs `launcher` once with `true` under `root` and returns what it could enforce.
 pub fn probe(launcher: &crate::command::Sandbox, root: &Path) -> Option<Report> {
     let mut command = std::process::Command::new(&launcher.program);

@@ -1,0 +1,182 @@
+//! Missions this server drives: each on a thread of its own (the engine does blocking git
+//! and file work), reporting through one channel to a task on the server's runtime, which
+//! turns progress into `$/progress` and `missions/didChange`, refreshes diagnostics, and asks
+//! the user at gates with `window/showMessageRequest`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use missions_core::mission::PauseReason;
+use missions_engine::mission::{Command, Mission, Outcome, Progress};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tower_lsp_server::ls_types::{MessageActionItem, MessageType, NumberOrString, ShowDocumentParams};
+use tower_lsp_server::{NotCancellable, OngoingProgress, Unbounded};
+
+use crate::{State, commands, mission_file, read};
+
+/// What a driver reports.
+pub(crate) enum DriverEvent {
+    Progress(Progress),
+    Finished { mission: String, outcome: Result<Outcome, String> },
+}
+
+pub(crate) type Events = UnboundedSender<DriverEvent>;
+
+/// The engine's progress callback for missions this server drives.
+pub(crate) fn progress_callback(state: &Arc<State>) -> Arc<dyn Fn(&Progress) + Send + Sync> {
+    let events = state.events.clone();
+    Arc::new(move |progress: &Progress| {
+        let _ = events.send(DriverEvent::Progress(progress.clone()));
+    })
+}
+
+/// Drives `mission` on a thread of its own until it stops; the result comes back as an event.
+pub(crate) fn spawn(state: Arc<State>, mut mission: Mission) {
+    let id = mission.id().to_owned();
+    state.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
+    let events = state.events.clone();
+    let name = format!("mission-{id}");
+    let started = std::thread::Builder::new().name(name).spawn(move || {
+        let outcome = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(mission.drive()).map_err(|e| e.to_string()),
+            Err(error) => Err(format!("cannot start a runtime for the mission: {error}")),
+        };
+        // Release the mission's locks before anyone is asked anything.
+        drop(mission);
+        let _ = events.send(DriverEvent::Finished { mission: id, outcome });
+    });
+    if let Err(error) = started {
+        tracing::error!("cannot start a thread for a mission: {error}");
+    }
+}
+
+/// Forwards driver events to the client until the server stops.
+pub(crate) async fn forward(state: Arc<State>, mut events: UnboundedReceiver<DriverEvent>) {
+    let mut ongoing: HashMap<String, OngoingProgress<Unbounded, NotCancellable>> = HashMap::new();
+    let mut last_refresh: Option<Instant> = None;
+    while let Some(event) = events.recv().await {
+        match event {
+            DriverEvent::Progress(progress) => {
+                if read(&state.flags).work_done_progress {
+                    match ongoing.get(&progress.mission) {
+                        Some(running) => running.report(progress.to_string()).await,
+                        None => {
+                            let token = NumberOrString::String(format!("missions/{}", progress.mission));
+                            if state.client.create_work_done_progress(token.clone()).await.is_ok() {
+                                let running = state
+                                    .client
+                                    .progress(token, "Missions")
+                                    .with_message(progress.to_string())
+                                    .begin()
+                                    .await;
+                                ongoing.insert(progress.mission.clone(), running);
+                            }
+                        }
+                    }
+                }
+                // Diagnostics and status follow the mission, a few times a second at most.
+                if last_refresh.is_none_or(|at| at.elapsed() > Duration::from_millis(300)) {
+                    state.refresh(Some(&progress.mission)).await;
+                    last_refresh = Some(Instant::now());
+                }
+            }
+            DriverEvent::Finished { mission, outcome } => {
+                state.driving.lock().unwrap_or_else(|p| p.into_inner()).remove(&mission);
+                if let Some(running) = ongoing.remove(&mission) {
+                    running.finish().await;
+                }
+                state.refresh(Some(&mission)).await;
+                tokio::spawn(gate(state.clone(), mission, outcome));
+            }
+        }
+    }
+}
+
+async fn ask(state: &State, message: String, choices: &[&str]) -> Option<String> {
+    let actions = choices
+        .iter()
+        .map(|title| MessageActionItem { title: (*title).to_owned(), properties: Default::default() })
+        .collect();
+    match state.client.show_message_request(MessageType::INFO, message, Some(actions)).await {
+        Ok(Some(choice)) => Some(choice.title),
+        _ => None,
+    }
+}
+
+async fn open(state: &State, mission: &str, name: &str) {
+    let Ok(workspace) = state.workspace() else { return };
+    let path = mission_file(&workspace, mission, name);
+    let shown = match crate::to_proto::uri(&path) {
+        Some(uri) if read(&state.flags).show_document => state
+            .client
+            .show_document(ShowDocumentParams { uri, external: Some(false), take_focus: Some(true), selection: None })
+            .await
+            .unwrap_or(false),
+        _ => false,
+    };
+    if !shown {
+        state.client.show_message(MessageType::INFO, format!("Mission {mission}: see {}", path.display())).await;
+    }
+}
+
+async fn report(state: &State, result: tower_lsp_server::jsonrpc::Result<serde_json::Value>) {
+    if let Err(error) = result {
+        state.client.show_message(MessageType::ERROR, error.message.to_string()).await;
+    }
+}
+
+/// Tells the user where a mission stopped and, at a gate, asks what to do.
+async fn gate(state: Arc<State>, mission: String, outcome: Result<Outcome, String>) {
+    match outcome {
+        Err(error) => state.client.show_message(MessageType::ERROR, format!("Mission {mission}: {error}")).await,
+        Ok(Outcome::AwaitingApproval) => {
+            let message =
+                format!("Mission {mission}: the plan and its validation contract are ready for your approval.");
+            match ask(&state, message, &["Approve", "Open plan"]).await.as_deref() {
+                Some("Approve") => {
+                    report(&state, commands::control(&state, mission, Command::Approve, true).await).await
+                }
+                Some("Open plan") => open(&state, &mission, "plan.md").await,
+                _ => {}
+            }
+        }
+        Ok(Outcome::AwaitingAcceptance { milestone }) => {
+            let message =
+                format!("Mission {mission}: milestone {milestone} is validated and waits for your acceptance.");
+            match ask(&state, message, &["Accept", "Reject"]).await.as_deref() {
+                Some("Accept") => {
+                    let command = Command::Accept { milestone: Some(milestone) };
+                    report(&state, commands::control(&state, mission, command, true).await).await;
+                }
+                Some("Reject") => {
+                    let message = format!(
+                        "Mission {mission}: a rejection needs feedback. Use your editor's \"Missions: reject milestone\" (the missions.rejectMilestone command with `feedback`), or `missions reject {mission} {milestone} --feedback \"…\"`."
+                    );
+                    state.client.show_message(MessageType::INFO, message).await;
+                }
+                _ => {}
+            }
+        }
+        Ok(Outcome::Paused { reason, detail }) => {
+            let kind = if reason == PauseReason::Conflict { MessageType::WARNING } else { MessageType::INFO };
+            let reason =
+                serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let message = format!("Mission {mission} is paused ({reason}): {}", detail.unwrap_or_default());
+            state.client.show_message(kind, message).await;
+        }
+        Ok(Outcome::Completed) => {
+            let message = format!("Mission {mission} is complete; its branch missions/{mission} is ready to merge.");
+            state.client.show_message(MessageType::INFO, message).await;
+        }
+        Ok(Outcome::Failed { detail }) => {
+            state
+                .client
+                .show_message(MessageType::ERROR, format!("Mission {mission} failed: {}", detail.unwrap_or_default()))
+                .await;
+        }
+        Ok(Outcome::Cancelled) => {
+            state.client.show_message(MessageType::INFO, format!("Mission {mission} is cancelled.")).await
+        }
+    }
+}
