@@ -10,12 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use missions_core::config::{Environment, LoadedConfig, ProcessEnvironment};
-use missions_core::mission::{MissionState, Source, SourceKind};
-use missions_core::store::StoreError;
+use missions_core::mission::{Source, SourceKind};
 use missions_engine::backlog;
-use missions_engine::mission::{
-    Command, EngineError, Limits, Mission, Models, Options, Outcome, Progress, inbox_dir, wait_for_ack, write_inbox,
-};
+use missions_engine::mission::{Command, Control, EngineError, Limits, Mission, Models, Options, Outcome, Progress};
 use missions_providers::ProviderRegistry;
 
 use crate::Outcome as Exit;
@@ -198,57 +195,43 @@ pub async fn control(workspace: &Path, id: &str, command: Option<Command>, drive
         Models::default()
     };
     let options = options(&loaded);
-    let mut mission = match Mission::open(workspace, id, loaded, models, options) {
-        Ok((mission, warnings)) => {
+    let mut commands = Vec::new();
+    if accept {
+        commands.push(Command::SetAutoAccept { auto_accept: true });
+    }
+    commands.extend(command);
+    let controlled = tokio::task::spawn_blocking({
+        let (workspace, id) = (workspace.to_owned(), id.to_owned());
+        move || Mission::control(&workspace, &id, loaded, models, options, commands)
+    })
+    .await;
+    let mut mission = match controlled {
+        Ok(Ok(Control::Opened { mission, warnings, applied })) => {
             for warning in warnings {
                 eprintln!("warning: {warning}");
             }
+            if let Err(error) = applied {
+                return engine_error(error);
+            }
             mission
         }
-        Err(EngineError::Store(StoreError::Locked { holder, .. })) => {
-            // A live driver: hand it the command through the inbox (SPEC §2 rule 8) and wait
-            // for its verdict, so a refused command still exits 2.
-            let inbox = inbox_dir(workspace, id);
-            let mut queued = Vec::new();
-            if accept {
-                queued.push(Command::SetAutoAccept { auto_accept: true });
-            }
-            queued.extend(command);
-            for command in &queued {
-                let path = match write_inbox(&inbox, command) {
-                    Ok(path) => path,
-                    Err(error) => return engine_error(error),
-                };
-                let verdict =
-                    tokio::task::spawn_blocking(move || wait_for_ack(&path, std::time::Duration::from_secs(10))).await;
+        Ok(Ok(Control::Queued { holder, verdicts })) => {
+            // A live driver got the commands through the inbox (SPEC §2 rule 8); its verdict
+            // decides the exit, so a refused command still exits 2.
+            for verdict in verdicts {
                 match verdict {
-                    Ok(Some(Ok(()))) => eprintln!("mission {id} is being driven by {holder}; it applied the command"),
-                    Ok(Some(Err(reason))) => return Exit::Usage(reason),
-                    Ok(None) | Err(_) => {
-                        eprintln!(
-                            "mission {id} is being driven by {holder}; the command is queued and applies when the driver next looks"
-                        )
-                    }
+                    Some(Ok(())) => eprintln!("mission {id} is being driven by {holder}; it applied the command"),
+                    Some(Err(reason)) => return Exit::Usage(reason),
+                    None => eprintln!(
+                        "mission {id} is being driven by {holder}; the command is queued and applies when the driver next looks"
+                    ),
                 }
             }
             return Exit::Success;
         }
-        Err(error) => return engine_error(error),
+        Ok(Err(error)) => return engine_error(error),
+        Err(join) => return engine_error(EngineError::Io(join.to_string())),
     };
-    if accept && let Err(error) = mission.apply(Command::SetAutoAccept { auto_accept: true }) {
-        return engine_error(error);
-    }
-    if let Some(command) = command {
-        let state = mission.projection().mission.map(|m| m.state);
-        // `resume` after a crash finds the mission mid-way, not paused: driving on is the resume.
-        // A finished mission is refused (exit 2) rather than silently reported.
-        let skip = command == Command::Resume
-            && state != Some(MissionState::Paused)
-            && !state.is_some_and(|s| s.is_terminal());
-        if !skip && let Err(error) = mission.apply(command) {
-            return engine_error(error);
-        }
-    }
     let outcome = if drive {
         match mission.drive().await {
             Ok(outcome) => outcome,

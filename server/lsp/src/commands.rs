@@ -4,15 +4,14 @@
 //! directly, and commands that move a mission on start a driver for it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use missions_core::config::{Environment, ProcessEnvironment};
-use missions_core::mission::{MissionState, Source, SourceKind};
+use missions_core::mission::{Source, SourceKind};
 use missions_core::model::Models;
 use missions_core::status::{mission_snapshot, workspace_snapshots};
 use missions_core::store::StoreError;
 use missions_engine::backlog;
-use missions_engine::mission::{Command, EngineError, Limits, Mission, Options, inbox_dir, wait_for_ack, write_inbox};
+use missions_engine::mission::{Command, Control, EngineError, Limits, Mission, Options};
 use missions_providers::ProviderRegistry;
 use serde_json::{Map, Value, json};
 use tower_lsp_server::jsonrpc::Result;
@@ -155,25 +154,15 @@ pub(crate) async fn control(state: &Arc<State>, id: String, command: Command, dr
     let options = options(state, &loaded);
     let for_driver = tokio::task::spawn_blocking({
         let id = id.clone();
-        move || -> Result<Option<Mission>> {
-            match Mission::open(&workspace, &id, loaded, models, options) {
-                Err(EngineError::Store(StoreError::Locked { .. })) => {
-                    let queued = write_inbox(&inbox_dir(&workspace, &id), &command).map_err(engine_error)?;
-                    match wait_for_ack(&queued, Duration::from_secs(10)) {
-                        Some(Err(reason)) => Err(invalid_params(reason)),
-                        Some(Ok(())) | None => Ok(None),
-                    }
-                }
-                Err(error) => Err(engine_error(error)),
-                Ok((mission, _)) => {
-                    let state = mission.projection().mission.map(|m| m.state);
-                    // `resume` of a mission a crash left mid-way is driving it on.
-                    let skip = command == Command::Resume
-                        && state != Some(MissionState::Paused)
-                        && !state.is_some_and(|s| s.is_terminal());
-                    if !skip {
-                        mission.apply(command).map_err(engine_error)?;
-                    }
+        move || -> Result<Option<Box<Mission>>> {
+            let controlled = Mission::control(&workspace, &id, loaded, models, options, vec![command]);
+            match controlled.map_err(engine_error)? {
+                Control::Queued { verdicts, .. } => match verdicts.into_iter().next().flatten() {
+                    Some(Err(reason)) => Err(invalid_params(reason)),
+                    Some(Ok(())) | None => Ok(None),
+                },
+                Control::Opened { mission, applied, .. } => {
+                    applied.map_err(engine_error)?;
                     Ok(drive.then_some(mission))
                 }
             }
@@ -182,7 +171,7 @@ pub(crate) async fn control(state: &Arc<State>, id: String, command: Command, dr
     .await
     .map_err(|e| internal(e.to_string()))??;
     if let Some(mission) = for_driver {
-        driver::spawn(state.clone(), mission);
+        driver::spawn(state.clone(), *mission);
     }
     state.refresh(Some(&id)).await;
     Ok(json!({}))

@@ -40,7 +40,23 @@ mod validation;
 
 pub use missions_core::model::{Models, RoleModel};
 use shared::{RunScope, Shared, lock};
-pub use shared::{inbox_dir, wait_for_ack, write_inbox};
+use shared::{inbox_dir, wait_for_ack, write_inbox};
+
+/// How long a front door waits for a live driver's verdict on a queued command. A driver takes
+/// pause, cancel and corrections between model turns and the rest between steps; a command not
+/// taken by then stays queued and applies when the driver next looks.
+pub const DRIVER_ACK_LIMIT: Duration = Duration::from_secs(10);
+
+/// What [`Mission::control`] did with a front door's commands.
+pub enum Control {
+    /// No other process drove the mission: it was opened here (with the warnings from reading its
+    /// log) and the commands applied, up to the first that failed.
+    Opened { mission: Box<Mission>, warnings: Vec<String>, applied: Result<(), EngineError> },
+    /// Process `holder` drives the mission: the commands went through its inbox. One verdict per
+    /// command sent: `Some(Ok)` applied, `Some(Err)` refused (the last one sent), `None` the
+    /// driver did not answer in time and the command waits in the inbox.
+    Queued { holder: String, verdicts: Vec<Option<Result<(), String>>> },
+}
 
 /// Where a mission is, for progress displays: `M1 · F2 · worker · run_command cargo test`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,6 +399,47 @@ impl Mission {
             mission.shared.append(Event::BudgetSet { max_tokens: budget.max_tokens, max_usd: budget.max_usd })?;
         }
         Ok((mission, warnings))
+    }
+
+    /// Applies `commands`, in order, to mission `id` from a front door (CLI or language server).
+    /// When another process drives the mission they go through its inbox (SPEC §2 rule 8), each
+    /// waiting up to [`DRIVER_ACK_LIMIT`] for the driver's verdict, and a refused command stops the rest.
+    /// Otherwise the mission is opened here and returned, ready to be driven on once `applied`
+    /// says every command held.
+    ///
+    /// `resume` of a mission a crash left mid-way (neither paused nor finished) is not applied:
+    /// driving it on is the resume. A finished mission still refuses it.
+    pub fn control(
+        workspace: &Path,
+        id: &str,
+        config: LoadedConfig,
+        models: Models,
+        options: Options,
+        commands: Vec<Command>,
+    ) -> Result<Control, EngineError> {
+        let (mission, warnings) = match Mission::open(workspace, id, config, models, options) {
+            Ok(opened) => opened,
+            Err(EngineError::Store(StoreError::Locked { holder, .. })) => {
+                let inbox = inbox_dir(workspace, id);
+                let mut verdicts = Vec::with_capacity(commands.len());
+                for command in &commands {
+                    let verdict = wait_for_ack(&write_inbox(&inbox, command)?, DRIVER_ACK_LIMIT);
+                    let refused = matches!(verdict, Some(Err(_)));
+                    verdicts.push(verdict);
+                    if refused {
+                        break;
+                    }
+                }
+                return Ok(Control::Queued { holder, verdicts });
+            }
+            Err(error) => return Err(error),
+        };
+        let applied = commands.into_iter().try_for_each(|command| {
+            let state = mission.projection().mission.map(|m| m.state);
+            let mid_way = state != Some(MissionState::Paused) && !state.is_some_and(|s| s.is_terminal());
+            if command == Command::Resume && mid_way { Ok(()) } else { mission.apply(command) }
+        });
+        Ok(Control::Opened { mission: Box::new(mission), warnings, applied })
     }
 
     pub fn id(&self) -> &str {
