@@ -1,10 +1,12 @@
 //! The `missions` binary end to end: `doctor` against loopback providers, `status` from the
 //! event log alone, and the language server over a real stdio transport.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
 
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::editor::Editor;
 use missions_core::mission::{Source, SourceKind};
 use missions_core::store::{Event, MissionStore};
 use missions_tests::{MockServer, Reply, closed_port, missions_bin};
@@ -22,6 +24,13 @@ fn missions(workspace: &Path, args: &[&str]) -> Output {
         .env_remove("OPENAI_API_KEY")
         .output()
         .expect("run missions")
+}
+
+/// `missions lsp --stdio` with an isolated home, as an editor starts it.
+fn lsp_command(workspace: &Path) -> Command {
+    let mut command = Command::new(missions_bin());
+    command.args(["lsp", "--stdio"]).env("MISSIONS_HOME", workspace.join(".test-home"));
+    command
 }
 
 fn git_workspace() -> tempfile::TempDir {
@@ -170,71 +179,12 @@ fn status_reads_a_mission_while_another_process_holds_its_lock() {
     assert_eq!(output.status.code(), Some(0));
 }
 
-/// A minimal LSP client over the server's stdio.
-struct LspClient {
-    child: std::process::Child,
-    reader: BufReader<std::process::ChildStdout>,
-    next_id: i64,
-}
-
-impl LspClient {
-    fn start(workspace: &Path) -> LspClient {
-        let mut child = Command::new(missions_bin())
-            .args(["lsp", "--stdio"])
-            .env("MISSIONS_HOME", workspace.join(".test-home"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let reader = BufReader::new(child.stdout.take().unwrap());
-        LspClient { child, reader, next_id: 1 }
-    }
-
-    fn send(&mut self, message: &Value) {
-        let body = message.to_string();
-        let stdin = self.child.stdin.as_mut().unwrap();
-        write!(stdin, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn read(&mut self) -> Value {
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line).unwrap();
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some(value) = line.strip_prefix("Content-Length: ") {
-                length = value.parse().unwrap();
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body).unwrap();
-        serde_json::from_slice(&body).unwrap()
-    }
-
-    /// Sends a request and returns its response, skipping notifications in between.
-    fn request(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
-        loop {
-            let message = self.read();
-            if message.get("id") == Some(&json!(id)) {
-                return message;
-            }
-        }
-    }
-}
-
 #[test]
 fn the_language_server_initializes_serves_status_and_survives_bad_requests() {
     let workspace = tempfile::tempdir().unwrap();
     seed_mission(workspace.path());
-    let mut client = LspClient::start(workspace.path());
+    // Started bare, without `--workspace`: the server finds the workspace from `rootUri`.
+    let mut client = Editor::spawn(lsp_command(workspace.path()));
     let root = format!("file://{}", workspace.path().display());
     let response = client.request("initialize", json!({"processId": null, "rootUri": root, "capabilities": {}}));
     assert_eq!(response["result"]["serverInfo"]["name"], "missions");

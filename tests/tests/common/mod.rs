@@ -1,6 +1,7 @@
 //! Shared set-up for the provider tests: a provider pointed at a loopback server.
 #![allow(dead_code)]
 
+pub mod editor;
 pub mod project;
 
 use std::collections::BTreeMap;
