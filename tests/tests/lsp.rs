@@ -25,8 +25,7 @@ fn is(method: &'static str) -> impl Fn(&Value) -> bool {
 async fn a_mission_driven_from_a_plain_lsp_client() {
     let model =
         ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: false }), Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     let dir_path = dir.path().canonicalize().unwrap();
     tokio::task::spawn_blocking(move || {
         let dir = dir_path.as_path();
@@ -104,8 +103,7 @@ async fn a_mission_driven_from_a_plain_lsp_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_never_overwrites_an_unsaved_buffer() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     let dir_path = dir.path().canonicalize().unwrap();
     tokio::task::spawn_blocking(move || {
         let dir = dir_path.as_path();

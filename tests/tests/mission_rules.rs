@@ -65,8 +65,7 @@ async fn a_worker_that_claims_a_command_it_never_ran_gets_a_handoff_mismatch() {
         _ => None,
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let id = mission_id(dir.path());
@@ -195,8 +194,7 @@ async fn a_validator_that_edits_the_tree_is_reverted_and_reported() {
         _ => None,
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let id = mission_id(dir.path());
@@ -223,8 +221,7 @@ async fn a_validator_that_edits_the_tree_is_reverted_and_reported() {
 #[tokio::test]
 async fn one_writer_per_workspace_and_control_from_another_process_through_the_inbox() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::from_millis(150)).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     let mut driver = missions_command(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]);
     driver.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
     let driver = tokio::process::Command::from(driver).spawn().unwrap();
@@ -260,8 +257,7 @@ async fn one_writer_per_workspace_and_control_from_another_process_through_the_i
 #[tokio::test]
 async fn a_dirty_tree_refuses_to_start_and_names_the_files() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     std::fs::write(dir.path().join("textkit/core.py"), "changed").unwrap();
     std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify"]).await;
@@ -281,8 +277,7 @@ async fn a_dirty_tree_refuses_to_start_and_names_the_files() {
 #[tokio::test]
 async fn reject_adds_a_corrective_feature_and_rollback_keeps_the_dropped_commits() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     assert_eq!(missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await.status.code(), Some(3));
     let id = mission_id(dir.path());
     let mission_dir = dir.path().join(".missions").join(&id);
@@ -417,8 +412,7 @@ async fn commands_agents_run_are_confined_by_the_operating_system() {
         _ => None,
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let calls = model.calls();
@@ -454,8 +448,7 @@ async fn the_contract_only_grows_after_approval() {
         _ => None,
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let calls = model.calls();
@@ -479,8 +472,7 @@ async fn the_contract_only_grows_after_approval() {
 #[tokio::test]
 async fn course_corrections_reach_the_next_worker_and_boundary() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::from_millis(100)).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     let mut driver = missions_command(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]);
     driver.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     let driver = tokio::process::Command::from(driver).spawn().unwrap();
@@ -507,8 +499,7 @@ async fn course_corrections_reach_the_next_worker_and_boundary() {
 #[tokio::test]
 async fn uncommitted_user_work_is_never_reset_away() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     assert_eq!(missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await.status.code(), Some(3));
     let id = mission_id(dir.path());
     // While the mission waits at M1's gate the user edits a file and adds one.
@@ -534,8 +525,7 @@ async fn what_a_validator_left_behind_is_saved_before_it_is_reverted() {
         _ => None,
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let id = mission_id(dir.path());
@@ -549,8 +539,7 @@ async fn what_a_validator_left_behind_is_saved_before_it_is_reverted() {
 #[tokio::test]
 async fn a_rollback_cut_short_after_its_event_is_finished_on_the_next_open() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     assert_eq!(missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await.status.code(), Some(3));
     let id = mission_id(dir.path());
     let mission_dir = dir.path().join(".missions").join(&id);
@@ -583,9 +572,8 @@ async fn a_rollback_cut_short_after_its_event_is_finished_on_the_next_open() {
 #[tokio::test]
 async fn the_projects_own_checks_become_file_and_line_findings() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
-    let dir = project();
     let check = r#"checks = ["python3 -m unittest -q", "echo 'textkit/core.py:2: warning: shout() shouts'"]"#;
-    configure(dir.path(), &model.config_toml(&format!("[mission]\n{check}\n")));
+    let dir = project_for(&model, &format!("[mission]\n{check}\n"));
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let id = mission_id(dir.path());
@@ -604,8 +592,7 @@ async fn the_projects_own_checks_become_file_and_line_findings() {
 #[tokio::test]
 async fn cancel_ends_a_mission_for_good() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     assert_eq!(missions_async(dir.path(), &["run", "--text", "Add slugify"]).await.status.code(), Some(3));
     let id = mission_id(dir.path());
     let output = missions_async(dir.path(), &["cancel", &id]).await;

@@ -13,8 +13,7 @@ use serde_json::Value;
 #[tokio::test]
 async fn a_two_milestone_mission_completes_with_commits_handoffs_and_states() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     let output =
         missions_async(dir.path(), &["run", "--text", "Add slugify and a slug command", "--approve", "--accept"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -93,8 +92,7 @@ async fn a_two_milestone_mission_completes_with_commits_handoffs_and_states() {
 #[tokio::test]
 async fn gates_stop_the_run_until_the_user_approves_and_accepts() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     let output = missions_async(dir.path(), &["run", "--item", "BACKLOG.md:3"]).await;
     assert_eq!(output.status.code(), Some(3), "stops at the plan gate: {}", stderr(&output));
     let id = mission_id(dir.path());
@@ -126,8 +124,7 @@ async fn gates_stop_the_run_until_the_user_approves_and_accepts() {
 async fn a_failed_validation_becomes_a_corrective_round_and_complete_is_refused_until_it_passes() {
     let model =
         ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: false }), Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml(""));
+    let dir = project_for(&model, "");
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let id = mission_id(dir.path());
@@ -167,8 +164,7 @@ async fn a_failed_validation_becomes_a_corrective_round_and_complete_is_refused_
 async fn corrective_rounds_are_bounded_then_the_mission_pauses_blocked() {
     let model =
         ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: true }), Duration::ZERO).await;
-    let dir = project();
-    configure(dir.path(), &model.config_toml("[mission]\nmax_correction_rounds = 2\n"));
+    let dir = project_for(&model, "[mission]\nmax_correction_rounds = 2\n");
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let id = mission_id(dir.path());

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use missions_tests::missions_bin;
-use missions_tests::script::{Call, Script, ScriptRole, Turn};
+use missions_tests::script::{Call, Script, ScriptRole, ScriptedModel, Turn};
 use serde_json::{Value, json};
 
 pub const KEY: &str = "sk-ant-test-secret-0123456789";
@@ -58,6 +58,13 @@ pub fn configure(dir: &Path, toml: &str) {
     if !existing.contains("/.missions/") {
         std::fs::write(&exclude, format!("{existing}/.missions/\n")).unwrap();
     }
+}
+
+/// A fresh [`project`] configured to use `model` for every role, with `extra` TOML appended.
+pub fn project_for(model: &ScriptedModel, extra: &str) -> tempfile::TempDir {
+    let dir = project();
+    configure(dir.path(), &model.config_toml(extra));
+    dir
 }
 
 /// Runs the `missions` binary in `dir` with an isolated home and the test key.
