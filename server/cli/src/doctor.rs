@@ -71,13 +71,35 @@ pub async fn run(workspace: &Path) -> Outcome {
         }
         None => report.problem("not a git repository: run `git init` and commit, since missions work on a branch"),
     }
+    if let Ok(locks) = missions_engine::git::Git::new(workspace).lock_files() {
+        for (lock, stale) in locks {
+            if stale {
+                report.problem(format!(
+                    "{} was left by a git process that died; the next `missions resume` removes it (or delete it)",
+                    lock.display()
+                ));
+            } else {
+                report.problem(format!(
+                    "{} is held by a running git process; git commands (and missions) wait until it ends",
+                    lock.display()
+                ));
+            }
+        }
+    }
     match missions_core::status::workspace_snapshots(workspace) {
         Ok(status) => {
             if status.snapshots.is_empty() && status.unreadable.is_empty() {
                 report.good("no missions yet");
             }
             for snapshot in &status.snapshots {
-                report.good(format!("mission {} is {}", snapshot.mission.id, snapshot.mission.state));
+                if snapshot.interrupted {
+                    report.problem(format!(
+                        "mission {} is interrupted: it is {} but no process drives it; `missions resume {}` continues it",
+                        snapshot.mission.id, snapshot.mission.state, snapshot.mission.id
+                    ));
+                } else {
+                    report.good(format!("mission {} is {}", snapshot.mission.id, snapshot.mission.state));
+                }
             }
             for (id, error) in &status.unreadable {
                 report.problem(format!("mission {id} cannot be read: {error}"));

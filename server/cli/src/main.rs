@@ -176,47 +176,38 @@ fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        Command::Lsp { stdio: _ } => {
-            runtime.block_on(missions_lsp::run_stdio());
-            Outcome::Success
-        }
+        Command::Lsp { stdio: _ } => match runtime.block_on(missions_lsp::run_stdio()) {
+            0 => Outcome::Success,
+            _ => Outcome::Failure,
+        },
         Command::Backlog { json } => missions::backlog(&workspace, json),
         Command::Run { item, text, approve, accept } => {
             runtime.block_on(missions::run(&workspace, item.as_deref(), text.as_deref(), approve, accept))
         }
         Command::Status { id, json } => status::run(&workspace, id.as_deref(), json),
         Command::Approve { id, accept } => {
-            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Approve), true, accept))
+            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Approve), accept))
         }
-        Command::Accept { id, milestone, accept } => runtime.block_on(missions::control(
-            &workspace,
-            &id,
-            Some(EngineCommand::Accept { milestone }),
-            true,
-            accept,
-        )),
+        Command::Accept { id, milestone, accept } => {
+            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Accept { milestone }), accept))
+        }
         Command::Reject { id, milestone, feedback } => runtime.block_on(missions::control(
             &workspace,
             &id,
             Some(EngineCommand::Reject { milestone, feedback }),
-            true,
             false,
         )),
-        Command::Rollback { id, milestone } => runtime.block_on(missions::control(
-            &workspace,
-            &id,
-            Some(EngineCommand::Rollback { milestone }),
-            false,
-            false,
-        )),
+        Command::Rollback { id, milestone } => {
+            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Rollback { milestone }), false))
+        }
         Command::Resume { id, accept } => {
-            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Resume), true, accept))
+            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Resume), accept))
         }
         Command::Pause { id } => {
-            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Pause), false, false))
+            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Pause), false))
         }
         Command::Cancel { id } => {
-            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Cancel), false, false))
+            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Cancel), false))
         }
         Command::Map { path, tokens, focus } => missions::map(&workspace, path.as_deref(), tokens, &focus),
         Command::Demo { prepare: Some(dir) } => demo::run_prepare(&dir),

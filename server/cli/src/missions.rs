@@ -179,9 +179,10 @@ pub async fn run(workspace: &Path, item: Option<&str>, text: Option<&str>, appro
     report(&id, &outcome)
 }
 
-/// Applies `command` to mission `id` and, when `drive` is set, drives it on. With `accept`,
+/// Applies `command` to mission `id` and, when it drives on, drives it on. With `accept`,
 /// auto-accept is switched on first (recorded, so it survives a crash).
-pub async fn control(workspace: &Path, id: &str, command: Option<Command>, drive: bool, accept: bool) -> Exit {
+pub async fn control(workspace: &Path, id: &str, command: Option<Command>, accept: bool) -> Exit {
+    let drive = command.as_ref().is_some_and(Command::drives_on);
     let loaded = match load_config(workspace) {
         Ok(loaded) => loaded,
         Err(exit) => return exit,

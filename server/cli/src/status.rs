@@ -57,7 +57,7 @@ pub fn run(workspace: &Path, id: Option<&str>, json: bool) -> Outcome {
 
 fn describe(snapshot: &StatusSnapshot) -> String {
     let mission = &snapshot.mission;
-    let mut state = mission.state.to_string();
+    let mut state = snapshot.state_label();
     if let Some(reason) = mission.pause_reason {
         state = format!(
             "{state} ({})",
@@ -90,6 +90,12 @@ fn describe(snapshot: &StatusSnapshot) -> String {
     );
     if let Some(detail) = &mission.detail {
         out.push_str(&format!("  {detail}\n"));
+    }
+    if snapshot.interrupted {
+        out.push_str(&format!(
+            "  no process is driving it (its driver stopped mid-way); `missions resume {}` continues it\n",
+            mission.id
+        ));
     }
     out
 }

@@ -205,6 +205,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Every feature of every milestone, in plan order.
+    pub fn features(&self) -> impl Iterator<Item = &Feature> {
+        self.milestones.iter().flat_map(|m| m.features.iter())
+    }
+
     pub fn milestone(&self, id: &str) -> Option<&Milestone> {
         self.milestones.iter().find(|m| m.id == id)
     }

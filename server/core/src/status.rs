@@ -31,6 +31,10 @@ pub struct StatusSnapshot {
     /// Open findings only; fixed and dismissed ones are in `findings.json`.
     pub findings: Vec<Finding>,
     pub active_run: Option<ActiveRun>,
+    /// The mission is mid-way (planning, running or validating) but no live process drives
+    /// it: its driver died or its editor closed. `missions resume ID` continues it.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 impl StatusSnapshot {
@@ -43,16 +47,39 @@ impl StatusSnapshot {
             contract: projection.contract.clone(),
             findings: projection.findings.iter().filter(|f| f.status == FindingStatus::Open).cloned().collect(),
             active_run: projection.active_run.clone(),
+            interrupted: false,
         })
     }
+
+    /// The state as people read it: `interrupted` for a mission no live process drives.
+    pub fn state_label(&self) -> String {
+        if self.interrupted { "interrupted".to_owned() } else { self.mission.state.to_string() }
+    }
+}
+
+/// Whether mission `dir` is mid-way with nothing driving it.
+fn interrupted(dir: &Path, mission: &Mission) -> bool {
+    use crate::mission::MissionState;
+    matches!(mission.state, MissionState::Planning | MissionState::Running | MissionState::Validating)
+        && !store::log::lock_is_held(&dir.join("events.lock"))
 }
 
 /// The snapshot of mission `id` in `workspace`, with warnings from reading its log.
 pub fn mission_snapshot(workspace: &Path, id: &str) -> Result<(StatusSnapshot, Vec<String>), StoreError> {
     let dir = store::mission_dir(workspace, id)?;
     let (projection, warnings) = store::load_projection(&dir)?;
-    let snapshot = StatusSnapshot::from_projection(&projection)
+    let mut snapshot = StatusSnapshot::from_projection(&projection)
         .ok_or_else(|| StoreError::Empty { path: dir.join("events.jsonl") })?;
+    snapshot.interrupted = interrupted(&dir, &snapshot.mission);
+    // Projection files someone deleted are written again from the log, unless a driver holds
+    // the mission (it writes them itself).
+    let missing = !dir.join("mission.json").is_file() || !dir.join("findings.json").is_file();
+    if missing && !store::log::lock_is_held(&dir.join("events.lock")) {
+        match store::MissionStore::open(&dir) {
+            Ok(store) => drop(store),
+            Err(error) => tracing::debug!("projections of {} not rewritten: {error}", dir.display()),
+        }
+    }
     Ok((snapshot, warnings))
 }
 

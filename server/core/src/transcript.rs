@@ -7,7 +7,7 @@
 //! provider reads the `response` entries back ([`read_responses`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -39,6 +39,8 @@ pub enum TranscriptEntry {
 pub enum TranscriptError {
     #[error("cannot write transcript {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot read transcript {path}: {message}")]
+    Read { path: PathBuf, message: String },
     #[error("transcript {path} line {line}: {message}")]
     Malformed { path: PathBuf, line: usize, message: String },
 }
@@ -102,15 +104,22 @@ impl TranscriptWriter {
 
 /// Reads the `response` entries of a transcript, in order, for replay: each with the key of
 /// the request it answered, when one was recorded.
+/// The largest transcript replay reads (a whole recorded mission fits many times over).
+pub const TRANSCRIPT_LIMIT: u64 = 512 * 1024 * 1024;
+
 pub fn read_responses(path: &Path) -> Result<Vec<(Option<String>, ModelResponse)>, TranscriptError> {
-    let file = File::open(path).map_err(|source| TranscriptError::Io { path: path.to_owned(), source })?;
+    let read_error = |message: String| TranscriptError::Read { path: path.to_owned(), message };
+    let bytes = crate::store::read_bounded(path, TRANSCRIPT_LIMIT).map_err(|error| match error {
+        crate::store::StoreError::Io { source, .. } => read_error(source.to_string()),
+        other => read_error(other.to_string()),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| read_error("it is not UTF-8 text".into()))?;
     let mut responses = Vec::new();
-    for (index, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| TranscriptError::Io { path: path.to_owned(), source })?;
+    for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let entry: TranscriptEntry = serde_json::from_str(&line).map_err(|error| TranscriptError::Malformed {
+        let entry: TranscriptEntry = serde_json::from_str(line).map_err(|error| TranscriptError::Malformed {
             path: path.to_owned(),
             line: index + 1,
             message: error.to_string(),

@@ -76,12 +76,18 @@ fn is_task(trimmed: &str) -> bool {
     ["- [", "* [", "+ ["].iter().any(|p| trimmed.starts_with(p))
 }
 
+/// The largest Markdown backlog file read; it comes with the repository.
+const BACKLOG_FILE_LIMIT: u64 = 8 * 1024 * 1024;
+
 /// Every open backlog item of the workspace.
 pub fn list(workspace: &Path, config: &BacklogConfig) -> Vec<BacklogItem> {
     let mut items = Vec::new();
     for name in &config.markdown {
-        if let Ok(text) = std::fs::read_to_string(workspace.join(name)) {
-            items.extend(markdown_items(name, &text));
+        match missions_core::store::read_bounded(&workspace.join(name), BACKLOG_FILE_LIMIT) {
+            Ok(bytes) => items.extend(markdown_items(name, &String::from_utf8_lossy(&bytes))),
+            Err(missions_core::store::StoreError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!("backlog file skipped: {error}"),
         }
     }
     if config.code_comments {

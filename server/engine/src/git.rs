@@ -49,6 +49,20 @@ pub enum GitError {
     Failed { args: String, stderr: String },
 }
 
+/// One commit of a range: its id, subject and trailers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub id: String,
+    pub subject: String,
+    pub trailers: Vec<(String, String)>,
+}
+
+impl CommitInfo {
+    pub fn trailer(&self, key: &str) -> Option<&str> {
+        self.trailers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Git {
     root: PathBuf,
@@ -104,6 +118,11 @@ impl Git {
 
     pub fn head(&self) -> Result<String, GitError> {
         Ok(self.run(&["rev-parse", "HEAD"])?.trim().to_owned())
+    }
+
+    /// The commit a ref or branch name points at.
+    pub fn resolve(&self, name: &str) -> Result<String, GitError> {
+        Ok(self.run(&["rev-parse", "--verify", "--quiet", &format!("{name}^{{commit}}")])?.trim().to_owned())
     }
 
     pub fn current_branch(&self) -> Result<String, GitError> {
@@ -266,6 +285,112 @@ impl Git {
     /// Whether `name` exists as a ref.
     pub fn ref_exists(&self, name: &str) -> bool {
         self.run(&["rev-parse", "--verify", "--quiet", name]).is_ok()
+    }
+
+    /// Commits exactly `paths` (changed, added or deleted) as they are in the working tree,
+    /// leaving every other change uncommitted, and returns the new commit.
+    pub fn commit_paths(&self, subject: &str, trailers: &[(&str, &str)], paths: &[String]) -> Result<String, GitError> {
+        let mut add: Vec<&str> = vec!["add", "-A", "--"];
+        add.extend(paths.iter().map(String::as_str));
+        self.run(&add)?;
+        let trailer_block: String = trailers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+        let identity = self.identity_args();
+        let mut args: Vec<&str> = identity.iter().map(String::as_str).collect();
+        args.extend(["commit", "-q", "--no-verify", "-m", subject, "-m", trailer_block.trim_end(), "--"]);
+        args.extend(paths.iter().map(String::as_str));
+        self.run(&args)?;
+        self.head()
+    }
+
+    /// Whether `ancestor` is `descendant` or one of its ancestors.
+    pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, GitError> {
+        match self.command().args(["merge-base", "--is-ancestor", ancestor, descendant]).output() {
+            Ok(output) => match output.status.code() {
+                Some(0) => Ok(true),
+                Some(1) => Ok(false),
+                _ => Err(GitError::Failed {
+                    args: format!("merge-base --is-ancestor {ancestor} {descendant}"),
+                    stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                }),
+            },
+            Err(error) => Err(GitError::Spawn(error.to_string())),
+        }
+    }
+
+    /// The commits after `base` up to `head`, oldest first, with their subjects and trailers.
+    pub fn commits_since(&self, base: &str, head: &str) -> Result<Vec<CommitInfo>, GitError> {
+        let range = format!("{base}..{head}");
+        let out = self.run(&["log", "--reverse", "--format=%H%x1f%s%x1f%(trailers:only,unfold)%x1e", &range])?;
+        Ok(out
+            .split('\x1e')
+            .filter_map(|entry| {
+                let mut parts = entry.trim_start_matches('\n').splitn(3, '\x1f');
+                let id = parts.next()?.trim().to_owned();
+                if id.is_empty() {
+                    return None;
+                }
+                let subject = parts.next().unwrap_or_default().to_owned();
+                let trailers = parts
+                    .next()
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|line| line.split_once(": "))
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .collect();
+                Some(CommitInfo { id, subject, trailers })
+            })
+            .collect())
+    }
+
+    /// The refs under `prefix` (e.g. `refs/missions/<id>/saved/`).
+    pub fn refs_under(&self, prefix: &str) -> Result<Vec<String>, GitError> {
+        Ok(self.run(&["for-each-ref", "--format=%(refname)", prefix])?.lines().map(str::to_owned).collect())
+    }
+
+    /// The repository's git directory.
+    pub fn git_dir(&self) -> Result<PathBuf, GitError> {
+        let dir = PathBuf::from(self.run(&["rev-parse", "--git-dir"])?.trim());
+        Ok(if dir.is_absolute() { dir } else { self.root.join(dir) })
+    }
+
+    /// The lock files git leaves behind when it dies mid-write (`index.lock`, `HEAD.lock`,
+    /// a branch's ref lock), each with whether it is provably stale: no process has it open
+    /// and no git process works in this repository. A lock that is not provably stale may
+    /// belong to the user's own git and is never touched.
+    pub fn lock_files(&self) -> Result<Vec<(PathBuf, bool)>, GitError> {
+        let git_dir = self.git_dir()?;
+        let mut candidates = vec![git_dir.join("index.lock"), git_dir.join("HEAD.lock")];
+        let heads = git_dir.join("refs").join("heads");
+        let walker = ignore::WalkBuilder::new(&heads).standard_filters(false).build();
+        candidates.extend(
+            walker
+                .filter_map(Result::ok)
+                .map(|entry| entry.into_path())
+                .filter(|path| path.extension().is_some_and(|e| e == "lock")),
+        );
+        candidates.retain(|path| path.is_file());
+        Ok(candidates
+            .into_iter()
+            .map(|path| {
+                let stale = crate::procs::nobody_holds(&path, &self.root, &git_dir);
+                (path, stale)
+            })
+            .collect())
+    }
+
+    /// Removes the provably stale locks (see [`Git::lock_files`]) and returns them; a lock
+    /// that may be live is left in place and returned in the second list.
+    pub fn remove_stale_locks(&self) -> Result<(Vec<PathBuf>, Vec<PathBuf>), GitError> {
+        let mut removed = Vec::new();
+        let mut live = Vec::new();
+        for (path, stale) in self.lock_files()? {
+            if stale && std::fs::remove_file(&path).is_ok() {
+                removed.push(path);
+            } else {
+                live.push(path);
+            }
+        }
+        Ok((removed, live))
     }
 
     /// The trailers of `commit`, as `Key: value` lines.

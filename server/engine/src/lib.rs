@@ -10,5 +10,6 @@ pub mod backlog;
 pub mod checks;
 pub mod git;
 pub mod mission;
+mod procs;
 pub mod prompts;
 pub mod terminals;

@@ -71,9 +71,13 @@ impl Template {
     /// The template text: the workspace's override if there is one, else the embedded one.
     pub fn source(self, workspace: &Path) -> Result<String, PromptError> {
         let path = workspace.join(".missions").join("prompts").join(format!("{}.md", self.name()));
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(text),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(self.embedded().to_owned()),
+        match missions_core::store::read_bounded(&path, PROMPT_FILE_LIMIT) {
+            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(missions_core::store::StoreError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(self.embedded().to_owned())
+            }
             Err(error) => Err(PromptError::Read { path: path.display().to_string(), message: error.to_string() }),
         }
     }
@@ -117,6 +121,9 @@ pub fn render_text(template: &str, text: &str, values: &BTreeMap<&str, String>) 
     Ok(out)
 }
 
+/// The largest prompt override or instructions file read; they come with the repository.
+const PROMPT_FILE_LIMIT: u64 = 1024 * 1024;
+
 /// Renders `template` for `workspace` with `values`.
 pub fn render(template: Template, workspace: &Path, values: &BTreeMap<&str, String>) -> Result<String, PromptError> {
     render_text(template.name(), &template.source(workspace)?, values)
@@ -125,7 +132,8 @@ pub fn render(template: Template, workspace: &Path, values: &BTreeMap<&str, Stri
 /// The repository's own instructions for agents: `AGENTS.md`, else `CLAUDE.md`.
 pub fn project_instructions(workspace: &Path) -> String {
     for name in ["AGENTS.md", "CLAUDE.md"] {
-        if let Ok(text) = std::fs::read_to_string(workspace.join(name)) {
+        if let Ok(bytes) = missions_core::store::read_bounded(&workspace.join(name), PROMPT_FILE_LIMIT) {
+            let text = String::from_utf8_lossy(&bytes);
             let text = text.trim();
             if !text.is_empty() {
                 return text.to_owned();

@@ -16,6 +16,7 @@ mod commands;
 pub mod documents;
 mod driver;
 pub mod to_proto;
+pub mod transport;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -440,8 +441,10 @@ pub(crate) fn mission_file(workspace: &Path, mission: &str, name: &str) -> PathB
     workspace.join(".missions").join(mission).join(name)
 }
 
-/// Serves LSP on stdin/stdout until the client says `exit`.
-pub async fn run_stdio() {
+/// Serves LSP on stdin/stdout until the client says `exit` (or its input ends), through the
+/// guard of [`transport`]; returns the exit status LSP asks for: 0 after `shutdown` then
+/// `exit`, else 1.
+pub async fn run_stdio() -> u8 {
     let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let (service, socket) = LspService::new(move |client| Backend {
         state: Arc::new(State {
@@ -456,5 +459,16 @@ pub async fn run_stdio() {
             driving: Mutex::new(BTreeSet::new()),
         }),
     });
-    Server::new(tokio::io::stdin(), tokio::io::stdout(), socket).serve(service).await;
+    let session = Arc::new(transport::Session::default());
+    let (client_side, server_input) = tokio::io::duplex(1024 * 1024);
+    let (server_output, merged) = tokio::io::duplex(1024 * 1024);
+    let (answers, answers_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(transport::read_client(tokio::io::stdin(), client_side, answers, session.clone()));
+    let writer = tokio::spawn(transport::write_client(merged, answers_rx, tokio::io::stdout()));
+    Server::new(server_input, server_output, socket).serve(service).await;
+    // The server is done; what it wrote goes out before the process ends. The reader may be
+    // blocked on an input the client keeps open, so it is not waited for.
+    reader.abort();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+    session.exit_status()
 }

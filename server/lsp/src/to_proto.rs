@@ -172,6 +172,7 @@ mod tests {
             contract: Contract { sha256: None, assertions: Vec::new() },
             findings,
             active_run: None,
+            interrupted: false,
         }
     }
 

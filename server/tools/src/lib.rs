@@ -77,6 +77,17 @@ pub trait WriteGuard: Send + Sync {
     fn check(&self, relative_path: &str) -> Result<(), String>;
 }
 
+/// Hears what a run does to the working tree, so that a resume after a crash can tell the
+/// mission's unfinished work from the user's: nothing is reset that the mission cannot prove
+/// is its own.
+pub trait WorkRecorder: Send + Sync {
+    /// Called before a file tool writes `content` to `relative_path`. An `Err` refuses the
+    /// write: a change that could not be recorded must not happen.
+    fn before_write(&self, relative_path: &str, content: &[u8]) -> Result<(), String>;
+    /// Called after each command the run started has ended (or was killed).
+    fn after_command(&self);
+}
+
 /// The result of one tool call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolOutput {
@@ -110,6 +121,7 @@ pub struct ToolSettings {
     /// `repo_map`'s token budget.
     pub map_tokens: usize,
     pub write_guard: Option<Arc<dyn WriteGuard>>,
+    pub work_recorder: Option<Arc<dyn WorkRecorder>>,
 }
 
 pub struct ToolBox {
@@ -380,6 +392,11 @@ impl ToolBox {
             Ok(text) => text,
             Err(message) => return ToolOutput::error(message),
         };
+        if let Some(recorder) = &self.settings.work_recorder
+            && let Err(reason) = recorder.before_write(&relative, text.as_bytes())
+        {
+            return ToolOutput::error(format!("{relative} was not written: {reason}"));
+        }
         match files::write_file(&resolved, &text) {
             Ok(existed) => ToolOutput::ok(format!(
                 "{} {relative} ({} bytes, {} lines)",
@@ -398,7 +415,11 @@ impl ToolBox {
             .unwrap_or(self.settings.default_timeout);
         let timeout = requested.min(self.settings.max_timeout);
         let started = Instant::now();
-        match command::run_command(&self.settings.environment, script, timeout).await {
+        let result = command::run_command(&self.settings.environment, script, timeout).await;
+        if let Some(recorder) = &self.settings.work_recorder {
+            recorder.after_command();
+        }
+        match result {
             Ok(result) => {
                 self.observed.lock().unwrap_or_else(|p| p.into_inner()).push(ObservedCommand {
                     command: script.to_owned(),

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use missions_tests::missions_bin;
 use missions_tests::script::{Call, Script, ScriptRole, ScriptedModel, Turn};
@@ -262,4 +263,41 @@ pub fn slugify_script(story: Story) -> Script {
             }
         }
     })
+}
+
+/// The slugify story with one role's answers replaced.
+pub fn with(override_fn: impl Fn(&Call) -> Option<Turn> + Send + Sync + 'static) -> Script {
+    let base = slugify_script(Story::default());
+    Arc::new(move |call: &Call| override_fn(call).unwrap_or_else(|| base(call)))
+}
+
+pub fn events(dir: &std::path::Path, id: &str) -> Vec<Value> {
+    std::fs::read_to_string(dir.join(".missions").join(id).join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Waits until the mission's log holds an event matching `pred`.
+pub async fn wait_for_event(dir: &std::path::Path, pred: impl Fn(&Value) -> bool) -> String {
+    let started = Instant::now();
+    loop {
+        let ids: Vec<String> = std::fs::read_dir(dir.join(".missions"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().join("events.jsonl").exists())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let [id] = ids.as_slice()
+            && events(dir, id).iter().any(&pred)
+        {
+            return id.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the event never came");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }

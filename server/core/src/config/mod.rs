@@ -292,6 +292,9 @@ pub struct Layer {
 
 const DEFAULTS: &str = include_str!("defaults.toml");
 
+/// The largest configuration file read; real ones are a few kilobytes.
+pub const CONFIG_LIMIT: u64 = 1024 * 1024;
+
 impl Layer {
     pub fn defaults() -> Result<Layer, ConfigError> {
         Layer::from_toml("built-in defaults", DEFAULTS).map(|(layer, _)| layer)
@@ -324,12 +327,26 @@ impl Layer {
         Ok((Layer { origin: origin.to_owned(), table, trusted: true }, warnings))
     }
 
-    /// Reads a TOML file; a file that does not exist is no layer at all.
+    /// Reads a TOML file; a file that does not exist is no layer at all. A configuration file
+    /// comes with the repository, so its size is bounded ([`CONFIG_LIMIT`]).
     pub fn from_file(path: &Path) -> Result<Option<(Layer, Vec<String>)>, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Layer::from_toml(&path.display().to_string(), &text).map(Some),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ConfigError::Read { path: path.to_owned(), source }),
+        match crate::store::read_bounded(path, CONFIG_LIMIT) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| ConfigError::Read {
+                    path: path.to_owned(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not UTF-8 text"),
+                })?;
+                Layer::from_toml(&path.display().to_string(), &text).map(Some)
+            }
+            Err(crate::store::StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(crate::store::StoreError::Io { source, .. }) => {
+                Err(ConfigError::Read { path: path.to_owned(), source })
+            }
+            Err(other) => {
+                Err(ConfigError::Read { path: path.to_owned(), source: std::io::Error::other(other.to_string()) })
+            }
         }
     }
 

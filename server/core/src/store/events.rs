@@ -121,11 +121,17 @@ pub enum Event {
         outcome: String,
         detail: String,
     },
-    /// The orchestrator's decision at a milestone boundary.
+    /// The orchestrator's decision at a milestone boundary. A correction carries its
+    /// corrective features and any new assertions, so that one decision is one event: a crash
+    /// can never leave half of it applied.
     DecisionRecorded {
         milestone: String,
         decision: String,
         notes: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        corrections: Vec<FeatureDraft>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        new_assertions: Vec<AssertionDraft>,
     },
     /// The milestone validated and its boundary commit was made.
     MilestoneCommitted {
@@ -135,9 +141,13 @@ pub enum Event {
     MilestoneAccepted {
         milestone: String,
     },
+    /// The user rejected the milestone; `correction` is the corrective feature the feedback
+    /// became (absent in logs written before it was part of this event).
     MilestoneRejected {
         milestone: String,
         feedback: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        correction: Option<FeatureDraft>,
     },
     /// The branch went back to the milestone's base; the dropped commits are kept at `saved_ref`.
     MilestoneRolledBack {
@@ -192,6 +202,26 @@ pub enum Event {
     CourseCorrectionNoted {
         note: String,
     },
+    /// Recorded before a worker's file tool writes, and after each command a run started: the
+    /// content each changed path has now (`sha256` absent: the path was deleted). A resume
+    /// resets only what it can prove is the mission's own unfinished work this way.
+    WorkRecorded {
+        files: Vec<WorkFile>,
+    },
+    /// Changes the user made in the working tree while the mission was paused for a conflict,
+    /// committed as the user's change (SPEC §8) before the mission went on.
+    UserChangesCommitted {
+        commit: String,
+        files: Vec<String>,
+    },
+}
+
+/// One path of a [`Event::WorkRecorded`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkFile {
+    pub path: String,
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 impl Event {
@@ -225,6 +255,8 @@ impl Event {
             Event::AutoAcceptSet { .. } => "auto_accept_set",
             Event::BudgetSet { .. } => "budget_set",
             Event::CourseCorrectionNoted { .. } => "course_correction_noted",
+            Event::WorkRecorded { .. } => "work_recorded",
+            Event::UserChangesCommitted { .. } => "user_changes_committed",
         }
     }
 }

@@ -6,7 +6,7 @@
 //! is the engine's job before it records; the fold only has to be deterministic, so that
 //! replaying a log always rebuilds the same files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -43,6 +43,19 @@ pub struct Projection {
     pub active_run: Option<crate::status::ActiveRun>,
     /// How many events were folded.
     pub events: u64,
+    /// The last commit the log records on the mission branch: where `HEAD` must be (or one
+    /// feature commit past it, when a crash fell between a feature's commit and its handoff).
+    pub head: Option<String>,
+    /// What the unfinished step (a feature's worker, a validation) has done to the working
+    /// tree so far: every content each path it changed has had (`None`: deleted). A path whose
+    /// content is not among these is not the mission's to reset.
+    pub unfinished_work: BTreeMap<String, BTreeSet<Option<String>>>,
+    /// The mission was paused because the user's changes met the mission's (SPEC §8); on
+    /// resume the user's changes are committed as theirs instead of being refused.
+    pub conflict_pause: bool,
+    /// A milestone whose boundary decision was "complete" but whose boundary commit is not
+    /// recorded yet: a resume carries the decision out instead of validating again.
+    pub decided_complete: Option<String>,
 }
 
 fn feature_from(draft: &FeatureDraft) -> Feature {
@@ -95,6 +108,37 @@ impl Projection {
         }
     }
 
+    /// Adds corrective features to `milestone`. Ids are unique by the engine's checks; a
+    /// duplicate would make the first feature's status stand for both, so it is never added.
+    fn add_features(&mut self, milestone: &str, features: &[FeatureDraft]) {
+        let known: Vec<String> = self
+            .plan
+            .iter()
+            .flat_map(|p| p.milestones.iter())
+            .flat_map(|m| m.features.iter().map(|f| f.id.clone()))
+            .collect();
+        if let Some(m) = self.milestone_mut(milestone) {
+            m.features.extend(features.iter().filter(|f| !known.contains(&f.id)).map(feature_from));
+        }
+    }
+
+    /// A milestone with new work: in progress again, its old boundary commit history, and the
+    /// mission running.
+    fn reopen_milestone(&mut self, milestone: &str) {
+        if let Some(m) = self.milestone_mut(milestone) {
+            m.status = WorkStatus::InProgress;
+        }
+        self.milestone_commits.remove(milestone);
+        self.decided_complete = None;
+        if let Some(mission) = &mut self.mission
+            && !mission.state.is_terminal()
+        {
+            mission.state = MissionState::Running;
+            mission.pause_reason = None;
+            mission.detail = None;
+        }
+    }
+
     /// Folds a whole log.
     pub fn from_records<'a>(records: impl IntoIterator<Item = &'a Record>) -> Projection {
         let mut projection = Projection::default();
@@ -125,6 +169,7 @@ impl Projection {
                     created_at: ts.clone(),
                     updated_at: ts.clone(),
                 });
+                self.head = Some(base_commit.clone());
             }
             Event::PlanSubmitted { plan, contract } => {
                 self.plan = Some(Plan {
@@ -147,9 +192,21 @@ impl Projection {
                 self.contract.sha256 = Some(contract_sha256.clone());
                 if let Some(mission) = &mut self.mission {
                     mission.contract_sha256 = Some(contract_sha256.clone());
+                    // Approval is one event: the mission runs from the moment it is recorded.
+                    if mission.state == MissionState::AwaitingApproval {
+                        mission.state = MissionState::Running;
+                        mission.pause_reason = None;
+                        mission.detail = None;
+                    }
                 }
             }
             Event::StateChanged { state, pause_reason, detail } => {
+                if *state == MissionState::Paused {
+                    self.conflict_pause |= *pause_reason == Some(crate::mission::PauseReason::Conflict);
+                    // A decision the engine refused to carry out (assertions still failing)
+                    // is not carried out on resume either: the milestone is validated again.
+                    self.decided_complete = None;
+                }
                 if let Some(mission) = &mut self.mission {
                     mission.state = *state;
                     mission.pause_reason = *pause_reason;
@@ -169,10 +226,15 @@ impl Projection {
                 if let Some(m) = self.milestone_mut(milestone) {
                     m.status = *status;
                 }
+                // Validation starts from the last feature's commit, on a clean tree.
+                if *status == WorkStatus::Validating {
+                    self.unfinished_work.clear();
+                }
                 // Reopened work (a rejection, a fix) makes the old boundary commit history,
                 // not the milestone's.
                 if matches!(status, WorkStatus::Pending | WorkStatus::InProgress) {
                     self.milestone_commits.remove(milestone);
+                    self.decided_complete = None;
                 }
             }
             Event::FeatureStatusChanged { feature, status } => {
@@ -181,29 +243,23 @@ impl Projection {
                 }
             }
             Event::FeaturesAdded { milestone, features, by } => {
-                // Ids are unique by the engine's checks; a duplicate would make the first
-                // feature's status stand for both, so it is never added.
-                let known: Vec<String> = self
-                    .plan
-                    .iter()
-                    .flat_map(|p| p.milestones.iter())
-                    .flat_map(|m| m.features.iter().map(|f| f.id.clone()))
-                    .collect();
-                if let Some(m) = self.milestone_mut(milestone) {
-                    m.features.extend(features.iter().filter(|f| !known.contains(&f.id)).map(feature_from));
-                }
+                self.add_features(milestone, features);
                 if by.as_deref() == Some("orchestrator") {
                     *self.correction_rounds.entry(milestone.clone()).or_insert(0) += 1;
                 }
             }
             Event::MilestoneStarted { milestone, base_commit } => {
                 self.milestone_bases.insert(milestone.clone(), base_commit.clone());
+                self.head = Some(base_commit.clone());
                 if let Some(m) = self.milestone_mut(milestone) {
                     m.status = WorkStatus::InProgress;
                 }
             }
             Event::FeatureStarted { milestone: _, feature, base_commit, run_id: _ } => {
                 self.feature_bases.insert(feature.clone(), base_commit.clone());
+                self.head = Some(base_commit.clone());
+                self.unfinished_work.clear();
+                self.conflict_pause = false;
                 if let Some(f) = self.plan.as_mut().and_then(|p| p.feature_mut(feature)) {
                     f.status = WorkStatus::InProgress;
                 }
@@ -222,9 +278,26 @@ impl Projection {
                     self.active_run = None;
                 }
             }
-            Event::DecisionRecorded { .. } | Event::MilestoneRejected { .. } => {}
+            Event::DecisionRecorded { milestone, decision, corrections, new_assertions, .. } => {
+                self.contract.assertions.extend(new_assertions.iter().map(assertion_from));
+                if decision == "complete" {
+                    self.decided_complete = Some(milestone.clone());
+                } else if !corrections.is_empty() {
+                    self.add_features(milestone, corrections);
+                    *self.correction_rounds.entry(milestone.clone()).or_insert(0) += 1;
+                    self.reopen_milestone(milestone);
+                }
+            }
+            Event::MilestoneRejected { milestone, correction, .. } => {
+                if let Some(correction) = correction {
+                    self.add_features(milestone, std::slice::from_ref(correction));
+                    self.reopen_milestone(milestone);
+                }
+            }
             Event::MilestoneCommitted { milestone, commit } => {
                 self.milestone_commits.insert(milestone.clone(), commit.clone());
+                self.head = Some(commit.clone());
+                self.decided_complete = None;
                 if let Some(m) = self.milestone_mut(milestone) {
                     m.status = WorkStatus::Validated;
                 }
@@ -233,14 +306,30 @@ impl Projection {
                 if let Some(m) = self.milestone_mut(milestone) {
                     m.status = WorkStatus::Accepted;
                 }
+                // An acceptance is one event: the mission moves on (or completes) the moment
+                // it is recorded, so no crash can strand it at the gate it just passed.
+                let last = self.plan.as_ref().and_then(|p| p.milestones.last()).is_some_and(|m| &m.id == milestone);
+                if let Some(mission) = &mut self.mission
+                    && mission.state == MissionState::AwaitingAcceptance
+                {
+                    mission.state = if last { MissionState::Completed } else { MissionState::Running };
+                    mission.pause_reason = None;
+                    mission.detail = None;
+                }
             }
             Event::MilestoneRolledBack { milestone, from_commit, to_commit, saved_ref } => {
                 self.rollbacks += 1;
                 self.last_rollback = Some((saved_ref.clone(), from_commit.clone(), to_commit.clone()));
+                self.head = Some(to_commit.clone());
+                self.unfinished_work.clear();
                 self.reopen_from(milestone);
             }
             Event::HandoffRecorded { handoff } => {
                 self.handoffs.insert(handoff.feature.clone(), handoff.clone());
+                if let Some(commit) = &handoff.commit {
+                    self.head = Some(commit.clone());
+                }
+                self.unfinished_work.clear();
             }
             Event::AssertionsAdded { assertions, .. } => {
                 self.contract.assertions.extend(assertions.iter().map(assertion_from));
@@ -295,6 +384,15 @@ impl Projection {
                 }
             }
             Event::CourseCorrectionNoted { note } => self.course_corrections.push(note.clone()),
+            Event::WorkRecorded { files } => {
+                for file in files {
+                    self.unfinished_work.entry(file.path.clone()).or_default().insert(file.sha256.clone());
+                }
+            }
+            Event::UserChangesCommitted { commit, .. } => {
+                self.head = Some(commit.clone());
+                self.conflict_pause = false;
+            }
         }
         if let Some(mission) = &mut self.mission {
             mission.updated_at = ts.clone();

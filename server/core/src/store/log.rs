@@ -77,7 +77,38 @@ pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents, StoreError> {
 /// Reads and verifies a log without locking it (for `status` and other readers).
 pub fn read_log(path: &Path) -> Result<LogContents, StoreError> {
     let bytes = std::fs::read(path).map_err(|source| StoreError::Io { path: path.to_owned(), source })?;
-    parse_log(path, &bytes)
+    let contents = parse_log(path, &bytes)?;
+    check_against_projection(path, &contents)?;
+    Ok(contents)
+}
+
+/// A log that ends before the events its projection shows has lost whole events, not only a
+/// torn last line: `mission.json` is written only after the events it shows are durable, so
+/// its `updated_at` is never later than the log's last event. Such a log is corrupt, and left
+/// untouched for the user to restore.
+fn check_against_projection(path: &Path, contents: &LogContents) -> Result<(), StoreError> {
+    let Some(last) = contents.records.last() else { return Ok(()) };
+    let Some(projection) = path.parent().map(|dir| dir.join("mission.json")) else { return Ok(()) };
+    let Ok(bytes) = super::read_bounded(&projection, 16 * 1024 * 1024) else { return Ok(()) };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return Ok(()) };
+    let parse = |text: &str| time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok();
+    let (Some(shown), Some(logged)) = (value["updated_at"].as_str().and_then(parse), parse(&last.ts)) else {
+        return Ok(());
+    };
+    if shown > logged {
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            line: contents.records.len() + 1,
+            message: format!(
+                "the log ends with event {} ({}), but mission.json shows the mission as of {}: whole events were \
+                 lost, not only a torn last line",
+                last.seq,
+                last.ts,
+                value["updated_at"].as_str().unwrap_or_default()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The writer's handle on a mission's log. Holds the lock until dropped.
@@ -124,6 +155,28 @@ pub fn acquire_lock(path: &Path) -> Result<File, StoreError> {
         }
         Err(TryLockError::Error(source)) => Err(io(source)),
     }
+}
+
+/// Whether a live process holds the lock file `path` (taken with [`acquire_lock`]), found
+/// without taking it: on Linux from `/proc/locks`, else from the holder's pid written in the
+/// file. A crashed driver's lock is released by the kernel, so `false` for a mission that is
+/// mid-way means nothing drives it.
+pub fn lock_is_held(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(metadata) = std::fs::metadata(path) else { return false };
+    if let Ok(locks) = std::fs::read_to_string("/proc/locks") {
+        // Lines look like `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`.
+        let inode = metadata.ino().to_string();
+        return locks.lines().any(|line| {
+            line.split_whitespace().nth(5).and_then(|device_inode| device_inode.rsplit(':').next()) == Some(&inode)
+        });
+    }
+    let holder = std::fs::read_to_string(path).unwrap_or_default();
+    holder
+        .strip_prefix("pid ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists())
 }
 
 impl EventLog {

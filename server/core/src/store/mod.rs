@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use events::{AssertionDraft, Event, FeatureDraft, MilestoneDraft, PlanDraft, Record};
+pub use events::{AssertionDraft, Event, FeatureDraft, MilestoneDraft, PlanDraft, Record, WorkFile};
 pub use fold::Projection;
 pub use render::{contract_markdown as render_contract_markdown, plan_markdown as render_plan_markdown};
 
@@ -42,6 +42,28 @@ pub enum StoreError {
     Empty { path: PathBuf },
     #[error("{path} refuses further appends: {reason}. Reopen the mission to verify and repair the log")]
     Poisoned { path: PathBuf, reason: String },
+    #[error("{path} is larger than {limit} bytes, more than such a file can hold; it was not read")]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error("{path} is not a regular file (a device, a pipe or a directory); it was not read")]
+    NotAFile { path: PathBuf },
+}
+
+/// Reads a whole regular file of at most `limit` bytes. Files Missions reads come with the
+/// repository (configuration, backlogs) or from earlier runs (transcripts), so a symlink to
+/// `/dev/zero` or a huge file is an error naming the file, never an unbounded read.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, StoreError> {
+    use std::io::Read;
+    let io = |source| StoreError::Io { path: path.to_owned(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(StoreError::NotAFile { path: path.to_owned() });
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(StoreError::TooLarge { path: path.to_owned(), limit });
+    }
+    Ok(bytes)
 }
 
 /// `<workspace>/.missions`.

@@ -119,7 +119,13 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
             }],
             by: Some("orchestrator".into()),
         },
-        Event::DecisionRecorded { milestone: "M1".into(), decision: "correct".into(), notes: "fix empty input".into() },
+        Event::DecisionRecorded {
+            milestone: "M1".into(),
+            decision: "correct".into(),
+            notes: "fix empty input".into(),
+            corrections: Vec::new(),
+            new_assertions: Vec::new(),
+        },
         Event::AssertionsAdded {
             assertions: vec![AssertionDraft {
                 id: "A2".into(),
@@ -142,7 +148,7 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
         Event::FindingStatusChanged { finding: "F1".into(), status: FindingStatus::Fixed, reason: None },
         Event::AssertionWaived { assertion: "A2".into(), reason: "user says so".into() },
         Event::MilestoneCommitted { milestone: "M1".into(), commit: "fed789".into() },
-        Event::MilestoneRejected { milestone: "M1".into(), feedback: "also handle emoji".into() },
+        Event::MilestoneRejected { milestone: "M1".into(), feedback: "also handle emoji".into(), correction: None },
         Event::AutoAcceptSet { auto_accept: true },
         Event::BudgetSet { max_tokens: Some(1000), max_usd: Some(2.0) },
         Event::StateChanged {
@@ -457,4 +463,43 @@ fn a_rollback_resets_the_milestones_correction_rounds() {
     let projection = fold(events);
     assert!(projection.correction_rounds.is_empty());
     assert_eq!(projection.last_rollback, Some(("refs/missions/m1/rolled-back/1".into(), "b".into(), "a".into())));
+}
+
+#[test]
+fn a_log_that_lost_whole_events_is_corrupt_and_left_untouched() {
+    let (_dir, mission_dir) = workspace_with_log("m1");
+    let path = mission_dir.join("events.jsonl");
+    let bytes = std::fs::read(&path).unwrap();
+    // Cut the log back by three whole events and half of a fourth: mission.json (written after
+    // the last event) now shows a mission the log cannot explain.
+    let newlines: Vec<usize> = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i).collect();
+    let cut = newlines[newlines.len() - 5] + 1 + 10;
+    std::fs::write(&path, &bytes[..cut]).unwrap();
+    match MissionStore::open(&mission_dir) {
+        Err(StoreError::Corrupt { message, .. }) => assert!(message.contains("whole events were lost"), "{message}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(matches!(load_projection(&mission_dir), Err(StoreError::Corrupt { .. })));
+    assert_eq!(std::fs::read(&path).unwrap(), &bytes[..cut], "the log is left as it was");
+
+    // A torn last line alone is still only a warning.
+    let (_dir, mission_dir) = workspace_with_log("m2");
+    let path = mission_dir.join("events.jsonl");
+    let mut torn = std::fs::read(&path).unwrap();
+    torn.extend_from_slice(b"{\"seq\": 99, \"ts\": \"2");
+    std::fs::write(&path, &torn).unwrap();
+    let (_, warnings) = MissionStore::open(&mission_dir).unwrap();
+    assert!(warnings[0].contains("incomplete last line"), "{warnings:?}");
+}
+
+#[test]
+fn reading_a_file_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, vec![b'#'; 2048]).unwrap();
+    assert!(matches!(super::read_bounded(&big, 1024), Err(StoreError::TooLarge { limit: 1024, .. })));
+    assert_eq!(super::read_bounded(&big, 4096).unwrap().len(), 2048);
+    let zero = dir.path().join("zero.toml");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    assert!(matches!(super::read_bounded(&zero, 1024), Err(StoreError::NotAFile { .. })));
 }

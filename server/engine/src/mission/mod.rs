@@ -37,6 +37,9 @@ use crate::terminals::{DecideMilestone, Decision, HandoffInput, SubmitHandoff, S
 
 mod shared;
 mod validation;
+mod worktree;
+
+pub use worktree::{EditorBuffers, EditorFile, editors_dir, process_alive};
 
 pub use missions_core::model::{Models, RoleModel};
 use shared::{RunScope, Shared, lock};
@@ -161,6 +164,14 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the mission is driven on after this command (the gates and `resume`); such a
+    /// command is refused, with nothing recorded, when the tree is not ready to be driven.
+    pub fn drives_on(&self) -> bool {
+        matches!(self, Command::Approve | Command::Accept { .. } | Command::Reject { .. } | Command::Resume)
+    }
+}
+
 /// Where driving stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -215,6 +226,12 @@ pub enum EngineError {
     NoCommits,
     #[error("the working tree has changes that are not committed: {}. Commit or stash them first", .files.join(", "))]
     DirtyTree { files: Vec<String> },
+    #[error(
+        "the working tree has changes the mission did not make: {}. They are left as they are; move them aside \
+         (`git stash -u`) or commit them on a branch of your own, then resume",
+        .files.join(", ")
+    )]
+    ForeignChanges { files: Vec<String> },
     #[error("another mission is being driven in this workspace ({holder}); one writer at a time")]
     WorkspaceBusy { holder: String },
     #[error("{0}")]
@@ -233,6 +250,7 @@ impl EngineError {
             EngineError::NotARepository { .. }
                 | EngineError::NoCommits
                 | EngineError::DirtyTree { .. }
+                | EngineError::ForeignChanges { .. }
                 | EngineError::WorkspaceBusy { .. }
                 | EngineError::Refused(_)
                 | EngineError::Store(StoreError::NotFound { .. })
@@ -434,6 +452,13 @@ impl Mission {
             }
             Err(error) => return Err(error),
         };
+        // A command that drives on is checked against the tree before anything is recorded:
+        // a refused command changes nothing.
+        if commands.iter().any(Command::drives_on)
+            && let Err(error) = mission.ready_to_drive()
+        {
+            return Ok(Control::Opened { mission: Box::new(mission), warnings, applied: Err(error) });
+        }
         let applied = commands.into_iter().try_for_each(|command| {
             let state = mission.projection().mission.map(|m| m.state);
             let mid_way = state != Some(MissionState::Paused) && !state.is_some_and(|s| s.is_terminal());
@@ -475,6 +500,24 @@ impl Mission {
         let projection = self.shared.projection();
         let mission = self.shared.mission()?;
         let git = &self.shared.git;
+        // A git killed mid-write (with a driver killed with it) leaves its lock behind, and
+        // every later git command would fail; before anything else runs, such a lock is
+        // removed when it is provably stale, and a live one stops the drive.
+        let (removed, live) = git.remove_stale_locks()?;
+        for lock in removed {
+            self.shared.progress(
+                None,
+                None,
+                None,
+                format!("removed {}, a lock left by a git process that died", lock.display()),
+            );
+        }
+        if let Some(lock) = live.first() {
+            return Err(EngineError::Refused(format!(
+                "{} is held by a running git process; let it finish (or end it), then resume",
+                lock.display()
+            )));
+        }
         if git.current_branch()? != mission.branch {
             let dirty = git.dirty_files()?;
             if !dirty.is_empty() {
@@ -483,11 +526,9 @@ impl Mission {
             git.checkout(&mission.branch)?;
         }
         self.finish_interrupted_rollback()?;
-        let dirty = git.dirty_files()?;
-        let ours = Shared::feature_in_progress(&projection) || mission.state == MissionState::Validating;
-        if !dirty.is_empty() && !ours {
-            return Err(EngineError::DirtyTree { files: dirty });
-        }
+        let projection = if projection.last_rollback.is_some() { self.shared.projection() } else { projection };
+        self.check_tree(&projection)?;
+        self.check_history(&projection)?;
         if let Some(launcher) = &self.options.sandbox {
             match missions_tools::sandbox::probe(launcher, &self.workspace) {
                 Some(report) => self.shared.progress(None, None, None, format!("sandbox: {}", report.summary())),
@@ -591,8 +632,16 @@ impl Mission {
             focus: focus.to_owned(),
             map_tokens: self.options.limits.map_tokens,
             write_guard: match set {
-                ToolSet::Worker => self.options.write_guard.clone(),
+                ToolSet::Worker => {
+                    let editors: Arc<dyn WriteGuard> = Arc::new(EditorBuffers::new(&self.workspace));
+                    let guards = std::iter::once(editors).chain(self.options.write_guard.clone()).collect();
+                    Some(Arc::new(worktree::Guards(guards)) as Arc<dyn WriteGuard>)
+                }
                 ToolSet::ReadOnly | ToolSet::Reviewer | ToolSet::UserTester => None,
+            },
+            work_recorder: match set {
+                ToolSet::ReadOnly => None,
+                ToolSet::Worker | ToolSet::Reviewer | ToolSet::UserTester => Some(self.work_log()),
             },
         };
         ToolBox::new(&self.workspace, set, settings)
@@ -823,21 +872,28 @@ impl Mission {
         let base = match projection.feature_bases.get(&feature.id) {
             Some(base) if feature.status == WorkStatus::InProgress => {
                 self.shared.progress(Some(&milestone.id), Some(&feature.id), None, "restarting from its base commit");
-                self.shared.save_tree(&format!("{} was cut off; its unfinished changes", feature.id))?;
-                git.reset_hard(base)?;
-                base.clone()
+                self.take_back_tree(projection, base, &format!("{} was cut off; the tree as it was", feature.id))?
             }
             _ => {
                 let dirty: Vec<String> = git.dirty_files()?;
-                if !dirty.is_empty() {
+                if !dirty.is_empty() && !projection.conflict_pause {
                     // Left by something outside the mission since the last step; never
                     // silently fold someone's edits into a feature.
                     return self.shared.pause(
                         PauseReason::Conflict,
-                        format!("the working tree changed outside the mission: {}", dirty.join(", ")),
+                        format!(
+                            "the working tree changed outside the mission: {}. Resume commits these changes as yours \
+                             before the mission goes on",
+                            dirty.join(", ")
+                        ),
                     );
                 }
-                git.head()?
+                let head = git.head()?;
+                if dirty.is_empty() {
+                    head
+                } else {
+                    self.take_back_tree(projection, &head, "your changes, committed as yours")?
+                }
             }
         };
         let run_label = format!("worker-{}", feature.id);
@@ -1118,26 +1174,22 @@ impl Mission {
                     milestone: milestone.id.clone(),
                     decision: "complete".into(),
                     notes,
+                    corrections: Vec::new(),
+                    new_assertions,
                 })?;
-                if !new_assertions.is_empty() {
-                    self.shared
-                        .append(Event::AssertionsAdded { assertions: new_assertions, by: "orchestrator".into() })?;
-                }
                 self.complete_milestone(milestone)
             }
             RunEnd::Finished(Decision::Correct { notes, corrections, new_assertions }) => {
-                self.shared.append(Event::DecisionRecorded {
-                    milestone: milestone.id.clone(),
-                    decision: "correct".into(),
-                    notes,
-                })?;
                 // Past the bound nothing of the decision is applied: the user takes over.
                 if round >= max_rounds {
+                    self.shared.append(Event::DecisionRecorded {
+                        milestone: milestone.id.clone(),
+                        decision: "correct".into(),
+                        notes,
+                        corrections: Vec::new(),
+                        new_assertions: Vec::new(),
+                    })?;
                     return self.blocked(milestone, &failing, max_rounds);
-                }
-                if !new_assertions.is_empty() {
-                    self.shared
-                        .append(Event::AssertionsAdded { assertions: new_assertions, by: "orchestrator".into() })?;
                 }
                 self.shared.progress(
                     Some(&milestone.id),
@@ -1145,16 +1197,15 @@ impl Mission {
                     Some(Role::Orchestrator),
                     format!("correction round {}: {} feature(s)", round + 1, corrections.len()),
                 );
-                self.shared.append(Event::FeaturesAdded {
+                // One event: the fold adds the features and assertions and reopens the
+                // milestone, so a crash never leaves half a decision applied.
+                self.shared.append(Event::DecisionRecorded {
                     milestone: milestone.id.clone(),
-                    features: corrections,
-                    by: Some("orchestrator".into()),
-                })?;
-                self.shared.append(Event::MilestoneStatusChanged {
-                    milestone: milestone.id.clone(),
-                    status: WorkStatus::InProgress,
-                })?;
-                self.shared.set_state(MissionState::Running, None, None)
+                    decision: "correct".into(),
+                    notes,
+                    corrections,
+                    new_assertions,
+                })
             }
             RunEnd::GaveUp(reason) if failing.is_empty() => {
                 // Every assertion is verified; the decision adds nothing the engine has not
@@ -1163,6 +1214,8 @@ impl Mission {
                     milestone: milestone.id.clone(),
                     decision: "complete".into(),
                     notes: format!("the orchestrator did not decide ({reason}); every assertion passes"),
+                    corrections: Vec::new(),
+                    new_assertions: Vec::new(),
                 })?;
                 self.complete_milestone(milestone)
             }

@@ -71,13 +71,20 @@ impl Shared {
         });
     }
 
-    /// Saves whatever uncommitted changes the tree holds under
-    /// `refs/missions/<id>/saved/<time>` before the engine resets it, so nothing in the tree is
-    /// ever lost to a reset. Returns the ref, if there was anything to save.
+    /// The next free ref `refs/missions/<id>/<kind>/<n>`, numbered from 1.
+    pub(super) fn next_ref(&self, kind: &str) -> Result<String, EngineError> {
+        let prefix = format!("refs/missions/{}/{kind}/", self.mission_id);
+        let taken = self.git.refs_under(&prefix)?;
+        let highest = taken.iter().filter_map(|r| r.strip_prefix(&prefix)?.parse::<u64>().ok()).max().unwrap_or(0);
+        Ok(format!("{prefix}{}", highest + 1))
+    }
+
+    /// Saves whatever uncommitted changes the tree holds (untracked files included, ignored
+    /// ones never) under `refs/missions/<id>/saved/<n>` before the engine resets it, so nothing
+    /// in the tree is ever lost to a reset, and says so. Returns the ref, if there was anything
+    /// to save.
     pub(super) fn save_tree(&self, why: &str) -> Result<Option<String>, EngineError> {
-        let stamp =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-        let name = format!("refs/missions/{}/saved/{stamp}", self.mission_id);
+        let name = self.next_ref("saved")?;
         match self.git.snapshot(&name, why)? {
             Some(_) => {
                 self.progress(
@@ -167,8 +174,8 @@ impl Shared {
                     return refused("approve the plan");
                 }
                 let digest = store::contract_digest(&projection.contract.assertions);
-                self.append(Event::PlanApproved { contract_sha256: digest })?;
-                self.set_state(MissionState::Running, None, None)
+                // One event: the fold moves the mission on to running with it.
+                self.append(Event::PlanApproved { contract_sha256: digest })
             }
             Command::Accept { milestone } => {
                 let current = Shared::current_milestone(&projection);
@@ -184,16 +191,13 @@ impl Shared {
                         current.id
                     )));
                 }
+                // One event: the fold moves the mission on (or completes it) with it.
                 self.append(Event::MilestoneAccepted { milestone: current.id.clone() })?;
                 let last =
                     projection.plan.as_ref().and_then(|p| p.milestones.last()).is_some_and(|m| m.id == current.id);
-                if last {
-                    self.progress(Some(&current.id), None, None, "accepted; the mission is complete");
-                    self.set_state(MissionState::Completed, None, None)
-                } else {
-                    self.progress(Some(&current.id), None, None, "accepted");
-                    self.set_state(MissionState::Running, None, None)
-                }
+                let said = if last { "accepted; the mission is complete" } else { "accepted" };
+                self.progress(Some(&current.id), None, None, said);
+                Ok(())
             }
             Command::Reject { milestone, feedback } => {
                 let current = Shared::current_milestone(&projection);
@@ -220,21 +224,16 @@ impl Shared {
                     .count()
                     + 1;
                 let feature_id = Shared::unused_feature_id(&projection, &format!("{milestone}-R{number}"));
-                self.append(Event::MilestoneRejected { milestone: milestone.clone(), feedback: feedback.clone() })?;
-                self.append(Event::FeaturesAdded {
-                    milestone: milestone.clone(),
-                    features: vec![FeatureDraft {
-                        id: feature_id,
-                        title: "Address the user's feedback".into(),
-                        description: format!(
-                            "The user reviewed milestone {milestone} and rejected it with this feedback:\n\n{feedback}"
-                        ),
-                        assertions: milestone_assertions,
-                    }],
-                    by: Some("user".into()),
-                })?;
-                self.append(Event::MilestoneStatusChanged { milestone, status: WorkStatus::InProgress })?;
-                self.set_state(MissionState::Running, None, None)
+                let correction = FeatureDraft {
+                    id: feature_id,
+                    title: "Address the user's feedback".into(),
+                    description: format!(
+                        "The user reviewed milestone {milestone} and rejected it with this feedback:\n\n{feedback}"
+                    ),
+                    assertions: milestone_assertions,
+                };
+                // One event: the fold adds the corrective feature and reopens the milestone.
+                self.append(Event::MilestoneRejected { milestone, feedback, correction: Some(correction) })
             }
             Command::Rollback { milestone } => self.rollback(&projection, &milestone),
             Command::Pause => {

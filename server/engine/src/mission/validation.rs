@@ -23,13 +23,7 @@ use super::{EngineError, Mission, RunRequest, clip};
 /// The outcome of one feature's review.
 type ReviewResult = Result<(Feature, Vec<String>, RunEnd<FindingsReport>), EngineError>;
 
-/// Cache directories that tools create as they run; a validator leaving them is not a change.
-const CACHE_DIRS: &[&str] =
-    &["__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", "node_modules", "target", ".cache"];
-
-fn is_cache_path(path: &str) -> bool {
-    path.split('/').any(|part| CACHE_DIRS.contains(&part))
-}
+use super::worktree::is_cache_path;
 
 impl Mission {
     /// Reverts whatever a validator left in the tree, recording it unless it is only caches.
@@ -84,6 +78,10 @@ impl Mission {
         if milestone.status == WorkStatus::Validated {
             return self.shared.set_state(MissionState::AwaitingAcceptance, None, None);
         }
+        // A "complete" decision recorded before a crash is carried out, not made again.
+        if projection.decided_complete.as_deref() == Some(milestone.id.as_str()) {
+            return self.complete_milestone(&milestone);
+        }
         if milestone.features.iter().any(|f| f.status != WorkStatus::Done) {
             self.shared.append(Event::MilestoneStatusChanged {
                 milestone: milestone.id.clone(),
@@ -93,10 +91,10 @@ impl Mission {
         }
         let git = self.shared.git.clone();
         let head = git.head()?;
-        // Anything left from an interrupted validation goes, saved first.
+        // What an interrupted validation left goes, saved first; the user's changes are never
+        // the engine's to drop.
         if !git.dirty_files()?.is_empty() {
-            self.shared.save_tree("found in the tree when validation began")?;
-            git.reset_hard(&head)?;
+            self.take_back_tree(projection, &head, "found in the tree when validation began")?;
         }
         let findings_before = projection.findings.len();
         let assertions: Vec<Assertion> = projection

@@ -1,0 +1,385 @@
+//! The working tree is shared with the user: what the mission may reset, what it must leave
+//! alone, and what it commits on the user's behalf.
+//!
+//! The rule (SPEC §1, §3, §8): the engine never destroys what it cannot prove is its own
+//! unfinished work. Proof comes from the log: before a worker's file tool writes, and after
+//! every command a run started, the content of each path the step changed is recorded
+//! ([`Event::WorkRecorded`]). At a resume, a changed path whose content is one the mission
+//! recorded is the mission's; any other change is the user's. The user's changes are refused
+//! (exit 2, naming the files), or, when the mission was paused for a conflict with them and the
+//! user resumed, committed as theirs. Before any reset the whole tree is saved under
+//! `refs/missions/<id>/saved/<n>`, and commits a reset moves the branch off are kept under
+//! `refs/missions/<id>/dropped/<n>`.
+//!
+//! Editors list the files with unsaved changes in `.missions/editors/<pid>.json`; every driver
+//! refuses a worker's write to them ([`EditorBuffers`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use missions_core::store::{self, Event, Projection, StoreError, WorkFile};
+use missions_tools::{WorkRecorder, WriteGuard};
+use sha2::{Digest, Sha256};
+
+use super::shared::Shared;
+use super::{EngineError, Mission};
+
+/// Cache directories that tools create as they run; they are never anyone's work.
+const CACHE_DIRS: &[&str] =
+    &["__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", "node_modules", "target", ".cache"];
+
+pub(super) fn is_cache_path(path: &str) -> bool {
+    path.split('/').any(|part| CACHE_DIRS.contains(&part))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The SHA-256 of a workspace file's content, `None` when it does not exist.
+fn digest(workspace: &Path, relative: &str) -> Option<String> {
+    std::fs::read(workspace.join(relative)).ok().map(|bytes| sha256_hex(&bytes))
+}
+
+/// The changed paths of `dirty` that the unfinished step did not make: their content is none of
+/// those the step recorded. Tool caches are nobody's work and never count.
+pub(super) fn foreign_changes(
+    dirty: &[String],
+    recorded: &BTreeMap<String, BTreeSet<Option<String>>>,
+    content_of: impl Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    dirty
+        .iter()
+        .filter(|path| !is_cache_path(path))
+        .filter(|path| recorded.get(path.as_str()).is_none_or(|contents| !contents.contains(&content_of(path))))
+        .cloned()
+        .collect()
+}
+
+/// Records what one run does to the tree, for [`foreign_changes`].
+pub(super) struct WorkLog {
+    pub(super) shared: Arc<Shared>,
+    pub(super) workspace: PathBuf,
+}
+
+impl WorkRecorder for WorkLog {
+    fn before_write(&self, relative_path: &str, content: &[u8]) -> Result<(), String> {
+        let file = WorkFile { path: relative_path.to_owned(), sha256: Some(sha256_hex(content)) };
+        self.shared.append(Event::WorkRecorded { files: vec![file] }).map_err(|e| e.to_string())
+    }
+
+    fn after_command(&self) {
+        let dirty = match self.shared.git.dirty_files() {
+            Ok(dirty) => dirty,
+            Err(error) => {
+                tracing::warn!("cannot see what a command changed: {error}");
+                return;
+            }
+        };
+        let recorded = self.shared.projection().unfinished_work;
+        let files: Vec<WorkFile> = dirty
+            .into_iter()
+            .filter(|path| !is_cache_path(path))
+            .filter_map(|path| {
+                let sha256 = digest(&self.workspace, &path);
+                let known = recorded.get(&path).is_some_and(|contents| contents.contains(&sha256));
+                (!known).then_some(WorkFile { path, sha256 })
+            })
+            .collect();
+        if files.is_empty() {
+            return;
+        }
+        if let Err(error) = self.shared.append(Event::WorkRecorded { files }) {
+            tracing::error!("cannot record what a command changed: {error}");
+        }
+    }
+}
+
+/// The editors' lists of files with unsaved changes, `.missions/editors/<pid>.json`, written by
+/// each language server (SPEC §4, §8). A list whose process is gone is ignored.
+pub struct EditorBuffers {
+    dir: PathBuf,
+}
+
+/// One editor's list, as its language server writes it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct EditorFile {
+    pub pid: u32,
+    /// Workspace-relative paths (with `/`) that have unsaved changes in that editor.
+    pub paths: Vec<String>,
+}
+
+/// `.missions/editors/` of a workspace.
+pub fn editors_dir(workspace: &Path) -> PathBuf {
+    store::missions_root(workspace).join("editors")
+}
+
+/// Whether process `pid` is alive.
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    if pid <= 0 {
+        return false;
+    }
+    // Signal 0 checks existence; EPERM means it exists but belongs to someone else.
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(errno) => errno == nix::errno::Errno::EPERM,
+    }
+}
+
+impl EditorBuffers {
+    pub fn new(workspace: &Path) -> EditorBuffers {
+        EditorBuffers { dir: editors_dir(workspace) }
+    }
+
+    /// Every path some live editor holds unsaved, with the editor's pid.
+    pub fn unsaved(&self) -> Vec<(u32, String)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut unsaved = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let Ok(text) = store::read_bounded(&path, EDITOR_FILE_LIMIT) else { continue };
+            let Ok(file) = serde_json::from_slice::<EditorFile>(&text) else { continue };
+            if process_alive(file.pid) {
+                unsaved.extend(file.paths.into_iter().map(|p| (file.pid, p)));
+            }
+        }
+        unsaved
+    }
+}
+
+/// An editor's list is a list of paths; anything larger is not one.
+const EDITOR_FILE_LIMIT: u64 = 4 * 1024 * 1024;
+
+impl WriteGuard for EditorBuffers {
+    fn check(&self, relative_path: &str) -> Result<(), String> {
+        match self.unsaved().into_iter().find(|(_, path)| path == relative_path) {
+            Some((pid, _)) => Err(format!(
+                "{relative_path} has unsaved changes in an editor (process {pid}); it was not written. \
+                 The mission pauses until the user saves or discards them"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Both guards: the driving process's own (a language server's open documents) and every
+/// editor's list on disk.
+pub(super) struct Guards(pub(super) Vec<Arc<dyn WriteGuard>>);
+
+impl WriteGuard for Guards {
+    fn check(&self, relative_path: &str) -> Result<(), String> {
+        self.0.iter().try_for_each(|guard| guard.check(relative_path))
+    }
+}
+
+impl Mission {
+    /// The tree's changes that are not the mission's own unfinished work.
+    pub(super) fn foreign_changes(&self, projection: &Projection) -> Result<Vec<String>, EngineError> {
+        let dirty = self.shared.git.dirty_files()?;
+        Ok(foreign_changes(&dirty, &projection.unfinished_work, |path| digest(&self.workspace, path)))
+    }
+
+    /// Refuses to go on over changes that are not the mission's, unless the mission was paused
+    /// for a conflict with them (then the step commits them as the user's).
+    pub(super) fn check_tree(&self, projection: &Projection) -> Result<(), EngineError> {
+        let mission = self.shared.mission()?;
+        let git = &self.shared.git;
+        if git.current_branch()? != mission.branch {
+            let dirty = git.dirty_files()?;
+            if !dirty.is_empty() {
+                return Err(EngineError::DirtyTree { files: dirty });
+            }
+            return Ok(());
+        }
+        let foreign = self.foreign_changes(projection)?;
+        if !foreign.is_empty() && !projection.conflict_pause {
+            return Err(EngineError::ForeignChanges { files: foreign });
+        }
+        Ok(())
+    }
+
+    /// Refuses a branch whose history the log does not explain: `HEAD` must be the last commit
+    /// the log records, or one commit of the unfinished feature past it (a crash between its
+    /// commit and its handoff). Commits of this mission that the log does not know mean the
+    /// log lost events; commits of someone else are the user's, never the engine's to drop.
+    pub(super) fn check_history(&self, projection: &Projection) -> Result<(), EngineError> {
+        let Some(known) = &projection.head else { return Ok(()) };
+        let git = &self.shared.git;
+        let head = git.resolve(&format!("refs/heads/{}", self.shared.mission()?.branch))?;
+        if &head == known {
+            return Ok(());
+        }
+        if !git.is_ancestor(known, &head)? {
+            return Err(EngineError::Refused(format!(
+                "the mission branch was moved: {} is not a descendant of {}, the last commit the mission recorded. \
+                 Put the branch back (`git reset --keep {}` keeps your changes), then resume",
+                short(&head),
+                short(known),
+                short(known)
+            )));
+        }
+        let commits = git.commits_since(known, &head)?;
+        let in_progress: Vec<&str> = projection
+            .plan
+            .iter()
+            .flat_map(|p| p.features())
+            .filter(|f| f.status == missions_core::mission::WorkStatus::InProgress)
+            .map(|f| f.id.as_str())
+            .collect();
+        let ours: Vec<&crate::git::CommitInfo> =
+            commits.iter().filter(|c| c.trailer("Mission-Id") == Some(self.shared.mission_id.as_str())).collect();
+        let unfinished_feature_commit = commits.len() == 1
+            && ours.len() == 1
+            && ours[0].trailer("Feature-Id").is_some_and(|f| in_progress.contains(&f));
+        if unfinished_feature_commit {
+            return Ok(());
+        }
+        if !ours.is_empty() {
+            return Err(EngineError::Store(StoreError::Corrupt {
+                path: store::missions_root(&self.workspace).join(&self.shared.mission_id).join("events.jsonl"),
+                line: projection.events as usize + 1,
+                message: format!(
+                    "the log has lost events: the mission branch holds {} commit(s) of this mission that the log does \
+                     not record ({}). Nothing was reset",
+                    ours.len(),
+                    ours.iter().map(|c| format!("{} {}", short(&c.id), c.subject)).collect::<Vec<_>>().join("; ")
+                ),
+            }));
+        }
+        Err(EngineError::Refused(format!(
+            "the mission branch has commits the mission did not make ({}); the mission never rewrites them. \
+             Move them to a branch of their own, then resume",
+            commits.iter().map(|c| format!("{} {}", short(&c.id), c.subject)).collect::<Vec<_>>().join("; ")
+        )))
+    }
+
+    /// Makes the tree the mission's again before a step starts over at `target`: commits the
+    /// user's changes as theirs when the mission was paused for a conflict with them (refuses
+    /// them otherwise), saves everything the tree holds, keeps any commits the branch is moved
+    /// off, and resets. Returns the commit the step starts from.
+    pub(super) fn take_back_tree(
+        &self,
+        projection: &Projection,
+        target: &str,
+        why: &str,
+    ) -> Result<String, EngineError> {
+        let git = &self.shared.git;
+        let foreign = self.foreign_changes(projection)?;
+        if !foreign.is_empty() && !projection.conflict_pause {
+            return Err(EngineError::ForeignChanges { files: foreign });
+        }
+        // The user's saved text, to put back on top of `target` and commit as theirs.
+        let users: Vec<(String, Option<Vec<u8>>)> =
+            foreign.iter().map(|path| (path.clone(), std::fs::read(self.workspace.join(path)).ok())).collect();
+        self.shared.save_tree(why)?;
+        let head = git.head()?;
+        if head != target {
+            let kept = self.shared.next_ref("dropped")?;
+            git.create_ref(&kept, &head)?;
+            self.shared.progress(
+                None,
+                None,
+                None,
+                format!("kept commit {} at {kept} before moving the branch back to {}", short(&head), short(target)),
+            );
+        }
+        git.reset_hard(target)?;
+        if users.is_empty() {
+            return Ok(target.to_owned());
+        }
+        for (path, content) in &users {
+            let file = self.workspace.join(path);
+            match content {
+                Some(bytes) => {
+                    if let Some(parent) = file.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| EngineError::Io(format!("{path}: {e}")))?;
+                    }
+                    std::fs::write(&file, bytes).map_err(|e| EngineError::Io(format!("{path}: {e}")))?;
+                }
+                None => {
+                    let _ = std::fs::remove_file(&file);
+                }
+            }
+        }
+        let subject = format!("user: {}", foreign.join(", "));
+        let commit = git.commit_paths(&subject, &[("Mission-Id", &self.shared.mission_id)], &foreign)?;
+        self.shared.append(Event::UserChangesCommitted { commit: commit.clone(), files: foreign.clone() })?;
+        self.shared.progress(
+            None,
+            None,
+            None,
+            format!("committed your changes to {} as {} ({subject})", foreign.join(", "), short(&commit)),
+        );
+        Ok(commit)
+    }
+
+    /// A recorder for one run's changes to the tree.
+    pub(super) fn work_log(&self) -> Arc<dyn WorkRecorder> {
+        Arc::new(WorkLog { shared: self.shared.clone(), workspace: self.workspace.clone() })
+    }
+
+    /// Whether the mission may be worked on in the tree as it is (see [`Mission::check_tree`]),
+    /// for front doors to ask before they record a command that drives on.
+    pub fn ready_to_drive(&self) -> Result<(), EngineError> {
+        let projection = self.shared.projection();
+        if self.shared.mission()?.state.is_terminal() {
+            return Ok(());
+        }
+        self.check_tree(&projection)?;
+        self.check_history(&projection)
+    }
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(8)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(entries: &[(&str, &[Option<&str>])]) -> BTreeMap<String, BTreeSet<Option<String>>> {
+        entries
+            .iter()
+            .map(|(path, contents)| (path.to_string(), contents.iter().map(|c| c.map(str::to_owned)).collect()))
+            .collect()
+    }
+
+    fn check(
+        dirty: &[&str],
+        recorded: BTreeMap<String, BTreeSet<Option<String>>>,
+        now: &[(&str, Option<&str>)],
+        expected: &[&str],
+    ) {
+        let dirty: Vec<String> = dirty.iter().map(|s| s.to_string()).collect();
+        let now: BTreeMap<&str, Option<&str>> = now.iter().cloned().collect();
+        let foreign = foreign_changes(&dirty, &recorded, |path| now.get(path).cloned().flatten().map(str::to_owned));
+        assert_eq!(foreign, expected);
+    }
+
+    #[test]
+    fn a_path_is_the_missions_only_while_it_holds_content_the_mission_recorded() {
+        // Written by the worker and untouched since.
+        check(&["a.py"], recorded(&[("a.py", &[Some("h1")])]), &[("a.py", Some("h1"))], &[]);
+        // Written by the worker twice; the crash fell between recording and writing the second.
+        check(&["a.py"], recorded(&[("a.py", &[Some("h1"), Some("h2")])]), &[("a.py", Some("h1"))], &[]);
+        // Edited by the user after the worker wrote it.
+        check(&["a.py"], recorded(&[("a.py", &[Some("h1")])]), &[("a.py", Some("user"))], &["a.py"]);
+        // Never touched by the mission: the user's.
+        check(
+            &["core.py", "notes.txt"],
+            recorded(&[]),
+            &[("core.py", Some("x")), ("notes.txt", Some("y"))],
+            &["core.py", "notes.txt"],
+        );
+        // Deleted by a command the mission ran, and recorded so.
+        check(&["old.py"], recorded(&[("old.py", &[None])]), &[("old.py", None)], &[]);
+        // Tool caches are nobody's work.
+        check(&["pkg/__pycache__/a.pyc"], recorded(&[]), &[], &[]);
+    }
+}

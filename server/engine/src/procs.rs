@@ -1,0 +1,60 @@
+//! What other processes are doing, read from `/proc` (Linux): whether any process holds a
+//! file open, and whether a git process works in a repository. Used to prove a lock file
+//! stale before removing it; where `/proc` cannot be read nothing is ever proved stale.
+
+use std::path::Path;
+
+/// Whether `lock` is provably abandoned: `/proc` is readable, no process has the file open,
+/// and no `git` process has its working directory in `root` or names `root` or `git_dir` on
+/// its command line.
+pub fn nobody_holds(lock: &Path, root: &Path, git_dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    let lock = lock.canonicalize().unwrap_or_else(|_| lock.to_owned());
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
+    let git_dir = git_dir.canonicalize().unwrap_or_else(|_| git_dir.to_owned());
+    let mut saw_a_process = false;
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        saw_a_process = true;
+        let proc_dir = Path::new("/proc").join(pid);
+        if let Ok(fds) = std::fs::read_dir(proc_dir.join("fd"))
+            && fds.filter_map(Result::ok).any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == lock))
+        {
+            return false;
+        }
+        let comm = std::fs::read_to_string(proc_dir.join("comm")).unwrap_or_default();
+        if comm.trim() != "git" {
+            continue;
+        }
+        let cwd_inside = std::fs::read_link(proc_dir.join("cwd")).is_ok_and(|cwd| cwd.starts_with(&root));
+        let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let names_repository = cmdline.split('\0').any(|arg| {
+            let arg = Path::new(arg);
+            arg == root || arg == git_dir || arg.starts_with(&git_dir)
+        });
+        if cwd_inside || names_repository {
+            return false;
+        }
+    }
+    // An empty /proc (a restricted mount) proves nothing.
+    saw_a_process
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_someone_holds_open_is_not_stale_and_an_orphaned_one_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let git_dir = dir.path().join(".git");
+        std::fs::create_dir_all(&git_dir).unwrap();
+        let lock = git_dir.join("index.lock");
+        let held = std::fs::File::create(&lock).unwrap();
+        assert!(!nobody_holds(&lock, dir.path(), &git_dir), "this process holds it open");
+        drop(held);
+        assert!(nobody_holds(&lock, dir.path(), &git_dir), "left by a process that is gone");
+    }
+}

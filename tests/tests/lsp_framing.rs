@@ -1,0 +1,102 @@
+//! The language server keeps running whatever arrives on its input (SPEC §8): a fuzzer sends
+//! thousands of malformed frames, each followed by a well-formed request that must be answered.
+//! The seed is printed, and `MISSIONS_FUZZ_SEED` replays a failing run.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::editor::Editor;
+use common::project::*;
+use serde_json::{Value, json};
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// One malformed frame of a kind chosen by `rng`.
+fn malformed(rng: &mut fastrand::Rng) -> Vec<u8> {
+    let id = rng.i64(1_000_000..2_000_000);
+    match rng.u8(0..16) {
+        0 => frame(b"{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": "),
+        1 => frame(&[b'{', 0xff, 0xfe, b'}']),
+        2 => frame(format!("{{\"jsonrpc\":\"2.0\",\"id\":{id}.5,\"method\":\"x\"}}").as_bytes()),
+        3 => frame(b"{\"jsonrpc\":\"2.0\",\"id\":18446744073709551615,\"method\":\"x\"}"),
+        4 => frame(format!("{{\"id\":{id},\"method\":\"workspace/executeCommand\"}}").as_bytes()),
+        5 => frame(format!("[{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"x\"}}]").as_bytes()),
+        6 => {
+            let depth = rng.usize(129..2000);
+            frame(format!("{}{}", "[".repeat(depth), "]".repeat(depth)).as_bytes())
+        }
+        7 => format!("Content-Length: -{}\r\n\r\n{{}}", rng.u32(1..100)).into_bytes(),
+        8 => b"Content-Type: application/vscode-jsonrpc\r\n\r\n{}".to_vec(),
+        9 => b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+        10 => b"Content-Length: twelve\r\n\r\n{}".to_vec(),
+        11 => b"Content-Length: 0\r\n\r\n".to_vec(),
+        12 => format!("Content-Length: {}\r\n\r\n{{\"jsonrpc\":\"2.0\"", rng.u64(1_000..100_000_000_000)).into_bytes(),
+        13 => {
+            // A body declared shorter than it is.
+            b"Content-Length: 7\r\n\r\n{\"jsonrpc\":\"2.0\",\"method\":\"initialized\"}".to_vec()
+        }
+        14 => (0..rng.usize(1..200)).map(|_| rng.u8(..)).filter(|b| *b != b'C' && *b != b'c').collect(),
+        _ => frame(format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"$/missions/unknown\"}}").as_bytes()),
+    }
+}
+
+#[test]
+fn thousands_of_malformed_frames_never_stop_the_server() {
+    let seed: u64 = std::env::var("MISSIONS_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    println!("fuzz seed: {seed} (MISSIONS_FUZZ_SEED={seed} replays this run)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let dir = project();
+    let mut editor = Editor::start(dir.path());
+    editor.initialize(dir.path());
+    let started = Instant::now();
+    let frames = 3_000;
+    for n in 0..frames {
+        let bad = malformed(&mut rng);
+        editor.send_raw(&bad);
+        // A well-formed request right behind it is answered: the server is alive and in step.
+        let response = editor.request("missions/ping", json!({"n": n}));
+        assert_eq!(
+            response["error"]["code"],
+            -32601,
+            "seed {seed}, frame {n} ({:?}): {response}",
+            String::from_utf8_lossy(&bad)
+        );
+        assert!(started.elapsed() < Duration::from_secs(240), "seed {seed}: too slow at frame {n}");
+    }
+    assert!(editor.child.try_wait().unwrap().is_none(), "seed {seed}: the server exited");
+    editor.stop();
+}
+
+#[test]
+fn a_request_to_an_unknown_dollar_method_gets_method_not_found() {
+    let dir = project();
+    let mut editor = Editor::start(dir.path());
+    editor.initialize(dir.path());
+    let response = editor.request("$/missions/custom", json!({}));
+    assert_eq!(response["error"]["code"], -32601, "{response}");
+    editor.stop();
+}
+
+#[test]
+fn exit_without_shutdown_exits_with_status_one() {
+    let dir = project();
+    let mut editor = Editor::start(dir.path());
+    editor.initialize(dir.path());
+    editor.notify("exit", Value::Null);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = editor.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+}
