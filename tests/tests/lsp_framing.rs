@@ -100,3 +100,27 @@ fn exit_without_shutdown_exits_with_status_one() {
     };
     assert_eq!(status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mission_the_server_drives_is_paused_when_the_editor_closes() {
+    use missions_tests::script::ScriptedModel;
+    // Slow model turns, so the editor closes while a run is under way.
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::from_millis(300)).await;
+    let dir = project_for(&model, "");
+    let dir_path = dir.path().canonicalize().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let dir = dir_path.as_path();
+        let mut editor = Editor::start(dir);
+        editor.initialize(dir);
+        let started = editor.command("missions.start", json!({"text": "Add slugify"}));
+        let id = started["result"]["missionId"].as_str().expect("a mission id").to_owned();
+        editor.wait_for("the planner at work", |m| m["method"] == "$/progress" || m["method"] == "missions/didChange");
+        editor.stop();
+        let mission = read_json(&dir.join(".missions").join(&id).join("mission.json"));
+        assert_eq!(mission["state"], "paused", "{mission}");
+        assert_eq!(mission["pause_reason"], "user");
+        assert_eq!(mission["detail"], "the editor closed");
+    })
+    .await
+    .unwrap();
+}

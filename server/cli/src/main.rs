@@ -168,6 +168,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !workspace.is_dir() {
+        eprintln!("missions: the workspace {} is not a directory; pass --workspace DIR", workspace.display());
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -204,7 +208,7 @@ fn main() -> ExitCode {
             runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Resume), accept))
         }
         Command::Pause { id } => {
-            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Pause), false))
+            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Pause { note: None }), false))
         }
         Command::Cancel { id } => {
             runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Cancel), false))

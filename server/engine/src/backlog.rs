@@ -76,6 +76,20 @@ fn is_task(trimmed: &str) -> bool {
     ["- [", "* [", "+ ["].iter().any(|p| trimmed.starts_with(p))
 }
 
+/// A path as text that names it exactly: bytes that are not UTF-8 (possible in Unix file
+/// names) are written `\xNN` instead of being replaced, so two files never share an id.
+pub fn path_text(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut text = String::new();
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        text.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    text
+}
+
 /// The largest Markdown backlog file read; it comes with the repository.
 const BACKLOG_FILE_LIMIT: u64 = 8 * 1024 * 1024;
 
@@ -102,8 +116,7 @@ pub fn list(workspace: &Path, config: &BacklogConfig) -> Vec<BacklogItem> {
                 continue;
             }
             let Ok(source) = std::fs::read_to_string(entry.path()) else { continue };
-            let relative =
-                entry.path().strip_prefix(workspace).unwrap_or(entry.path()).to_string_lossy().replace('\\', "/");
+            let relative = path_text(entry.path().strip_prefix(workspace).unwrap_or(entry.path()));
             for (line, title) in todo_comments(lang, &source) {
                 items.push(BacklogItem {
                     id: format!("{relative}:{line}"),
@@ -145,6 +158,18 @@ mod tests {
         assert_eq!(items[0].description, "It should handle unicode.\n\nAnd empty strings.");
         assert_eq!(items[1].id, "BACKLOG.md:8");
         assert_eq!(items[1].description, "");
+    }
+
+    #[test]
+    fn file_names_that_are_not_utf8_keep_distinct_exact_ids() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        for name in [&b"caf\xe9.py"[..], &b"caf\xe8.py"[..]] {
+            std::fs::write(dir.path().join(std::ffi::OsStr::from_bytes(name)), "# TODO: tidy\n").unwrap();
+        }
+        let config = BacklogConfig { markdown: Vec::new(), code_comments: true, github: None };
+        let ids: Vec<String> = list(dir.path(), &config).into_iter().map(|i| i.id).collect();
+        assert_eq!(ids, ["caf\\xe8.py:1", "caf\\xe9.py:1"]);
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub(crate) async fn execute(state: &Arc<State>, name: &str, argument: &Map<Strin
         "missions.rollback" => {
             control(state, id()?, Command::Rollback { milestone: string(name, argument, "milestoneId")? }, false).await
         }
-        "missions.pause" => control(state, id()?, Command::Pause, false).await,
+        "missions.pause" => control(state, id()?, Command::Pause { note: None }, false).await,
         "missions.resume" => control(state, id()?, Command::Resume, true).await,
         "missions.cancel" => control(state, id()?, Command::Cancel, false).await,
         "missions.fixFinding" => {

@@ -141,6 +141,21 @@ impl Documents {
         }
     }
 
+    /// The UTF-16 line lengths of an open document, as the editor sees it.
+    pub fn line_lengths(&self, path: &str) -> Option<Vec<u32>> {
+        let open = lock(&self.open);
+        let document = open.get(path)?;
+        Some(crate::to_proto::utf16_line_lengths(&document.text.to_string()))
+    }
+
+    /// The paths with unsaved changes, sorted.
+    pub fn unsaved(&self) -> Vec<String> {
+        let mut paths: Vec<String> =
+            lock(&self.open).iter().filter(|(_, d)| d.dirty).map(|(path, _)| path.clone()).collect();
+        paths.sort();
+        paths
+    }
+
     pub fn version(&self, path: &str) -> Option<i32> {
         lock(&self.open).get(path).map(|d| d.version)
     }

@@ -34,7 +34,9 @@ pub(crate) fn progress_callback(state: &Arc<State>) -> Arc<dyn Fn(&Progress) + S
 /// Drives `mission` on a thread of its own until it stops; the result comes back as an event.
 pub(crate) fn spawn(state: Arc<State>, mut mission: Mission) {
     let id = mission.id().to_owned();
-    state.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
+    if let Ok(workspace) = state.workspace() {
+        state.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), workspace);
+    }
     let events = state.events.clone();
     let name = format!("mission-{id}");
     let started = std::thread::Builder::new().name(name).spawn(move || {

@@ -75,6 +75,11 @@ struct ClientFlags {
 }
 
 /// The server's state, shared with the threads that drive missions.
+/// The editor's list of unsaved files once written: its path and the paths it holds.
+type EditorFileSlot = Arc<Mutex<Option<(PathBuf, Vec<String>)>>>;
+/// Missions being driven by this server, by id, with their workspace.
+pub(crate) type Driving = Arc<Mutex<std::collections::BTreeMap<String, PathBuf>>>;
+
 pub(crate) struct State {
     client: Client,
     workspace: RwLock<Option<PathBuf>>,
@@ -84,8 +89,12 @@ pub(crate) struct State {
     flags: RwLock<ClientFlags>,
     /// Paths that have diagnostics published, so they can be cleared.
     published: Mutex<BTreeSet<String>>,
-    /// Missions this server is driving right now.
-    driving: Mutex<BTreeSet<String>>,
+    /// Missions this server is driving right now, with their workspace; shared with
+    /// [`run_stdio`], which pauses them when the server ends.
+    driving: Driving,
+    /// `.missions/editors/<pid>.json` once this server has written it, and what it holds;
+    /// shared with [`run_stdio`], which removes the file when the server ends.
+    editor_file: EditorFileSlot,
     /// Where drivers report; the receiving end is taken by the forwarding task.
     events: driver::Events,
     events_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<driver::DriverEvent>>>,
@@ -137,13 +146,44 @@ impl State {
         Some(path.strip_prefix(&workspace).ok()?.to_string_lossy().replace('\\', "/"))
     }
 
+    /// The UTF-16 line lengths of a workspace file: its open buffer, else the file on disk
+    /// (empty when it cannot be read).
+    fn line_lengths(&self, workspace: &Path, path: &str) -> Vec<u32> {
+        if let Some(lengths) = self.documents.line_lengths(path) {
+            return lengths;
+        }
+        missions_core::store::read_bounded(&workspace.join(path), 64 * 1024 * 1024)
+            .map(|bytes| to_proto::utf16_line_lengths(&String::from_utf8_lossy(&bytes)))
+            .unwrap_or_default()
+    }
+
+    /// Lists the paths with unsaved changes in `.missions/editors/<pid>.json` (SPEC §4, §8), so
+    /// that every driver, in this process or another, refuses a worker's write to them. The
+    /// file is written only when the list changes, and only once there is something to list.
+    fn publish_unsaved(&self) {
+        let Some(workspace) = read(&self.workspace) else { return };
+        let unsaved = self.documents.unsaved();
+        let mut written = self.editor_file.lock().unwrap_or_else(|p| p.into_inner());
+        if written.as_ref().map(|(_, paths)| paths) == Some(&unsaved) || (written.is_none() && unsaved.is_empty()) {
+            return;
+        }
+        let path = missions_engine::mission::editors_dir(&workspace).join(format!("{}.json", std::process::id()));
+        let file = missions_engine::mission::EditorFile { pid: std::process::id(), paths: unsaved.clone() };
+        let bytes = serde_json::to_vec(&file).unwrap_or_default();
+        match missions_core::store::write_atomically(&path, &bytes) {
+            Ok(()) => *written = Some((path, unsaved)),
+            Err(error) => tracing::error!("cannot list the unsaved files for other drivers: {error}"),
+        }
+    }
+
     /// Publishes the diagnostics of every open finding and clears files that have none left;
     /// sends `missions/didChange` for `changed`.
     pub(crate) async fn refresh(&self, changed: Option<&str>) {
         let Ok(workspace) = self.workspace() else { return };
         let snapshots = self.snapshots();
         let flags = read(&self.flags);
-        let by_path = to_proto::diagnostics(&workspace, &snapshots, flags.related_information);
+        let line_lengths = |path: &str| self.line_lengths(&workspace, path);
+        let by_path = to_proto::diagnostics(&workspace, &snapshots, flags.related_information, &line_lengths);
         let previous = std::mem::take(&mut *self.published.lock().unwrap_or_else(|p| p.into_inner()));
         for path in previous.iter().filter(|p| !by_path.contains_key(*p)) {
             if let Some(uri) = to_proto::uri(&workspace.join(path)) {
@@ -281,6 +321,7 @@ impl LanguageServer for Backend {
     async fn did_open(&self, params: DidOpenTextDocumentParams) {
         if let Some(path) = self.state.relative(&params.text_document.uri) {
             self.state.documents.open(&path, &params.text_document.text, params.text_document.version);
+            self.state.publish_unsaved();
         }
     }
 
@@ -295,17 +336,20 @@ impl LanguageServer for Backend {
             })
             .collect();
         self.state.documents.change(&path, params.text_document.version, &edits);
+        self.state.publish_unsaved();
     }
 
     async fn did_save(&self, params: DidSaveTextDocumentParams) {
         if let Some(path) = self.state.relative(&params.text_document.uri) {
             self.state.documents.saved(&path);
+            self.state.publish_unsaved();
         }
     }
 
     async fn did_close(&self, params: DidCloseTextDocumentParams) {
         if let Some(path) = self.state.relative(&params.text_document.uri) {
             self.state.documents.close(&path);
+            self.state.publish_unsaved();
         }
     }
 
@@ -347,10 +391,7 @@ impl LanguageServer for Backend {
                 kind: MarkupKind::Markdown,
                 value: parts.join("\n---\n\n"),
             }),
-            range: Some(Range::new(
-                Position::new(first.first.saturating_sub(1), 0),
-                Position::new(first.last.saturating_sub(1), u32::MAX),
-            )),
+            range: Some(to_proto::line_range(&self.state.line_lengths(&workspace, &path), first.first, first.last)),
         }))
     }
 
@@ -446,6 +487,10 @@ pub(crate) fn mission_file(workspace: &Path, mission: &str, name: &str) -> PathB
 /// `exit`, else 1.
 pub async fn run_stdio() -> u8 {
     let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let editor_file: EditorFileSlot = Arc::default();
+    let server_editor_file = editor_file.clone();
+    let driving: Driving = Arc::default();
+    let server_driving = driving.clone();
     let (service, socket) = LspService::new(move |client| Backend {
         state: Arc::new(State {
             events,
@@ -456,7 +501,8 @@ pub async fn run_stdio() -> u8 {
             documents: Arc::new(Documents::default()),
             flags: RwLock::new(ClientFlags::default()),
             published: Mutex::new(BTreeSet::new()),
-            driving: Mutex::new(BTreeSet::new()),
+            driving: server_driving.clone(),
+            editor_file: server_editor_file.clone(),
         }),
     });
     let session = Arc::new(transport::Session::default());
@@ -470,5 +516,33 @@ pub async fn run_stdio() -> u8 {
     // blocked on an input the client keeps open, so it is not waited for.
     reader.abort();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+    // Missions this server drove do not stay `running` with nothing driving them: each is
+    // paused, so every other view tells the truth and nothing resumes it silently.
+    let driven: Vec<(String, PathBuf)> =
+        driving.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(id, ws)| (id.clone(), ws.clone())).collect();
+    let pauses: Vec<_> = driven
+        .into_iter()
+        .map(|(id, workspace)| {
+            tokio::task::spawn_blocking(move || {
+                let pause = missions_engine::mission::Command::Pause { note: Some("the editor closed".into()) };
+                let verdict = missions_engine::mission::Mission::ask_driver(
+                    &workspace,
+                    &id,
+                    &pause,
+                    missions_engine::mission::DRIVER_ACK_LIMIT,
+                );
+                if verdict.is_none() {
+                    tracing::warn!("mission {id} did not pause in time; it shows as interrupted");
+                }
+            })
+        })
+        .collect();
+    for pause in pauses {
+        let _ = pause.await;
+    }
+    // The editor's list goes with the editor (drivers also ignore a list whose process is gone).
+    if let Some((path, _)) = editor_file.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let _ = std::fs::remove_file(path);
+    }
     session.exit_status()
 }

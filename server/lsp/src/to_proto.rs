@@ -29,13 +29,33 @@ fn contract_line(contract_md: &str, assertion: &str) -> Option<u32> {
     contract_md.lines().position(|line| line.starts_with(&heading)).map(|i| i as u32)
 }
 
+/// The length of each line of `text` in UTF-16 code units, without its line break.
+pub fn utf16_line_lengths(text: &str) -> Vec<u32> {
+    text.split('\n').map(|line| line.strip_suffix('\r').unwrap_or(line).encode_utf16().count() as u32).collect()
+}
+
+/// The range of 1-based lines `first..=last` as LSP sees it, kept inside a document whose
+/// lines have `lengths`: a line past the end is the last line, and the range ends at the end
+/// of its last line (never a sentinel column).
+pub fn line_range(lengths: &[u32], first: u32, last: u32) -> Range {
+    let count = lengths.len().max(1) as u32;
+    let first = first.max(1).min(count) - 1;
+    let last = last.max(1).min(count).max(first + 1) - 1;
+    let end = lengths.get(last as usize).copied().unwrap_or(0);
+    Range::new(Position::new(first, 0), Position::new(last, end))
+}
+
 /// The diagnostics of every open finding with a path, by workspace-relative path.
+/// `line_lengths` gives the UTF-16 line lengths of a workspace file as the editor sees it
+/// (its open buffer, else the file), so every range lies inside its document.
 pub fn diagnostics(
     workspace: &Path,
     snapshots: &[StatusSnapshot],
     related_information: bool,
+    line_lengths: &dyn Fn(&str) -> Vec<u32>,
 ) -> BTreeMap<String, Vec<Diagnostic>> {
     let mut by_path: BTreeMap<String, Vec<Diagnostic>> = BTreeMap::new();
+    let mut lengths: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for snapshot in snapshots {
         let mission = &snapshot.mission.id;
         let contract_path = workspace.join(".missions").join(mission).join("contract.md");
@@ -46,12 +66,14 @@ pub fn diagnostics(
         };
         for finding in snapshot.findings.iter().filter(|f| f.status == FindingStatus::Open) {
             let Some(path) = &finding.path else { continue };
+            let lines = lengths.entry(path.clone()).or_insert_with(|| line_lengths(path));
             by_path.entry(path.clone()).or_default().push(diagnostic(
                 mission,
                 finding,
                 &contract_path,
                 &contract_md,
                 related_information,
+                lines,
             ));
         }
     }
@@ -64,9 +86,10 @@ fn diagnostic(
     contract_path: &Path,
     contract_md: &str,
     related_information: bool,
+    line_lengths: &[u32],
 ) -> Diagnostic {
-    let first = finding.line.unwrap_or(1).max(1) - 1;
-    let last = finding.end_line.map(|l| l.max(1) - 1).unwrap_or(first).max(first);
+    let first = finding.line.unwrap_or(1);
+    let range = line_range(line_lengths, first, finding.end_line.unwrap_or(first));
     let code = finding.assertion.clone().unwrap_or_else(|| finding.id.clone());
     let message = match &finding.assertion {
         Some(assertion) if !finding.message.starts_with(assertion.as_str()) => {
@@ -84,7 +107,7 @@ fn diagnostic(
         }])
     });
     Diagnostic {
-        range: Range::new(Position::new(first, 0), Position::new(last, u32::MAX)),
+        range,
         severity: Some(severity(finding.severity)),
         code: Some(NumberOrString::String(code)),
         source: Some("missions".into()),
@@ -208,7 +231,7 @@ mod tests {
             finding("finding-3", None, None, FindingStatus::Open),
             finding("finding-4", None, Some("src/b.py"), FindingStatus::Fixed),
         ])];
-        let by_path = diagnostics(dir.path(), &snapshots, true);
+        let by_path = diagnostics(dir.path(), &snapshots, true, &|_| vec![10; 100]);
         assert_eq!(by_path.keys().collect::<Vec<_>>(), ["src/a.py"]);
         let first = &by_path["src/a.py"][0];
         assert_eq!(first.code, Some(NumberOrString::String("A1".into())));
@@ -223,7 +246,9 @@ mod tests {
         assert_eq!(second.code, Some(NumberOrString::String("finding-2".into())));
         assert!(second.related_information.is_none());
         // Without client support there is no related information.
-        assert!(diagnostics(dir.path(), &snapshots, false)["src/a.py"][0].related_information.is_none());
+        assert!(
+            diagnostics(dir.path(), &snapshots, false, &|_| vec![10; 100])["src/a.py"][0].related_information.is_none()
+        );
     }
 
     #[test]
@@ -258,5 +283,18 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected:?} missing in:\n{text}");
         }
+    }
+
+    #[test]
+    fn every_range_lies_inside_its_document() {
+        let lengths = utf16_line_lengths("fn a() {}\r\n    é🎉\nlast");
+        assert_eq!(lengths, vec![9, 7, 4]);
+        assert_eq!(line_range(&lengths, 2, 2), Range::new(Position::new(1, 0), Position::new(1, 7)));
+        // Past the end: the last line. Line 0 and an end before the start: the first line.
+        assert_eq!(line_range(&lengths, 9, 12), Range::new(Position::new(2, 0), Position::new(2, 4)));
+        assert_eq!(line_range(&lengths, 0, 0), Range::new(Position::new(0, 0), Position::new(0, 9)));
+        assert_eq!(line_range(&lengths, 3, 1), Range::new(Position::new(2, 0), Position::new(2, 4)));
+        // A missing file: an empty document.
+        assert_eq!(line_range(&[], 5, 6), Range::new(Position::new(0, 0), Position::new(0, 0)));
     }
 }

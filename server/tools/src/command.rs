@@ -32,6 +32,87 @@ pub struct CommandEnvironment {
     /// The run's private temporary directory (`TMPDIR` of its commands, writable in the
     /// sandbox); `None` leaves `TMPDIR` alone.
     pub tmp: Option<PathBuf>,
+    /// Where each started process group is recorded until it is killed, so that a driver
+    /// that died cannot leave commands running: the next driver kills what is recorded
+    /// ([`kill_recorded`]) before anything else runs. `None` records nothing.
+    pub registry: Option<PathBuf>,
+}
+
+/// Scripts longer than this go to `sh` as a file, not as an argument: the kernel refuses a
+/// single argument longer than 128 KiB ("Argument list too long").
+const SCRIPT_ARGUMENT_LIMIT: usize = 64 * 1024;
+
+/// What keeps a started command accounted for: its record in the registry and its script
+/// file, both removed when this is dropped (after the group was killed).
+#[derive(Debug, Default)]
+pub struct Registration {
+    record: Option<PathBuf>,
+    _script: Option<tempfile::TempPath>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            let _ = std::fs::remove_file(record);
+        }
+    }
+}
+
+/// The start time of process `pid` in clock ticks since boot (`/proc/<pid>/stat`, field 22),
+/// which tells a process from a later one that reused its pid.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces; fields after it follow
+    // the last ')'.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Kills every process group recorded in `registry` by a driver that is gone, and forgets
+/// them; returns the groups killed. A recorded leader whose pid now belongs to a later process
+/// is left alone.
+pub fn kill_recorded(registry: &std::path::Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(registry) else { return Vec::new() };
+    let mut killed = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut fields = text.split_whitespace();
+        let pgid = fields.next().and_then(|f| f.parse::<u32>().ok());
+        let recorded_start = fields.next().and_then(|f| f.parse::<u64>().ok());
+        if let Some(pgid) = pgid {
+            // The leader alive with another start time is a new process: not ours.
+            let reused = start_ticks(pgid).is_some_and(|now| Some(now) != recorded_start);
+            if !reused {
+                kill_group(Some(pgid));
+                killed.push(pgid);
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    killed
+}
+
+/// Starts `script` as [`shell_command`] builds it, after `configure` (pipes), and records its
+/// process group in the environment's registry.
+pub fn spawn(
+    environment: &CommandEnvironment,
+    script: &str,
+    configure: impl FnOnce(&mut tokio::process::Command),
+) -> Result<(tokio::process::Child, Registration), String> {
+    let (mut command, script_file) = shell_command(environment, script)?;
+    configure(&mut command);
+    let child = command.spawn().map_err(|e| format!("cannot start `sh`: {e}"))?;
+    let mut registration = Registration { record: None, _script: script_file };
+    if let (Some(registry), Some(pgid)) = (&environment.registry, child.id()) {
+        let record = registry.join(pgid.to_string());
+        let line = format!("{pgid} {}\n", start_ticks(pgid).map(|t| t.to_string()).unwrap_or_default());
+        match std::fs::create_dir_all(registry).and_then(|()| std::fs::write(&record, line)) {
+            Ok(()) => registration.record = Some(record),
+            Err(error) => tracing::warn!("cannot record process group {pgid}: {error}"),
+        }
+    }
+    Ok((child, registration))
 }
 
 /// A launcher that confines a command before running it (see [`crate::sandbox`]): called as
@@ -80,8 +161,27 @@ pub fn kill_group(pgid: Option<u32>) {
 }
 
 /// Builds the command for `sh -c script`, sandboxed if configured, in its own process group,
-/// with secrets removed from its environment.
-pub fn shell_command(environment: &CommandEnvironment, script: &str) -> tokio::process::Command {
+/// with secrets removed from its environment. A script too long for one argument is written to
+/// a file that `sh` reads; the returned path must outlive the command.
+pub fn shell_command(
+    environment: &CommandEnvironment,
+    script: &str,
+) -> Result<(tokio::process::Command, Option<tempfile::TempPath>), String> {
+    let (shell_args, script_file): (Vec<std::ffi::OsString>, Option<tempfile::TempPath>) =
+        if script.len() > SCRIPT_ARGUMENT_LIMIT {
+            let dir = environment.tmp.clone().unwrap_or_else(std::env::temp_dir);
+            let mut file = tempfile::Builder::new()
+                .prefix("missions-script-")
+                .suffix(".sh")
+                .tempfile_in(&dir)
+                .map_err(|e| format!("cannot write the script to {}: {e}", dir.display()))?;
+            std::io::Write::write_all(&mut file, script.as_bytes())
+                .map_err(|e| format!("cannot write the script to {}: {e}", dir.display()))?;
+            let path = file.into_temp_path();
+            (vec!["sh".into(), path.as_os_str().to_owned()], Some(path))
+        } else {
+            (vec!["sh".into(), "-c".into(), script.into()], None)
+        };
     let mut command = match &environment.sandbox {
         Some(sandbox) => {
             let mut c = tokio::process::Command::new(&sandbox.program);
@@ -92,12 +192,12 @@ pub fn shell_command(environment: &CommandEnvironment, script: &str) -> tokio::p
             for path in sandbox.writable.iter().chain(environment.tmp.as_ref()) {
                 c.arg("--writable").arg(path);
             }
-            c.arg("--").arg("sh").arg("-c").arg(script);
+            c.arg("--").args(&shell_args);
             c
         }
         None => {
-            let mut c = tokio::process::Command::new("sh");
-            c.arg("-c").arg(script);
+            let mut c = tokio::process::Command::new(&shell_args[0]);
+            c.args(&shell_args[1..]);
             c
         }
     };
@@ -114,7 +214,7 @@ pub fn shell_command(environment: &CommandEnvironment, script: &str) -> tokio::p
             command.env_remove(name);
         }
     }
-    command
+    Ok((command, script_file))
 }
 
 /// Copies a pipe into the shared output until it closes.
@@ -139,10 +239,10 @@ pub async fn run_command(
     script: &str,
     timeout: Duration,
 ) -> Result<CommandResult, String> {
-    let mut command = shell_command(environment, script);
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let started = Instant::now();
-    let mut child = command.spawn().map_err(|e| format!("cannot start `sh`: {e}"))?;
+    let (mut child, _registration) = spawn(environment, script, |command| {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    })?;
     let pgid = child.id();
     let output = Arc::new(Mutex::new(CappedOutput::new(OUTPUT_LIMIT)));
     let mut readers = Vec::new();
@@ -185,6 +285,7 @@ mod tests {
             redactor: Redactor::new([("MISSIONS_TEST_SECRET_NAME", "sk-live-secret-value-123")]),
             sandbox: None,
             tmp: None,
+            registry: None,
         }
     }
 
@@ -258,8 +359,9 @@ mod environment_tests {
             redactor: Redactor::default(),
             sandbox: None,
             tmp: None,
+            registry: None,
         };
-        let command = shell_command(&env, "env");
+        let (command, _) = shell_command(&env, "env").unwrap();
         let removed: Vec<String> = command
             .as_std()
             .get_envs()
@@ -270,5 +372,57 @@ mod environment_tests {
             removed.contains(&"ANTHROPIC_API_KEY".to_owned()) && removed.contains(&"OPENAI_API_KEY".to_owned()),
             "{removed:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    fn environment(dir: &std::path::Path) -> CommandEnvironment {
+        CommandEnvironment {
+            root: dir.to_owned(),
+            secret_env: Vec::new(),
+            redactor: Redactor::default(),
+            sandbox: None,
+            tmp: Some(dir.to_owned()),
+            registry: Some(dir.join("processes")),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_script_longer_than_an_argument_may_be_still_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!("# {}\necho long-script-ran", "x".repeat(200 * 1024));
+        let result = run_command(&environment(dir.path()), &script, Duration::from_secs(20)).await.unwrap();
+        assert_eq!(result.exit_code, Some(0), "{}", result.output);
+        assert!(result.output.contains("long-script-ran"));
+        assert!(
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(Result::ok)
+                .all(|e| !e.file_name().to_string_lossy().starts_with("missions-script-")),
+            "the script file is removed afterwards"
+        );
+    }
+
+    #[tokio::test]
+    async fn recorded_groups_are_killed_by_the_next_driver() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = environment(dir.path());
+        let marker = dir.path().join("still-running");
+        let script = format!("while :; do touch {}; sleep 0.05; done", marker.display());
+        let (child, registration) = spawn(&env, &script, |_| {}).unwrap();
+        // The driver "dies": its handles are forgotten without killing anything.
+        std::mem::forget(child);
+        std::mem::forget(registration);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(marker.exists(), "the command runs");
+        assert_eq!(kill_recorded(&dir.path().join("processes")).len(), 1);
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::remove_file(&marker).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!marker.exists(), "the recorded group was killed");
+        assert!(std::fs::read_dir(dir.path().join("processes")).unwrap().next().is_none(), "and forgotten");
     }
 }

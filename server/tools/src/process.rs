@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::command::{CommandEnvironment, OUTPUT_LIMIT, drain, kill_group, shell_command};
+use crate::command::{CommandEnvironment, OUTPUT_LIMIT, Registration, drain, kill_group, spawn};
 use crate::output::CappedOutput;
 
 /// How long a process may take to become ready.
@@ -19,6 +19,8 @@ struct Managed {
     child: tokio::process::Child,
     pgid: Option<u32>,
     output: Arc<Mutex<CappedOutput>>,
+    /// Kept until the process is stopped: its record in the registry.
+    _registration: Registration,
 }
 
 /// The processes one run started.
@@ -55,9 +57,10 @@ impl Processes {
         {
             return Err(format!("ready_url `{url}` is not a loopback address"));
         }
-        let mut spawn = shell_command(environment, command);
-        spawn.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = spawn.spawn().map_err(|e| format!("cannot start `{command}`: {e}"))?;
+        let (mut child, registration) = spawn(environment, command, |spawned| {
+            spawned.stdout(Stdio::piped()).stderr(Stdio::piped());
+        })
+        .map_err(|e| format!("cannot start `{command}`: {e}"))?;
         let pgid = child.id();
         let output = Arc::new(Mutex::new(CappedOutput::new(OUTPUT_LIMIT)));
         if let Some(stdout) = child.stdout.take() {
@@ -96,7 +99,10 @@ impl Processes {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let text = environment.redactor.redact(&rendered(&output));
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), Managed { child, pgid, output });
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), Managed { child, pgid, output, _registration: registration });
         Ok(format!("started `{name}` (ready after {:.1} s). Output so far:\n{text}", started.elapsed().as_secs_f64()))
     }
 
@@ -178,6 +184,7 @@ mod tests {
             redactor: Redactor::default(),
             sandbox: None,
             tmp: None,
+            registry: None,
         }
     }
 

@@ -141,7 +141,11 @@ pub enum Command {
     Rollback {
         milestone: String,
     },
-    Pause,
+    Pause {
+        /// Why, for the record; "paused by the user" when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
     Resume,
     Cancel,
     CourseCorrect {
@@ -467,6 +471,19 @@ impl Mission {
         Ok(Control::Opened { mission: Box::new(mission), warnings, applied })
     }
 
+    /// Queues `command` for the process driving mission `id` and waits up to `limit` for its
+    /// verdict. A command no driver took in time is withdrawn (`None`), so it cannot surprise
+    /// a later driver.
+    pub fn ask_driver(workspace: &Path, id: &str, command: &Command, limit: Duration) -> Option<Result<(), String>> {
+        let queued = write_inbox(&inbox_dir(workspace, id), command).ok()?;
+        let verdict = wait_for_ack(&queued, limit);
+        if verdict.is_none() && std::fs::remove_file(&queued).is_err() {
+            // Taken between the wait and the withdrawal: its verdict is on its way.
+            return wait_for_ack(&queued, Duration::from_secs(1));
+        }
+        verdict
+    }
+
     pub fn id(&self) -> &str {
         &self.shared.mission_id
     }
@@ -496,6 +513,17 @@ impl Mission {
         crate::git::resolve_program();
         if self.workspace_lock.is_none() {
             self.workspace_lock = Some(take_workspace_lock(&self.workspace)?);
+        }
+        // Commands a dead driver started may still be running (and writing into the tree);
+        // they die before anything else happens.
+        let killed = missions_tools::command::kill_recorded(&self.process_registry());
+        if !killed.is_empty() {
+            self.shared.progress(
+                None,
+                None,
+                None,
+                format!("stopped {} command(s) left running by a driver that died", killed.len()),
+            );
         }
         let projection = self.shared.projection();
         let mission = self.shared.mission()?;
@@ -616,7 +644,13 @@ impl Mission {
             redactor: self.config.redactor(self.options.env.as_ref()),
             sandbox: self.options.sandbox.clone().map(|sandbox| Sandbox { allow_network, ..sandbox }),
             tmp: Some(tmp.to_owned()),
+            registry: Some(self.process_registry()),
         }
+    }
+
+    /// Where the process groups of this mission's commands are recorded while they run.
+    fn process_registry(&self) -> PathBuf {
+        store::missions_root(&self.workspace).join(&self.shared.mission_id).join("processes")
     }
 
     /// The private temporary directory of the commands runs start.

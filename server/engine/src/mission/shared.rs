@@ -236,12 +236,12 @@ impl Shared {
                 self.append(Event::MilestoneRejected { milestone, feedback, correction: Some(correction) })
             }
             Command::Rollback { milestone } => self.rollback(&projection, &milestone),
-            Command::Pause => {
+            Command::Pause { note } => {
                 if state.is_terminal() || state == MissionState::Paused {
                     return refused("pause");
                 }
                 *lock(&self.stop) = Some(Stop::Paused);
-                self.pause(PauseReason::User, "paused by the user".into())
+                self.pause(PauseReason::User, note.unwrap_or_else(|| "paused by the user".into()))
             }
             Command::Resume => {
                 if state != MissionState::Paused {
@@ -428,7 +428,7 @@ impl Shared {
         self.process_inbox(|command| {
             matches!(
                 command,
-                Command::Pause
+                Command::Pause { .. }
                     | Command::Cancel
                     | Command::CourseCorrect { .. }
                     | Command::DismissFinding { .. }

@@ -25,6 +25,24 @@ type ReviewResult = Result<(Feature, Vec<String>, RunEnd<FindingsReport>), Engin
 
 use super::worktree::is_cache_path;
 
+/// Runs a check command for validation. A command that cannot even start is a failed check
+/// whose evidence says why, never an error that would leave the mission validating forever.
+async fn run_check(
+    environment: &missions_tools::CommandEnvironment,
+    command: &str,
+    timeout: Duration,
+) -> missions_tools::command::CommandResult {
+    match missions_tools::command::run_command(environment, command, timeout).await {
+        Ok(result) => result,
+        Err(error) => missions_tools::command::CommandResult {
+            exit_code: None,
+            timed_out: false,
+            output: format!("the command could not be started: {error}"),
+            duration: Duration::ZERO,
+        },
+    }
+}
+
 impl Mission {
     /// Reverts whatever a validator left in the tree, recording it unless it is only caches.
     pub(super) fn revert_validator_changes(
@@ -112,8 +130,7 @@ impl Mission {
         for assertion in &assertions {
             let Check::Command { command, expect_exit } = &assertion.check else { continue };
             self.shared.progress(Some(&milestone.id), None, None, format!("checking {}: {command}", assertion.id));
-            let result =
-                missions_tools::command::run_command(&environment, command, timeout).await.map_err(EngineError::Io)?;
+            let result = run_check(&environment, command, timeout).await;
             let passed = !result.timed_out && result.exit_code == Some(*expect_exit);
             let evidence = clip(&result.describe(timeout), 8_000);
             self.shared.append(Event::AssertionChecked {
@@ -159,8 +176,7 @@ impl Mission {
         // The project's own checks, parsed into file:line findings.
         for check in self.config.config.mission.checks.clone() {
             self.shared.progress(Some(&milestone.id), None, None, format!("project check: {check}"));
-            let result =
-                missions_tools::command::run_command(&environment, &check, timeout).await.map_err(EngineError::Io)?;
+            let result = run_check(&environment, &check, timeout).await;
             let problems = crate::checks::parse_output(&self.workspace, &result.output);
             let evidence = clip(&result.describe(timeout), 4_000);
             for problem in &problems {
