@@ -65,10 +65,7 @@ async fn hostile_tool_calls_are_refused_and_reported_to_the_model() {
             ("no_such_tool", json!({})),
             ("read_file", json!({"wrong": "shape"})),
         ])),
-        (ScriptRole::Worker, true, 1) => Some(Turn::calls(vec![
-            ("write_file", json!({"path": "textkit/slug.py", "content": SLUG_GOOD})),
-            ("write_file", json!({"path": "tests/test_slug.py", "content": SLUG_TEST})),
-        ])),
+        (ScriptRole::Worker, true, 1) => Some(write_slugify()),
         (ScriptRole::Worker, true, _) => Some(handoff("Added slugify.", json!([]))),
         _ => None,
     });
@@ -366,10 +363,7 @@ async fn commands_agents_run_are_confined_by_the_operating_system() {
                 json!({"command": "python3 -c \"import tempfile; f=tempfile.NamedTemporaryFile(); print('TMP-OK')\""}),
             ),
         ])),
-        (ScriptRole::Worker, true, 1) => Some(Turn::calls(vec![
-            ("write_file", json!({"path": "textkit/slug.py", "content": SLUG_GOOD})),
-            ("write_file", json!({"path": "tests/test_slug.py", "content": SLUG_TEST})),
-        ])),
+        (ScriptRole::Worker, true, 1) => Some(write_slugify()),
         (ScriptRole::Worker, true, _) => Some(handoff("Added slugify.", json!([]))),
         _ => None,
     });

@@ -212,10 +212,7 @@ async fn commands_a_dead_driver_started_are_killed_before_the_mission_goes_on() 
     let command = format!("(while :; do sleep 0.05; done) & sleep 30; echo {marker}");
     let script = with(move |call| match (call.role, call.first_line.starts_with("Feature F1:"), call.turn) {
         (ScriptRole::Worker, true, 0) => Some(Turn::call("run_command", json!({"command": command, "timeout_s": 3}))),
-        (ScriptRole::Worker, true, 1) => Some(Turn::calls(vec![
-            ("write_file", json!({"path": "textkit/slug.py", "content": SLUG_GOOD})),
-            ("write_file", json!({"path": "tests/test_slug.py", "content": SLUG_TEST})),
-        ])),
+        (ScriptRole::Worker, true, 1) => Some(write_slugify()),
         (ScriptRole::Worker, true, _) => Some(handoff("Added slugify.", json!([]))),
         _ => None,
     });

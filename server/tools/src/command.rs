@@ -345,6 +345,47 @@ mod tests {
         assert!(result.output.trim_end().ends_with("LAST"));
         assert!(result.output.contains("bytes cut ..."));
     }
+
+    /// An environment whose scripts and process records live in `dir`.
+    fn with_registry(dir: &std::path::Path) -> CommandEnvironment {
+        CommandEnvironment { tmp: Some(dir.to_owned()), registry: Some(dir.join("processes")), ..environment(dir) }
+    }
+
+    #[tokio::test]
+    async fn a_script_longer_than_an_argument_may_be_still_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!("# {}\necho long-script-ran", "x".repeat(200 * 1024));
+        let result = run_command(&with_registry(dir.path()), &script, Duration::from_secs(20)).await.unwrap();
+        assert_eq!(result.exit_code, Some(0), "{}", result.output);
+        assert!(result.output.contains("long-script-ran"));
+        assert!(
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(Result::ok)
+                .all(|e| !e.file_name().to_string_lossy().starts_with("missions-script-")),
+            "the script file is removed afterwards"
+        );
+    }
+
+    #[tokio::test]
+    async fn recorded_groups_are_killed_by_the_next_driver() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = with_registry(dir.path());
+        let marker = dir.path().join("still-running");
+        let script = format!("while :; do touch {}; sleep 0.05; done", marker.display());
+        let (child, registration) = spawn(&env, &script, |_| {}).unwrap();
+        // The driver "dies": its handles are forgotten without killing anything.
+        std::mem::forget(child);
+        std::mem::forget(registration);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(marker.exists(), "the command runs");
+        assert_eq!(kill_recorded(&dir.path().join("processes")).len(), 1);
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::remove_file(&marker).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!marker.exists(), "the recorded group was killed");
+        assert!(std::fs::read_dir(dir.path().join("processes")).unwrap().next().is_none(), "and forgotten");
+    }
 }
 
 #[cfg(test)]
@@ -372,57 +413,5 @@ mod environment_tests {
             removed.contains(&"ANTHROPIC_API_KEY".to_owned()) && removed.contains(&"OPENAI_API_KEY".to_owned()),
             "{removed:?}"
         );
-    }
-}
-
-#[cfg(test)]
-mod registry_tests {
-    use super::*;
-
-    fn environment(dir: &std::path::Path) -> CommandEnvironment {
-        CommandEnvironment {
-            root: dir.to_owned(),
-            secret_env: Vec::new(),
-            redactor: Redactor::default(),
-            sandbox: None,
-            tmp: Some(dir.to_owned()),
-            registry: Some(dir.join("processes")),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_script_longer_than_an_argument_may_be_still_runs() {
-        let dir = tempfile::tempdir().unwrap();
-        let script = format!("# {}\necho long-script-ran", "x".repeat(200 * 1024));
-        let result = run_command(&environment(dir.path()), &script, Duration::from_secs(20)).await.unwrap();
-        assert_eq!(result.exit_code, Some(0), "{}", result.output);
-        assert!(result.output.contains("long-script-ran"));
-        assert!(
-            std::fs::read_dir(dir.path())
-                .unwrap()
-                .filter_map(Result::ok)
-                .all(|e| !e.file_name().to_string_lossy().starts_with("missions-script-")),
-            "the script file is removed afterwards"
-        );
-    }
-
-    #[tokio::test]
-    async fn recorded_groups_are_killed_by_the_next_driver() {
-        let dir = tempfile::tempdir().unwrap();
-        let env = environment(dir.path());
-        let marker = dir.path().join("still-running");
-        let script = format!("while :; do touch {}; sleep 0.05; done", marker.display());
-        let (child, registration) = spawn(&env, &script, |_| {}).unwrap();
-        // The driver "dies": its handles are forgotten without killing anything.
-        std::mem::forget(child);
-        std::mem::forget(registration);
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(marker.exists(), "the command runs");
-        assert_eq!(kill_recorded(&dir.path().join("processes")).len(), 1);
-        std::thread::sleep(Duration::from_millis(200));
-        std::fs::remove_file(&marker).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(!marker.exists(), "the recorded group was killed");
-        assert!(std::fs::read_dir(dir.path().join("processes")).unwrap().next().is_none(), "and forgotten");
     }
 }

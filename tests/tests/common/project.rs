@@ -160,6 +160,14 @@ pub fn pass_all(call: &Call) -> Turn {
     Turn::call("report_findings", json!({"verdicts": verdicts, "findings": []}))
 }
 
+/// The F1 worker's turn that writes a correct slugify and its tests.
+pub fn write_slugify() -> Turn {
+    Turn::calls(vec![
+        ("write_file", json!({"path": "textkit/slug.py", "content": SLUG_GOOD})),
+        ("write_file", json!({"path": "tests/test_slug.py", "content": SLUG_TEST})),
+    ])
+}
+
 pub fn handoff(summary: &str, commands: Value) -> Turn {
     Turn::call(
         "submit_handoff",
