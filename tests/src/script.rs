@@ -37,6 +37,8 @@ pub struct Call {
     /// The tool results of the previous turn, in order: (content, is_error).
     pub results: Vec<(String, bool)>,
     pub system: String,
+    /// The request's `max_tokens`.
+    pub max_tokens: Option<u64>,
 }
 
 /// One answer: some text and tool calls.
@@ -44,19 +46,26 @@ pub struct Call {
 pub struct Turn {
     pub text: String,
     pub calls: Vec<(String, Value)>,
+    /// The answer hits the output limit in the middle of its last tool call's JSON.
+    pub cut_off: bool,
 }
 
 impl Turn {
     pub fn call(name: &str, input: Value) -> Turn {
-        Turn { text: String::new(), calls: vec![(name.to_owned(), input)] }
+        Turn { text: String::new(), calls: vec![(name.to_owned(), input)], cut_off: false }
+    }
+
+    /// A call whose JSON input is cut off by the output limit.
+    pub fn cut_off(name: &str, input: Value) -> Turn {
+        Turn { cut_off: true, ..Turn::call(name, input) }
     }
 
     pub fn calls(calls: Vec<(&str, Value)>) -> Turn {
-        Turn { text: String::new(), calls: calls.into_iter().map(|(n, v)| (n.to_owned(), v)).collect() }
+        Turn { text: String::new(), calls: calls.into_iter().map(|(n, v)| (n.to_owned(), v)).collect(), cut_off: false }
     }
 
     pub fn text(text: &str) -> Turn {
-        Turn { text: text.to_owned(), calls: Vec::new() }
+        Turn { text: text.to_owned(), calls: Vec::new(), cut_off: false }
     }
 }
 
@@ -112,6 +121,7 @@ pub fn parse_call(body: &Value) -> Call {
         turn,
         results,
         system,
+        max_tokens: body["max_tokens"].as_u64(),
     }
 }
 
@@ -135,11 +145,23 @@ pub fn encode(turn: &Turn, input_tokens: u64) -> String {
     }
     for (name, input) in &turn.calls {
         events.push(json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": format!("toolu_{index}_{}", fastrand_id()), "name": name, "input": {}}}));
-        events.push(json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}));
-        events.push(json!({"type": "content_block_stop", "index": index}));
+        let mut json_text = input.to_string();
+        if turn.cut_off {
+            json_text.truncate(json_text.len() / 2);
+        }
+        events.push(json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": json_text}}));
+        if !turn.cut_off {
+            events.push(json!({"type": "content_block_stop", "index": index}));
+        }
         index += 1;
     }
-    let stop = if turn.calls.is_empty() { "end_turn" } else { "tool_use" };
+    let stop = if turn.cut_off {
+        "max_tokens"
+    } else if turn.calls.is_empty() {
+        "end_turn"
+    } else {
+        "tool_use"
+    };
     events.push(json!({"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": 50}}));
     events.push(json!({"type": "message_stop"}));
     anthropic_sse(&events)

@@ -51,9 +51,10 @@ pub enum RunEnd<T> {
 
 /// What the engine provides to every run.
 pub trait RunHooks: Send + Sync {
-    /// Before a model call, with an estimate of its input tokens and the most output it may
-    /// produce. `Err` stops the run before anything is sent.
-    fn before_call(&self, role: Role, model: &str, input_tokens: u64, output_tokens: u64) -> Result<(), Stop>;
+    /// Before a model call, with an estimate of its input tokens and the most output the role
+    /// may produce. Returns the output the call is granted (at most `max_output_tokens`, less
+    /// when a budget cap is near); `Err` stops the run before anything is sent.
+    fn before_call(&self, role: Role, model: &str, input_tokens: u64, max_output_tokens: u32) -> Result<u32, Stop>;
     /// After a call, with what the provider reported, success or not.
     fn after_call(&self, role: Role, run_id: &str, model: &str, usage: &Usage, cost_usd: Option<f64>);
     /// A tool is about to run (for progress).
@@ -76,6 +77,69 @@ pub struct AgentConfig {
     pub context_tokens: usize,
     /// The most output one call may produce (for the budget estimate).
     pub max_output_tokens: u32,
+    /// The loop guard of SPEC §2 rule 10: identical failing calls tolerated in a row.
+    pub max_repeated_failures: u32,
+}
+
+/// The loop guard (SPEC §2 rule 10): counts the same call failing the same way in a row. At the
+/// limit the model gets one pointed reply; one more and the run ends as given up. A terminal
+/// call refused with the same arguments has a limit of two.
+#[derive(Debug, Default)]
+pub struct LoopGuard {
+    last: Option<(String, String, String)>,
+    repeats: u32,
+}
+
+/// What the loop guard says about one failed call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing to say.
+    Fine,
+    /// The limit is reached: add this to the tool result.
+    Warn(String),
+    /// Past the limit: end the run with this reason.
+    GiveUp(String),
+}
+
+impl LoopGuard {
+    /// Notes a call that succeeded: the run is not repeating itself.
+    pub fn succeeded(&mut self) {
+        self.last = None;
+        self.repeats = 0;
+    }
+
+    /// Notes a call that failed with `error`; `limit` is how many identical failures in a row
+    /// are tolerated before the pointed reply.
+    pub fn failed(&mut self, name: &str, input: &Value, error: &str, limit: u32) -> Verdict {
+        let key = (name.to_owned(), input.to_string(), error.to_owned());
+        if self.last.as_ref() == Some(&key) {
+            self.repeats += 1;
+        } else {
+            self.last = Some(key);
+            self.repeats = 1;
+        }
+        let limit = limit.max(1);
+        if self.repeats > limit {
+            Verdict::GiveUp(format!(
+                "the model made the same `{name}` call {} times in a row and it failed the same way each time: {}",
+                self.repeats,
+                first_line(error)
+            ))
+        } else if self.repeats == limit {
+            Verdict::Warn(format!(
+                "\n\nThis is the {limit}th time in a row that this exact `{name}` call failed the same way. Repeating it \
+                 will not change the result: read the message above and do something different. The same call again \
+                 ends this run."
+            ))
+        } else {
+            Verdict::Fine
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or_default().trim();
+    line.chars().take(200).collect()
 }
 
 /// How many turns in a row a model may end without any tool call before the run gives up.
@@ -127,6 +191,7 @@ pub async fn run_agent<T: Terminal>(
     let mut messages = vec![Message::user_text(config.first_message.clone())];
     let fixed_size = (config.system.len() + serde_json::to_string(&specs).map(|s| s.len()).unwrap_or(0)) / 4;
     let mut idle_turns = 0u32;
+    let mut guard = LoopGuard::default();
     for _turn in 0..config.max_turns {
         if let Some(stop) = hooks.interrupted() {
             return RunEnd::Stopped(stop);
@@ -140,11 +205,10 @@ pub async fn run_agent<T: Terminal>(
             max_tokens: Some(config.max_output_tokens),
         };
         let input_tokens = estimate_tokens(&request);
-        if let Err(stop) =
-            hooks.before_call(config.role, &config.model, input_tokens, u64::from(config.max_output_tokens))
-        {
-            return RunEnd::Stopped(stop);
-        }
+        let request = match hooks.before_call(config.role, &config.model, input_tokens, config.max_output_tokens) {
+            Ok(granted) => ModelRequest { max_tokens: Some(granted), ..request },
+            Err(stop) => return RunEnd::Stopped(stop),
+        };
         let context = CallContext { transcript, observer: None };
         let response = match config.provider.complete(&request, context).await {
             Ok(response) => {
@@ -210,24 +274,28 @@ pub async fn run_agent<T: Terminal>(
         let mut results = Vec::new();
         for (id, name, input) in calls {
             hooks.on_tool(config.role, &name, &input);
-            if name == terminal_name {
+            let (mut content, is_error, limit) = if name == terminal_name {
                 match terminal.accept(&input) {
                     Ok(output) => return RunEnd::Finished(output),
-                    Err(reasons) => {
-                        results.push(ContentBlock::ToolResult { tool_use_id: id, content: reasons, is_error: true });
-                        continue;
-                    }
+                    Err(reasons) => (reasons, true, 2),
                 }
+            } else {
+                let output = tools.call(&name, &input).await;
+                if let Some(path) = output.conflict {
+                    return RunEnd::Stopped(Stop::Conflict(path));
+                }
+                (output.content, output.is_error, config.max_repeated_failures)
+            };
+            if is_error {
+                match guard.failed(&name, &input, &content, limit) {
+                    Verdict::Fine => {}
+                    Verdict::Warn(reply) => content.push_str(&reply),
+                    Verdict::GiveUp(reason) => return RunEnd::GaveUp(reason),
+                }
+            } else {
+                guard.succeeded();
             }
-            let output = tools.call(&name, &input).await;
-            if let Some(path) = output.conflict {
-                return RunEnd::Stopped(Stop::Conflict(path));
-            }
-            results.push(ContentBlock::ToolResult {
-                tool_use_id: id,
-                content: output.content,
-                is_error: output.is_error,
-            });
+            results.push(ContentBlock::ToolResult { tool_use_id: id, content, is_error });
             if let Some(stop) = hooks.interrupted() {
                 return RunEnd::Stopped(stop);
             }
@@ -267,5 +335,30 @@ mod tests {
             })
             .collect();
         assert_eq!(elided, vec![true, true, false]);
+    }
+
+    #[test]
+    fn the_loop_guard_warns_once_at_the_limit_then_gives_up() {
+        let mut guard = LoopGuard::default();
+        let input = serde_json::json!({"path": "missing.py"});
+        let fail = |guard: &mut LoopGuard| guard.failed("read_file", &input, "no such file", 3);
+        assert_eq!(fail(&mut guard), Verdict::Fine);
+        assert_eq!(fail(&mut guard), Verdict::Fine);
+        assert!(matches!(fail(&mut guard), Verdict::Warn(_)));
+        assert!(matches!(fail(&mut guard), Verdict::GiveUp(reason) if reason.contains("4 times")));
+        // A different failure, or a success, starts the count again.
+        let mut guard = LoopGuard::default();
+        fail(&mut guard);
+        fail(&mut guard);
+        guard.failed("read_file", &serde_json::json!({"path": "other.py"}), "no such file", 3);
+        assert_eq!(fail(&mut guard), Verdict::Fine);
+        guard.succeeded();
+        assert_eq!(fail(&mut guard), Verdict::Fine);
+        // A refused terminal call: the second identical refusal is the limit.
+        let mut guard = LoopGuard::default();
+        let complete = serde_json::json!({"decision": "complete"});
+        assert_eq!(guard.failed("decide_milestone", &complete, "A1 fails", 2), Verdict::Fine);
+        assert!(matches!(guard.failed("decide_milestone", &complete, "A1 fails", 2), Verdict::Warn(_)));
+        assert!(matches!(guard.failed("decide_milestone", &complete, "A1 fails", 2), Verdict::GiveUp(_)));
     }
 }

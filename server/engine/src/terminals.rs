@@ -274,6 +274,17 @@ pub struct FindingsReport {
 /// `report_findings`, for a run asked to judge `assertions`.
 pub struct ReportFindings {
     pub assertions: Vec<String>,
+    /// The findings of the last report that could be read, accepted or not: a validator's
+    /// findings are recorded even when its run never manages an acceptable report.
+    pub last_findings: Vec<ReportedFinding>,
+    /// Verdicts of the accepted report that were ignored (assertions not asked for or unknown).
+    pub ignored: Vec<String>,
+}
+
+impl ReportFindings {
+    pub fn new(assertions: Vec<String>) -> ReportFindings {
+        ReportFindings { assertions, last_findings: Vec::new(), ignored: Vec::new() }
+    }
 }
 
 impl Terminal for ReportFindings {
@@ -302,31 +313,44 @@ impl Terminal for ReportFindings {
     }
 
     fn accept(&mut self, input: &Value) -> Result<FindingsReport, String> {
-        let report: FindingsReport = serde_json::from_value(input.clone())
+        let mut report: FindingsReport = serde_json::from_value(input.clone())
             .map_err(|e| format!("the report does not have the required shape: {e}"))?;
+        self.last_findings = report.findings.clone();
+        // SPEC §2 rule 10: a verdict on an assertion the run was not asked to judge (or one
+        // that does not exist) is a harmless extra; it is dropped, never a reason to refuse.
+        let (asked, ignored): (Vec<Verdict>, Vec<Verdict>) =
+            report.verdicts.into_iter().partition(|v| self.assertions.contains(&v.assertion));
+        report.verdicts = asked;
+        self.ignored = ignored.into_iter().map(|v| v.assertion).collect();
         let mut reasons = Vec::new();
-        for verdict in &report.verdicts {
-            if !self.assertions.contains(&verdict.assertion) {
-                reasons.push(format!(
-                    "{} is not an assertion you were asked to judge ({})",
-                    verdict.assertion,
-                    self.assertions.join(", ")
-                ));
-            }
-            if verdict.evidence.trim().is_empty() {
-                reasons.push(format!("the verdict on {} has no evidence", verdict.assertion));
-            }
+        let missing: Vec<&str> = self
+            .assertions
+            .iter()
+            .filter(|asked| !report.verdicts.iter().any(|v| &v.assertion == *asked))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            reasons.push(format!("a verdict is missing for: {}", missing.join(", ")));
         }
-        for asked in &self.assertions {
-            if !report.verdicts.iter().any(|v| &v.assertion == asked) {
-                reasons.push(format!("there is no verdict on {asked}"));
-            }
+        for verdict in report.verdicts.iter().filter(|v| v.evidence.trim().is_empty()) {
+            reasons.push(format!("the verdict on {} has no evidence", verdict.assertion));
         }
         if reasons.is_empty() {
-            Ok(report)
-        } else {
-            Err(format!("The report was not accepted:\n- {}", reasons.join("\n- ")))
+            return Ok(report);
         }
+        let mut message = format!("The report was not accepted:\n- {}", reasons.join("\n- "));
+        if !self.ignored.is_empty() {
+            message.push_str(&format!(
+                "\nVerdicts on {} were ignored: you were asked to judge only {}.",
+                self.ignored.join(", "),
+                if self.assertions.is_empty() {
+                    "no assertion (report findings only)".to_owned()
+                } else {
+                    self.assertions.join(", ")
+                }
+            ));
+        }
+        Err(message)
     }
 }
 
@@ -540,11 +564,23 @@ mod tests {
 
     #[test]
     fn reports_must_judge_exactly_the_assertions_asked() {
-        let mut terminal = ReportFindings { assertions: vec!["A1".into(), "A2".into()] };
+        let mut terminal = ReportFindings::new(vec!["A1".into(), "A2".into()]);
         let error = terminal
             .accept(&json!({"verdicts": [{"assertion": "A1", "pass": true, "evidence": "ran it"}, {"assertion": "A7", "pass": true, "evidence": "x"}], "findings": []}))
             .unwrap_err();
-        assert!(error.contains("no verdict on A2") && error.contains("A7 is not an assertion"), "{error}");
+        assert!(
+            error.contains("a verdict is missing for: A2") && error.contains("Verdicts on A7 were ignored"),
+            "{error}"
+        );
+        // An extra verdict never voids a report: it is dropped, and the findings stand.
+        let mut only_findings = ReportFindings::new(Vec::new());
+        let report = only_findings
+            .accept(&json!({"verdicts": [{"assertion": "AS-3", "pass": false, "evidence": "x"}],
+                            "findings": [{"severity": "warning", "path": "a.py", "line": 3, "message": "m"}]}))
+            .unwrap();
+        assert!(report.verdicts.is_empty());
+        assert_eq!(report.findings.len(), 1);
+        assert_eq!(only_findings.ignored, vec!["AS-3"]);
         let ok = json!({"verdicts": [{"assertion": "A1", "pass": true, "evidence": "e"}, {"assertion": "A2", "pass": false, "evidence": "e"}],
                         "findings": [{"severity": "error", "path": "a.py", "line": 3, "message": "m", "assertion": "A2"}]});
         assert_eq!(terminal.accept(&ok).unwrap().findings[0].line, Some(3));

@@ -205,6 +205,8 @@ pub fn shell_command(
     if let Some(tmp) = &environment.tmp {
         command.env("TMPDIR", tmp);
     }
+    // Output is read by models and shown in editors, not by a terminal (SPEC §5).
+    command.env("NO_COLOR", "1").env("TERM", "dumb").env("CLICOLOR", "0");
     for name in &environment.secret_env {
         command.env_remove(name);
     }

@@ -199,7 +199,42 @@ struct HttpRequestInput {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(tool: &str, input: &Value) -> Result<T, ToolOutput> {
-    serde_json::from_value(input.clone()).map_err(|e| ToolOutput::error(format!("invalid input for {tool}: {e}")))
+    serde_json::from_value(input.clone()).map_err(|error| {
+        let why = mistyped_field(tool, input).unwrap_or_else(|| error.to_string());
+        ToolOutput::error(format!("invalid input for {tool}: {why}"))
+    })
+}
+
+/// Names the field whose value has the wrong JSON type, from the tool's schema: serde's own
+/// message ("invalid type: integer `7`, expected a string") does not say which field it is.
+fn mistyped_field(tool: &str, input: &Value) -> Option<String> {
+    let Some(object) = input.as_object() else {
+        return Some("the input must be a JSON object of the tool's fields".into());
+    };
+    let spec = tool_spec(tool)?;
+    let properties = spec.input_schema["properties"].as_object()?.clone();
+    properties.iter().find_map(|(field, schema)| {
+        let value = object.get(field)?;
+        let expected = schema["type"].as_str()?;
+        let fits = match expected {
+            "string" => value.is_string(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "boolean" => value.is_boolean(),
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            _ => true,
+        };
+        let actual = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        };
+        (!fits).then(|| format!("`{field}` must be of type {expected}, not {actual}"))
+    })
 }
 
 fn string(description: &str) -> Value {

@@ -186,6 +186,15 @@ impl RolesConfig {
 pub struct BudgetConfig {
     pub max_usd: Option<f64>,
     pub max_tokens: Option<u64>,
+    /// The least output a call is allowed when a cap is near (SPEC §2 rule 7); below it the
+    /// mission pauses for budget. Default 1024.
+    pub min_output_tokens: Option<u32>,
+}
+
+impl BudgetConfig {
+    pub fn min_output_tokens(&self) -> u32 {
+        self.min_output_tokens.unwrap_or(1_024)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +214,9 @@ pub struct MissionConfig {
     /// Paths outside the workspace that sandboxed commands may write, besides the temporary
     /// directory; `~` is the home directory. Default: `~/.cargo`, `~/.cache`, `~/.npm`.
     pub writable_paths: Option<Vec<String>>,
+    /// How many times in a row a run may make the same call fail the same way before it is
+    /// told so once and then ended (SPEC §2 rule 10). Default 3.
+    pub max_repeated_failures: u32,
 }
 
 impl Default for MissionConfig {
@@ -217,6 +229,7 @@ impl Default for MissionConfig {
             allow_network: false,
             sandbox: true,
             writable_paths: None,
+            max_repeated_failures: 3,
         }
     }
 }

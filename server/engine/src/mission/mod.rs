@@ -332,6 +332,7 @@ impl Mission {
             provider_names,
             stop: Mutex::new(None),
             reserved: Mutex::new((0, 0.0)),
+            min_output_tokens: config.config.budget.min_output_tokens(),
         };
         Ok(Mission {
             workspace: workspace.to_owned(),
@@ -737,6 +738,7 @@ impl Mission {
             max_turns,
             context_tokens: self.options.limits.context_tokens,
             max_output_tokens: model.max_output_tokens,
+            max_repeated_failures: self.config.config.mission.max_repeated_failures,
         };
         let hooks = RunScope {
             shared: &self.shared,

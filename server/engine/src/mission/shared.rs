@@ -35,6 +35,8 @@ pub(super) struct Shared {
     /// Tokens and dollars of model calls in flight, reserved against the budget caps so that
     /// runs calling in parallel cannot pass a cap together.
     pub(super) reserved: Mutex<(u64, f64)>,
+    /// The least output a call may be granted before the mission pauses for budget.
+    pub(super) min_output_tokens: u32,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -528,37 +530,63 @@ pub(super) struct RunScope<'a> {
 }
 
 impl RunHooks for RunScope<'_> {
-    fn before_call(&self, role: Role, model: &str, input_tokens: u64, output_tokens: u64) -> Result<(), Stop> {
+    fn before_call(&self, role: Role, model: &str, input_tokens: u64, max_output_tokens: u32) -> Result<u32, Stop> {
         let projection = self.shared.projection();
-        let Some(mission) = projection.mission else { return Ok(()) };
+        let Some(mission) = projection.mission else { return Ok(max_output_tokens) };
         let budget = mission.budget;
-        let estimate = input_tokens + output_tokens;
-        let estimate_usage = Usage { input: input_tokens, output: output_tokens, ..Usage::default() };
+        let mut reserved = lock(&self.shared.reserved);
+        // SPEC §2 rule 7: the call's output is clamped to what the caps leave, and the
+        // mission pauses only when not even `min_output_tokens` fit.
+        let mut granted = u64::from(max_output_tokens);
+        let mut limited_by = None;
+        if let Some(max) = budget.max_tokens {
+            let left = max.saturating_sub(budget.used_tokens + reserved.0 + input_tokens);
+            if left < granted {
+                granted = left;
+                limited_by = Some(format!(
+                    "the cap of {max} tokens leaves {left} for its output ({} used{}, about {input_tokens} of input)",
+                    budget.used_tokens,
+                    if reserved.0 > 0 { format!(", {} in calls under way", reserved.0) } else { String::new() }
+                ));
+            }
+        }
         // A model without a known price cannot be estimated in dollars; the token cap still
         // holds for it.
-        let estimate_usd = self.shared.prices.cost(model, model, &estimate_usage).unwrap_or(0.0);
-        let mut reserved = lock(&self.shared.reserved);
-        if let Some(max) = budget.max_tokens
-            && budget.used_tokens + reserved.0 + estimate > max
-        {
-            return Err(Stop::Budget(format!(
-                "the next {role} call (about {estimate} tokens) would take the mission past its cap of {max} tokens ({} used{})",
-                budget.used_tokens,
-                if reserved.0 > 0 { format!(", {} in calls under way", reserved.0) } else { String::new() }
-            )));
-        }
+        let cost = |input: u64, output: u64| {
+            self.shared.prices.cost(model, model, &Usage { input, output, ..Usage::default() })
+        };
         if let Some(max) = budget.max_usd
-            && budget.used_usd + reserved.1 + estimate_usd > max
+            && let (Some(input_cost), Some(per_million_output)) = (cost(input_tokens, 0), cost(0, 1_000_000))
         {
+            let left_usd = max - budget.used_usd - reserved.1 - input_cost;
+            let affordable = if left_usd <= 0.0 {
+                0
+            } else if per_million_output <= 0.0 {
+                u64::MAX
+            } else {
+                (left_usd / per_million_output * 1_000_000.0).floor() as u64
+            };
+            if affordable < granted {
+                granted = affordable;
+                limited_by = Some(format!(
+                    "the cap of ${max:.2} leaves room for {affordable} output tokens (${:.2} used, about ${input_cost:.4} of input)",
+                    budget.used_usd
+                ));
+            }
+        }
+        let least = self.shared.min_output_tokens.min(max_output_tokens);
+        if granted < u64::from(least) {
             return Err(Stop::Budget(format!(
-                "the next {role} call (about ${estimate_usd:.2}) would take the mission past its cap of ${max:.2} (${:.2} used)",
-                budget.used_usd
+                "the next {role} call needs room for at least {least} output tokens, but {}",
+                limited_by.unwrap_or_default()
             )));
         }
+        let estimate = input_tokens + granted;
+        let estimate_usd = cost(input_tokens, granted).unwrap_or(0.0);
         reserved.0 += estimate;
         reserved.1 += estimate_usd;
         *lock(&self.reservation) = (estimate, estimate_usd);
-        Ok(())
+        Ok(u32::try_from(granted).unwrap_or(max_output_tokens))
     }
 
     fn after_call(&self, role: Role, run_id: &str, model: &str, usage: &Usage, cost_usd: Option<f64>) {

@@ -341,7 +341,7 @@ impl Mission {
         let values = BTreeMap::from([("project_instructions", prompts::project_instructions(&self.workspace))]);
         let system = prompts::render(template, &self.workspace, &values)?;
         let tools = self.toolbox(set, focus, self.run_tmp()?)?;
-        let mut terminal = ReportFindings { assertions: asked.to_vec() };
+        let mut terminal = ReportFindings::new(asked.to_vec());
         let label = match feature {
             Some(feature) => format!("review-{}", feature.id),
             None => format!("user-test-{}", milestone.id),
@@ -355,7 +355,24 @@ impl Mission {
             milestone: Some(milestone.id.clone()),
             feature: feature.map(|f| f.id.clone()),
         };
-        self.run(request, &tools, &mut terminal).await
+        let end = self.run(request, &tools, &mut terminal).await?;
+        let validator = if role == Role::UserTester { Validator::UserTest } else { Validator::Review };
+        if !terminal.ignored.is_empty() {
+            self.shared.progress(
+                Some(&milestone.id),
+                feature.map(|f| f.id.as_str()),
+                Some(role),
+                format!("ignored verdicts on {} (not asked to judge them)", terminal.ignored.join(", ")),
+            );
+        }
+        // Findings are always recorded (SPEC §2 rule 10): a run that never managed an
+        // acceptable report still leaves what it found.
+        if matches!(end, RunEnd::GaveUp(_)) && !terminal.last_findings.is_empty() {
+            let findings = std::mem::take(&mut terminal.last_findings);
+            let report = FindingsReport { verdicts: Vec::new(), findings };
+            self.record_report(&milestone.id, feature.map(|f| f.id.as_str()), validator, report)?;
+        }
+        Ok(end)
     }
 
     pub(super) async fn user_test(
