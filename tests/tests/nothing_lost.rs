@@ -362,3 +362,21 @@ async fn configuration_and_workspace_mistakes_are_clear_errors() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
 }
+
+#[tokio::test]
+async fn a_users_commit_the_engine_made_but_did_not_record_is_recognised() {
+    // A crash between committing the user's changes and recording it leaves a `user:` commit
+    // of this mission that the log does not know: it is recorded, not called lost events.
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
+    let dir = project_for(&model, "");
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let id = mission_id(dir.path());
+    std::fs::write(dir.path().join("notes.txt"), USER_NOTES).unwrap();
+    git(dir.path(), &["add", "notes.txt"]);
+    git(dir.path(), &["commit", "-q", "-m", "user: notes.txt", "-m", &format!("Mission-Id: {id}")]);
+    let output = missions_async(dir.path(), &["accept", &id, "M1"]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(events(dir.path(), &id).iter().any(|e| e["type"] == "user_changes_committed"));
+    assert_eq!(std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(), USER_NOTES);
+}

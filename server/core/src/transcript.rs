@@ -102,11 +102,11 @@ impl TranscriptWriter {
     }
 }
 
-/// Reads the `response` entries of a transcript, in order, for replay: each with the key of
-/// the request it answered, when one was recorded.
 /// The largest transcript replay reads (a whole recorded mission fits many times over).
 pub const TRANSCRIPT_LIMIT: u64 = 512 * 1024 * 1024;
 
+/// Reads the `response` entries of a transcript, in order, for replay: each with the key of
+/// the request it answered, when one was recorded.
 pub fn read_responses(path: &Path) -> Result<Vec<(Option<String>, ModelResponse)>, TranscriptError> {
     let read_error = |message: String| TranscriptError::Read { path: path.to_owned(), message };
     let bytes = crate::store::read_bounded(path, TRANSCRIPT_LIMIT).map_err(|error| match error {

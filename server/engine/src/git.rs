@@ -75,6 +75,17 @@ impl Git {
         Git { root: root.to_owned(), identity: Default::default() }
     }
 
+    /// The working tree this runs in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Points the checked-out branch at `to` (only if it is at `from`), leaving the index and
+    /// the tree alone.
+    pub fn move_branch(&self, to: &str, from: &str) -> Result<(), GitError> {
+        self.run(&["update-ref", "HEAD", to, from]).map(drop)
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new(git_program());
         command
@@ -232,12 +243,22 @@ impl Git {
         if self.dirty_files()?.is_empty() {
             return Ok(None);
         }
+        let commit = self.commit_beside(None, &[message])?;
+        self.update_ref(name, &commit)?;
+        Ok(Some(commit))
+    }
+
+    /// A commit on top of `HEAD` holding the working tree's state of `paths` (every changed
+    /// path when `None`), made through a temporary index so that neither the real index nor
+    /// the tree is touched. Paths are literal, never patterns.
+    fn commit_beside(&self, paths: Option<&[String]>, message: &[&str]) -> Result<String, GitError> {
         let index = tempfile::NamedTempFile::new().map_err(|e| GitError::Spawn(e.to_string()))?;
         let index_path = index.path().to_owned();
         let with_index = |args: &[&str]| -> Result<String, GitError> {
             let output = self
                 .command()
                 .env("GIT_INDEX_FILE", &index_path)
+                .env("GIT_LITERAL_PATHSPECS", "1")
                 .args(args)
                 .output()
                 .map_err(|e| GitError::Spawn(e.to_string()))?;
@@ -251,15 +272,33 @@ impl Git {
             }
         };
         with_index(&["read-tree", "HEAD"])?;
-        with_index(&["add", "-A"])?;
+        let mut add: Vec<&str> = vec!["add", "-A"];
+        if let Some(paths) = paths {
+            add.push("--");
+            add.extend(paths.iter().map(String::as_str));
+        }
+        with_index(&add)?;
         let tree = with_index(&["write-tree"])?;
         let head = self.head()?;
         let identity = self.identity_args();
         let mut args: Vec<&str> = identity.iter().map(String::as_str).collect();
-        args.extend(["commit-tree", tree.as_str(), "-p", head.as_str(), "-m", message]);
-        let commit = self.run(&args)?.trim().to_owned();
-        self.update_ref(name, &commit)?;
-        Ok(Some(commit))
+        args.extend(["commit-tree", tree.as_str(), "-p", head.as_str()]);
+        for part in message {
+            args.extend(["-m", part]);
+        }
+        Ok(self.run(&args)?.trim().to_owned())
+    }
+
+    /// Commits exactly `paths` (changed, added or deleted, mode changes and symlinks included)
+    /// as they are in the working tree onto the checked-out branch, leaving the tree and every
+    /// other change as they are, and returns the new commit.
+    pub fn commit_paths(&self, subject: &str, trailers: &[(&str, &str)], paths: &[String]) -> Result<String, GitError> {
+        let trailer_block: String = trailers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+        let head = self.head()?;
+        let commit = self.commit_beside(Some(paths), &[subject, trailer_block.trim_end()])?;
+        // Through HEAD, so the checked-out branch moves; only if nothing moved it meanwhile.
+        self.run(&["update-ref", "HEAD", &commit, &head])?;
+        Ok(commit)
     }
 
     /// Puts the working tree back to `commit`, dropping every change and untracked file that
@@ -285,21 +324,6 @@ impl Git {
     /// Whether `name` exists as a ref.
     pub fn ref_exists(&self, name: &str) -> bool {
         self.run(&["rev-parse", "--verify", "--quiet", name]).is_ok()
-    }
-
-    /// Commits exactly `paths` (changed, added or deleted) as they are in the working tree,
-    /// leaving every other change uncommitted, and returns the new commit.
-    pub fn commit_paths(&self, subject: &str, trailers: &[(&str, &str)], paths: &[String]) -> Result<String, GitError> {
-        let mut add: Vec<&str> = vec!["add", "-A", "--"];
-        add.extend(paths.iter().map(String::as_str));
-        self.run(&add)?;
-        let trailer_block: String = trailers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
-        let identity = self.identity_args();
-        let mut args: Vec<&str> = identity.iter().map(String::as_str).collect();
-        args.extend(["commit", "-q", "--no-verify", "-m", subject, "-m", trailer_block.trim_end(), "--"]);
-        args.extend(paths.iter().map(String::as_str));
-        self.run(&args)?;
-        self.head()
     }
 
     /// Whether `ancestor` is `descendant` or one of its ancestors.

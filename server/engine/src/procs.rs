@@ -23,23 +23,55 @@ pub fn nobody_holds(lock: &Path, root: &Path, git_dir: &Path) -> bool {
         {
             return false;
         }
-        let comm = std::fs::read_to_string(proc_dir.join("comm")).unwrap_or_default();
+        let Ok(comm) = std::fs::read_to_string(proc_dir.join("comm")) else {
+            // A process that cannot be looked at (gone meanwhile, or another user's) could be
+            // a git at work: nothing is proved.
+            if proc_dir.exists() {
+                return false;
+            }
+            continue;
+        };
         if comm.trim() != "git" {
             continue;
         }
-        let cwd_inside = std::fs::read_link(proc_dir.join("cwd")).is_ok_and(|cwd| cwd.starts_with(&root));
-        let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+        let (Ok(cwd), Ok(cmdline)) =
+            (std::fs::read_link(proc_dir.join("cwd")), std::fs::read(proc_dir.join("cmdline")))
+        else {
+            // Gone meanwhile, or a zombie: it holds nothing. Alive but unreadable: nothing
+            // is proved.
+            if proc_dir.exists() && !is_zombie(&proc_dir) {
+                return false;
+            }
+            continue;
+        };
         let cmdline = String::from_utf8_lossy(&cmdline);
+        // Long-lived helpers that never take these locks.
+        if ["fsmonitor--daemon", "cat-file", "credential-cache--daemon"].iter().any(|d| cmdline.contains(d)) {
+            continue;
+        }
+        let environ = std::fs::read(proc_dir.join("environ")).unwrap_or_default();
+        let names_git_dir = String::from_utf8_lossy(&environ).split('\0').any(|var| {
+            var.strip_prefix("GIT_DIR=").is_some_and(|dir| Path::new(dir) == git_dir || cwd.join(dir) == git_dir)
+        });
         let names_repository = cmdline.split('\0').any(|arg| {
-            let arg = Path::new(arg);
+            let arg = arg.strip_prefix("--git-dir=").unwrap_or(arg);
+            let arg = cwd.join(arg);
             arg == root || arg == git_dir || arg.starts_with(&git_dir)
         });
-        if cwd_inside || names_repository {
+        if cwd.starts_with(&root) || names_repository || names_git_dir {
             return false;
         }
     }
     // An empty /proc (a restricted mount) proves nothing.
     saw_a_process
+}
+
+/// Whether the process of `/proc/<pid>` has exited and waits to be reaped.
+fn is_zombie(proc_dir: &Path) -> bool {
+    std::fs::read_to_string(proc_dir.join("stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])))
+        .unwrap_or(true)
 }
 
 #[cfg(test)]

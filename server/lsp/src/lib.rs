@@ -508,7 +508,7 @@ pub async fn run_stdio() -> u8 {
     let session = Arc::new(transport::Session::default());
     let (client_side, server_input) = tokio::io::duplex(1024 * 1024);
     let (server_output, merged) = tokio::io::duplex(1024 * 1024);
-    let (answers, answers_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (answers, answers_rx) = tokio::sync::mpsc::channel(256);
     let reader = tokio::spawn(transport::read_client(tokio::io::stdin(), client_side, answers, session.clone()));
     let writer = tokio::spawn(transport::write_client(merged, answers_rx, tokio::io::stdout()));
     Server::new(server_input, server_output, socket).serve(service).await;

@@ -117,43 +117,76 @@ fn embedded_header(bytes: &[u8], from: usize) -> Option<usize> {
 /// What parsing the buffered input found.
 #[derive(Debug, PartialEq)]
 enum Parsed {
-    /// Not enough bytes yet.
-    NeedMore,
+    /// Not enough bytes yet; the body bytes already searched for an embedded header (so the
+    /// next parse does not search them again).
+    NeedMore { scanned: usize },
     /// `consumed` bytes made one frame (or one skipped stretch of garbage).
     Frame { consumed: usize, frame: Frame },
 }
 
-/// Parses the front of `buffer`. `eof` says no more bytes will come.
-fn parse(buffer: &[u8], eof: bool) -> Parsed {
+/// Whether `bytes` begins with a header line's name (`Name:`), the start of a header block.
+fn starts_with_header_name(bytes: &[u8]) -> bool {
+    let name = bytes.iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'-').count();
+    name > 0 && name < 64 && bytes.get(name) == Some(&b':')
+}
+
+/// Whether `line` is a well-formed header line: a name of letters, digits and dashes, a
+/// colon, and a value of printable ASCII.
+fn is_header_line(line: &[u8]) -> bool {
+    starts_with_header_name(line)
+        && line.iter().skip_while(|b| **b != b':').skip(1).all(|b| (b' '..=b'~').contains(b) || *b == b'\t')
+}
+
+/// The end of the header block at the front of `buffer` (the index of its blank line) and the
+/// length of that blank line's terminator: `\r\n\r\n`, or `\n\n` from clients that send bare
+/// line feeds.
+fn header_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Parses the front of `buffer`. `eof` says no more bytes will come; `scanned` is how much of
+/// the pending body an earlier parse already searched for an embedded header.
+fn parse(buffer: &[u8], eof: bool, scanned: usize) -> Parsed {
     if buffer.is_empty() {
-        return Parsed::NeedMore;
+        return Parsed::NeedMore { scanned: 0 };
     }
     let garbage = |consumed: usize, why: &str| Parsed::Frame {
         consumed,
         frame: Frame::Answer(error_response(Value::Null, PARSE_ERROR, format!("malformed frame skipped: {why}"))),
     };
-    // Bytes before the first header are garbage (a cut-short body, a stray line).
-    match find_header(buffer, 0) {
-        Some(0) => {}
-        Some(start) => return garbage(start, "bytes outside any frame"),
-        None if eof || buffer.len() > MAX_HEADER => return garbage(buffer.len(), "bytes outside any frame"),
-        None => {
-            // Keep what could be the beginning of a header split across reads.
-            let cut = buffer.len().saturating_sub(HEADER_NAME.len() - 1);
-            return if cut > 0 { garbage(cut, "bytes outside any frame") } else { Parsed::NeedMore };
+    // Bytes before the first header are garbage (a cut-short body, a stray line). A header
+    // block may begin with any header (`Content-Type` before `Content-Length` is legal).
+    if !starts_with_header_name(buffer) {
+        match find_header(buffer, 0) {
+            Some(0) => {}
+            Some(start) => return garbage(start, "bytes outside any frame"),
+            None if eof || buffer.len() > MAX_HEADER => return garbage(buffer.len(), "bytes outside any frame"),
+            None => {
+                // Keep what could be the beginning of a header split across reads.
+                let cut = buffer.len().saturating_sub(HEADER_NAME.len() - 1);
+                return if cut > 0 { garbage(cut, "bytes outside any frame") } else { Parsed::NeedMore { scanned: 0 } };
+            }
         }
     }
-    let Some(header_end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let Some((header_end, terminator)) = header_end(buffer) else {
         if buffer.len() > MAX_HEADER || eof {
             return garbage(find_header(buffer, 1).unwrap_or(buffer.len()), "a header block that never ends");
         }
-        return Parsed::NeedMore;
+        return Parsed::NeedMore { scanned: 0 };
     };
     let header = &buffer[..header_end];
-    let body_start = header_end + 4;
-    // A header block that cannot be trusted is skipped whole; whatever body follows it is then
-    // skipped as bytes outside any frame, up to the next header.
-    let skip_header = |why: &str| garbage(body_start, why);
+    let body_start = header_end + terminator;
+    // A header block that cannot be trusted is skipped: up to a `Content-Length` inside its
+    // first line (stray bytes glued to the next frame's header), else whole; whatever body
+    // follows it is then skipped as bytes outside any frame, up to the next header.
+    let first_line_end = buffer.iter().position(|b| *b == b'\n').unwrap_or(header_end);
+    let skip_header =
+        |why: &str| garbage(find_header(buffer, 1).filter(|at| *at < first_line_end).unwrap_or(body_start), why);
     let mut length: Option<usize> = None;
     for line in header.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -169,8 +202,10 @@ fn parse(buffer: &[u8], eof: bool) -> Parsed {
                 Ok(n) if n <= MAX_FRAME => length = Some(n),
                 _ => return skip_header("Content-Length is larger than the 64 MiB limit"),
             }
-        } else if !line.contains(&b':') {
-            return skip_header("a header line without a colon");
+        } else if !is_header_line(line) {
+            // Not a header at all: the "block" is garbage, and the next frame may begin inside
+            // what looked like it.
+            return garbage(find_header(buffer, 1).unwrap_or(body_start), "a line that is not a header");
         }
     }
     let Some(length) = length else { return skip_header("no Content-Length") };
@@ -178,11 +213,17 @@ fn parse(buffer: &[u8], eof: bool) -> Parsed {
     // A frame whose declared length runs into the next frame's header is broken: answer it and
     // start again at that header, instead of waiting for bytes that are not coming.
     let window = &available[..available.len().min(length)];
-    if let Some(next) = embedded_header(window, 0) {
+    // Only bytes not searched before, with a margin for a header split across reads.
+    let from = scanned.saturating_sub(HEADER_NAME.len() + 32).min(window.len());
+    if let Some(next) = embedded_header(window, from) {
         return garbage(body_start + next, "its Content-Length runs past the end of its body");
     }
     if available.len() < length {
-        return if eof { garbage(buffer.len(), "the input ended inside a frame") } else { Parsed::NeedMore };
+        return if eof {
+            garbage(buffer.len(), "the input ended inside a frame")
+        } else {
+            Parsed::NeedMore { scanned: window.len() }
+        };
     }
     Parsed::Frame { consumed: body_start + length, frame: classify(&available[..length]) }
 }
@@ -212,25 +253,36 @@ fn framed(body: &[u8]) -> Vec<u8> {
 pub async fn read_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut input: R,
     mut server: W,
-    answers: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    answers: tokio::sync::mpsc::Sender<Vec<u8>>,
     session: Arc<Session>,
 ) {
     let mut buffer: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut eof = false;
+    let mut scanned = 0;
     loop {
-        match parse(&buffer, eof) {
-            Parsed::NeedMore if eof => break,
-            Parsed::NeedMore => match input.read(&mut chunk).await {
-                Ok(0) | Err(_) => eof = true,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            },
+        match parse(&buffer, eof, scanned) {
+            Parsed::NeedMore { .. } if eof => break,
+            Parsed::NeedMore { scanned: searched } => {
+                scanned = searched;
+                match input.read(&mut chunk).await {
+                    Ok(0) => eof = true,
+                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => eof = true,
+                }
+            }
             Parsed::Frame { consumed, frame } => {
                 buffer.drain(..consumed);
+                scanned = 0;
                 match frame {
                     Frame::Answer(response) => {
                         tracing::warn!("answered a malformed frame: {response}");
-                        let _ = answers.send(framed(response.to_string().as_bytes()));
+                        // Bounded: a client that floods garbage and reads nothing is slowed
+                        // down, not given unbounded memory.
+                        if answers.send(framed(response.to_string().as_bytes())).await.is_err() {
+                            break;
+                        }
                     }
                     Frame::Message { body, method, is_request } => {
                         if is_request && method.as_deref() == Some("shutdown") {
@@ -257,7 +309,7 @@ pub async fn read_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 /// Copies the server's frames and the guard's answers to `output`, each frame whole.
 pub async fn write_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut server: R,
-    mut answers: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    mut answers: tokio::sync::mpsc::Receiver<Vec<u8>>,
     mut output: W,
 ) {
     let mut buffer: Vec<u8> = Vec::new();
@@ -327,8 +379,8 @@ mod tests {
         let mut buffer = input.to_vec();
         let mut out = Vec::new();
         loop {
-            match parse(&buffer, true) {
-                Parsed::NeedMore => return out,
+            match parse(&buffer, true, 0) {
+                Parsed::NeedMore { .. } => return out,
                 Parsed::Frame { consumed, frame } => {
                     assert!(consumed > 0, "no progress on {:?}", String::from_utf8_lossy(&buffer));
                     buffer.drain(..consumed);
@@ -388,6 +440,8 @@ mod tests {
             "Content-Length: 99999999999999999999999\r\n\r\n",
             "Content-Length: 70000000\r\n\r\n",
             "garbage without a colon\r\n\r\n",
+            // A stray byte glued to the next frame's header.
+            "Q",
         ] {
             let mut input = header.as_bytes().to_vec();
             input.extend_from_slice(GOOD);
@@ -402,7 +456,7 @@ mod tests {
         // Declared far longer than the body, with the next frame right behind it.
         let mut input = b"Content-Length: 5000\r\n\r\n{\"jsonrpc\":\"2.0\"}".to_vec();
         input.extend_from_slice(GOOD);
-        match parse(&input, false) {
+        match parse(&input, false, 0) {
             Parsed::Frame { frame, .. } => assert_eq!(answer_code(&frame), Some(PARSE_ERROR)),
             other => panic!("waited instead of recovering: {other:?}"),
         }
@@ -416,12 +470,52 @@ mod tests {
     }
 
     #[test]
+    fn bare_line_feeds_and_a_content_type_first_are_understood() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"x/y"}"#;
+        let mut lf = format!("Content-Length: {}\n\n", body.len()).into_bytes();
+        lf.extend_from_slice(body);
+        lf.extend_from_slice(GOOD);
+        check(&lf, &[None, None]);
+        let mut typed = format!(
+            "Content-Type: application/vscode-jsonrpc; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        typed.extend_from_slice(body);
+        check(&typed, &[None]);
+    }
+
+    #[test]
+    fn a_large_body_arriving_in_pieces_is_searched_once() {
+        let body = format!("{{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"params\":\"{}\"}}", "a".repeat(1_000_000));
+        let input = format!("Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes();
+        let mut scanned = 0;
+        let mut fed = 0;
+        let mut parses = 0;
+        loop {
+            fed = (fed + 65_536).min(input.len());
+            parses += 1;
+            match parse(&input[..fed], false, scanned) {
+                Parsed::NeedMore { scanned: searched } => {
+                    assert!(searched >= scanned);
+                    scanned = searched;
+                }
+                Parsed::Frame { frame, .. } => {
+                    assert_eq!(answer_code(&frame), None);
+                    break;
+                }
+            }
+        }
+        assert!(parses <= 17, "{parses}");
+    }
+
+    #[test]
     fn an_empty_frame_does_not_hold_up_the_next() {
         let mut input = b"Content-Length: 0\r\n\r\n".to_vec();
         input.extend_from_slice(GOOD);
         let mut buffer = input.clone();
         let mut seen = Vec::new();
-        while let Parsed::Frame { consumed, frame } = parse(&buffer, false) {
+        while let Parsed::Frame { consumed, frame } = parse(&buffer, false, 0) {
             buffer.drain(..consumed);
             seen.push(answer_code(&frame));
         }

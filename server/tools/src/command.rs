@@ -58,34 +58,40 @@ impl Drop for Registration {
     }
 }
 
-/// The start time of process `pid` in clock ticks since boot (`/proc/<pid>/stat`, field 22),
-/// which tells a process from a later one that reused its pid.
-fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces; fields after it follow
-    // the last ')'.
-    let after = stat.rsplit_once(')')?.1;
-    after.split_whitespace().nth(19)?.parse().ok()
+/// The environment variable that tags every process a command starts (children inherit it),
+/// so the processes of a dead driver's commands are found by tag, never by a process or
+/// group number that may since belong to someone else.
+const PROCESS_TAG: &str = "MISSIONS_PROCESS_TAG";
+
+/// The processes (by pid) whose environment carries `tag`.
+fn tagged_processes(tag: &str) -> Vec<i32> {
+    let needle = format!("{PROCESS_TAG}={tag}");
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|environ| environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
+        })
+        .collect()
 }
 
-/// Kills every process group recorded in `registry` by a driver that is gone, and forgets
-/// them; returns the groups killed. A recorded leader whose pid now belongs to a later process
-/// is left alone.
-pub fn kill_recorded(registry: &std::path::Path) -> Vec<u32> {
+/// Kills every process of the commands recorded in `registry` by a driver that is gone, and
+/// forgets them; returns how many commands had processes left.
+pub fn kill_recorded(registry: &std::path::Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(registry) else { return Vec::new() };
     let mut killed = Vec::new();
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut fields = text.split_whitespace();
-        let pgid = fields.next().and_then(|f| f.parse::<u32>().ok());
-        let recorded_start = fields.next().and_then(|f| f.parse::<u64>().ok());
-        if let Some(pgid) = pgid {
-            // The leader alive with another start time is a new process: not ours.
-            let reused = start_ticks(pgid).is_some_and(|now| Some(now) != recorded_start);
-            if !reused {
-                kill_group(Some(pgid));
-                killed.push(pgid);
+        let tag = std::fs::read_to_string(&path).unwrap_or_default().trim().to_owned();
+        if !tag.is_empty() {
+            let pids = tagged_processes(&tag);
+            for pid in &pids {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            if !pids.is_empty() {
+                killed.push(tag);
             }
         }
         let _ = std::fs::remove_file(&path);
@@ -93,25 +99,30 @@ pub fn kill_recorded(registry: &std::path::Path) -> Vec<u32> {
     killed
 }
 
-/// Starts `script` as [`shell_command`] builds it, after `configure` (pipes), and records its
-/// process group in the environment's registry.
+/// Starts `script` as [`shell_command`] builds it, after `configure` (pipes), tagged and
+/// recorded in the environment's registry (before it starts, so no moment is unrecorded).
 pub fn spawn(
     environment: &CommandEnvironment,
     script: &str,
     configure: impl FnOnce(&mut tokio::process::Command),
 ) -> Result<(tokio::process::Child, Registration), String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let (mut command, script_file) = shell_command(environment, script)?;
     configure(&mut command);
-    let child = command.spawn().map_err(|e| format!("cannot start `sh`: {e}"))?;
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    let tag = format!("{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    command.env(PROCESS_TAG, &tag);
     let mut registration = Registration { record: None, _script: script_file };
-    if let (Some(registry), Some(pgid)) = (&environment.registry, child.id()) {
-        let record = registry.join(pgid.to_string());
-        let line = format!("{pgid} {}\n", start_ticks(pgid).map(|t| t.to_string()).unwrap_or_default());
-        match std::fs::create_dir_all(registry).and_then(|()| std::fs::write(&record, line)) {
+    if let Some(registry) = &environment.registry {
+        let record = registry.join(&tag);
+        match std::fs::create_dir_all(registry).and_then(|()| std::fs::write(&record, &tag)) {
             Ok(()) => registration.record = Some(record),
-            Err(error) => tracing::warn!("cannot record process group {pgid}: {error}"),
+            Err(error) => tracing::warn!("cannot record a command in {}: {error}", registry.display()),
         }
     }
+    let child = command.spawn().map_err(|e| format!("cannot start `sh`: {e}"))?;
     Ok((child, registration))
 }
 
@@ -135,6 +146,17 @@ pub struct CommandResult {
 }
 
 impl CommandResult {
+    /// How the command ended, in a few words: `exit 3`, `timed out`, `killed by a signal`, or
+    /// `could not start` (a result made for a command that never ran has no duration).
+    pub fn outcome(&self) -> String {
+        match (self.timed_out, self.exit_code) {
+            (true, _) => "timed out".to_owned(),
+            (false, Some(code)) => format!("exit {code}"),
+            (false, None) if self.duration.is_zero() => "could not start".to_owned(),
+            (false, None) => "killed by a signal".to_owned(),
+        }
+    }
+
     /// The text a model gets back.
     pub fn describe(&self, timeout: Duration) -> String {
         let seconds = self.duration.as_secs_f64();
@@ -146,6 +168,7 @@ impl CommandResult {
         } else {
             match self.exit_code {
                 Some(code) => format!("exit code {code} ({seconds:.1} s)"),
+                None if self.duration.is_zero() => "the command could not start".to_owned(),
                 None => format!("killed by a signal ({seconds:.1} s)"),
             }
         };

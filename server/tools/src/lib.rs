@@ -84,7 +84,10 @@ pub trait WorkRecorder: Send + Sync {
     /// Called before a file tool writes `content` to `relative_path`. An `Err` refuses the
     /// write: a change that could not be recorded must not happen.
     fn before_write(&self, relative_path: &str, content: &[u8]) -> Result<(), String>;
-    /// Called after each command the run started has ended (or was killed).
+    /// Called before each command the run starts.
+    fn before_command(&self);
+    /// Called after each command the run started has ended (or was killed): what changed
+    /// since [`WorkRecorder::before_command`] is the command's.
     fn after_command(&self);
 }
 
@@ -450,6 +453,9 @@ impl ToolBox {
             .unwrap_or(self.settings.default_timeout);
         let timeout = requested.min(self.settings.max_timeout);
         let started = Instant::now();
+        if let Some(recorder) = &self.settings.work_recorder {
+            recorder.before_command();
+        }
         let result = command::run_command(&self.settings.environment, script, timeout).await;
         if let Some(recorder) = &self.settings.work_recorder {
             recorder.after_command();

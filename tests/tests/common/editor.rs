@@ -108,16 +108,21 @@ impl Editor {
     }
 
     pub fn request(&mut self, method: &str, params: Value) -> Value {
+        self.try_request(method, params, Duration::from_secs(60)).unwrap_or_else(|| panic!("no response to {method}"))
+    }
+
+    /// Sends a request and waits up to `limit` for its response.
+    pub fn try_request(&mut self, method: &str, params: Value, limit: Duration) -> Option<Value> {
         let id = self.next_id;
         self.next_id += 1;
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + limit;
         while let Some(message) = self.next(deadline) {
             if message.get("id") == Some(&json!(id)) && message.get("method").is_none() {
-                return message;
+                return Some(message);
             }
         }
-        panic!("no response to {method}");
+        None
     }
 
     pub fn command(&mut self, command: &str, argument: Value) -> Value {

@@ -322,6 +322,7 @@ impl Projection {
                 self.last_rollback = Some((saved_ref.clone(), from_commit.clone(), to_commit.clone()));
                 self.head = Some(to_commit.clone());
                 self.unfinished_work.clear();
+                self.conflict_pause = false;
                 self.reopen_from(milestone);
             }
             Event::HandoffRecorded { handoff } => {
@@ -392,6 +393,18 @@ impl Projection {
             Event::UserChangesCommitted { commit, .. } => {
                 self.head = Some(commit.clone());
                 self.conflict_pause = false;
+                // The user's commit is the new ground of the unfinished feature: a restart
+                // begins there, so it is never reset away.
+                let in_progress: Vec<String> = self
+                    .plan
+                    .iter()
+                    .flat_map(|p| p.features())
+                    .filter(|f| f.status == WorkStatus::InProgress)
+                    .map(|f| f.id.clone())
+                    .collect();
+                for feature in in_progress {
+                    self.feature_bases.insert(feature, commit.clone());
+                }
             }
         }
         if let Some(mission) = &mut self.mission {

@@ -526,7 +526,6 @@ impl Mission {
                 format!("stopped {} command(s) left running by a driver that died", killed.len()),
             );
         }
-        let projection = self.shared.projection();
         let mission = self.shared.mission()?;
         let git = &self.shared.git;
         // A git killed mid-write (with a driver killed with it) leaves its lock behind, and
@@ -555,9 +554,10 @@ impl Mission {
             git.checkout(&mission.branch)?;
         }
         self.finish_interrupted_rollback()?;
-        let projection = if projection.last_rollback.is_some() { self.shared.projection() } else { projection };
-        self.check_tree(&projection)?;
-        self.check_history(&projection)?;
+        // The history first: it may record commits a crash left unrecorded, which the tree
+        // check then knows about.
+        self.check_history(&self.shared.projection())?;
+        self.check_tree(&self.shared.projection())?;
         if let Some(launcher) = &self.options.sandbox {
             match missions_tools::sandbox::probe(launcher, &self.workspace) {
                 Some(report) => self.shared.progress(None, None, None, format!("sandbox: {}", report.summary())),
@@ -649,9 +649,11 @@ impl Mission {
         }
     }
 
-    /// Where the process groups of this mission's commands are recorded while they run.
+    /// Where the commands run in this workspace are recorded while they run: one registry for
+    /// the workspace, so commands a dead driver of any mission left are stopped by the next
+    /// driver of any mission.
     fn process_registry(&self) -> PathBuf {
-        store::missions_root(&self.workspace).join(&self.shared.mission_id).join("processes")
+        store::missions_root(&self.workspace).join("processes")
     }
 
     /// The private temporary directory of the commands runs start.

@@ -101,13 +101,14 @@ impl Shared {
         }
     }
 
-    pub(super) fn feature_in_progress(projection: &Projection) -> bool {
-        projection
-            .plan
-            .iter()
-            .flat_map(|p| p.milestones.iter())
-            .flat_map(|m| m.features.iter())
-            .any(|f| f.status == WorkStatus::InProgress)
+    /// The tree's changes that are not the unfinished step's own work (see
+    /// `worktree::foreign_changes`).
+    pub(super) fn foreign_changes(&self, projection: &Projection) -> Result<Vec<String>, EngineError> {
+        let dirty = self.git.dirty_files()?;
+        let root = self.git.root().to_owned();
+        Ok(super::worktree::foreign_changes(&dirty, &projection.unfinished_work, |path| {
+            super::worktree::digest(&root, path)
+        }))
     }
 
     /// A feature id not yet used in the plan: `base`, else `base-2`, `base-3`, …
@@ -374,14 +375,14 @@ impl Shared {
                 "milestone {milestone} has not started, so there is nothing to roll back"
             )));
         };
-        let dirty = self.git.dirty_files()?;
-        if !dirty.is_empty() {
-            // An unfinished feature's changes are the mission's own; anything else is the
-            // user's, and a rollback never throws that away.
-            if !Shared::feature_in_progress(projection) {
-                return Err(EngineError::DirtyTree { files: dirty });
-            }
-            self.save_tree("an unfinished feature's changes, set aside by a rollback")?;
+        // An unfinished step's recorded changes are the mission's own; anything else is the
+        // user's, and a rollback never throws that away.
+        let foreign = self.foreign_changes(projection)?;
+        if !foreign.is_empty() {
+            return Err(EngineError::ForeignChanges { files: foreign });
+        }
+        if !self.git.dirty_files()?.is_empty() {
+            self.save_tree("an unfinished step's changes, set aside by a rollback")?;
         }
         let branch = self.git.current_branch()?;
         if branch != mission.branch {
@@ -415,6 +416,10 @@ impl Shared {
         self.git.create_ref(saved, from)?;
         let head = self.git.head()?;
         if head == from {
+            let foreign = self.foreign_changes(&self.projection())?;
+            if !foreign.is_empty() {
+                return Err(EngineError::ForeignChanges { files: foreign });
+            }
             self.save_tree("changes found while finishing a rollback")?;
             self.git.reset_hard(to)?;
         }

@@ -31,8 +31,13 @@ async fn run_check(
     environment: &missions_tools::CommandEnvironment,
     command: &str,
     timeout: Duration,
+    recorder: &std::sync::Arc<dyn missions_tools::WorkRecorder>,
 ) -> missions_tools::command::CommandResult {
-    match missions_tools::command::run_command(environment, command, timeout).await {
+    // What the check changes is recorded as the mission's, like any command a run starts.
+    recorder.before_command();
+    let result = missions_tools::command::run_command(environment, command, timeout).await;
+    recorder.after_command();
+    match result {
         Ok(result) => result,
         Err(error) => missions_tools::command::CommandResult {
             exit_code: None,
@@ -56,6 +61,11 @@ impl Mission {
         let dirty = git.dirty_files()?;
         if dirty.is_empty() {
             return Ok(());
+        }
+        // What the user saved while validation ran is theirs, never a validator's to revert.
+        let foreign = self.foreign_changes(&self.shared.projection())?;
+        if !foreign.is_empty() {
+            return Err(EngineError::ForeignChanges { files: foreign });
         }
         let changed: Vec<&String> = dirty.iter().filter(|p| !is_cache_path(p)).collect();
         let saved = if changed.is_empty() { None } else { self.shared.save_tree(&format!("changes left by {who}"))? };
@@ -125,12 +135,13 @@ impl Mission {
         let tmp = self.run_tmp()?;
         let environment = self.command_environment(None, tmp);
         let timeout = Duration::from_secs(self.config.config.mission.max_command_timeout_s.max(1));
+        let recorder = self.work_log();
 
         // The contract's command checks, run by the engine itself.
         for assertion in &assertions {
             let Check::Command { command, expect_exit } = &assertion.check else { continue };
             self.shared.progress(Some(&milestone.id), None, None, format!("checking {}: {command}", assertion.id));
-            let result = run_check(&environment, command, timeout).await;
+            let result = run_check(&environment, command, timeout, &recorder).await;
             let passed = !result.timed_out && result.exit_code == Some(*expect_exit);
             let evidence = clip(&result.describe(timeout), 8_000);
             self.shared.append(Event::AssertionChecked {
@@ -141,11 +152,7 @@ impl Mission {
             if !passed {
                 let problems = crate::checks::parse_output(&self.workspace, &result.output);
                 let place = problems.iter().rev().find(|p| p.severity == Severity::Error).or(problems.last());
-                let outcome = if result.timed_out {
-                    "timed out".to_owned()
-                } else {
-                    format!("exited {}", result.exit_code.map_or("by a signal".into(), |c| c.to_string()))
-                };
+                let outcome = result.outcome();
                 self.shared.record_finding(Finding {
                     id: String::new(),
                     milestone: milestone.id.clone(),
@@ -176,7 +183,7 @@ impl Mission {
         // The project's own checks, parsed into file:line findings.
         for check in self.config.config.mission.checks.clone() {
             self.shared.progress(Some(&milestone.id), None, None, format!("project check: {check}"));
-            let result = run_check(&environment, &check, timeout).await;
+            let result = run_check(&environment, &check, timeout, &recorder).await;
             let problems = crate::checks::parse_output(&self.workspace, &result.output);
             let evidence = clip(&result.describe(timeout), 4_000);
             for problem in &problems {
@@ -206,10 +213,7 @@ impl Mission {
                     path: None,
                     line: None,
                     end_line: None,
-                    message: format!(
-                        "`{check}` failed ({})",
-                        result.exit_code.map_or("killed".into(), |c| format!("exit {c}"))
-                    ),
+                    message: format!("`{check}` failed ({})", result.outcome()),
                     evidence,
                     status: FindingStatus::Open,
                 })?;

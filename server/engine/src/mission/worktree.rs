@@ -37,9 +37,28 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The SHA-256 of a workspace file's content, `None` when it does not exist.
-fn digest(workspace: &Path, relative: &str) -> Option<String> {
-    std::fs::read(workspace.join(relative)).ok().map(|bytes| sha256_hex(&bytes))
+/// What a workspace path holds, as a digest: the SHA-256 of a file's content (streamed, so a
+/// huge file costs no memory), of a symlink's target text (never followed), or a marker for
+/// anything else; `None` when nothing is there.
+pub(super) fn digest(workspace: &Path, relative: &str) -> Option<String> {
+    let path = workspace.join(relative);
+    let metadata = std::fs::symlink_metadata(&path).ok()?;
+    if metadata.file_type().is_symlink() {
+        let target = std::fs::read_link(&path).ok()?;
+        return Some(format!("link:{}", sha256_hex(target.as_os_str().as_encoded_bytes())));
+    }
+    if !metadata.is_file() {
+        return Some("not-a-file".to_owned());
+    }
+    let mut hasher = Sha256::new();
+    let mut file = std::fs::File::open(&path).ok()?;
+    std::io::copy(&mut file, &mut hasher).ok()?;
+    let executable = {
+        use std::os::unix::fs::PermissionsExt;
+        metadata.permissions().mode() & 0o111 != 0
+    };
+    // A mode change is a change too.
+    Some(format!("{}{}", hex::encode(hasher.finalize()), if executable { "+x" } else { "" }))
 }
 
 /// The changed paths of `dirty` that the unfinished step did not make: their content is none of
@@ -61,6 +80,30 @@ pub(super) fn foreign_changes(
 pub(super) struct WorkLog {
     pub(super) shared: Arc<Shared>,
     pub(super) workspace: PathBuf,
+    /// The changed paths and their digests just before the command under way started.
+    pub(super) before: std::sync::Mutex<Option<BTreeMap<String, Option<String>>>>,
+}
+
+impl WorkLog {
+    /// The tree's changed paths (tool caches aside) with their digests.
+    fn changed_now(&self) -> Option<BTreeMap<String, Option<String>>> {
+        match self.shared.git.dirty_files() {
+            Ok(dirty) => Some(
+                dirty
+                    .into_iter()
+                    .filter(|path| !is_cache_path(path))
+                    .map(|path| {
+                        let digest = digest(&self.workspace, &path);
+                        (path, digest)
+                    })
+                    .collect(),
+            ),
+            Err(error) => {
+                tracing::warn!("cannot see what a command changes: {error}");
+                None
+            }
+        }
+    }
 }
 
 impl WorkRecorder for WorkLog {
@@ -69,23 +112,19 @@ impl WorkRecorder for WorkLog {
         self.shared.append(Event::WorkRecorded { files: vec![file] }).map_err(|e| e.to_string())
     }
 
+    fn before_command(&self) {
+        *super::shared::lock(&self.before) = self.changed_now();
+    }
+
     fn after_command(&self) {
-        let dirty = match self.shared.git.dirty_files() {
-            Ok(dirty) => dirty,
-            Err(error) => {
-                tracing::warn!("cannot see what a command changed: {error}");
-                return;
-            }
-        };
-        let recorded = self.shared.projection().unfinished_work;
-        let files: Vec<WorkFile> = dirty
+        let Some(before) = super::shared::lock(&self.before).take() else { return };
+        let Some(after) = self.changed_now() else { return };
+        // Only what changed while the command ran is the command's: a file the user saved
+        // before it started stays the user's.
+        let files: Vec<WorkFile> = after
             .into_iter()
-            .filter(|path| !is_cache_path(path))
-            .filter_map(|path| {
-                let sha256 = digest(&self.workspace, &path);
-                let known = recorded.get(&path).is_some_and(|contents| contents.contains(&sha256));
-                (!known).then_some(WorkFile { path, sha256 })
-            })
+            .filter(|(path, digest)| before.get(path) != Some(digest))
+            .map(|(path, sha256)| WorkFile { path, sha256 })
             .collect();
         if files.is_empty() {
             return;
@@ -180,8 +219,7 @@ impl WriteGuard for Guards {
 impl Mission {
     /// The tree's changes that are not the mission's own unfinished work.
     pub(super) fn foreign_changes(&self, projection: &Projection) -> Result<Vec<String>, EngineError> {
-        let dirty = self.shared.git.dirty_files()?;
-        Ok(foreign_changes(&dirty, &projection.unfinished_work, |path| digest(&self.workspace, path)))
+        self.shared.foreign_changes(projection)
     }
 
     /// Refuses to go on over changes that are not the mission's, unless the mission was paused
@@ -224,6 +262,16 @@ impl Mission {
             )));
         }
         let commits = git.commits_since(known, &head)?;
+        let id = self.shared.mission_id.as_str();
+        let theirs: Vec<&crate::git::CommitInfo> =
+            commits.iter().filter(|c| c.trailer("Mission-Id") != Some(id)).collect();
+        if !theirs.is_empty() {
+            return Err(EngineError::Refused(format!(
+                "the mission branch has commits the mission did not make ({}); the mission never rewrites them. \
+                 Move them to a branch of their own, then resume",
+                theirs.iter().map(|c| format!("{} {}", short(&c.id), c.subject)).collect::<Vec<_>>().join("; ")
+            )));
+        }
         let in_progress: Vec<&str> = projection
             .plan
             .iter()
@@ -231,31 +279,44 @@ impl Mission {
             .filter(|f| f.status == missions_core::mission::WorkStatus::InProgress)
             .map(|f| f.id.as_str())
             .collect();
-        let ours: Vec<&crate::git::CommitInfo> =
-            commits.iter().filter(|c| c.trailer("Mission-Id") == Some(self.shared.mission_id.as_str())).collect();
-        let unfinished_feature_commit = commits.len() == 1
-            && ours.len() == 1
-            && ours[0].trailer("Feature-Id").is_some_and(|f| in_progress.contains(&f));
-        if unfinished_feature_commit {
-            return Ok(());
+        let current = Shared::current_milestone(projection).map(|m| m.id);
+        let mut unexplained = Vec::new();
+        for (index, commit) in commits.iter().enumerate() {
+            let last = index + 1 == commits.len();
+            // A crash fell between a commit the engine made and the event recording it: the
+            // commit is the fact, so the event is recorded now.
+            if let Some(files) = commit.subject.strip_prefix("user: ") {
+                let files = files.split(", ").map(str::to_owned).collect();
+                self.shared.append(Event::UserChangesCommitted { commit: commit.id.clone(), files })?;
+            } else if last
+                && commit.trailer("Milestone-Id").is_some()
+                && commit.trailer("Milestone-Id") == current.as_deref()
+            {
+                let milestone = current.clone().unwrap_or_default();
+                self.shared.append(Event::MilestoneCommitted { milestone, commit: commit.id.clone() })?;
+            } else if last && commit.trailer("Feature-Id").is_some_and(|f| in_progress.contains(&f)) {
+                // The unfinished feature's own commit: its restart keeps it under a ref.
+            } else {
+                unexplained.push(commit);
+            }
         }
-        if !ours.is_empty() {
+        if !unexplained.is_empty() {
             return Err(EngineError::Store(StoreError::Corrupt {
-                path: store::missions_root(&self.workspace).join(&self.shared.mission_id).join("events.jsonl"),
+                path: store::missions_root(&self.workspace).join(id).join("events.jsonl"),
                 line: projection.events as usize + 1,
                 message: format!(
                     "the log has lost events: the mission branch holds {} commit(s) of this mission that the log does \
                      not record ({}). Nothing was reset",
-                    ours.len(),
-                    ours.iter().map(|c| format!("{} {}", short(&c.id), c.subject)).collect::<Vec<_>>().join("; ")
+                    unexplained.len(),
+                    unexplained
+                        .iter()
+                        .map(|c| format!("{} {}", short(&c.id), c.subject))
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ),
             }));
         }
-        Err(EngineError::Refused(format!(
-            "the mission branch has commits the mission did not make ({}); the mission never rewrites them. \
-             Move them to a branch of their own, then resume",
-            commits.iter().map(|c| format!("{} {}", short(&c.id), c.subject)).collect::<Vec<_>>().join("; ")
-        )))
+        Ok(())
     }
 
     /// Makes the tree the mission's again before a step starts over at `target`: commits the
@@ -273,14 +334,13 @@ impl Mission {
         if !foreign.is_empty() && !projection.conflict_pause {
             return Err(EngineError::ForeignChanges { files: foreign });
         }
-        // The user's saved text, to put back on top of `target` and commit as theirs.
-        let users: Vec<(String, Option<Vec<u8>>)> =
-            foreign.iter().map(|path| (path.clone(), std::fs::read(self.workspace.join(path)).ok())).collect();
+        // Everything the tree holds is saved before anything moves.
         self.shared.save_tree(why)?;
         let head = git.head()?;
         if head != target {
             let kept = self.shared.next_ref("dropped")?;
             git.create_ref(&kept, &head)?;
+            git.move_branch(target, &head)?;
             self.shared.progress(
                 None,
                 None,
@@ -288,50 +348,42 @@ impl Mission {
                 format!("kept commit {} at {kept} before moving the branch back to {}", short(&head), short(target)),
             );
         }
-        git.reset_hard(target)?;
-        if users.is_empty() {
-            return Ok(target.to_owned());
+        let mut start = target.to_owned();
+        if !foreign.is_empty() {
+            // The user's changes become a commit of theirs, made beside the tree (nothing is
+            // reset before they are committed), and the step starts from it.
+            let subject = format!("user: {}", foreign.join(", "));
+            let commit = git.commit_paths(&subject, &[("Mission-Id", &self.shared.mission_id)], &foreign)?;
+            self.shared.append(Event::UserChangesCommitted { commit: commit.clone(), files: foreign.clone() })?;
+            self.shared.progress(
+                None,
+                None,
+                None,
+                format!("committed your changes to {} as {} ({subject})", foreign.join(", "), short(&commit)),
+            );
+            start = commit;
         }
-        for (path, content) in &users {
-            let file = self.workspace.join(path);
-            match content {
-                Some(bytes) => {
-                    if let Some(parent) = file.parent() {
-                        std::fs::create_dir_all(parent).map_err(|e| EngineError::Io(format!("{path}: {e}")))?;
-                    }
-                    std::fs::write(&file, bytes).map_err(|e| EngineError::Io(format!("{path}: {e}")))?;
-                }
-                None => {
-                    let _ = std::fs::remove_file(&file);
-                }
-            }
-        }
-        let subject = format!("user: {}", foreign.join(", "));
-        let commit = git.commit_paths(&subject, &[("Mission-Id", &self.shared.mission_id)], &foreign)?;
-        self.shared.append(Event::UserChangesCommitted { commit: commit.clone(), files: foreign.clone() })?;
-        self.shared.progress(
-            None,
-            None,
-            None,
-            format!("committed your changes to {} as {} ({subject})", foreign.join(", "), short(&commit)),
-        );
-        Ok(commit)
+        git.reset_hard(&start)?;
+        Ok(start)
     }
 
     /// A recorder for one run's changes to the tree.
     pub(super) fn work_log(&self) -> Arc<dyn WorkRecorder> {
-        Arc::new(WorkLog { shared: self.shared.clone(), workspace: self.workspace.clone() })
+        Arc::new(WorkLog {
+            shared: self.shared.clone(),
+            workspace: self.workspace.clone(),
+            before: std::sync::Mutex::new(None),
+        })
     }
 
     /// Whether the mission may be worked on in the tree as it is (see [`Mission::check_tree`]),
     /// for front doors to ask before they record a command that drives on.
     pub fn ready_to_drive(&self) -> Result<(), EngineError> {
-        let projection = self.shared.projection();
         if self.shared.mission()?.state.is_terminal() {
             return Ok(());
         }
-        self.check_tree(&projection)?;
-        self.check_history(&projection)
+        self.check_history(&self.shared.projection())?;
+        self.check_tree(&self.shared.projection())
     }
 }
 
