@@ -90,6 +90,7 @@ async fn a_missing_tape_is_reported_not_panicked() {
     assert_eq!(replay.probe().await.status, ProbeStatus::Unreachable);
     let error = replay.complete(&request("m"), CallContext::default()).await.unwrap_err().error;
     assert!(error.to_string().contains("nope.jsonl"), "{error}");
+    assert!(error.to_string().contains("cannot read transcript"), "a missing tape is not a write error: {error}");
 }
 
 #[tokio::test]

@@ -201,10 +201,30 @@ impl Git {
     /// Commits everything in the working tree (or nothing, as an empty commit) with `subject`
     /// and the trailers, and returns the new commit.
     pub fn commit(&self, subject: &str, trailers: &[(&str, &str)], include_changes: bool) -> Result<String, GitError> {
-        if include_changes {
-            // `.missions/` is excluded through info/exclude, so it is never staged.
-            self.run(&["add", "-A"])?;
+        if !include_changes {
+            // An empty commit is made from HEAD's own tree, so nothing anyone staged can slip
+            // into it.
+            let trailer_block: String = trailers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+            let head = self.head()?;
+            let tree = format!("{head}^{{tree}}");
+            let identity = self.identity_args();
+            let mut args: Vec<&str> = identity.iter().map(String::as_str).collect();
+            args.extend([
+                "commit-tree",
+                tree.as_str(),
+                "-p",
+                head.as_str(),
+                "-m",
+                subject,
+                "-m",
+                trailer_block.trim_end(),
+            ]);
+            let commit = self.run(&args)?.trim().to_owned();
+            self.move_branch(&commit, &head)?;
+            return Ok(commit);
         }
+        // `.missions/` is excluded through info/exclude, so it is never staged.
+        self.run(&["add", "-A"])?;
         let trailer_block: String = trailers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
         let identity = self.identity_args();
         let mut args: Vec<&str> = identity.iter().map(String::as_str).collect();
