@@ -97,6 +97,15 @@ enum Command {
     Pause { id: String },
     /// Cancel a mission.
     Cancel { id: String },
+    /// Dismiss an open finding (recorded, with the reason).
+    Dismiss {
+        id: String,
+        finding: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Turn an open finding into a corrective feature of its milestone, and drive on.
+    Fix { id: String, finding: String },
     /// Print the repository map that models are given.
     Map {
         path: Option<String>,
@@ -212,6 +221,15 @@ fn main() -> ExitCode {
         }
         Command::Cancel { id } => {
             runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Cancel), false))
+        }
+        Command::Dismiss { id, finding, reason } => runtime.block_on(missions::control(
+            &workspace,
+            &id,
+            Some(EngineCommand::DismissFinding { finding, reason }),
+            false,
+        )),
+        Command::Fix { id, finding } => {
+            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::FixFinding { finding }), false))
         }
         Command::Map { path, tokens, focus } => missions::map(&workspace, path.as_deref(), tokens, &focus),
         Command::Demo { prepare: Some(dir) } => demo::run_prepare(&dir),

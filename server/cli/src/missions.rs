@@ -39,22 +39,27 @@ pub fn progress_reporter() -> Arc<dyn Fn(&Progress) + Send + Sync> {
     if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        let style = indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+        // `wide_msg` cuts the spinner's line to the terminal's width.
+        let style = indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
         bar.set_style(style);
         Arc::new(move |progress: &Progress| {
-            // Finished steps stay on screen as plain lines; the spinner shows the current one.
-            if progress.message.starts_with("committed")
-                || progress.message.starts_with("validated")
-                || progress.message.starts_with("paused")
-            {
-                bar.println(format!("  {progress}"));
+            let line = one_line(&progress.to_string());
+            // Outcomes stay on screen as lines of their own; the spinner shows the current step.
+            if progress.is_outcome() {
+                let width = usize::from(console::Term::stderr().size().1).max(20);
+                bar.println(console::truncate_str(&format!("  {line}"), width, "…"));
             }
-            bar.set_message(progress.to_string());
+            bar.set_message(line);
         })
     } else {
-        Arc::new(|progress: &Progress| eprintln!("[{}] {progress}", progress.mission))
+        Arc::new(|progress: &Progress| eprintln!("[{}] {}", progress.mission, one_line(&progress.to_string())))
     }
+}
+
+/// A progress message on one line: a multi-line command or note is joined with `⏎`.
+fn one_line(text: &str) -> String {
+    text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" ⏎ ")
 }
 
 pub fn options(loaded: &LoadedConfig) -> Options {
@@ -88,8 +93,7 @@ pub fn report(id: &str, outcome: &Outcome) -> Exit {
              `missions reject {id} {milestone} --feedback …` or `missions rollback {id} {milestone}`"
         ),
         Outcome::Paused { reason, detail } => {
-            let reason =
-                serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let reason = reason.as_str().to_owned();
             eprintln!(
                 "mission {id} is paused ({reason}): {}. `missions resume {id}` continues it",
                 detail.as_deref().unwrap_or("")
@@ -196,6 +200,8 @@ pub async fn control(workspace: &Path, id: &str, command: Option<Command>, accep
         Models::default()
     };
     let options = options(&loaded);
+    // SPEC §6: `dismiss` exits 0 once recorded, wherever the mission stands.
+    let settles_at_once = matches!(command, Some(Command::DismissFinding { .. }));
     let mut commands = Vec::new();
     if accept {
         commands.push(Command::SetAutoAccept { auto_accept: true });
@@ -233,6 +239,16 @@ pub async fn control(workspace: &Path, id: &str, command: Option<Command>, accep
         Ok(Err(error)) => return engine_error(error),
         Err(join) => return engine_error(EngineError::Io(join.to_string())),
     };
+    if settles_at_once {
+        eprintln!("mission {id}: the finding is dismissed");
+        return Exit::Success;
+    }
+    // A fix for a paused mission waits for its resume; nothing drives it now.
+    let paused = mission.projection().mission.is_some_and(|m| m.state == missions_core::mission::MissionState::Paused);
+    if drive && paused {
+        eprintln!("mission {id} is paused; the work is queued and starts when you `missions resume {id}`");
+        return Exit::Success;
+    }
     let outcome = if drive {
         match mission.drive().await {
             Ok(outcome) => outcome,

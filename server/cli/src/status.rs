@@ -59,10 +59,7 @@ fn describe(snapshot: &StatusSnapshot) -> String {
     let mission = &snapshot.mission;
     let mut state = snapshot.state_label();
     if let Some(reason) = mission.pause_reason {
-        state = format!(
-            "{state} ({})",
-            serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-        );
+        state = format!("{state} ({})", reason.as_str().to_owned());
     }
     let budget = &mission.budget;
     let usd =
@@ -90,6 +87,21 @@ fn describe(snapshot: &StatusSnapshot) -> String {
     );
     if let Some(detail) = &mission.detail {
         out.push_str(&format!("  {detail}\n"));
+    }
+    // SPEC §6: a mission's status lists its open findings.
+    for finding in &snapshot.findings {
+        let place = match (&finding.path, finding.line) {
+            (Some(path), Some(line)) => format!(" {path}:{line}"),
+            (Some(path), None) => format!(" {path}"),
+            _ => String::new(),
+        };
+        let first_line = finding.message.lines().next().unwrap_or_default();
+        out.push_str(&format!(
+            "  {} {} {}{place}: {first_line}\n",
+            finding.id,
+            finding.severity.as_str(),
+            finding.validator.as_str()
+        ));
     }
     if snapshot.interrupted {
         out.push_str(&format!(

@@ -362,3 +362,93 @@ pub struct Finding {
     pub evidence: String,
     pub status: FindingStatus,
 }
+
+impl PauseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::User => "user",
+            PauseReason::Budget => "budget",
+            PauseReason::Provider => "provider",
+            PauseReason::Conflict => "conflict",
+            PauseReason::Blocked => "blocked",
+        }
+    }
+}
+
+impl AssertionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssertionStatus::Pending => "pending",
+            AssertionStatus::Passing => "passing",
+            AssertionStatus::Failing => "failing",
+            AssertionStatus::Waived => "waived",
+        }
+    }
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+impl Validator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Validator::Command => "command",
+            Validator::ProjectCheck => "project-check",
+            Validator::Review => "review",
+            Validator::UserTest => "user-test",
+            Validator::HandoffMismatch => "handoff-mismatch",
+            Validator::Engine => "engine",
+        }
+    }
+}
+
+/// The lower-case names of SPEC §4, the same as their JSON, for messages.
+macro_rules! display_as_str {
+    ($($kind:ty),*) => {$(
+        impl std::fmt::Display for $kind {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(PauseReason, AssertionStatus, Severity, Validator);
+
+#[cfg(test)]
+mod names_tests {
+    use super::*;
+
+    /// `as_str` is the JSON name: messages and files never disagree.
+    #[test]
+    fn every_name_is_its_json() {
+        fn check<T: Serialize + std::fmt::Display>(values: &[T]) {
+            for value in values {
+                assert_eq!(serde_json::to_value(value).unwrap(), serde_json::Value::String(value.to_string()));
+            }
+        }
+        check(&[
+            PauseReason::User,
+            PauseReason::Budget,
+            PauseReason::Provider,
+            PauseReason::Conflict,
+            PauseReason::Blocked,
+        ]);
+        check(&[AssertionStatus::Pending, AssertionStatus::Passing, AssertionStatus::Failing, AssertionStatus::Waived]);
+        check(&[Severity::Error, Severity::Warning, Severity::Info]);
+        check(&[
+            Validator::Command,
+            Validator::ProjectCheck,
+            Validator::Review,
+            Validator::UserTest,
+            Validator::HandoffMismatch,
+            Validator::Engine,
+        ]);
+    }
+}

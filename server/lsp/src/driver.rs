@@ -162,8 +162,7 @@ async fn gate(state: Arc<State>, mission: String, outcome: Result<Outcome, Strin
         }
         Ok(Outcome::Paused { reason, detail }) => {
             let kind = if reason == PauseReason::Conflict { MessageType::WARNING } else { MessageType::INFO };
-            let reason =
-                serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let reason = reason.as_str().to_owned();
             let message = format!("Mission {mission} is paused ({reason}): {}", detail.unwrap_or_default());
             state.client.show_message(kind, message).await;
         }

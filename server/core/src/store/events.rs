@@ -225,6 +225,27 @@ pub struct WorkFile {
 }
 
 impl Event {
+    /// Whether people look at the projection right after this event (a gate, a decision, the
+    /// end of a run): the projection files are written at once, not on the next throttle tick.
+    pub fn settles_view(&self) -> bool {
+        matches!(
+            self,
+            Event::StateChanged { .. }
+                | Event::PlanSubmitted { .. }
+                | Event::PlanApproved { .. }
+                | Event::DecisionRecorded { .. }
+                | Event::RunFinished { .. }
+                | Event::MilestoneCommitted { .. }
+                | Event::MilestoneAccepted { .. }
+                | Event::MilestoneRejected { .. }
+                | Event::MilestoneRolledBack { .. }
+                | Event::HandoffRecorded { .. }
+                | Event::FindingStatusChanged { .. }
+                | Event::AssertionWaived { .. }
+                | Event::UserChangesCommitted { .. }
+        )
+    }
+
     /// The `type` tag, for logs and messages.
     pub fn kind(&self) -> &'static str {
         match self {

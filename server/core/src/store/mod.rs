@@ -192,7 +192,11 @@ impl MissionStore {
         let record = self.log.append(event)?;
         self.projection.apply(&record);
         self.stale = true;
-        self.flush_if_due();
+        if record.event.settles_view() {
+            self.flush();
+        } else {
+            self.flush_if_due();
+        }
         Ok(record)
     }
 

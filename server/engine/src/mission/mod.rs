@@ -69,6 +69,16 @@ pub struct Progress {
     pub feature: Option<String>,
     pub role: Option<Role>,
     pub message: String,
+    /// The message reports an outcome rather than a step under way.
+    pub outcome: bool,
+}
+
+impl Progress {
+    /// Whether the message reports how something ended (a check's result, a verdict, a
+    /// decision, a commit, a pause), which front ends keep on screen.
+    pub fn is_outcome(&self) -> bool {
+        self.outcome
+    }
 }
 
 impl fmt::Display for Progress {
@@ -172,7 +182,14 @@ impl Command {
     /// Whether the mission is driven on after this command (the gates and `resume`); such a
     /// command is refused, with nothing recorded, when the tree is not ready to be driven.
     pub fn drives_on(&self) -> bool {
-        matches!(self, Command::Approve | Command::Accept { .. } | Command::Reject { .. } | Command::Resume)
+        matches!(
+            self,
+            Command::Approve
+                | Command::Accept { .. }
+                | Command::Reject { .. }
+                | Command::Resume
+                | Command::FixFinding { .. }
+        )
     }
 }
 
@@ -262,6 +279,15 @@ impl EngineError {
     }
 }
 
+/// Stops the projection flusher when a drive ends.
+struct Flusher(tokio::task::JoinHandle<()>);
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What one agent run is for.
 struct RunRequest {
     role: Role,
@@ -285,6 +311,12 @@ pub struct Mission {
     /// The private temporary directory (`TMPDIR`) of the commands this driver's runs start;
     /// removed when the driver goes.
     tmp: tempfile::TempDir,
+}
+
+/// A model's sentence as a clause for joining: trimmed, without its closing full stop, so
+/// joined lists never read ".;" or "..".
+fn clause(text: &str) -> &str {
+    text.trim().trim_end_matches(['.', ';']).trim_end()
 }
 
 fn clip(text: &str, max: usize) -> String {
@@ -605,6 +637,18 @@ impl Mission {
         }
         self.prepare_to_drive()?;
         *lock(&self.shared.stop) = None;
+        // Projection files are throttled while events come fast; this keeps them within a
+        // second of the log when events stop coming (a long model call, a long command).
+        let _flusher = Flusher(tokio::spawn({
+            let shared = self.shared.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tick.tick().await;
+                    lock(&shared.store).flush_if_due();
+                }
+            }
+        }));
         loop {
             self.shared.process_inbox(|_| true);
             *lock(&self.shared.stop) = None;
@@ -850,20 +894,17 @@ impl Mission {
     fn handoff_summaries(&self, projection: &Projection, except: &str) -> String {
         let Some(plan) = &projection.plan else { return "(none yet)".into() };
         let mut lines = Vec::new();
-        for feature in plan.milestones.iter().flat_map(|m| m.features.iter()).filter(|f| f.id != except) {
+        for feature in plan.features().filter(|f| f.id != except) {
             let Some(handoff) = projection.handoffs.get(&feature.id) else { continue };
             let mut line = format!("- {} ({}): {}", feature.id, feature.title, handoff.summary.trim());
             if !handoff.skipped.is_empty() {
-                line.push_str(&format!(
-                    " Skipped: {}.",
-                    handoff.skipped.iter().map(|s| format!("{} ({})", s.item, s.reason)).collect::<Vec<_>>().join("; ")
-                ));
+                let items: Vec<String> =
+                    handoff.skipped.iter().map(|s| format!("{} ({})", clause(&s.item), clause(&s.reason))).collect();
+                line.push_str(&format!(" Skipped: {}.", items.join("; ")));
             }
             if !handoff.issues.is_empty() {
-                line.push_str(&format!(
-                    " Issues: {}.",
-                    handoff.issues.iter().map(|i| i.description.clone()).collect::<Vec<_>>().join("; ")
-                ));
+                let items: Vec<&str> = handoff.issues.iter().map(|i| clause(&i.description)).collect();
+                line.push_str(&format!(" Issues: {}.", items.join("; ")));
             }
             lines.push(line);
         }
@@ -1071,7 +1112,10 @@ impl Mission {
                         } else {
                             observed
                                 .iter()
-                                .map(|o| format!("`{}` → {:?}", o.command, o.exit_code))
+                                .map(|o| {
+                                    let exit = o.exit_code.map_or("killed".to_owned(), |c| format!("exit {c}"));
+                                    format!("`{}` → {exit}", o.command)
+                                })
                                 .collect::<Vec<_>>()
                                 .join("; ")
                         }
@@ -1098,7 +1142,7 @@ impl Mission {
         }
         self.shared.append(Event::FeatureStatusChanged { feature: feature.id.clone(), status: WorkStatus::Done })?;
         self.shared.append(Event::CursorMoved { milestone: Some(milestone.id.clone()), feature: None, role: None })?;
-        self.shared.progress(
+        self.shared.outcome(
             Some(&milestone.id),
             Some(&feature.id),
             Some(Role::Worker),
@@ -1140,14 +1184,7 @@ impl Mission {
             .assertions
             .iter()
             .filter(|a| a.milestone == milestone.id)
-            .map(|a| {
-                format!(
-                    "- {} [{}]: {}",
-                    a.id,
-                    serde_json::to_value(a.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
-                    a.description.trim()
-                )
-            })
+            .map(|a| format!("- {} [{}]: {}", a.id, a.status.as_str().to_owned(), a.description.trim()))
             .collect();
         let finding_lines: Vec<String> = projection
             .findings
@@ -1164,16 +1201,7 @@ impl Mission {
                 } else {
                     format!("\n  evidence: {}", clip(&f.evidence, 1_500).replace('\n', "\n  "))
                 };
-                format!(
-                    "- {} [{} {:?}]{place}: {}{evidence}",
-                    f.id,
-                    serde_json::to_value(f.validator)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                    f.severity,
-                    f.message
-                )
+                format!("- {} [{} {}]{place}: {}{evidence}", f.id, f.validator, f.severity, f.message)
             })
             .collect();
         let first = format!(
@@ -1208,6 +1236,12 @@ impl Mission {
         let end = self.run(request, &tools, &mut terminal).await?;
         match end {
             RunEnd::Finished(Decision::Complete { notes, new_assertions }) => {
+                self.shared.outcome(
+                    Some(&milestone.id),
+                    None,
+                    Some(Role::Orchestrator),
+                    format!("decided: complete ({})", clause(notes.lines().next().unwrap_or_default())),
+                );
                 self.shared.append(Event::DecisionRecorded {
                     milestone: milestone.id.clone(),
                     decision: "complete".into(),
@@ -1229,11 +1263,16 @@ impl Mission {
                     })?;
                     return self.blocked(milestone, &failing, max_rounds);
                 }
-                self.shared.progress(
+                self.shared.outcome(
                     Some(&milestone.id),
                     None,
                     Some(Role::Orchestrator),
-                    format!("correction round {}: {} feature(s)", round + 1, corrections.len()),
+                    format!(
+                        "decided: correct, round {} with {} feature(s): {}",
+                        round + 1,
+                        corrections.len(),
+                        corrections.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
                 );
                 // One event: the fold adds the features and assertions and reopens the
                 // milestone, so a crash never leaves half a decision applied.
@@ -1314,7 +1353,18 @@ impl Mission {
             false,
         )?;
         self.shared.append(Event::MilestoneCommitted { milestone: milestone.id.clone(), commit })?;
-        self.shared.progress(Some(&milestone.id), None, None, "validated; waiting for acceptance");
+        self.shared.outcome(Some(&milestone.id), None, None, "validated; waiting for acceptance");
         self.shared.set_state(MissionState::AwaitingAcceptance, None, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clause;
+
+    #[test]
+    fn joined_clauses_never_double_their_stops() {
+        let joined: Vec<&str> = ["Tests pass.", " left a TODO; ", "none"].into_iter().map(clause).collect();
+        assert_eq!(format!("{}.", joined.join("; ")), "Tests pass; left a TODO; none.");
     }
 }

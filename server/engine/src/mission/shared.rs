@@ -64,12 +64,35 @@ impl Shared {
         role: Option<Role>,
         message: impl Into<String>,
     ) {
+        self.report(milestone, feature, role, message.into(), false);
+    }
+
+    /// Progress that reports how something ended: a check, a verdict, a decision.
+    pub(super) fn outcome(
+        &self,
+        milestone: Option<&str>,
+        feature: Option<&str>,
+        role: Option<Role>,
+        message: impl Into<String>,
+    ) {
+        self.report(milestone, feature, role, message.into(), true);
+    }
+
+    fn report(
+        &self,
+        milestone: Option<&str>,
+        feature: Option<&str>,
+        role: Option<Role>,
+        message: String,
+        outcome: bool,
+    ) {
         (self.progress)(&Progress {
             mission: self.mission_id.clone(),
             milestone: milestone.map(str::to_owned),
             feature: feature.map(str::to_owned),
             role,
-            message: message.into(),
+            message,
+            outcome,
         });
     }
 
@@ -136,15 +159,7 @@ impl Shared {
     }
 
     pub(super) fn pause(&self, reason: PauseReason, detail: String) -> Result<(), EngineError> {
-        self.progress(
-            None,
-            None,
-            None,
-            format!(
-                "paused ({}): {detail}",
-                serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-            ),
-        );
+        self.outcome(None, None, None, format!("paused ({}): {detail}", reason.as_str().to_owned()));
         self.set_state(MissionState::Paused, Some(reason), Some(detail))
     }
 
@@ -199,7 +214,7 @@ impl Shared {
                 let last =
                     projection.plan.as_ref().and_then(|p| p.milestones.last()).is_some_and(|m| m.id == current.id);
                 let said = if last { "accepted; the mission is complete" } else { "accepted" };
-                self.progress(Some(&current.id), None, None, said);
+                self.outcome(Some(&current.id), None, None, said);
                 Ok(())
             }
             Command::Reject { milestone, feedback } => {

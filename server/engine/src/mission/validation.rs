@@ -143,6 +143,13 @@ impl Mission {
             self.shared.progress(Some(&milestone.id), None, None, format!("checking {}: {command}", assertion.id));
             let result = run_check(&environment, command, timeout, &recorder).await;
             let passed = !result.timed_out && result.exit_code == Some(*expect_exit);
+            let verdict = if passed { "passing" } else { "failing" };
+            self.shared.outcome(
+                Some(&milestone.id),
+                None,
+                None,
+                format!("{} {verdict} ({}, expected exit {expect_exit})", assertion.id, result.outcome()),
+            );
             let evidence = clip(&result.describe(timeout), 8_000);
             self.shared.append(Event::AssertionChecked {
                 assertion: assertion.id.clone(),
@@ -185,6 +192,12 @@ impl Mission {
             self.shared.progress(Some(&milestone.id), None, None, format!("project check: {check}"));
             let result = run_check(&environment, &check, timeout, &recorder).await;
             let problems = crate::checks::parse_output(&self.workspace, &result.output);
+            self.shared.outcome(
+                Some(&milestone.id),
+                None,
+                None,
+                format!("project check `{check}`: {}, {} finding(s)", result.outcome(), problems.len()),
+            );
             let evidence = clip(&result.describe(timeout), 4_000);
             for problem in &problems {
                 self.shared.record_finding(Finding {
@@ -402,6 +415,21 @@ impl Mission {
         validator: Validator,
         report: FindingsReport,
     ) -> Result<(), EngineError> {
+        let verdicts: Vec<String> = report
+            .verdicts
+            .iter()
+            .map(|v| format!("{} {}", v.assertion, if v.pass { "passing" } else { "failing" }))
+            .collect();
+        self.shared.outcome(
+            Some(milestone),
+            feature,
+            None,
+            format!(
+                "{validator}: {}{} finding(s)",
+                if verdicts.is_empty() { String::new() } else { format!("{}; ", verdicts.join(", ")) },
+                report.findings.len()
+            ),
+        );
         for verdict in &report.verdicts {
             self.shared.append(Event::AssertionChecked {
                 assertion: verdict.assertion.clone(),

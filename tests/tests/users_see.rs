@@ -1,0 +1,97 @@
+//! What users see (SPEC §6): progress that reports every outcome on one line, the open
+//! findings in `status`, and findings dismissed or fixed from the command line.
+
+mod common;
+
+use std::time::Duration;
+
+use common::project::*;
+use missions_tests::script::{ScriptRole, ScriptedModel, Turn};
+use serde_json::{Value, json};
+
+/// The slugify story whose reviewers also report a warning on `textkit/slug.py:5`.
+fn with_a_review_warning() -> missions_tests::script::Script {
+    with(|call| match call.role {
+        ScriptRole::Reviewer => {
+            let verdicts: Vec<Value> =
+                asked(call).iter().map(|a| json!({"assertion": a, "pass": true, "evidence": "read it"})).collect();
+            Some(Turn::call(
+                "report_findings",
+                json!({"verdicts": verdicts, "findings": [
+                    {"severity": "warning", "path": "textkit/slug.py", "line": 5, "message": "the regex is compiled on every call\nsecond line"}
+                ]}),
+            ))
+        }
+        _ => None,
+    })
+}
+
+fn open_findings(dir: &std::path::Path, id: &str) -> Vec<Value> {
+    let findings = read_json(&dir.join(".missions").join(id).join("findings.json"));
+    findings.as_array().unwrap().iter().filter(|f| f["status"] == "open").cloned().collect()
+}
+
+#[tokio::test]
+async fn progress_reports_every_outcome_on_one_line() {
+    let model =
+        ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: false }), Duration::ZERO).await;
+    let dir = project_for(&model, "[mission]\nchecks = [\"python3 -m unittest\"]\n");
+    let output =
+        missions_async(dir.path(), &["run", "--text", "Add slugify\nwith a second line", "--approve", "--accept"])
+            .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let said = stderr(&output);
+    for expected in [
+        "A1 failing",
+        "A1 passing",
+        "project check `python3 -m unittest`: exit",
+        "review: A2 passing",
+        "decided: correct",
+        "decided: complete",
+    ] {
+        assert!(said.contains(expected), "no `{expected}` in:\n{said}");
+    }
+    assert!(
+        said.lines().all(|l| l.starts_with('[') || l.starts_with("mission ") || l.starts_with("warning")),
+        "{said}"
+    );
+    assert!(!said.contains("Warning") && !said.contains("Error"), "severities print lower case: {said}");
+}
+
+#[tokio::test]
+async fn status_lists_open_findings_and_the_cli_dismisses_and_fixes_them() {
+    let model = ScriptedModel::start(with_a_review_warning(), Duration::ZERO).await;
+    let dir = project_for(&model, "");
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let id = mission_id(dir.path());
+    let finding = open_findings(dir.path(), &id)[0]["id"].as_str().unwrap().to_owned();
+    let status = missions_async(dir.path(), &["status", &id]).await;
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains(&format!("{finding} warning review textkit/slug.py:5: the regex is compiled on every call\n")),
+        "{shown}"
+    );
+
+    // Fix: a corrective feature of M1, driven to the gate again.
+    let output = missions_async(dir.path(), &["fix", &id, &finding]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let plan = read_json(&dir.path().join(".missions").join(&id).join("plan.json"));
+    let features: Vec<&str> =
+        plan["milestones"][0]["features"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert!(features.contains(&format!("fix-{finding}").as_str()), "{features:?}");
+
+    // Dismiss: recorded with the reason, gone from the open findings.
+    let open = open_findings(dir.path(), &id);
+    let again = open.last().unwrap()["id"].as_str().unwrap().to_owned();
+    let output = missions_async(dir.path(), &["dismiss", &id, &again, "--reason", "compiled once by re's cache"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(open_findings(dir.path(), &id).iter().all(|f| f["id"] != again.as_str()));
+    assert!(
+        events(dir.path(), &id)
+            .iter()
+            .any(|e| e["type"] == "finding_status_changed" && e["reason"] == "compiled once by re's cache")
+    );
+    let output = missions_async(dir.path(), &["dismiss", &id, "finding-999"]).await;
+    assert_eq!(output.status.code(), Some(2), "an unknown finding is a usage error");
+}
