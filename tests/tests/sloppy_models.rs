@@ -187,3 +187,18 @@ async fn command_output_reaches_models_without_colour() {
     assert!(result.contains("red NO_COLOR=1 TERM=dumb CLICOLOR=0"), "{result:?}");
     assert!(!result.contains('\u{1b}'), "{result:?}");
 }
+
+#[tokio::test]
+async fn the_boundary_sees_the_checks_and_the_evidence_and_reviewers_see_commands_once() {
+    let model = ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: false }), Duration::ZERO).await;
+    let dir = project_for(&model, "[mission]\nchecks = [\"python3 -m unittest\"]\n");
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let calls = model.calls();
+    let boundary = &calls.iter().find(|(c, _)| c.role == ScriptRole::Boundary).unwrap().0.first_message;
+    assert!(boundary.contains("The project's own checks:\n- `python3 -m unittest`: exit 1, "), "{boundary}");
+    assert!(boundary.contains("- A1 [failing]: slugify's tests pass\n  evidence: exit code 1"), "{boundary}");
+    let review = &calls.iter().find(|(c, _)| c.role == ScriptRole::Reviewer).unwrap().0.first_message;
+    assert_eq!(review.matches("python3 -m unittest tests.test_slug").count(), 1, "each command once: {review}");
+    assert!(review.contains("`python3 -m unittest tests.test_slug`: exit 1 (as claimed)"), "{review}");
+}

@@ -208,6 +208,14 @@ pub enum Event {
     WorkRecorded {
         files: Vec<WorkFile>,
     },
+    /// One of the project's own checks ran during a milestone's validation.
+    ProjectCheckRan {
+        milestone: String,
+        command: String,
+        #[serde(default)]
+        exit_code: Option<i32>,
+        findings: u32,
+    },
     /// Changes the user made in the working tree while the mission was paused for a conflict,
     /// committed as the user's change (SPEC §8) before the mission went on.
     UserChangesCommitted {
@@ -278,6 +286,7 @@ impl Event {
             Event::CourseCorrectionNoted { .. } => "course_correction_noted",
             Event::WorkRecorded { .. } => "work_recorded",
             Event::UserChangesCommitted { .. } => "user_changes_committed",
+            Event::ProjectCheckRan { .. } => "project_check_ran",
         }
     }
 }

@@ -56,6 +56,11 @@ pub struct Projection {
     /// A milestone whose boundary decision was "complete" but whose boundary commit is not
     /// recorded yet: a resume carries the decision out instead of validating again.
     pub decided_complete: Option<String>,
+    /// The evidence of each assertion's latest check.
+    pub assertion_evidence: BTreeMap<String, String>,
+    /// The project's checks in each milestone's latest validation: (command, exit code,
+    /// findings).
+    pub check_runs: BTreeMap<String, Vec<(String, Option<i32>, u32)>>,
 }
 
 fn feature_from(draft: &FeatureDraft) -> Feature {
@@ -226,9 +231,11 @@ impl Projection {
                 if let Some(m) = self.milestone_mut(milestone) {
                     m.status = *status;
                 }
-                // Validation starts from the last feature's commit, on a clean tree.
+                // Validation starts from the last feature's commit, on a clean tree, and its
+                // checks are run anew.
                 if *status == WorkStatus::Validating {
                     self.unfinished_work.clear();
+                    self.check_runs.remove(milestone);
                 }
                 // Reopened work (a rejection, a fix) makes the old boundary commit history,
                 // not the milestone's.
@@ -335,7 +342,8 @@ impl Projection {
             Event::AssertionsAdded { assertions, .. } => {
                 self.contract.assertions.extend(assertions.iter().map(assertion_from));
             }
-            Event::AssertionChecked { assertion, status, .. } => {
+            Event::AssertionChecked { assertion, status, evidence } => {
+                self.assertion_evidence.insert(assertion.clone(), evidence.clone());
                 // A waiver is the user's and outlasts any verdict.
                 if let Some(a) = self.contract.assertions.iter_mut().find(|a| &a.id == assertion)
                     && a.status != AssertionStatus::Waived
@@ -389,6 +397,9 @@ impl Projection {
                 for file in files {
                     self.unfinished_work.entry(file.path.clone()).or_default().insert(file.sha256.clone());
                 }
+            }
+            Event::ProjectCheckRan { milestone, command, exit_code, findings } => {
+                self.check_runs.entry(milestone.clone()).or_default().push((command.clone(), *exit_code, *findings));
             }
             Event::UserChangesCommitted { commit, .. } => {
                 self.head = Some(commit.clone());

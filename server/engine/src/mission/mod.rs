@@ -313,6 +313,92 @@ pub struct Mission {
     tmp: tempfile::TempDir,
 }
 
+/// Whether two command lines are the same command, whitespace and line continuations aside.
+fn same_command(a: &str, b: &str) -> bool {
+    let normalise = |c: &str| c.replace("\\\n", " ").split_whitespace().collect::<Vec<_>>().join(" ");
+    normalise(a) == normalise(b)
+}
+
+/// A worker's handoff as a reviewer reads it: each claimed command once, with the exit code
+/// the engine observed beside it and any mismatch marked, then the commands run but not
+/// claimed.
+fn handoff_for_review(handoff: &Handoff) -> String {
+    let mut out = format!("Summary: {}\n", handoff.summary.trim());
+    let list = |title: &str, items: Vec<String>, out: &mut String| {
+        if !items.is_empty() {
+            out.push_str(&format!("{title}:\n"));
+            for item in items {
+                out.push_str(&format!("- {item}\n"));
+            }
+        }
+    };
+    list("Completed", handoff.completed.clone(), &mut out);
+    list("Skipped", handoff.skipped.iter().map(|s| format!("{} ({})", s.item, s.reason)).collect(), &mut out);
+    list(
+        "Issues",
+        handoff
+            .issues
+            .iter()
+            .map(|i| {
+                let place = match (&i.path, i.line) {
+                    (Some(p), Some(l)) => format!(" at {p}:{l}"),
+                    (Some(p), None) => format!(" in {p}"),
+                    _ => String::new(),
+                };
+                format!("[{}] {}{place}", i.severity, i.description.trim())
+            })
+            .collect(),
+        &mut out,
+    );
+    out.push_str(&format!(
+        "Procedures followed: {}{}\n",
+        if handoff.procedures_followed { "yes" } else { "no" },
+        if handoff.procedure_notes.trim().is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", handoff.procedure_notes.trim())
+        }
+    ));
+    let exit = |code: Option<i32>| code.map_or("killed".to_owned(), |c| format!("exit {c}"));
+    let claimed: Vec<String> = handoff
+        .commands
+        .iter()
+        .map(|claim| {
+            let runs: Vec<&ObservedCommand> =
+                handoff.observed_commands.iter().filter(|o| same_command(&o.command, &claim.command)).collect();
+            match runs.last() {
+                None => format!("`{}`: claimed exit {}, never run (mismatch)", claim.command, claim.exit_code),
+                Some(run) if run.exit_code != Some(claim.exit_code) => format!(
+                    "`{}`: claimed exit {}, observed {} (mismatch)",
+                    claim.command,
+                    claim.exit_code,
+                    exit(run.exit_code)
+                ),
+                Some(run) => format!("`{}`: {} (as claimed)", claim.command, exit(run.exit_code)),
+            }
+        })
+        .collect();
+    list("Commands the worker claims, with what the engine observed", claimed, &mut out);
+    let unclaimed: Vec<String> = handoff
+        .observed_commands
+        .iter()
+        .filter(|o| !handoff.commands.iter().any(|c| same_command(&c.command, &o.command)))
+        .map(|o| format!("`{}`: {}", o.command, exit(o.exit_code)))
+        .collect();
+    list("Commands run but not claimed", unclaimed, &mut out);
+    let files: Vec<String> = handoff
+        .files_changed
+        .iter()
+        .map(|f| {
+            let ranges: Vec<String> =
+                f.ranges.iter().map(|[a, b]| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+            format!("{} (lines {})", f.path, ranges.join(", "))
+        })
+        .collect();
+    list("Files changed", files, &mut out);
+    out
+}
+
 /// A model's sentence as a clause for joining: trimmed, without its closing full stop, so
 /// joined lists never read ".;" or "..".
 fn clause(text: &str) -> &str {
@@ -1071,10 +1157,9 @@ impl Mission {
         self.shared.append(Event::HandoffRecorded { handoff: record })?;
         // SPEC §2 rule 6: a claimed command that was never run, or whose exit code differs
         // from the one observed, is a finding.
-        let normalise = |c: &str| c.split_whitespace().collect::<Vec<_>>().join(" ");
         for claimed in &handoff.commands {
             let runs: Vec<&ObservedCommand> =
-                observed.iter().filter(|o| normalise(&o.command) == normalise(&claimed.command)).collect();
+                observed.iter().filter(|o| same_command(&o.command, &claimed.command)).collect();
             let message = if runs.is_empty() {
                 Some(format!(
                     "{}'s handoff claims `{}` (exit {}), which the worker never ran",
@@ -1184,7 +1269,25 @@ impl Mission {
             .assertions
             .iter()
             .filter(|a| a.milestone == milestone.id)
-            .map(|a| format!("- {} [{}]: {}", a.id, a.status.as_str().to_owned(), a.description.trim()))
+            .map(|a| {
+                let evidence = projection
+                    .assertion_evidence
+                    .get(&a.id)
+                    .filter(|e| !e.trim().is_empty())
+                    .map(|e| format!("\n  evidence: {}", clip(e, 1_500).replace('\n', "\n  ")))
+                    .unwrap_or_default();
+                format!("- {} [{}]: {}{evidence}", a.id, a.status, a.description.trim())
+            })
+            .collect();
+        let check_lines: Vec<String> = projection
+            .check_runs
+            .get(&milestone.id)
+            .into_iter()
+            .flatten()
+            .map(|(command, exit_code, findings)| {
+                let exit = exit_code.map_or("killed or not started".to_owned(), |c| format!("exit {c}"));
+                format!("- `{command}`: {exit}, {findings} finding(s)")
+            })
             .collect();
         let finding_lines: Vec<String> = projection
             .findings
@@ -1205,11 +1308,12 @@ impl Mission {
             })
             .collect();
         let first = format!(
-            "Milestone {} boundary (round {} of at most {max_rounds}): {}\n\nAssertions:\n{}\n\nOpen findings:\n{}\n\nHandoffs:\n{}\n\nCourse corrections from the user:\n{}",
+            "Milestone {} boundary (round {} of at most {max_rounds}): {}\n\nAssertions:\n{}\n\nThe project's own checks:\n{}\n\nOpen findings:\n{}\n\nHandoffs:\n{}\n\nCourse corrections from the user:\n{}",
             milestone.id,
             round + 1,
             milestone.title,
             assertion_lines.join("\n"),
+            if check_lines.is_empty() { "(none configured)".into() } else { check_lines.join("\n") },
             if finding_lines.is_empty() { "(none)".into() } else { finding_lines.join("\n") },
             self.handoff_summaries(&projection, ""),
             Mission::course_corrections(&projection)
@@ -1360,7 +1464,34 @@ impl Mission {
 
 #[cfg(test)]
 mod tests {
-    use super::clause;
+    use super::{clause, handoff_for_review};
+    use missions_core::mission::{ClaimedCommand, Handoff, ObservedCommand};
+
+    #[test]
+    fn a_reviewer_sees_each_claimed_command_once_with_what_was_observed() {
+        let claim = |command: &str, exit_code| ClaimedCommand { command: command.into(), exit_code };
+        let ran = |command: &str, exit_code| ObservedCommand { command: command.into(), exit_code, duration_ms: 5 };
+        let handoff = Handoff {
+            feature: "F1".into(),
+            model: "m".into(),
+            summary: "Added slugify.".into(),
+            completed: vec!["slugify".into()],
+            skipped: Vec::new(),
+            commands: vec![claim("pytest -q", 0), claim("ruff check", 0), claim("mypy .", 0)],
+            issues: Vec::new(),
+            procedures_followed: true,
+            procedure_notes: String::new(),
+            files_changed: Vec::new(),
+            commit: None,
+            observed_commands: vec![ran("pytest  -q", Some(0)), ran("ruff check", Some(1)), ran("ls", Some(0))],
+        };
+        let text = handoff_for_review(&handoff);
+        assert!(text.contains("- `pytest -q`: exit 0 (as claimed)"), "{text}");
+        assert!(text.contains("- `ruff check`: claimed exit 0, observed exit 1 (mismatch)"), "{text}");
+        assert!(text.contains("- `mypy .`: claimed exit 0, never run (mismatch)"), "{text}");
+        assert!(text.contains("Commands run but not claimed:\n- `ls`: exit 0"), "{text}");
+        assert_eq!(text.matches("pytest").count(), 1, "each command once: {text}");
+    }
 
     #[test]
     fn joined_clauses_never_double_their_stops() {

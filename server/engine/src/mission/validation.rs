@@ -198,6 +198,12 @@ impl Mission {
                 None,
                 format!("project check `{check}`: {}, {} finding(s)", result.outcome(), problems.len()),
             );
+            self.shared.append(Event::ProjectCheckRan {
+                milestone: milestone.id.clone(),
+                command: check.clone(),
+                exit_code: result.exit_code,
+                findings: problems.len() as u32,
+            })?;
             let evidence = clip(&result.describe(timeout), 4_000);
             for problem in &problems {
                 self.shared.record_finding(Finding {
@@ -322,9 +328,7 @@ impl Mission {
             (Some(base), Some(commit)) => self.shared.git.diff(base, &commit, 60_000)?,
             _ => "(no commit recorded for this feature)".into(),
         };
-        let handoff_text = handoff
-            .map(|h| serde_json::to_string_pretty(h).unwrap_or_default())
-            .unwrap_or_else(|| "(no handoff)".into());
+        let handoff_text = handoff.map(super::handoff_for_review).unwrap_or_else(|| "(no handoff)".into());
         let first = format!(
             "Review feature {} ({}) of milestone {}.\n\nAssertions to judge: {}\n{}\n\nThe feature:\n{}\n\nThe worker's handoff:\n{}\n\nThe feature's diff:\n```diff\n{}\n```",
             feature.id,
