@@ -95,3 +95,24 @@ async fn status_lists_open_findings_and_the_cli_dismisses_and_fixes_them() {
     let output = missions_async(dir.path(), &["dismiss", &id, "finding-999"]).await;
     assert_eq!(output.status.code(), Some(2), "an unknown finding is a usage error");
 }
+
+#[tokio::test]
+async fn a_completed_backlog_item_is_ticked_and_left_out_unless_all() {
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
+    let dir = project_for(&model, "");
+    let output = missions_async(dir.path(), &["run", "--item", "BACKLOG.md:3", "--approve", "--accept"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let id = mission_id(dir.path());
+    let last = git(dir.path(), &["log", "-1", "--format=%s%n%(trailers:only,unfold)", &format!("missions/{id}")]);
+    assert!(last.starts_with("backlog: tick Add slugify\n") && last.contains(&format!("Mission-Id: {id}")), "{last}");
+    assert!(std::fs::read_to_string(dir.path().join("BACKLOG.md")).unwrap().contains("- [x] Add slugify"));
+
+    git(dir.path(), &["checkout", "-q", "main"]);
+    let listed = missions_async(dir.path(), &["backlog", "--json"]).await;
+    let items: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(items.as_array().unwrap().iter().all(|i| i["id"] != "BACKLOG.md:3"), "{items}");
+    let listed = missions_async(dir.path(), &["backlog", "--json", "--all"]).await;
+    let items: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let item = items.as_array().unwrap().iter().find(|i| i["id"] == "BACKLOG.md:3").cloned().unwrap();
+    assert_eq!(item["mission"], json!({"id": id, "state": "completed"}), "{item}");
+}

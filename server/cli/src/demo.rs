@@ -180,5 +180,14 @@ pub async fn run() -> Exit {
         };
     }
     print!("{}", summary::mission_control(&workspace, &mission.projection()));
+    if let missions_engine::mission::Outcome::Paused { reason: missions_core::mission::PauseReason::Provider, .. } =
+        &outcome
+    {
+        eprintln!(
+            "The demo went off its recording: this build of Missions asked the recorded model something the \
+             recording has no answer for (its prompts or steps changed since the tape was made). Nothing is wrong \
+             with your setup; the demo's tape needs recording again for this build."
+        );
+    }
     report(&id, &outcome)
 }

@@ -35,10 +35,13 @@ enum Command {
         #[arg(long)]
         stdio: bool,
     },
-    /// List backlog items: id, source, title.
+    /// List backlog items: id, source, title, and the mission of an item that has one.
     Backlog {
         #[arg(long)]
         json: bool,
+        /// Also list items whose mission completed.
+        #[arg(long)]
+        all: bool,
     },
     /// Start a mission and drive it: stops at the plan gate unless --approve, at each
     /// milestone gate unless --accept.
@@ -193,7 +196,7 @@ fn main() -> ExitCode {
             0 => Outcome::Success,
             _ => Outcome::Failure,
         },
-        Command::Backlog { json } => missions::backlog(&workspace, json),
+        Command::Backlog { json, all } => missions::backlog(&workspace, json, all),
         Command::Run { item, text, approve, accept } => {
             runtime.block_on(missions::run(&workspace, item.as_deref(), text.as_deref(), approve, accept))
         }

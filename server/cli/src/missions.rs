@@ -109,12 +109,12 @@ pub fn report(id: &str, outcome: &Outcome) -> Exit {
     }
 }
 
-pub fn backlog(workspace: &Path, json: bool) -> Exit {
+pub fn backlog(workspace: &Path, json: bool, all: bool) -> Exit {
     let loaded = match load_config(workspace) {
         Ok(loaded) => loaded,
         Err(exit) => return exit,
     };
-    let items = backlog::list(workspace, &loaded.config.backlog);
+    let items = backlog::with_missions(workspace, backlog::list(workspace, &loaded.config.backlog), all);
     if json {
         match serde_json::to_string_pretty(&items) {
             Ok(text) => println!("{text}"),
@@ -127,7 +127,8 @@ pub fn backlog(workspace: &Path, json: bool) -> Exit {
         println!("The backlog is empty: add `- [ ] …` items to BACKLOG.md or TODO.md, or TODO comments in the code.");
     } else {
         for item in &items {
-            println!("{:<28} {:<8} {}", item.id, item.source, item.title);
+            let mission = item.mission.as_ref().map(|m| format!("  [mission {} {}]", m.id, m.state)).unwrap_or_default();
+            println!("{:<28} {:<8} {}{mission}", item.id, item.source, item.title);
         }
     }
     Exit::Success

@@ -26,6 +26,62 @@ pub struct BacklogItem {
     pub description: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+    /// The mission started from this item, if any (the latest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mission: Option<ItemMission>,
+}
+
+/// The mission of a backlog item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ItemMission {
+    pub id: String,
+    pub state: missions_core::mission::MissionState,
+}
+
+/// The backlog as users see it (SPEC §6): each item with its mission, and items whose mission
+/// completed left out unless `all`.
+pub fn with_missions(workspace: &Path, items: Vec<BacklogItem>, all: bool) -> Vec<BacklogItem> {
+    let missions: Vec<(String, String, missions_core::mission::MissionState)> =
+        missions_core::status::workspace_snapshots(workspace)
+            .map(|status| {
+                status
+                    .snapshots
+                    .into_iter()
+                    .filter_map(|s| {
+                        let item = s.mission.source.item_id.clone()?;
+                        Some((item, s.mission.id.clone(), s.mission.state))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+    items
+        .into_iter()
+        .map(|mut item| {
+            // Mission ids sort by creation: the last one is the latest.
+            item.mission = missions
+                .iter()
+                .filter(|(source, _, _)| *source == item.id)
+                .next_back()
+                .map(|(_, id, state)| ItemMission { id: id.clone(), state: *state });
+            item
+        })
+        .filter(|item| all || item.mission.as_ref().is_none_or(|m| m.state != missions_core::mission::MissionState::Completed))
+        .collect()
+}
+
+/// Ticks the box of the Markdown task `item_id` (`path:line`) in `text`, if it is still open
+/// with `title` there; returns the new text.
+pub fn tick(text: &str, line: u32, title: &str) -> Option<String> {
+    let mut lines: Vec<String> = text.split('\n').map(str::to_owned).collect();
+    let index = usize::try_from(line).ok()?.checked_sub(1)?;
+    let target = lines.get_mut(index)?;
+    let (indent, rest) = target.split_at(target.len() - target.trim_start().len());
+    let marker = ["- [ ] ", "* [ ] ", "+ [ ] "].iter().find(|m| rest.starts_with(**m))?;
+    if rest[marker.len()..].trim() != title.trim() {
+        return None;
+    }
+    *target = format!("{indent}{}[x] {}", &marker[..2], &rest[marker.len()..]);
+    Some(lines.join("\n"))
 }
 
 /// Open task-list items of one Markdown text.
@@ -66,6 +122,7 @@ pub fn markdown_items(path: &str, text: &str) -> Vec<BacklogItem> {
             title: title.to_owned(),
             description: description.join("\n"),
             location: Some(Location { path: path.to_owned(), line: line_number }),
+            mission: None,
         });
         index = next;
     }
@@ -124,6 +181,7 @@ pub fn list(workspace: &Path, config: &BacklogConfig) -> Vec<BacklogItem> {
                     title,
                     description: String::new(),
                     location: Some(Location { path: relative.clone(), line: line as u32 }),
+                    mission: None,
                 });
             }
         }
@@ -185,5 +243,14 @@ mod tests {
         assert_eq!(ids, ["TODO.md:1", "src/app.py:2"]);
         assert_eq!(items[1].source, "code");
         assert_eq!(item_text(&items[1]), "validate input\n\n(From src/app.py:2.)");
+    }
+
+    #[test]
+    fn ticking_a_box_changes_only_its_line() {
+        let text = "# Backlog\n\n- [ ] Add slugify\n  details\n  * [ ] Nested\n";
+        assert_eq!(tick(text, 3, "Add slugify").unwrap(), "# Backlog\n\n- [x] Add slugify\n  details\n  * [ ] Nested\n");
+        assert_eq!(tick(text, 5, "Nested").unwrap(), "# Backlog\n\n- [ ] Add slugify\n  details\n  * [x] Nested\n");
+        assert_eq!(tick(text, 3, "Another title"), None, "a line that changed is left alone");
+        assert_eq!(tick(text, 9, "Add slugify"), None);
     }
 }

@@ -61,7 +61,8 @@ pub(crate) async fn execute(state: &Arc<State>, name: &str, argument: &Map<Strin
     match name {
         "missions.backlog" => {
             let loaded = state.config()?;
-            let items = backlog::list(&state.workspace()?, &loaded.config.backlog);
+            let workspace = state.workspace()?;
+            let items = backlog::with_missions(&workspace, backlog::list(&workspace, &loaded.config.backlog), false);
             serde_json::to_value(items).map_err(|e| internal(e.to_string()))
         }
         "missions.status" => {

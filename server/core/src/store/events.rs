@@ -208,6 +208,11 @@ pub enum Event {
     WorkRecorded {
         files: Vec<WorkFile>,
     },
+    /// The Markdown backlog item the mission came from was ticked by this commit, the last of
+    /// a completed mission's branch.
+    BacklogItemTicked {
+        commit: String,
+    },
     /// One of the project's own checks ran during a milestone's validation.
     ProjectCheckRan {
         milestone: String,
@@ -287,6 +292,7 @@ impl Event {
             Event::WorkRecorded { .. } => "work_recorded",
             Event::UserChangesCommitted { .. } => "user_changes_committed",
             Event::ProjectCheckRan { .. } => "project_check_ran",
+            Event::BacklogItemTicked { .. } => "backlog_item_ticked",
         }
     }
 }

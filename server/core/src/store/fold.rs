@@ -398,6 +398,7 @@ impl Projection {
                     self.unfinished_work.entry(file.path.clone()).or_default().insert(file.sha256.clone());
                 }
             }
+            Event::BacklogItemTicked { commit } => self.head = Some(commit.clone()),
             Event::ProjectCheckRan { milestone, command, exit_code, findings } => {
                 self.check_runs.entry(milestone.clone()).or_default().push((command.clone(), *exit_code, *findings));
             }

@@ -209,10 +209,13 @@ impl Shared {
                         current.id
                     )));
                 }
-                // One event: the fold moves the mission on (or completes it) with it.
-                self.append(Event::MilestoneAccepted { milestone: current.id.clone() })?;
                 let last =
                     projection.plan.as_ref().and_then(|p| p.milestones.last()).is_some_and(|m| m.id == current.id);
+                if last {
+                    self.tick_backlog_item(&mission)?;
+                }
+                // One event: the fold moves the mission on (or completes it) with it.
+                self.append(Event::MilestoneAccepted { milestone: current.id.clone() })?;
                 let said = if last { "accepted; the mission is complete" } else { "accepted" };
                 self.outcome(Some(&current.id), None, None, said);
                 Ok(())
@@ -363,6 +366,25 @@ impl Shared {
                 self.append(Event::AutoAcceptSet { auto_accept })
             }
         }
+    }
+
+    /// Ticks the box of the Markdown backlog item the mission came from, as the last commit of
+    /// its branch (SPEC §6). An item that moved or changed since is left alone.
+    fn tick_backlog_item(&self, mission: &MissionRecord) -> Result<(), EngineError> {
+        let Some(item) = mission.source.item_id.as_deref() else { return Ok(()) };
+        let Some((path, line)) = item.rsplit_once(':') else { return Ok(()) };
+        let Ok(line) = line.parse::<u32>() else { return Ok(()) };
+        let file = self.git.root().join(path);
+        let Ok(text) = std::fs::read_to_string(&file) else { return Ok(()) };
+        let title = mission.source.text.lines().next().unwrap_or_default().trim().trim_start_matches('#').trim();
+        let Some(ticked) = crate::backlog::tick(&text, line, title) else { return Ok(()) };
+        if self.git.current_branch()? != mission.branch || !self.git.dirty_files()?.is_empty() {
+            return Ok(());
+        }
+        std::fs::write(&file, ticked).map_err(|e| EngineError::Io(format!("{path}: {e}")))?;
+        let subject = format!("backlog: tick {title}");
+        let commit = self.git.commit(&subject, &[("Mission-Id", &self.mission_id)], true)?;
+        self.append(Event::BacklogItemTicked { commit })
     }
 
     /// The state a paused mission goes back to.

@@ -288,6 +288,8 @@ impl Mission {
             if let Some(files) = commit.subject.strip_prefix("user: ") {
                 let files = files.split(", ").map(str::to_owned).collect();
                 self.shared.append(Event::UserChangesCommitted { commit: commit.id.clone(), files })?;
+            } else if last && commit.subject.starts_with("backlog: tick ") {
+                self.shared.append(Event::BacklogItemTicked { commit: commit.id.clone() })?;
             } else if last
                 && commit.trailer("Milestone-Id").is_some()
                 && commit.trailer("Milestone-Id") == current.as_deref()
