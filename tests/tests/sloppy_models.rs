@@ -190,7 +190,8 @@ async fn command_output_reaches_models_without_colour() {
 
 #[tokio::test]
 async fn the_boundary_sees_the_checks_and_the_evidence_and_reviewers_see_commands_once() {
-    let model = ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: false }), Duration::ZERO).await;
+    let model =
+        ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: false }), Duration::ZERO).await;
     let dir = project_for(&model, "[mission]\nchecks = [\"python3 -m unittest\"]\n");
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));

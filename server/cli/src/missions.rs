@@ -127,7 +127,8 @@ pub fn backlog(workspace: &Path, json: bool, all: bool) -> Exit {
         println!("The backlog is empty: add `- [ ] …` items to BACKLOG.md or TODO.md, or TODO comments in the code.");
     } else {
         for item in &items {
-            let mission = item.mission.as_ref().map(|m| format!("  [mission {} {}]", m.id, m.state)).unwrap_or_default();
+            let mission =
+                item.mission.as_ref().map(|m| format!("  [mission {} {}]", m.id, m.state)).unwrap_or_default();
             println!("{:<28} {:<8} {}{mission}", item.id, item.source, item.title);
         }
     }

@@ -79,6 +79,8 @@ pub struct AgentConfig {
     pub max_output_tokens: u32,
     /// The loop guard of SPEC §2 rule 10: identical failing calls tolerated in a row.
     pub max_repeated_failures: u32,
+    /// The same for identical refused terminal calls.
+    pub max_repeated_refusals: u32,
 }
 
 /// The loop guard (SPEC §2 rule 10): counts the same call failing the same way in a row. At the
@@ -277,7 +279,7 @@ pub async fn run_agent<T: Terminal>(
             let (mut content, is_error, limit) = if name == terminal_name {
                 match terminal.accept(&input) {
                     Ok(output) => return RunEnd::Finished(output),
-                    Err(reasons) => (reasons, true, 2),
+                    Err(reasons) => (reasons, true, config.max_repeated_refusals),
                 }
             } else {
                 let output = tools.call(&name, &input).await;

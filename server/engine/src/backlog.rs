@@ -60,12 +60,13 @@ pub fn with_missions(workspace: &Path, items: Vec<BacklogItem>, all: bool) -> Ve
             // Mission ids sort by creation: the last one is the latest.
             item.mission = missions
                 .iter()
-                .filter(|(source, _, _)| *source == item.id)
-                .next_back()
+                .rfind(|(source, _, _)| *source == item.id)
                 .map(|(_, id, state)| ItemMission { id: id.clone(), state: *state });
             item
         })
-        .filter(|item| all || item.mission.as_ref().is_none_or(|m| m.state != missions_core::mission::MissionState::Completed))
+        .filter(|item| {
+            all || item.mission.as_ref().is_none_or(|m| m.state != missions_core::mission::MissionState::Completed)
+        })
         .collect()
 }
 
@@ -248,7 +249,10 @@ mod tests {
     #[test]
     fn ticking_a_box_changes_only_its_line() {
         let text = "# Backlog\n\n- [ ] Add slugify\n  details\n  * [ ] Nested\n";
-        assert_eq!(tick(text, 3, "Add slugify").unwrap(), "# Backlog\n\n- [x] Add slugify\n  details\n  * [ ] Nested\n");
+        assert_eq!(
+            tick(text, 3, "Add slugify").unwrap(),
+            "# Backlog\n\n- [x] Add slugify\n  details\n  * [ ] Nested\n"
+        );
         assert_eq!(tick(text, 5, "Nested").unwrap(), "# Backlog\n\n- [ ] Add slugify\n  details\n  * [x] Nested\n");
         assert_eq!(tick(text, 3, "Another title"), None, "a line that changed is left alone");
         assert_eq!(tick(text, 9, "Add slugify"), None);

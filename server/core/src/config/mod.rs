@@ -217,6 +217,10 @@ pub struct MissionConfig {
     /// How many times in a row a run may make the same call fail the same way before it is
     /// told so once and then ended (SPEC §2 rule 10). Default 3.
     pub max_repeated_failures: u32,
+    /// How many times in a row a run's terminal call (`submit_plan`, `decide_milestone`, …)
+    /// may be refused with the same arguments before it is told so once and then ended (SPEC
+    /// §2 rule 10: twice). Default 2.
+    pub max_repeated_refusals: u32,
 }
 
 impl Default for MissionConfig {
@@ -230,6 +234,7 @@ impl Default for MissionConfig {
             sandbox: true,
             writable_paths: None,
             max_repeated_failures: 3,
+            max_repeated_refusals: 2,
         }
     }
 }

@@ -871,6 +871,7 @@ impl Mission {
             context_tokens: self.options.limits.context_tokens,
             max_output_tokens: model.max_output_tokens,
             max_repeated_failures: self.config.config.mission.max_repeated_failures,
+            max_repeated_refusals: self.config.config.mission.max_repeated_refusals,
         };
         let hooks = RunScope {
             shared: &self.shared,
