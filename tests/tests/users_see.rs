@@ -116,3 +116,25 @@ async fn a_completed_backlog_item_is_ticked_and_left_out_unless_all() {
     let item = items.as_array().unwrap().iter().find(|i| i["id"] == "BACKLOG.md:3").cloned().unwrap();
     assert_eq!(item["mission"], json!({"id": id, "state": "completed"}), "{item}");
 }
+
+#[tokio::test]
+async fn projections_are_current_within_a_second_of_a_decision() {
+    // Slow model turns: after the boundary's decision nothing else is recorded for a while.
+    let model = ScriptedModel::start(
+        slugify_script(Story { buggy_first: true, never_fixed: false }),
+        Duration::from_millis(700),
+    )
+    .await;
+    let dir = project_for(&model, "");
+    let mut command = missions_command(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]);
+    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut driver = tokio::process::Command::from(command).spawn().unwrap();
+    let id = wait_for_event(dir.path(), |e| e["type"] == "decision_recorded" && e["decision"] == "correct").await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let plan = read_json(&dir.path().join(".missions").join(&id).join("plan.json"));
+    driver.start_kill().unwrap();
+    driver.wait().await.unwrap();
+    let features: Vec<&str> =
+        plan["milestones"][0]["features"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert!(features.contains(&"F1-fix1"), "plan.json lags the log: {features:?}");
+}
