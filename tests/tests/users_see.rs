@@ -138,3 +138,24 @@ async fn projections_are_current_within_a_second_of_a_decision() {
         plan["milestones"][0]["features"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
     assert!(features.contains(&"F1-fix1"), "plan.json lags the log: {features:?}");
 }
+
+#[tokio::test]
+async fn a_rejection_starts_a_new_round_the_boundary_reads_and_the_gate_lists_findings() {
+    let model = ScriptedModel::start(with_a_review_warning(), Duration::ZERO).await;
+    let dir = project_for(&model, "");
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("warning review textkit/slug.py:5: the regex is compiled on every call"),
+        "the gate lists the open findings: {}",
+        stderr(&output)
+    );
+    let id = mission_id(dir.path());
+    let output = missions_async(dir.path(), &["reject", &id, "M1", "--feedback", "also handle emoji"]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let calls = model.calls();
+    let boundary = &calls.iter().filter(|(c, _)| c.role == ScriptRole::Boundary).last().unwrap().0.first_message;
+    assert!(boundary.contains("(round 2 of") && boundary.contains("- also handle emoji"), "{boundary}");
+    let subjects = git(dir.path(), &["log", "--format=%s", &format!("main..missions/{id}")]);
+    assert!(subjects.lines().any(|s| s == "milestone M1: slugify() (after rejection 1)"), "{subjects}");
+}

@@ -189,5 +189,5 @@ pub async fn run() -> Exit {
              with your setup; the demo's tape needs recording again for this build."
         );
     }
-    report(&id, &outcome)
+    report(&workspace, &id, &outcome)
 }

@@ -82,16 +82,29 @@ fn engine_error(error: EngineError) -> Exit {
 }
 
 /// Says where the mission stands and what to do next, and maps the outcome to an exit code.
-pub fn report(id: &str, outcome: &Outcome) -> Exit {
+pub fn report(workspace: &Path, id: &str, outcome: &Outcome) -> Exit {
     match outcome {
         Outcome::Completed => eprintln!("mission {id} is complete; its branch missions/{id} is ready to merge"),
         Outcome::AwaitingApproval => eprintln!(
             "mission {id} waits for approval of its plan: read .missions/{id}/plan.md and contract.md, then `missions approve {id}`"
         ),
-        Outcome::AwaitingAcceptance { milestone } => eprintln!(
-            "mission {id}: milestone {milestone} is validated and waits for you: `missions accept {id} {milestone}`, \
-             `missions reject {id} {milestone} --feedback …` or `missions rollback {id} {milestone}`"
-        ),
+        Outcome::AwaitingAcceptance { milestone } => {
+            eprintln!(
+                "mission {id}: milestone {milestone} is validated and waits for you: `missions accept {id} {milestone}`, \
+                 `missions reject {id} {milestone} --feedback …` or `missions rollback {id} {milestone}`"
+            );
+            // The gate shows what is still open, not only how much.
+            let findings = missions_core::status::mission_snapshot(workspace, id)
+                .map(|(snapshot, _)| snapshot.findings)
+                .unwrap_or_default();
+            let open: Vec<_> = findings.iter().filter(|f| &f.milestone == milestone).collect();
+            if !open.is_empty() {
+                eprintln!("open findings of {milestone} (dismiss or fix them, or accept as they are):");
+                for finding in open {
+                    eprintln!("  {}", crate::status::finding_line(finding));
+                }
+            }
+        }
         Outcome::Paused { reason, detail } => {
             let reason = reason.as_str().to_owned();
             eprintln!(
@@ -182,7 +195,7 @@ pub async fn run(workspace: &Path, item: Option<&str>, text: Option<&str>, appro
             Err(error) => return engine_error(error),
         };
     }
-    report(&id, &outcome)
+    report(workspace, &id, &outcome)
 }
 
 /// Applies `command` to mission `id` and, when it drives on, drives it on. With `accept`,
@@ -269,7 +282,7 @@ pub async fn control(workspace: &Path, id: &str, command: Option<Command>, accep
             Err(error) => return engine_error(error),
         }
     };
-    report(id, &outcome)
+    report(workspace, id, &outcome)
 }
 
 pub fn map(workspace: &Path, path: Option<&str>, tokens: usize, focus: &str) -> Exit {

@@ -230,6 +230,10 @@ pub fn shell_command(
     }
     // Output is read by models and shown in editors, not by a terminal (SPEC §5).
     command.env("NO_COLOR", "1").env("TERM", "dumb").env("CLICOLOR", "0");
+    // A failing Rust test's backtrace floods a model's context; the user's own setting wins.
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        command.env("RUST_BACKTRACE", "0");
+    }
     for name in &environment.secret_env {
         command.env_remove(name);
     }

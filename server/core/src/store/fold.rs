@@ -56,6 +56,8 @@ pub struct Projection {
     /// A milestone whose boundary decision was "complete" but whose boundary commit is not
     /// recorded yet: a resume carries the decision out instead of validating again.
     pub decided_complete: Option<String>,
+    /// The user's rejections of each milestone, their feedback in order.
+    pub rejections: BTreeMap<String, Vec<String>>,
     /// The evidence of each assertion's latest check.
     pub assertion_evidence: BTreeMap<String, String>,
     /// The project's checks in each milestone's latest validation: (command, exit code,
@@ -295,7 +297,8 @@ impl Projection {
                     self.reopen_milestone(milestone);
                 }
             }
-            Event::MilestoneRejected { milestone, correction, .. } => {
+            Event::MilestoneRejected { milestone, correction, feedback } => {
+                self.rejections.entry(milestone.clone()).or_default().push(feedback.clone());
                 if let Some(correction) = correction {
                     self.add_features(milestone, std::slice::from_ref(correction));
                     self.reopen_milestone(milestone);

@@ -1308,10 +1308,24 @@ impl Mission {
                 format!("- {} [{} {}]{place}: {}{evidence}", f.id, f.validator, f.severity, f.message)
             })
             .collect();
+        // A rejection starts a new round; its feedback is the first thing the boundary reads.
+        let rejections = projection.rejections.get(&milestone.id).cloned().unwrap_or_default();
+        let feedback = if rejections.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n\nThe user rejected this milestone with this feedback (latest last):\n{}",
+                rejections
+                    .iter()
+                    .map(|f| format!("- {}", f.trim().replace('\n', "\n  ")))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        };
         let first = format!(
-            "Milestone {} boundary (round {} of at most {max_rounds}): {}\n\nAssertions:\n{}\n\nThe project's own checks:\n{}\n\nOpen findings:\n{}\n\nHandoffs:\n{}\n\nCourse corrections from the user:\n{}",
+            "Milestone {} boundary (round {} of at most {max_rounds}): {}{feedback}\n\nAssertions:\n{}\n\nThe project's own checks:\n{}\n\nOpen findings:\n{}\n\nHandoffs:\n{}\n\nCourse corrections from the user:\n{}",
             milestone.id,
-            round + 1,
+            round + rejections.len() as u32 + 1,
             milestone.title,
             assertion_lines.join("\n"),
             if check_lines.is_empty() { "(none configured)".into() } else { check_lines.join("\n") },
@@ -1320,7 +1334,7 @@ impl Mission {
             Mission::course_corrections(&projection)
         );
         let values = BTreeMap::from([
-            ("round", (round + 1).to_string()),
+            ("round", (round + rejections.len() as u32 + 1).to_string()),
             ("max_correction_rounds", max_rounds.to_string()),
             ("plan", plan.as_ref().map(missions_core::store::render_plan_markdown).unwrap_or_default()),
             ("contract", missions_core::store::render_contract_markdown(&projection.contract)),
@@ -1451,7 +1465,12 @@ impl Mission {
             })?;
             return self.shared.set_state(MissionState::Running, None, None);
         }
-        let subject = format!("milestone {}: {}", milestone.id, milestone.title);
+        // A milestone validated again after a rejection says so, so the branch never holds
+        // two identical boundary commits.
+        let subject = match projection.rejections.get(&milestone.id).map(Vec::len) {
+            Some(n) if n > 0 => format!("milestone {}: {} (after rejection {n})", milestone.id, milestone.title),
+            _ => format!("milestone {}: {}", milestone.id, milestone.title),
+        };
         let commit = self.shared.git.commit(
             &subject,
             &[("Mission-Id", &self.shared.mission_id), ("Milestone-Id", &milestone.id)],
