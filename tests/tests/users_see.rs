@@ -154,7 +154,7 @@ async fn a_rejection_starts_a_new_round_the_boundary_reads_and_the_gate_lists_fi
     let output = missions_async(dir.path(), &["reject", &id, "M1", "--feedback", "also handle emoji"]).await;
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let calls = model.calls();
-    let boundary = &calls.iter().filter(|(c, _)| c.role == ScriptRole::Boundary).last().unwrap().0.first_message;
+    let boundary = &calls.iter().rfind(|(c, _)| c.role == ScriptRole::Boundary).unwrap().0.first_message;
     assert!(boundary.contains("(round 2 of") && boundary.contains("- also handle emoji"), "{boundary}");
     let subjects = git(dir.path(), &["log", "--format=%s", &format!("main..missions/{id}")]);
     assert!(subjects.lines().any(|s| s == "milestone M1: slugify() (after rejection 1)"), "{subjects}");
