@@ -159,3 +159,42 @@ async fn a_rejection_starts_a_new_round_the_boundary_reads_and_the_gate_lists_fi
     let subjects = git(dir.path(), &["log", "--format=%s", &format!("main..missions/{id}")]);
     assert!(subjects.lines().any(|s| s == "milestone M1: slugify() (after rejection 1)"), "{subjects}");
 }
+
+#[tokio::test]
+async fn an_abbreviated_claim_is_matched_and_an_unrun_one_is_sent_back_first() {
+    let long = "python3 -m unittest tests.test_slug \\\n  && python3 -c 'import textkit.slug'";
+    let script = with(move |call| match (call.role, call.first_line.starts_with("Feature F1:"), call.turn) {
+        (ScriptRole::Worker, true, 0) => Some(write_slugify()),
+        (ScriptRole::Worker, true, 1) => Some(Turn::call("run_command", json!({"command": long}))),
+        (ScriptRole::Worker, true, 2) => Some(handoff(
+            "Added slugify.",
+            json!([{"command": "python3 -m unittest tests.test_slug \\", "exit_code": 0},
+                   {"command": "flake8 textkit", "exit_code": 0}]),
+        )),
+        (ScriptRole::Worker, true, _) => Some(handoff(
+            "Added slugify.",
+            json!([{"command": "python3 -m unittest tests.test_slug \\", "exit_code": 0}]),
+        )),
+        _ => None,
+    });
+    let model = ScriptedModel::start(script, Duration::ZERO).await;
+    let dir = project_for(&model, "");
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let calls = model.calls();
+    let sent_back = calls
+        .iter()
+        .find(|(c, _)| c.role == ScriptRole::Worker && c.first_line.starts_with("Feature F1:") && c.turn == 3)
+        .map(|(c, _)| c.results.iter().map(|(t, _)| t.clone()).collect::<String>())
+        .unwrap_or_default();
+    assert!(sent_back.contains("never ran: `flake8 textkit`"), "{sent_back}");
+    let id = mission_id(dir.path());
+    let findings = read_json(&dir.path().join(".missions").join(&id).join("findings.json"));
+    let findings = findings.as_array().unwrap();
+    assert!(findings.iter().all(|f| f["validator"] != "handoff-mismatch"), "{findings:?}");
+    assert!(
+        findings.iter().any(|f| f["severity"] == "info" && f["message"].as_str().unwrap_or("").contains("abbreviates")),
+        "{findings:?}"
+    );
+    assert!(findings.iter().all(|f| !f["evidence"].as_str().unwrap_or("").contains("Some(")), "{findings:?}");
+}

@@ -40,6 +40,18 @@ pub enum Stop {
     Provider(String),
 }
 
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Budget(detail) => write!(f, "budget: {detail}"),
+            Stop::Paused => f.write_str("paused"),
+            Stop::Cancelled => f.write_str("cancelled"),
+            Stop::Conflict(path) => write!(f, "{path} has unsaved changes in an editor"),
+            Stop::Provider(detail) => write!(f, "provider: {detail}"),
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Debug)]
 pub enum RunEnd<T> {

@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use missions_core::mission::{AssertionStatus, Check, ClaimedCommand, HandoffIssue, Severity, SkippedItem};
+use missions_core::mission::{
+    AssertionStatus, Check, ClaimedCommand, HandoffIssue, ObservedCommand, Severity, SkippedItem,
+};
 use missions_core::model::ToolSpec;
 use missions_core::store::{AssertionDraft, FeatureDraft, MilestoneDraft, PlanDraft};
 use serde::Deserialize;
@@ -204,7 +206,75 @@ pub struct HandoffInput {
 }
 
 /// `submit_handoff`.
-pub struct SubmitHandoff;
+/// `submit_handoff`. With the run's observed commands, a handoff claiming a command the
+/// worker never ran is sent back once with the list, so the worker can correct it before the
+/// run ends (SPEC §2 rule 6); sent again unchanged, it is accepted and the engine records the
+/// mismatch.
+#[derive(Default)]
+pub struct SubmitHandoff {
+    pub observed: Option<std::sync::Arc<std::sync::Mutex<Vec<ObservedCommand>>>>,
+    warned: bool,
+}
+
+impl SubmitHandoff {
+    pub fn checking(observed: std::sync::Arc<std::sync::Mutex<Vec<ObservedCommand>>>) -> SubmitHandoff {
+        SubmitHandoff { observed: Some(observed), warned: false }
+    }
+}
+
+/// How a claimed command matched the commands the engine observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimMatch {
+    /// The same command (whitespace and line continuations aside); the index of the run.
+    Exact(usize),
+    /// An unambiguous abbreviation of one observed command: its first line, or a unique
+    /// prefix (a trailing `...` or `…` aside).
+    Abbreviated(usize),
+    /// Nothing observed matches.
+    Unmatched,
+}
+
+/// A command line with whitespace and line continuations normalised.
+pub fn normalise_command(command: &str) -> String {
+    command.replace("\\\n", " ").split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Matches one claimed command against the observed ones (SPEC §2 rule 6). Among exact
+/// matches, the run whose exit code agrees with the claim is preferred.
+pub fn match_claim(claim: &str, exit_code: i32, observed: &[ObservedCommand]) -> ClaimMatch {
+    let wanted = normalise_command(claim);
+    let exact: Vec<usize> =
+        observed.iter().enumerate().filter(|(_, o)| normalise_command(&o.command) == wanted).map(|(i, _)| i).collect();
+    if let Some(best) =
+        exact.iter().copied().find(|i| observed[*i].exit_code == Some(exit_code)).or(exact.last().copied())
+    {
+        return ClaimMatch::Exact(best);
+    }
+    let stem = wanted.trim_end_matches('…').trim_end_matches("...").trim_end();
+    let first_line = claim.lines().next().map(normalise_command).unwrap_or_default();
+    if stem.is_empty() {
+        return ClaimMatch::Unmatched;
+    }
+    let candidates: Vec<usize> = observed
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| {
+            let full = normalise_command(&o.command);
+            full.starts_with(stem)
+                || o.command.lines().next().map(normalise_command).as_deref() == Some(first_line.as_str())
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let distinct: std::collections::BTreeSet<String> =
+        candidates.iter().map(|i| normalise_command(&observed[*i].command)).collect();
+    match (distinct.len(), candidates.last()) {
+        (1, Some(last)) => {
+            let agreeing = candidates.iter().copied().find(|i| observed[*i].exit_code == Some(exit_code));
+            ClaimMatch::Abbreviated(agreeing.unwrap_or(*last))
+        }
+        _ => ClaimMatch::Unmatched,
+    }
+}
 
 impl Terminal for SubmitHandoff {
     type Output = HandoffInput;
@@ -237,6 +307,25 @@ impl Terminal for SubmitHandoff {
             .map_err(|e| format!("the handoff does not have the required shape: {e}"))?;
         if handoff.summary.trim().is_empty() {
             return Err("the handoff's summary is empty".into());
+        }
+        if let Some(observed) = &self.observed
+            && !self.warned
+        {
+            let observed = observed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let unmatched: Vec<String> = handoff
+                .commands
+                .iter()
+                .filter(|c| match_claim(&c.command, c.exit_code, &observed) == ClaimMatch::Unmatched)
+                .map(|c| format!("`{}`", c.command))
+                .collect();
+            if !unmatched.is_empty() {
+                self.warned = true;
+                return Err(format!(
+                    "The handoff claims commands this run never ran: {}. List only commands you ran, exactly as you \
+                     ran them, with the exit codes they returned, then submit again.",
+                    unmatched.join(", ")
+                ));
+            }
         }
         Ok(handoff)
     }
@@ -584,5 +673,52 @@ mod tests {
         let ok = json!({"verdicts": [{"assertion": "A1", "pass": true, "evidence": "e"}, {"assertion": "A2", "pass": false, "evidence": "e"}],
                         "findings": [{"severity": "error", "path": "a.py", "line": 3, "message": "m", "assertion": "A2"}]});
         assert_eq!(terminal.accept(&ok).unwrap().findings[0].line, Some(3));
+    }
+
+    #[test]
+    fn claims_match_observed_commands_honestly() {
+        let ran = |command: &str, exit_code: i32| ObservedCommand {
+            command: command.into(),
+            exit_code: Some(exit_code),
+            duration_ms: 1,
+        };
+        let long = "cargo test --all \\\n  --features x && \\\n  cargo clippy -- -D warnings";
+        let observed = vec![
+            ran("pytest -q tests/a.py", 1),
+            ran("pytest -q tests/a.py", 0),
+            ran(long, 0),
+            ran("ls -la", 0),
+            ran("pytest -x tests/b.py", 0),
+        ];
+        let check = |claim: &str, exit: i32, expected: ClaimMatch| {
+            assert_eq!(match_claim(claim, exit, &observed), expected, "{claim}");
+        };
+        // The same command, whitespace aside; the run whose exit code agrees is preferred.
+        check("pytest  -q   tests/a.py", 0, ClaimMatch::Exact(1));
+        check("pytest -q tests/a.py", 1, ClaimMatch::Exact(0));
+        // Line continuations are whitespace.
+        check("cargo test --all --features x && cargo clippy -- -D warnings", 0, ClaimMatch::Exact(2));
+        // A shortened form: its first line, or a unique prefix with an ellipsis.
+        check("cargo test --all \\", 0, ClaimMatch::Abbreviated(2));
+        check("cargo test --all ...", 0, ClaimMatch::Abbreviated(2));
+        // Ambiguous or unknown: not matched.
+        check("pytest", 0, ClaimMatch::Unmatched);
+        check("make test", 0, ClaimMatch::Unmatched);
+    }
+
+    #[test]
+    fn a_handoff_claiming_an_unrun_command_is_sent_back_once() {
+        let observed = std::sync::Arc::new(std::sync::Mutex::new(vec![ObservedCommand {
+            command: "pytest -q".into(),
+            exit_code: Some(0),
+            duration_ms: 1,
+        }]));
+        let mut terminal = SubmitHandoff::checking(observed);
+        let handoff = json!({"summary": "done", "completed": [], "skipped": [], "issues": [],
+                             "commands": [{"command": "pytest -q", "exit_code": 0}, {"command": "mypy .", "exit_code": 0}],
+                             "procedures_followed": true, "procedure_notes": ""});
+        let error = terminal.accept(&handoff).unwrap_err();
+        assert!(error.contains("`mypy .`") && !error.contains("`pytest -q`"), "{error}");
+        assert!(terminal.accept(&handoff).is_ok(), "sent again, it is accepted (the mismatch is recorded)");
     }
 }

@@ -155,7 +155,7 @@ pub fn hover_markdown(mission: &str, feature_title: &str, handoff: &Handoff) -> 
                 (Some(p), None) => format!(" ({p})"),
                 _ => String::new(),
             };
-            out.push_str(&format!("- {:?}: {}{place}\n", issue.severity, issue.description));
+            out.push_str(&format!("- {}: {}{place}\n", issue.severity, issue.description));
         }
     }
     out.push_str(&format!("\nModel: `{}`", handoff.model));

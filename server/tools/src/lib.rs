@@ -131,7 +131,7 @@ pub struct ToolBox {
     confinement: Confinement,
     set: ToolSet,
     settings: ToolSettings,
-    observed: Mutex<Vec<ObservedCommand>>,
+    observed: Arc<Mutex<Vec<ObservedCommand>>>,
     processes: process::Processes,
 }
 
@@ -312,7 +312,7 @@ impl ToolBox {
             confinement: Confinement::new(root)?,
             set,
             settings,
-            observed: Mutex::new(Vec::new()),
+            observed: Arc::new(Mutex::new(Vec::new())),
             processes: process::Processes::default(),
         })
     }
@@ -324,6 +324,12 @@ impl ToolBox {
     /// The specs of the tools this run may use.
     pub fn specs(&self) -> Vec<ToolSpec> {
         self.set.names().iter().filter_map(|name| tool_spec(name)).collect()
+    }
+
+    /// The live list of the commands this run ran, for a terminal tool that checks claims
+    /// against it while the run goes on.
+    pub fn observed_handle(&self) -> Arc<Mutex<Vec<ObservedCommand>>> {
+        self.observed.clone()
     }
 
     /// Every command this run ran, with its observed exit code and duration.

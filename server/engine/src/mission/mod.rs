@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{AgentConfig, RunEnd, Stop, Terminal, run_agent};
 use crate::git::{Git, GitError};
 use crate::prompts::{self, PromptError, Template};
-use crate::terminals::{DecideMilestone, Decision, HandoffInput, SubmitHandoff, SubmitPlan};
+use crate::terminals::{ClaimMatch, DecideMilestone, Decision, HandoffInput, SubmitHandoff, SubmitPlan};
 
 mod shared;
 mod validation;
@@ -313,12 +313,6 @@ pub struct Mission {
     tmp: tempfile::TempDir,
 }
 
-/// Whether two command lines are the same command, whitespace and line continuations aside.
-fn same_command(a: &str, b: &str) -> bool {
-    let normalise = |c: &str| c.replace("\\\n", " ").split_whitespace().collect::<Vec<_>>().join(" ");
-    normalise(a) == normalise(b)
-}
-
 /// A worker's handoff as a reviewer reads it: each claimed command once, with the exit code
 /// the engine observed beside it and any mismatch marked, then the commands run but not
 /// claimed.
@@ -364,9 +358,11 @@ fn handoff_for_review(handoff: &Handoff) -> String {
         .commands
         .iter()
         .map(|claim| {
-            let runs: Vec<&ObservedCommand> =
-                handoff.observed_commands.iter().filter(|o| same_command(&o.command, &claim.command)).collect();
-            match runs.last() {
+            let run = match crate::terminals::match_claim(&claim.command, claim.exit_code, &handoff.observed_commands) {
+                ClaimMatch::Exact(run) | ClaimMatch::Abbreviated(run) => Some(&handoff.observed_commands[run]),
+                ClaimMatch::Unmatched => None,
+            };
+            match run {
                 None => format!("`{}`: claimed exit {}, never run (mismatch)", claim.command, claim.exit_code),
                 Some(run) if run.exit_code != Some(claim.exit_code) => format!(
                     "`{}`: claimed exit {}, observed {} (mismatch)",
@@ -382,7 +378,11 @@ fn handoff_for_review(handoff: &Handoff) -> String {
     let unclaimed: Vec<String> = handoff
         .observed_commands
         .iter()
-        .filter(|o| !handoff.commands.iter().any(|c| same_command(&c.command, &o.command)))
+        .filter(|o| {
+            !handoff.commands.iter().any(|c| {
+                crate::terminals::normalise_command(&c.command) == crate::terminals::normalise_command(&o.command)
+            })
+        })
         .map(|o| format!("`{}`: {}", o.command, exit(o.exit_code)))
         .collect();
     list("Commands run but not claimed", unclaimed, &mut out);
@@ -884,7 +884,7 @@ impl Mission {
         let (outcome, detail) = match &end {
             RunEnd::Finished(_) => ("finished", "the run called its terminal tool".to_owned()),
             RunEnd::GaveUp(reason) => ("gave_up", reason.clone()),
-            RunEnd::Stopped(stop) => ("stopped", format!("{stop:?}")),
+            RunEnd::Stopped(stop) => ("stopped", stop.to_string()),
         };
         self.shared.append(Event::RunFinished { run_id, outcome: outcome.into(), detail })?;
         Ok(end)
@@ -1103,7 +1103,8 @@ impl Mission {
             milestone: Some(milestone.id.clone()),
             feature: Some(feature.id.clone()),
         };
-        let end = self.run(request, &tools, &mut SubmitHandoff).await?;
+        let mut terminal = SubmitHandoff::checking(tools.observed_handle());
+        let end = self.run(request, &tools, &mut terminal).await?;
         let observed = tools.observed_commands();
         match end {
             RunEnd::Finished(handoff) => self.finish_feature(milestone, feature, &base, handoff, observed, true),
@@ -1157,58 +1158,70 @@ impl Mission {
         };
         self.shared.append(Event::HandoffRecorded { handoff: record })?;
         // SPEC §2 rule 6: a claimed command that was never run, or whose exit code differs
-        // from the one observed, is a finding.
-        for claimed in &handoff.commands {
-            let runs: Vec<&ObservedCommand> =
-                observed.iter().filter(|o| same_command(&o.command, &claimed.command)).collect();
-            let message = if runs.is_empty() {
-                Some(format!(
-                    "{}'s handoff claims `{}` (exit {}), which the worker never ran",
-                    feature.id, claimed.command, claimed.exit_code
-                ))
-            } else if !runs.iter().any(|o| o.exit_code == Some(claimed.exit_code)) {
-                let seen: Vec<String> =
-                    runs.iter().map(|o| o.exit_code.map_or("killed".to_owned(), |c| c.to_string())).collect();
-                Some(format!(
-                    "{}'s handoff claims `{}` exited {}, but it exited {}",
-                    feature.id,
-                    claimed.command,
-                    claimed.exit_code,
-                    seen.join(", ")
-                ))
+        // from the one observed, is a finding; an unambiguous abbreviation of a command that
+        // ran is matched, with a note.
+        let exit = |code: Option<i32>| code.map_or("killed".to_owned(), |c| format!("exit {c}"));
+        let observed_list = || {
+            if observed.is_empty() {
+                "none".to_owned()
             } else {
-                None
-            };
-            if let Some(message) = message {
-                self.shared.record_finding(Finding {
-                    id: String::new(),
-                    milestone: milestone.id.clone(),
-                    assertion: None,
-                    feature: Some(feature.id.clone()),
-                    validator: Validator::HandoffMismatch,
-                    severity: Severity::Error,
-                    path: None,
-                    line: None,
-                    end_line: None,
-                    message,
-                    evidence: format!(
-                        "observed commands: {}",
-                        if observed.is_empty() {
-                            "none".into()
-                        } else {
-                            observed
-                                .iter()
-                                .map(|o| {
-                                    let exit = o.exit_code.map_or("killed".to_owned(), |c| format!("exit {c}"));
-                                    format!("`{}` → {exit}", o.command)
-                                })
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        }
-                    ),
-                    status: FindingStatus::Open,
-                })?;
+                observed
+                    .iter()
+                    .map(|o| format!("`{}` → {}", o.command, exit(o.exit_code)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             }
+        };
+        for claimed in &handoff.commands {
+            let matched = crate::terminals::match_claim(&claimed.command, claimed.exit_code, &observed);
+            let (severity, message) = match matched {
+                ClaimMatch::Unmatched => (
+                    Severity::Error,
+                    format!(
+                        "{}'s handoff claims `{}` (exit {}), which the worker never ran",
+                        feature.id, claimed.command, claimed.exit_code
+                    ),
+                ),
+                ClaimMatch::Exact(run) | ClaimMatch::Abbreviated(run)
+                    if observed[run].exit_code != Some(claimed.exit_code) =>
+                {
+                    (
+                        Severity::Error,
+                        format!(
+                            "{}'s handoff claims `{}` exited {}, but it exited {}",
+                            feature.id,
+                            claimed.command,
+                            claimed.exit_code,
+                            observed[run].exit_code.map_or("by a signal".to_owned(), |c| c.to_string())
+                        ),
+                    )
+                }
+                ClaimMatch::Abbreviated(run) => (
+                    Severity::Info,
+                    format!(
+                        "{}'s handoff abbreviates a command it ran: `{}` stands for `{}` ({})",
+                        feature.id,
+                        claimed.command.lines().next().unwrap_or_default(),
+                        observed[run].command.lines().next().unwrap_or_default(),
+                        exit(observed[run].exit_code)
+                    ),
+                ),
+                ClaimMatch::Exact(_) => continue,
+            };
+            self.shared.record_finding(Finding {
+                id: String::new(),
+                milestone: milestone.id.clone(),
+                assertion: None,
+                feature: Some(feature.id.clone()),
+                validator: if severity == Severity::Info { Validator::Engine } else { Validator::HandoffMismatch },
+                severity,
+                path: None,
+                line: None,
+                end_line: None,
+                message,
+                evidence: format!("observed commands: {}", observed_list()),
+                status: FindingStatus::Open,
+            })?;
         }
         if !handed_off {
             self.shared.record_finding(Finding {
