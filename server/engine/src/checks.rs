@@ -21,6 +21,33 @@ pub struct CheckProblem {
     pub end_line: Option<u32>,
     pub severity: Severity,
     pub message: String,
+    /// The part of the output about this problem (its own block, not the whole output), for
+    /// the finding's evidence.
+    pub excerpt: String,
+}
+
+/// How much of a check's output one problem's excerpt may take.
+const EXCERPT_LINES: usize = 40;
+
+/// The block of `lines` that begins at `start`: up to the next blank line, or the start of the
+/// next problem, at most [`EXCERPT_LINES`].
+fn block(lines: &[&str], start: usize, next_start: Option<usize>) -> String {
+    let end = next_start.unwrap_or(lines.len()).min(start + EXCERPT_LINES).min(lines.len());
+    let mut taken = Vec::new();
+    for (offset, line) in lines[start..end].iter().enumerate() {
+        if offset > 0 && line.trim().is_empty() {
+            break;
+        }
+        taken.push(*line);
+    }
+    taken.join("\n")
+}
+
+/// The last source line number a rustc block shows in its gutter (` 12 |`), for a span that
+/// covers several lines.
+fn gutter_end(excerpt: &str) -> Option<u32> {
+    static GUTTER: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"^\s*(\d+)\s*\|").ok());
+    excerpt.lines().filter_map(|l| regex(&GUTTER)?.captures(l)?[1].parse::<u32>().ok()).max()
 }
 
 static RUST_ARROW: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"^\s*--> ([^:\s]+):(\d+):(\d+)").ok());
@@ -53,7 +80,14 @@ fn existing(workspace: &Path, path: &str) -> Option<String> {
 
 fn problem(path: String, line: &str, severity: Severity, message: &str) -> Option<CheckProblem> {
     let line: u32 = line.parse().ok().filter(|l| *l > 0)?;
-    Some(CheckProblem { path, line, end_line: None, severity, message: message.trim().to_owned() })
+    Some(CheckProblem {
+        path,
+        line,
+        end_line: None,
+        severity,
+        message: message.trim().to_owned(),
+        excerpt: String::new(),
+    })
 }
 
 /// cargo's `--message-format=json` lines.
@@ -80,12 +114,14 @@ fn cargo_json(workspace: &Path, output: &str, out: &mut Vec<CheckProblem>) {
         let start = span.get("line_start").and_then(|l| l.as_u64()).unwrap_or(0) as u32;
         let end = span.get("line_end").and_then(|l| l.as_u64()).map(|l| l as u32);
         if start > 0 {
+            let rendered = message.get("rendered").and_then(|r| r.as_str()).unwrap_or(text);
             out.push(CheckProblem {
                 path,
                 line: start,
                 end_line: end.filter(|e| *e > start),
                 severity,
                 message: text.to_owned(),
+                excerpt: rendered.trim_end().to_owned(),
             });
         }
     }
@@ -95,83 +131,108 @@ fn cargo_json(workspace: &Path, output: &str, out: &mut Vec<CheckProblem>) {
 pub fn parse_output(workspace: &Path, output: &str) -> Vec<CheckProblem> {
     let mut out = Vec::new();
     cargo_json(workspace, output, &mut out);
+    let from_json = out.len();
     let lines: Vec<&str> = output.lines().collect();
+    // Where each problem's block of output begins, to cut its excerpt from.
+    let mut starts: Vec<usize> = Vec::new();
     let mut eslint_file: Option<String> = None;
-    let mut rust_head: Option<(Severity, String)> = None;
-    for line in &lines {
-        if line.starts_with('{') {
-            continue;
-        }
-        if let Some(caps) = regex(&RUST_HEAD).and_then(|r| r.captures(line)) {
-            let severity = if &caps[1] == "error" { Severity::Error } else { Severity::Warning };
-            rust_head = Some((severity, caps[3].to_owned()));
-            continue;
-        }
-        if let Some(caps) = regex(&RUST_ARROW).and_then(|r| r.captures(line)) {
-            if let (Some((severity, message)), Some(path)) = (rust_head.take(), existing(workspace, &caps[1])) {
-                out.extend(problem(path, &caps[2], severity, &message));
-            }
-            continue;
-        }
-        if let Some(caps) = regex(&TSC).and_then(|r| r.captures(line)) {
-            if let Some(path) = existing(workspace, &caps[1]) {
-                let severity = if &caps[4] == "error" { Severity::Error } else { Severity::Warning };
-                out.extend(problem(path, &caps[2], severity, &caps[5]));
-            }
-            continue;
-        }
-        if let Some(caps) = regex(&PYTEST_FAILED).and_then(|r| r.captures(line)) {
-            if let Some(path) = existing(workspace, &caps[1]) {
-                // pytest's summary line has no line number; the test's own `def` has one.
-                let test =
-                    caps[2].split('[').next().unwrap_or_default().rsplit("::").next().unwrap_or_default().to_owned();
-                let line_number = std::fs::read_to_string(workspace.join(&path))
-                    .ok()
-                    .and_then(|text| text.lines().position(|l| l.trim_start().starts_with(&format!("def {test}("))))
-                    .map(|index| (index + 1).to_string())
-                    .unwrap_or_else(|| "1".into());
-                let message = format!(
-                    "{} failed{}",
-                    &caps[2],
-                    caps.get(3).map(|m| format!(": {}", m.as_str())).unwrap_or_default()
-                );
-                out.extend(problem(path, &line_number, Severity::Error, &message));
-            }
-            continue;
-        }
-        if let Some(caps) = regex(&PY_TRACE).and_then(|r| r.captures(line)) {
-            // Python tracebacks: the innermost frame in the workspace is the interesting one;
-            // each frame is kept, the last one wins by coming last.
-            if let Some(path) = existing(workspace, &caps[1]) {
-                out.extend(problem(path, &caps[2], Severity::Error, "raised here (see the check's output)"));
-            }
-            continue;
-        }
-        // eslint's stylish format: a file header, then indented `line:col  level  message  rule` rows.
-        if !line.starts_with(char::is_whitespace)
-            && let Some(path) = existing(workspace, line)
-        {
-            eslint_file = Some(path);
-            continue;
-        }
-        if let (Some(path), Some(caps)) = (&eslint_file, regex(&ESLINT_ROW).and_then(|r| r.captures(line))) {
-            let severity = if &caps[3] == "error" { Severity::Error } else { Severity::Warning };
-            let rule = caps.get(5).map(|m| format!(" ({})", m.as_str())).unwrap_or_default();
-            out.extend(problem(path.clone(), &caps[1], severity, &format!("{}{rule}", &caps[4])));
-            continue;
-        }
-        if let Some(caps) = regex(&GENERIC).and_then(|r| r.captures(line))
-            && let Some(path) = existing(workspace, &caps[1])
-        {
-            let message = caps[4].trim();
-            let message = if message.is_empty() { "reported here" } else { message };
-            let severity =
-                if message.to_ascii_lowercase().starts_with("warning") { Severity::Warning } else { Severity::Error };
-            out.extend(problem(path, &caps[2], severity, message));
+    let mut rust_head: Option<(Severity, String, usize)> = None;
+    for (index, line) in lines.iter().enumerate() {
+        let found = out.len();
+        let start = rust_head.as_ref().map(|(_, _, at)| *at).unwrap_or(index);
+        parse_line(workspace, line, &mut eslint_file, &mut rust_head, index, &mut out);
+        starts.extend(std::iter::repeat_n(start, out.len() - found));
+    }
+    // Each excerpt runs to the next problem's block at most.
+    let mut block_starts: Vec<usize> = starts.clone();
+    block_starts.sort_unstable();
+    block_starts.dedup();
+    for (problem, start) in out[from_json..].iter_mut().zip(&starts) {
+        let next = block_starts.iter().copied().find(|s| s > start);
+        problem.excerpt = block(&lines, *start, next);
+        if problem.end_line.is_none() {
+            problem.end_line = gutter_end(&problem.excerpt).filter(|end| *end > problem.line);
         }
     }
     out.dedup();
     out
+}
+
+/// Parses one line of a check's output, adding the problem it reports, if any, to `out`.
+fn parse_line(
+    workspace: &Path,
+    line: &str,
+    eslint_file: &mut Option<String>,
+    rust_head: &mut Option<(Severity, String, usize)>,
+    index: usize,
+    out: &mut Vec<CheckProblem>,
+) {
+    if line.starts_with('{') {
+        return;
+    }
+    if let Some(caps) = regex(&RUST_HEAD).and_then(|r| r.captures(line)) {
+        let severity = if &caps[1] == "error" { Severity::Error } else { Severity::Warning };
+        *rust_head = Some((severity, caps[3].to_owned(), index));
+        return;
+    }
+    if let Some(caps) = regex(&RUST_ARROW).and_then(|r| r.captures(line)) {
+        if let (Some((severity, message, _)), Some(path)) = (rust_head.take(), existing(workspace, &caps[1])) {
+            out.extend(problem(path, &caps[2], severity, &message));
+        }
+        return;
+    }
+    if let Some(caps) = regex(&TSC).and_then(|r| r.captures(line)) {
+        if let Some(path) = existing(workspace, &caps[1]) {
+            let severity = if &caps[4] == "error" { Severity::Error } else { Severity::Warning };
+            out.extend(problem(path, &caps[2], severity, &caps[5]));
+        }
+        return;
+    }
+    if let Some(caps) = regex(&PYTEST_FAILED).and_then(|r| r.captures(line)) {
+        if let Some(path) = existing(workspace, &caps[1]) {
+            // pytest's summary line has no line number; the test's own `def` has one.
+            let test = caps[2].split('[').next().unwrap_or_default().rsplit("::").next().unwrap_or_default().to_owned();
+            let line_number = std::fs::read_to_string(workspace.join(&path))
+                .ok()
+                .and_then(|text| text.lines().position(|l| l.trim_start().starts_with(&format!("def {test}("))))
+                .map(|index| (index + 1).to_string())
+                .unwrap_or_else(|| "1".into());
+            let message =
+                format!("{} failed{}", &caps[2], caps.get(3).map(|m| format!(": {}", m.as_str())).unwrap_or_default());
+            out.extend(problem(path, &line_number, Severity::Error, &message));
+        }
+        return;
+    }
+    if let Some(caps) = regex(&PY_TRACE).and_then(|r| r.captures(line)) {
+        // Python tracebacks: the innermost frame in the workspace is the interesting one;
+        // each frame is kept, the last one wins by coming last.
+        if let Some(path) = existing(workspace, &caps[1]) {
+            out.extend(problem(path, &caps[2], Severity::Error, "raised here (see the check's output)"));
+        }
+        return;
+    }
+    // eslint's stylish format: a file header, then indented `line:col  level  message  rule` rows.
+    if !line.starts_with(char::is_whitespace)
+        && let Some(path) = existing(workspace, line)
+    {
+        *eslint_file = Some(path);
+        return;
+    }
+    if let (Some(path), Some(caps)) = (&*eslint_file, regex(&ESLINT_ROW).and_then(|r| r.captures(line))) {
+        let severity = if &caps[3] == "error" { Severity::Error } else { Severity::Warning };
+        let rule = caps.get(5).map(|m| format!(" ({})", m.as_str())).unwrap_or_default();
+        out.extend(problem(path.clone(), &caps[1], severity, &format!("{}{rule}", &caps[4])));
+        return;
+    }
+    if let Some(caps) = regex(&GENERIC).and_then(|r| r.captures(line))
+        && let Some(path) = existing(workspace, &caps[1])
+    {
+        let message = caps[4].trim();
+        let message = if message.is_empty() { "reported here" } else { message };
+        let severity =
+            if message.to_ascii_lowercase().starts_with("warning") { Severity::Warning } else { Severity::Error };
+        out.extend(problem(path, &caps[2], severity, message));
+    }
 }
 
 #[cfg(test)]
@@ -257,5 +318,17 @@ mod tests {
     #[test]
     fn places_that_are_not_workspace_files_are_ignored() {
         assert!(check("see https://example.com:443/x for help\n12:30:01: started\nnope.py:3: error").is_empty());
+    }
+
+    #[test]
+    fn each_problem_carries_its_own_part_of_the_output_and_its_span() {
+        let dir = workspace();
+        let output = "warning: unused variable: `x`\n --> src/lib.rs:1:5\n  |\n1 | let x = 1;\n  |     ^\n\nerror: this loop never ends\n --> src/lib.rs:3:1\n  |\n3 | / loop {\n4 | |     pass\n  | |_^\n\nerror: could not compile `x`\n";
+        let problems = parse_output(dir.path(), output);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].excerpt.contains("unused variable") && !problems[0].excerpt.contains("never ends"));
+        assert!(problems[1].excerpt.contains("never ends") && !problems[1].excerpt.contains("unused variable"));
+        assert_eq!((problems[1].line, problems[1].end_line), (3, Some(4)), "a multi-line span keeps its end");
+        assert_eq!(problems[0].end_line, None);
     }
 }

@@ -217,7 +217,8 @@ impl Mission {
                     line: Some(problem.line),
                     end_line: problem.end_line,
                     message: format!("`{check}`: {}", problem.message),
-                    evidence: evidence.clone(),
+                    // Its own part of the output, not the whole of it once per finding.
+                    evidence: format!("`{check}` ({}):\n{}", result.outcome(), clip(&problem.excerpt, 4_000)),
                     status: FindingStatus::Open,
                 })?;
             }
