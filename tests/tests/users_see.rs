@@ -198,3 +198,31 @@ async fn an_abbreviated_claim_is_matched_and_an_unrun_one_is_sent_back_first() {
     );
     assert!(findings.iter().all(|f| !f["evidence"].as_str().unwrap_or("").contains("Some(")), "{findings:?}");
 }
+
+#[tokio::test]
+async fn what_was_broken_before_the_mission_is_not_the_missions() {
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
+    let dir = project_for(&model, "[mission]\nchecks = [\"python3 -m unittest tests.test_legacy\"]\n");
+    // A test that already fails before any mission, in a file the mission never touches.
+    std::fs::write(
+        dir.path().join("tests/test_legacy.py"),
+        "import unittest\n\n\nclass TestLegacy(unittest.TestCase):\n    def test_old_bug(self):\n        raise ValueError('broken since 2019')\n",
+    )
+    .unwrap();
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-q", "-m", "legacy test"]);
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let id = mission_id(dir.path());
+    let plan_md = std::fs::read_to_string(dir.path().join(".missions").join(&id).join("plan.md")).unwrap();
+    assert!(plan_md.contains("Before the mission") && plan_md.contains("tests/test_legacy.py:"), "{plan_md}");
+    let findings = open_findings(dir.path(), &id);
+    let legacy: Vec<&Value> = findings.iter().filter(|f| f["path"] == "tests/test_legacy.py").collect();
+    assert!(!legacy.is_empty(), "{findings:?}");
+    assert!(
+        legacy
+            .iter()
+            .all(|f| f["severity"] == "info" && f["message"].as_str().unwrap_or("").starts_with("pre-existing")),
+        "{legacy:?}"
+    );
+}

@@ -208,6 +208,11 @@ pub enum Event {
     WorkRecorded {
         files: Vec<WorkFile>,
     },
+    /// The project's own checks, run once on the base commit before any work: what was
+    /// already broken is not the mission's (its later findings are marked pre-existing).
+    BaselineRecorded {
+        checks: Vec<BaselineCheck>,
+    },
     /// The Markdown backlog item the mission came from was ticked by this commit, the last of
     /// a completed mission's branch.
     BacklogItemTicked {
@@ -227,6 +232,16 @@ pub enum Event {
         commit: String,
         files: Vec<String>,
     },
+}
+
+/// One project check's result on the base commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaselineCheck {
+    pub command: String,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// The problems it reported: (path, line, message).
+    pub problems: Vec<(String, u32, String)>,
 }
 
 /// One path of a [`Event::WorkRecorded`].
@@ -293,6 +308,7 @@ impl Event {
             Event::UserChangesCommitted { .. } => "user_changes_committed",
             Event::ProjectCheckRan { .. } => "project_check_ran",
             Event::BacklogItemTicked { .. } => "backlog_item_ticked",
+            Event::BaselineRecorded { .. } => "baseline_recorded",
         }
     }
 }

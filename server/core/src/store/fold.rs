@@ -56,6 +56,8 @@ pub struct Projection {
     /// A milestone whose boundary decision was "complete" but whose boundary commit is not
     /// recorded yet: a resume carries the decision out instead of validating again.
     pub decided_complete: Option<String>,
+    /// The project's checks on the base commit, once recorded.
+    pub baseline: Option<Vec<super::events::BaselineCheck>>,
     /// The user's rejections of each milestone, their feedback in order.
     pub rejections: BTreeMap<String, Vec<String>>,
     /// The evidence of each assertion's latest check.
@@ -402,6 +404,7 @@ impl Projection {
                 }
             }
             Event::BacklogItemTicked { commit } => self.head = Some(commit.clone()),
+            Event::BaselineRecorded { checks } => self.baseline = Some(checks.clone()),
             Event::ProjectCheckRan { milestone, command, exit_code, findings } => {
                 self.check_runs.entry(milestone.clone()).or_default().push((command.clone(), *exit_code, *findings));
             }

@@ -29,7 +29,11 @@ pub fn projection_files(dir: &Path, projection: &Projection) -> Result<Vec<(Path
     }
     if let Some(plan) = &projection.plan {
         files.push((dir.join("plan.json"), json(plan)?));
-        files.push((dir.join("plan.md"), plan_markdown(plan).into_bytes()));
+        let mut markdown = plan_markdown(plan);
+        if let Some(baseline) = &projection.baseline {
+            markdown.push_str(&baseline_markdown(baseline));
+        }
+        files.push((dir.join("plan.md"), markdown.into_bytes()));
         files.push((dir.join("contract.json"), json(&projection.contract)?));
         files.push((dir.join("contract.md"), contract_markdown(&projection.contract).into_bytes()));
     }
@@ -38,6 +42,23 @@ pub fn projection_files(dir: &Path, projection: &Projection) -> Result<Vec<(Path
     }
     files.push((dir.join("findings.json"), json(&projection.findings)?));
     Ok(files)
+}
+
+/// What the project's own checks said on the base commit, before any work.
+pub fn baseline_markdown(baseline: &[super::events::BaselineCheck]) -> String {
+    let mut out = String::from("\n## Before the mission: the project's checks on the base commit\n\n");
+    if baseline.is_empty() {
+        out.push_str("No project checks are configured (`[mission] checks`).\n");
+    }
+    for check in baseline {
+        let exit = check.exit_code.map_or("killed or not started".to_owned(), |c| format!("exit {c}"));
+        let _ = writeln!(out, "- `{}`: {exit}, {} problem(s) already there", check.command, check.problems.len());
+        for (path, line, message) in &check.problems {
+            let _ = writeln!(out, "  - {path}:{line}: {}", message.lines().next().unwrap_or_default());
+        }
+    }
+    out.push_str("\nFindings that match these are marked pre-existing and never count against the mission.\n");
+    out
 }
 
 fn work_status(status: WorkStatus) -> &'static str {

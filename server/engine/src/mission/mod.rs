@@ -906,6 +906,9 @@ impl Mission {
 
     async fn plan(&mut self) -> Result<(), EngineError> {
         let mission = self.shared.mission()?;
+        if self.shared.projection().baseline.is_none() {
+            self.record_baseline().await?;
+        }
         let values = BTreeMap::from([
             ("project_instructions", prompts::project_instructions(&self.workspace)),
             ("checks", self.checks_text()),

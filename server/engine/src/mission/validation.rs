@@ -48,7 +48,57 @@ async fn run_check(
     }
 }
 
+/// Whether a problem a check reports now was already there on the base commit: the same
+/// check, path and message (lines may have moved with the code).
+pub(super) fn pre_existing(
+    baseline: Option<&[missions_core::store::BaselineCheck]>,
+    check: &str,
+    problem: &crate::checks::CheckProblem,
+) -> bool {
+    baseline
+        .into_iter()
+        .flatten()
+        .filter(|b| b.command == check)
+        .any(|b| b.problems.iter().any(|(path, _, message)| *path == problem.path && *message == problem.message))
+}
+
 impl Mission {
+    /// Runs the project's checks once on the base commit, before any work, and records what
+    /// they report (SPEC §5, issue "fair baseline"): what was already broken is not the
+    /// mission's.
+    pub(super) async fn record_baseline(&self) -> Result<(), EngineError> {
+        let checks_configured = self.config.config.mission.checks.clone();
+        let tmp = self.run_tmp()?;
+        let environment = self.command_environment(None, tmp);
+        let timeout = Duration::from_secs(self.config.config.mission.max_command_timeout_s.max(1));
+        let recorder = self.work_log();
+        let head = self.shared.git.head()?;
+        let mut checks = Vec::new();
+        for check in checks_configured {
+            self.shared.progress(None, None, None, format!("baseline: {check}"));
+            let result = run_check(&environment, &check, timeout, &recorder).await;
+            let problems = crate::checks::parse_output(&self.workspace, &result.output);
+            self.shared.outcome(
+                None,
+                None,
+                None,
+                format!("baseline `{check}`: {}, {} problem(s) before any work", result.outcome(), problems.len()),
+            );
+            checks.push(missions_core::store::BaselineCheck {
+                command: check.clone(),
+                exit_code: result.exit_code,
+                problems: problems.into_iter().map(|p| (p.path, p.line, p.message)).collect(),
+            });
+            self.revert_validator_changes(
+                "baseline",
+                &head,
+                Validator::ProjectCheck,
+                &format!("the baseline run of `{check}`"),
+            )?;
+        }
+        self.shared.append(Event::BaselineRecorded { checks })
+    }
+
     /// Reverts whatever a validator left in the tree, recording it unless it is only caches.
     pub(super) fn revert_validator_changes(
         &self,
@@ -205,35 +255,54 @@ impl Mission {
                 findings: problems.len() as u32,
             })?;
             let evidence = clip(&result.describe(timeout), 4_000);
+            let baseline = projection.baseline.as_deref();
             for problem in &problems {
+                // What was broken before the mission is reported apart and never counts against
+                // it.
+                let before = pre_existing(baseline, &check, problem);
                 self.shared.record_finding(Finding {
                     id: String::new(),
                     milestone: milestone.id.clone(),
                     assertion: None,
                     feature: None,
                     validator: Validator::ProjectCheck,
-                    severity: problem.severity,
+                    severity: if before { Severity::Info } else { problem.severity },
                     path: Some(problem.path.clone()),
                     line: Some(problem.line),
                     end_line: problem.end_line,
-                    message: format!("`{check}`: {}", problem.message),
+                    message: if before {
+                        format!("pre-existing (already reported on the base commit): `{check}`: {}", problem.message)
+                    } else {
+                        format!("`{check}`: {}", problem.message)
+                    },
                     // Its own part of the output, not the whole of it once per finding.
                     evidence: format!("`{check}` ({}):\n{}", result.outcome(), clip(&problem.excerpt, 4_000)),
                     status: FindingStatus::Open,
                 })?;
             }
             if result.exit_code != Some(0) && problems.is_empty() {
+                let failed_before = baseline
+                    .into_iter()
+                    .flatten()
+                    .any(|b| b.command == check && b.exit_code != Some(0) && b.problems.is_empty());
                 self.shared.record_finding(Finding {
                     id: String::new(),
                     milestone: milestone.id.clone(),
                     assertion: None,
                     feature: None,
                     validator: Validator::ProjectCheck,
-                    severity: Severity::Error,
+                    severity: if failed_before { Severity::Info } else { Severity::Error },
                     path: None,
                     line: None,
                     end_line: None,
-                    message: format!("`{check}` failed ({})", result.outcome()),
+                    message: if failed_before {
+                        format!(
+                            "pre-existing (it failed on the base commit too): `{check}` failed ({})",
+                            result.outcome()
+                        )
+                    } else {
+                        format!("`{check}` failed ({})", result.outcome())
+                    },
                     evidence,
                     status: FindingStatus::Open,
                 })?;
