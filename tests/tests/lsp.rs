@@ -62,6 +62,10 @@ async fn a_mission_driven_from_a_plain_lsp_client() {
         let changes: Vec<&Value> = editor.seen.iter().filter(|m| m["method"] == "missions/didChange").collect();
         assert!(changes.iter().any(|m| m["params"]["state"] == "completed"), "a final snapshot");
         assert!(editor.seen.iter().any(is("window/workDoneProgress/create")));
+        // Every drive (after each gate) has a progress token of its own.
+        let tokens: Vec<String> = editor.seen.iter().filter(|m| m["method"] == "window/workDoneProgress/create").map(|m| m["params"]["token"].to_string()).collect();
+        let distinct: std::collections::BTreeSet<&String> = tokens.iter().collect();
+        assert!(tokens.len() > 1 && distinct.len() == tokens.len(), "{tokens:?}");
 
         // Hovers show the handoff of the feature that changed the line, latest first, and
         // follow the user's edits.

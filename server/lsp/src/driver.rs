@@ -15,6 +15,9 @@ use tower_lsp_server::{NotCancellable, OngoingProgress, Unbounded};
 
 use crate::{State, commands, mission_file, read};
 
+/// Numbers the progress tokens of this server's drives.
+static DRIVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// What a driver reports.
 pub(crate) enum DriverEvent {
     Progress(Progress),
@@ -64,7 +67,11 @@ pub(crate) async fn forward(state: Arc<State>, mut events: UnboundedReceiver<Dri
                     match ongoing.get(&progress.mission) {
                         Some(running) => running.report(progress.to_string()).await,
                         None => {
-                            let token = NumberOrString::String(format!("missions/{}", progress.mission));
+                            // Each drive gets a token of its own: a client may still hold the
+                            // last one's (LSP forbids reusing a token while it is known).
+                            let drive = DRIVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let token =
+                                NumberOrString::String(format!("missions/{}/{}-{drive}", progress.mission, std::process::id()));
                             if state.client.create_work_done_progress(token.clone()).await.is_ok() {
                                 let running = state
                                     .client
