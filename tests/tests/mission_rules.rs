@@ -235,7 +235,20 @@ async fn a_dirty_tree_refuses_to_start_and_names_the_files() {
 
 #[tokio::test]
 async fn reject_adds_a_corrective_feature_and_rollback_keeps_the_dropped_commits() {
-    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
+    // The boundary reads the user's feedback and decides the correction and what it claims.
+    let script = with(|call| match call.role {
+        ScriptRole::Boundary
+            if call.first_line.contains("(round 2 of") && call.first_message.contains("Also strip leading dashes") =>
+        {
+            Some(Turn::call(
+                "decide_milestone",
+                json!({"decision": "correct", "notes": "the user wants leading dashes stripped",
+                       "corrections": [{"id": "M1-R1", "title": "strip leading dashes", "description": "The user's feedback: Also strip leading dashes", "assertions": ["A1"]}]}),
+            ))
+        }
+        _ => None,
+    });
+    let model = ScriptedModel::start(script, Duration::ZERO).await;
     let dir = project_for(&model, "");
     assert_eq!(missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await.status.code(), Some(3));
     let id = mission_id(dir.path());
@@ -248,6 +261,7 @@ async fn reject_adds_a_corrective_feature_and_rollback_keeps_the_dropped_commits
     let feature = &plan["milestones"][0]["features"][1];
     assert_eq!(feature["id"], "M1-R1");
     assert!(feature["description"].as_str().unwrap().contains("Also strip leading dashes"));
+    assert_eq!(feature["assertions"], json!(["A1"]), "it claims what the boundary decided, not every assertion");
     let subjects = git(dir.path(), &["log", "--format=%s", &format!("main..missions/{id}")]);
     assert_eq!(subjects.matches("milestone M1").count(), 2, "history is not rewritten: {subjects}");
 

@@ -70,8 +70,11 @@ pub(crate) async fn forward(state: Arc<State>, mut events: UnboundedReceiver<Dri
                             // Each drive gets a token of its own: a client may still hold the
                             // last one's (LSP forbids reusing a token while it is known).
                             let drive = DRIVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let token =
-                                NumberOrString::String(format!("missions/{}/{}-{drive}", progress.mission, std::process::id()));
+                            let token = NumberOrString::String(format!(
+                                "missions/{}/{}-{drive}",
+                                progress.mission,
+                                std::process::id()
+                            ));
                             if state.client.create_work_done_progress(token.clone()).await.is_ok() {
                                 let running = state
                                     .client

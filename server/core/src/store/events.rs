@@ -148,6 +148,10 @@ pub enum Event {
         feedback: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         correction: Option<FeatureDraft>,
+        /// The milestone goes back to its boundary run, which reads the feedback and decides
+        /// the corrective features and the assertions they claim (SPEC §3).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        to_boundary: bool,
     },
     /// The branch went back to the milestone's base; the dropped commits are kept at `saved_ref`.
     MilestoneRolledBack {

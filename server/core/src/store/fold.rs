@@ -58,6 +58,10 @@ pub struct Projection {
     pub decided_complete: Option<String>,
     /// The project's checks on the base commit, once recorded.
     pub baseline: Option<Vec<super::events::BaselineCheck>>,
+    /// A milestone the user rejected, waiting for its boundary run to decide the correction.
+    pub boundary_pending: Option<String>,
+    /// Correction rounds ever started per milestone (never reset), for numbering rounds.
+    pub correction_total: BTreeMap<String, u32>,
     /// The user's rejections of each milestone, their feedback in order.
     pub rejections: BTreeMap<String, Vec<String>>,
     /// The evidence of each assertion's latest check.
@@ -139,6 +143,7 @@ impl Projection {
         }
         self.milestone_commits.remove(milestone);
         self.decided_complete = None;
+        self.boundary_pending = None;
         if let Some(mission) = &mut self.mission
             && !mission.state.is_terminal()
         {
@@ -246,6 +251,7 @@ impl Projection {
                 if matches!(status, WorkStatus::Pending | WorkStatus::InProgress) {
                     self.milestone_commits.remove(milestone);
                     self.decided_complete = None;
+                    self.boundary_pending = None;
                 }
             }
             Event::FeatureStatusChanged { feature, status } => {
@@ -257,6 +263,7 @@ impl Projection {
                 self.add_features(milestone, features);
                 if by.as_deref() == Some("orchestrator") {
                     *self.correction_rounds.entry(milestone.clone()).or_insert(0) += 1;
+                    *self.correction_total.entry(milestone.clone()).or_insert(0) += 1;
                 }
             }
             Event::MilestoneStarted { milestone, base_commit } => {
@@ -296,11 +303,29 @@ impl Projection {
                 } else if !corrections.is_empty() {
                     self.add_features(milestone, corrections);
                     *self.correction_rounds.entry(milestone.clone()).or_insert(0) += 1;
+                    *self.correction_total.entry(milestone.clone()).or_insert(0) += 1;
                     self.reopen_milestone(milestone);
                 }
             }
-            Event::MilestoneRejected { milestone, correction, feedback } => {
+            Event::MilestoneRejected { milestone, correction, feedback, to_boundary } => {
                 self.rejections.entry(milestone.clone()).or_default().push(feedback.clone());
+                if *to_boundary {
+                    // A rejection starts a new round: the bound on corrections counts afresh.
+                    self.correction_rounds.remove(milestone);
+                    self.boundary_pending = Some(milestone.clone());
+                    self.milestone_commits.remove(milestone);
+                    self.decided_complete = None;
+                    if let Some(m) = self.milestone_mut(milestone) {
+                        m.status = WorkStatus::Validating;
+                    }
+                    if let Some(mission) = &mut self.mission
+                        && !mission.state.is_terminal()
+                    {
+                        mission.state = MissionState::Validating;
+                        mission.pause_reason = None;
+                        mission.detail = None;
+                    }
+                }
                 if let Some(correction) = correction {
                     self.add_features(milestone, std::slice::from_ref(correction));
                     self.reopen_milestone(milestone);
@@ -310,6 +335,7 @@ impl Projection {
                 self.milestone_commits.insert(milestone.clone(), commit.clone());
                 self.head = Some(commit.clone());
                 self.decided_complete = None;
+                self.boundary_pending = None;
                 if let Some(m) = self.milestone_mut(milestone) {
                     m.status = WorkStatus::Validated;
                 }

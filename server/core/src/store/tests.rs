@@ -148,7 +148,12 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
         Event::FindingStatusChanged { finding: "F1".into(), status: FindingStatus::Fixed, reason: None },
         Event::AssertionWaived { assertion: "A2".into(), reason: "user says so".into() },
         Event::MilestoneCommitted { milestone: "M1".into(), commit: "fed789".into() },
-        Event::MilestoneRejected { milestone: "M1".into(), feedback: "also handle emoji".into(), correction: None },
+        Event::MilestoneRejected {
+            milestone: "M1".into(),
+            feedback: "also handle emoji".into(),
+            correction: None,
+            to_boundary: false,
+        },
         Event::AutoAcceptSet { auto_accept: true },
         Event::BudgetSet { max_tokens: Some(1000), max_usd: Some(2.0) },
         Event::StateChanged {

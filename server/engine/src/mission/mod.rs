@@ -1341,7 +1341,7 @@ impl Mission {
         let first = format!(
             "Milestone {} boundary (round {} of at most {max_rounds}): {}{feedback}\n\nAssertions:\n{}\n\nThe project's own checks:\n{}\n\nOpen findings:\n{}\n\nHandoffs:\n{}\n\nCourse corrections from the user:\n{}",
             milestone.id,
-            round + rejections.len() as u32 + 1,
+            projection.correction_total.get(&milestone.id).copied().unwrap_or(0) + rejections.len() as u32 + 1,
             milestone.title,
             assertion_lines.join("\n"),
             if check_lines.is_empty() { "(none configured)".into() } else { check_lines.join("\n") },
@@ -1350,7 +1350,11 @@ impl Mission {
             Mission::course_corrections(&projection)
         );
         let values = BTreeMap::from([
-            ("round", (round + rejections.len() as u32 + 1).to_string()),
+            (
+                "round",
+                (projection.correction_total.get(&milestone.id).copied().unwrap_or(0) + rejections.len() as u32 + 1)
+                    .to_string(),
+            ),
             ("max_correction_rounds", max_rounds.to_string()),
             ("plan", plan.as_ref().map(missions_core::store::render_plan_markdown).unwrap_or_default()),
             ("contract", missions_core::store::render_contract_markdown(&projection.contract)),

@@ -228,33 +228,10 @@ impl Shared {
                 if feedback.trim().is_empty() {
                     return Err(EngineError::Refused("a rejection needs feedback saying what to change".into()));
                 }
-                let milestone_assertions: Vec<String> = projection
-                    .contract
-                    .assertions
-                    .iter()
-                    .filter(|a| a.milestone == milestone)
-                    .map(|a| a.id.clone())
-                    .collect();
-                let number = projection
-                    .plan
-                    .iter()
-                    .flat_map(|p| p.milestones.iter())
-                    .filter(|m| m.id == milestone)
-                    .flat_map(|m| m.features.iter())
-                    .filter(|f| f.id.starts_with(&format!("{milestone}-R")))
-                    .count()
-                    + 1;
-                let feature_id = Shared::unused_feature_id(&projection, &format!("{milestone}-R{number}"));
-                let correction = FeatureDraft {
-                    id: feature_id,
-                    title: "Address the user's feedback".into(),
-                    description: format!(
-                        "The user reviewed milestone {milestone} and rejected it with this feedback:\n\n{feedback}"
-                    ),
-                    assertions: milestone_assertions,
-                };
-                // One event: the fold adds the corrective feature and reopens the milestone.
-                self.append(Event::MilestoneRejected { milestone, feedback, correction: Some(correction) })
+                // One event: the fold sends the milestone back to its boundary run, which reads
+                // the feedback and decides the corrective features and the assertions they
+                // claim, as for any correction.
+                self.append(Event::MilestoneRejected { milestone, feedback, correction: None, to_boundary: true })
             }
             Command::Rollback { milestone } => self.rollback(&projection, &milestone),
             Command::Pause { note } => {

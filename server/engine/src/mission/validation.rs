@@ -160,6 +160,11 @@ impl Mission {
         if projection.decided_complete.as_deref() == Some(milestone.id.as_str()) {
             return self.complete_milestone(&milestone);
         }
+        // A rejected milestone was validated already: its boundary run decides what the
+        // feedback needs.
+        if projection.boundary_pending.as_deref() == Some(milestone.id.as_str()) {
+            return self.boundary(&milestone).await;
+        }
         if milestone.features.iter().any(|f| f.status != WorkStatus::Done) {
             self.shared.append(Event::MilestoneStatusChanged {
                 milestone: milestone.id.clone(),
