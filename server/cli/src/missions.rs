@@ -101,7 +101,7 @@ pub fn report(workspace: &Path, id: &str, outcome: &Outcome) -> Exit {
             if !open.is_empty() {
                 eprintln!("open findings of {milestone} (dismiss or fix them, or accept as they are):");
                 for finding in open {
-                    eprintln!("  {}", crate::status::finding_line(finding));
+                    eprintln!("  {}", finding.one_line());
                 }
             }
         }

@@ -90,7 +90,7 @@ fn describe(snapshot: &StatusSnapshot) -> String {
     }
     // SPEC §6: a mission's status lists its open findings.
     for finding in &snapshot.findings {
-        out.push_str(&format!("  {}\n", finding_line(finding)));
+        out.push_str(&format!("  {}\n", finding.one_line()));
     }
     if snapshot.interrupted {
         out.push_str(&format!(
@@ -99,15 +99,4 @@ fn describe(snapshot: &StatusSnapshot) -> String {
         ));
     }
     out
-}
-
-/// One finding on one line: id, severity, validator, path:line and the message's first line.
-pub fn finding_line(finding: &missions_core::mission::Finding) -> String {
-    let place = match (&finding.path, finding.line) {
-        (Some(path), Some(line)) => format!(" {path}:{line}"),
-        (Some(path), None) => format!(" {path}"),
-        _ => String::new(),
-    };
-    let first_line = finding.message.lines().next().unwrap_or_default();
-    format!("{} {} {}{place}: {first_line}", finding.id, finding.severity, finding.validator)
 }

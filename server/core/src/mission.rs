@@ -421,6 +421,20 @@ macro_rules! display_as_str {
 }
 display_as_str!(PauseReason, AssertionStatus, Severity, Validator);
 
+impl Finding {
+    /// The finding on one line, as gates and status lists show it: id, severity, validator,
+    /// path:line and the first line of its message.
+    pub fn one_line(&self) -> String {
+        let place = match (&self.path, self.line) {
+            (Some(path), Some(line)) => format!(" {path}:{line}"),
+            (Some(path), None) => format!(" {path}"),
+            _ => String::new(),
+        };
+        let first_line = self.message.lines().next().unwrap_or_default();
+        format!("{} {} {}{place}: {first_line}", self.id, self.severity, self.validator)
+    }
+}
+
 #[cfg(test)]
 mod names_tests {
     use super::*;

@@ -154,8 +154,20 @@ async fn gate(state: Arc<State>, mission: String, outcome: Result<Outcome, Strin
             }
         }
         Ok(Outcome::AwaitingAcceptance { milestone }) => {
-            let message =
+            let mut message =
                 format!("Mission {mission}: milestone {milestone} is validated and waits for your acceptance.");
+            // The gate shows what is still open, not only how much.
+            let open: Vec<String> = state
+                .workspace()
+                .ok()
+                .and_then(|workspace| missions_core::status::mission_snapshot(&workspace, &mission).ok())
+                .map(|(snapshot, _)| {
+                    snapshot.findings.iter().filter(|f| f.milestone == milestone).map(|f| f.one_line()).collect()
+                })
+                .unwrap_or_default();
+            if !open.is_empty() {
+                message.push_str(&format!(" Open findings: {}.", open.join("; ")));
+            }
             match ask(&state, message, &["Accept", "Reject"]).await.as_deref() {
                 Some("Accept") => {
                     let command = Command::Accept { milestone: Some(milestone) };
