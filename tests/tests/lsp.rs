@@ -122,9 +122,10 @@ async fn a_worker_never_overwrites_an_unsaved_buffer() {
             json!({"textDocument": {"uri": file, "version": 2}, "contentChanges": [{"text": "def my_draft():\n    pass\n"}]}),
         );
         let id = editor.command("missions.start", json!({"text": "Add slugify"}))["result"]["missionId"].as_str().unwrap().to_owned();
-        let warning = editor.wait_for("the conflict", |m| m["method"] == "window/showMessage" && m["params"]["type"] == 2);
+        let warning = editor.wait_for("the conflict", |m| m["method"] == "window/showMessageRequest" && m["params"]["type"] == 2);
         let message = warning["params"]["message"].as_str().unwrap();
         assert!(message.contains("paused (conflict)") && message.contains("textkit/slug.py"), "{message}");
+        assert_eq!(warning["params"]["actions"][0]["title"], "Resume", "the pause offers the way on: {warning}");
         assert!(!dir.join("textkit/slug.py").exists(), "nothing was written over the draft");
         let snapshot = editor.command("missions.status", json!({"missionId": id}));
         assert_eq!(snapshot["result"]["pause_reason"], "conflict");

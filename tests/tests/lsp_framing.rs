@@ -126,3 +126,37 @@ async fn a_mission_the_server_drives_is_paused_when_the_editor_closes() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_offers_to_resume_a_mission_nothing_drives() {
+    use missions_tests::script::ScriptedModel;
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::from_millis(30)).await;
+    let dir = project_for(&model, "");
+    // A CLI driver dies mid-feature: the mission is left running with nothing driving it.
+    let mut command = missions_command(dir.path(), &["run", "--text", "Add slugify", "--approve"]);
+    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut driver = tokio::process::Command::from(command).spawn().unwrap();
+    let id = wait_for_event(dir.path(), |e| e["type"] == "run_started" && e["feature"] == "F1").await;
+    driver.start_kill().unwrap();
+    driver.wait().await.unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let dir = dir_path.as_path();
+        let mut editor = Editor::start(dir);
+        editor.answers = vec![("nothing driving it", "Resume")];
+        editor.initialize(dir);
+        let offer = editor.wait_for("the offer to resume", |m| {
+            m["method"] == "window/showMessageRequest"
+                && m["params"]["message"].as_str().unwrap_or("").contains(&format!("Mission {id} was left running"))
+        });
+        assert_eq!(offer["params"]["actions"][0]["title"], "Resume");
+        // Answered Resume, the mission goes on to its next gate.
+        editor.wait_for("the milestone gate", |m| {
+            m["method"] == "window/showMessageRequest"
+                && m["params"]["message"].as_str().unwrap_or("").contains("waits for your acceptance")
+        });
+        editor.stop();
+    })
+    .await
+    .unwrap();
+}

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use missions_core::mission::PauseReason;
 use missions_engine::mission::{Command, Mission, Outcome, Progress};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tower_lsp_server::ls_types::{MessageActionItem, MessageType, NumberOrString, ShowDocumentParams};
@@ -53,6 +52,39 @@ pub(crate) fn spawn(state: Arc<State>, mut mission: Mission) {
     });
     if let Err(error) = started {
         tracing::error!("cannot start a thread for a mission: {error}");
+    }
+}
+
+/// At start: every mission waiting at a gate is asked about again, and every mission left
+/// mid-way with nothing driving it (or paused when its editor closed) is announced with an offer
+/// to resume. Nothing is resumed silently (SPEC §8).
+pub(crate) async fn announce(state: Arc<State>) {
+    for snapshot in state.snapshots() {
+        let mission = snapshot.mission.id.clone();
+        let current = snapshot
+            .plan
+            .as_ref()
+            .and_then(|p| p.milestones.iter().find(|m| m.status != missions_core::mission::WorkStatus::Accepted))
+            .map(|m| m.id.clone());
+        let state = state.clone();
+        if snapshot.interrupted {
+            let message = format!(
+                "Mission {mission} was left {} with nothing driving it (its driver stopped). Resume it?",
+                snapshot.mission.state
+            );
+            tokio::spawn(async move {
+                if ask(&state, message, &["Resume"]).await.as_deref() == Some("Resume") {
+                    report(&state, commands::control(&state, mission, Command::Resume, true).await).await;
+                }
+            });
+            continue;
+        }
+        if let Some(
+            outcome @ (Outcome::AwaitingApproval | Outcome::AwaitingAcceptance { .. } | Outcome::Paused { .. }),
+        ) = Outcome::from_mission(&snapshot.mission, current)
+        {
+            tokio::spawn(gate(state, mission, Ok(outcome)));
+        }
     }
 }
 
@@ -106,11 +138,15 @@ pub(crate) async fn forward(state: Arc<State>, mut events: UnboundedReceiver<Dri
 }
 
 async fn ask(state: &State, message: String, choices: &[&str]) -> Option<String> {
+    ask_as(state, MessageType::INFO, message, choices).await
+}
+
+async fn ask_as(state: &State, kind: MessageType, message: String, choices: &[&str]) -> Option<String> {
     let actions = choices
         .iter()
         .map(|title| MessageActionItem { title: (*title).to_owned(), properties: Default::default() })
         .collect();
-    match state.client.show_message_request(MessageType::INFO, message, Some(actions)).await {
+    match state.client.show_message_request(kind, message, Some(actions)).await {
         Ok(Some(choice)) => Some(choice.title),
         _ => None,
     }
@@ -183,10 +219,16 @@ async fn gate(state: Arc<State>, mission: String, outcome: Result<Outcome, Strin
             }
         }
         Ok(Outcome::Paused { reason, detail }) => {
-            let kind = if reason == PauseReason::Conflict { MessageType::WARNING } else { MessageType::INFO };
-            let reason = reason.as_str().to_owned();
+            // A pause (a conflict too) offers the way on, so a dismissed note is not a dead end.
+            let kind = if reason == missions_core::mission::PauseReason::Conflict {
+                MessageType::WARNING
+            } else {
+                MessageType::INFO
+            };
             let message = format!("Mission {mission} is paused ({reason}): {}", detail.unwrap_or_default());
-            state.client.show_message(kind, message).await;
+            if ask_as(&state, kind, message, &["Resume"]).await.as_deref() == Some("Resume") {
+                report(&state, commands::control(&state, mission, Command::Resume, true).await).await;
+            }
         }
         Ok(Outcome::Completed) => {
             let message = format!("Mission {mission} is complete; its branch missions/{mission} is ready to merge.");

@@ -312,6 +312,7 @@ impl LanguageServer for Backend {
             tokio::spawn(driver::forward(self.state.clone(), receiver));
         }
         self.state.refresh(None).await;
+        tokio::spawn(driver::announce(self.state.clone()));
     }
 
     async fn shutdown(&self) -> Result<()> {
