@@ -226,3 +226,40 @@ async fn what_was_broken_before_the_mission_is_not_the_missions() {
         "{legacy:?}"
     );
 }
+
+#[tokio::test]
+async fn a_check_that_already_passes_is_sent_back_once_then_kept_as_a_regression_guard() {
+    let script = with(|call| match (call.role, call.turn) {
+        (ScriptRole::Planner, 1 | 2) => {
+            let mut plan = plan();
+            // A1 now runs the existing, passing tests: it proves nothing new.
+            plan["contract"][0]["check"]["command"] = json!("python3 -m unittest tests.test_core");
+            Some(Turn::call("submit_plan", plan))
+        }
+        _ => None,
+    });
+    let model = ScriptedModel::start(script, Duration::ZERO).await;
+    let dir = project_for(&model, "");
+    let output = missions_async(dir.path(), &["run", "--text", "Add slugify"]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let calls = model.calls();
+    let answer = calls
+        .iter()
+        .find(|(c, _)| c.role == ScriptRole::Planner && c.turn == 2)
+        .map(|(c, _)| c.results.iter().map(|(t, _)| t.clone()).collect::<String>())
+        .unwrap_or_default();
+    assert!(answer.contains("already pass on the base commit") && answer.contains("A1"), "{answer}");
+    let id = mission_id(dir.path());
+    let contract = std::fs::read_to_string(dir.path().join(".missions").join(&id).join("contract.md")).unwrap();
+    assert!(
+        contract
+            .contains("A1 `python3 -m unittest tests.test_core`: exit 0, already passes: guards against regressions"),
+        "{contract}"
+    );
+    assert!(
+        contract
+            .contains("A3 `python3 -m unittest tests.test_cli`: exit 1, fails before the work: proves the new work"),
+        "{contract}"
+    );
+    assert!(git(dir.path(), &["status", "--porcelain"]).trim().is_empty(), "the dry run left nothing behind");
+}

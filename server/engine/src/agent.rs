@@ -23,8 +23,9 @@ pub trait Terminal: Send {
     type Output: Send;
     fn spec(&self) -> ToolSpec;
     /// `Ok` ends the run with the output; `Err` is returned to the model as the tool result,
-    /// so it can fix what the message says and call again.
-    fn accept(&mut self, input: &Value) -> Result<Self::Output, String>;
+    /// so it can fix what the message says and call again. Asynchronous because a check may
+    /// run commands (the plan's dry run).
+    fn accept(&mut self, input: &Value) -> impl std::future::Future<Output = Result<Self::Output, String>> + Send;
 }
 
 /// Why a run was stopped from outside the conversation.
@@ -289,7 +290,7 @@ pub async fn run_agent<T: Terminal>(
         for (id, name, input) in calls {
             hooks.on_tool(config.role, &name, &input);
             let (mut content, is_error, limit) = if name == terminal_name {
-                match terminal.accept(&input) {
+                match terminal.accept(&input).await {
                     Ok(output) => return RunEnd::Finished(output),
                     Err(reasons) => (reasons, true, config.max_repeated_refusals),
                 }

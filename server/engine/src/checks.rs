@@ -9,6 +9,7 @@
 
 use std::path::Path;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use missions_core::mission::Severity;
 use regex::Regex;
@@ -232,6 +233,29 @@ fn parse_line(
         let severity =
             if message.to_ascii_lowercase().starts_with("warning") { Severity::Warning } else { Severity::Error };
         out.extend(problem(path, &caps[2], severity, message));
+    }
+}
+
+/// Runs a check command for the engine (validation, the baseline, the plan's dry run). A command that cannot even start is a failed check
+/// whose evidence says why, never an error that would leave the mission validating forever.
+pub async fn run_check(
+    environment: &missions_tools::CommandEnvironment,
+    command: &str,
+    timeout: Duration,
+    recorder: &std::sync::Arc<dyn missions_tools::WorkRecorder>,
+) -> missions_tools::command::CommandResult {
+    // What the check changes is recorded as the mission's, like any command a run starts.
+    recorder.before_command();
+    let result = missions_tools::command::run_command(environment, command, timeout).await;
+    recorder.after_command();
+    match result {
+        Ok(result) => result,
+        Err(error) => missions_tools::command::CommandResult {
+            exit_code: None,
+            timed_out: false,
+            output: format!("the command could not be started: {error}"),
+            duration: Duration::ZERO,
+        },
     }
 }
 

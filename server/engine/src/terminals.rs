@@ -11,7 +11,7 @@ use missions_core::mission::{
     AssertionStatus, Check, ClaimedCommand, HandoffIssue, ObservedCommand, Severity, SkippedItem,
 };
 use missions_core::model::ToolSpec;
-use missions_core::store::{AssertionDraft, FeatureDraft, MilestoneDraft, PlanDraft};
+use missions_core::store::{AssertionDraft, DryRunResult, FeatureDraft, MilestoneDraft, PlanDraft};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -73,9 +73,23 @@ fn feature_schema() -> Value {
     })
 }
 
-/// `submit_plan`.
+/// `submit_plan`. With a [`DryRun`], every `command` check of an acceptable plan is run once
+/// on the base commit first (SPEC §5): a first submission whose checks already pass is answered
+/// with their list and not accepted; submitting the same checks again confirms them as
+/// regression guards.
 #[derive(Default)]
-pub struct SubmitPlan;
+pub struct SubmitPlan {
+    pub dry_run: Option<DryRun>,
+}
+
+/// How the plan's command checks are tried on the base commit.
+pub struct DryRun {
+    pub environment: missions_tools::CommandEnvironment,
+    pub timeout: std::time::Duration,
+    pub recorder: std::sync::Arc<dyn missions_tools::WorkRecorder>,
+    /// The already-passing checks of the last refused submission, as (assertion, command).
+    pub refused: Option<BTreeSet<(String, String)>>,
+}
 
 #[derive(Deserialize)]
 struct PlanInput {
@@ -157,7 +171,7 @@ pub fn check_plan(plan: &PlanDraft, contract: &[AssertionDraft]) -> Vec<String> 
 }
 
 impl Terminal for SubmitPlan {
-    type Output = (PlanDraft, Vec<AssertionDraft>);
+    type Output = (PlanDraft, Vec<AssertionDraft>, Vec<DryRunResult>);
 
     fn spec(&self) -> ToolSpec {
         ToolSpec {
@@ -180,16 +194,55 @@ impl Terminal for SubmitPlan {
         }
     }
 
-    fn accept(&mut self, input: &Value) -> Result<Self::Output, String> {
+    async fn accept(&mut self, input: &Value) -> Result<Self::Output, String> {
         let input: PlanInput = serde_json::from_value(input.clone())
             .map_err(|e| format!("the plan does not have the required shape: {e}"))?;
         let plan = PlanDraft { title: input.title, summary: input.summary, milestones: input.milestones };
         let reasons = check_plan(&plan, &input.contract);
-        if reasons.is_empty() {
-            Ok((plan, input.contract))
-        } else {
-            Err(format!("The plan was not accepted:\n- {}", reasons.join("\n- ")))
+        if !reasons.is_empty() {
+            return Err(format!("The plan was not accepted:\n- {}", reasons.join("\n- ")));
         }
+        let Some(dry_run) = &mut self.dry_run else { return Ok((plan, input.contract, Vec::new())) };
+        let mut results = Vec::new();
+        let mut evidence = Vec::new();
+        for assertion in &input.contract {
+            let Check::Command { command, expect_exit } = &assertion.check else { continue };
+            let result =
+                crate::checks::run_check(&dry_run.environment, command, dry_run.timeout, &dry_run.recorder).await;
+            let passed = !result.timed_out && result.exit_code == Some(*expect_exit);
+            if passed {
+                let tail: String = result
+                    .output
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                evidence.push(format!("- {} `{command}` ({}):\n{tail}", assertion.id, result.outcome()));
+            }
+            results.push(DryRunResult {
+                assertion: assertion.id.clone(),
+                command: command.clone(),
+                exit_code: result.exit_code,
+                passed,
+            });
+        }
+        let passing: BTreeSet<(String, String)> =
+            results.iter().filter(|r| r.passed).map(|r| (r.assertion.clone(), r.command.clone())).collect();
+        if !passing.is_empty() && dry_run.refused.as_ref() != Some(&passing) {
+            dry_run.refused = Some(passing);
+            return Err(format!(
+                "These checks already pass on the base commit, before any work:\n{}\nA check meant to prove new work \
+                 that already passes verifies nothing: make it fail until the work is done (a test filter that matches \
+                 nothing passes; name a test that must exist). If a check is meant to guard against regressions, submit \
+                 the same checks again to confirm it.",
+                evidence.join("\n")
+            ));
+        }
+        Ok((plan, input.contract, results))
     }
 }
 
@@ -302,7 +355,7 @@ impl Terminal for SubmitHandoff {
         }
     }
 
-    fn accept(&mut self, input: &Value) -> Result<HandoffInput, String> {
+    async fn accept(&mut self, input: &Value) -> Result<HandoffInput, String> {
         let handoff: HandoffInput = serde_json::from_value(input.clone())
             .map_err(|e| format!("the handoff does not have the required shape: {e}"))?;
         if handoff.summary.trim().is_empty() {
@@ -401,7 +454,7 @@ impl Terminal for ReportFindings {
         }
     }
 
-    fn accept(&mut self, input: &Value) -> Result<FindingsReport, String> {
+    async fn accept(&mut self, input: &Value) -> Result<FindingsReport, String> {
         let mut report: FindingsReport = serde_json::from_value(input.clone())
             .map_err(|e| format!("the report does not have the required shape: {e}"))?;
         self.last_findings = report.findings.clone();
@@ -489,7 +542,7 @@ impl Terminal for DecideMilestone {
         }
     }
 
-    fn accept(&mut self, input: &Value) -> Result<Decision, String> {
+    async fn accept(&mut self, input: &Value) -> Result<Decision, String> {
         let input: DecisionInput = serde_json::from_value(input.clone())
             .map_err(|e| format!("the decision does not have the required shape: {e}"))?;
         let mut reasons = Vec::new();
@@ -574,6 +627,14 @@ impl Terminal for DecideMilestone {
 mod tests {
     use super::*;
 
+    /// Terminals that run no command settle at once.
+    trait AcceptNow: Terminal {
+        fn accept_now(&mut self, input: &Value) -> Result<Self::Output, String> {
+            futures_util::FutureExt::now_or_never(self.accept(input)).expect("settles at once")
+        }
+    }
+    impl<T: Terminal> AcceptNow for T {}
+
     fn plan_input() -> Value {
         json!({
             "title": "Slugify", "summary": "Add slugify.",
@@ -590,7 +651,7 @@ mod tests {
 
     #[test]
     fn a_good_plan_is_accepted() {
-        let (plan, contract) = SubmitPlan.accept(&plan_input()).unwrap();
+        let (plan, contract, _) = SubmitPlan::default().accept_now(&plan_input()).unwrap();
         assert_eq!(plan.milestones[0].features.len(), 2);
         assert_eq!(contract.len(), 2);
     }
@@ -603,11 +664,11 @@ mod tests {
         input["contract"].as_array_mut().unwrap().push(
             json!({"id": "A3", "milestone": "M9", "description": "x", "check": {"kind": "command", "command": " "}}),
         );
-        let error = SubmitPlan.accept(&input).unwrap_err();
+        let error = SubmitPlan::default().accept_now(&input).unwrap_err();
         assert!(error.contains("id `F1` is used more than once"), "{error}");
         assert!(error.contains("assertion A2 is claimed by no feature of milestone M1"), "{error}");
         assert!(error.contains("assertion A3 belongs to milestone M9, which is not in the plan"), "{error}");
-        let error = SubmitPlan.accept(&json!({"title": "x"})).unwrap_err();
+        let error = SubmitPlan::default().accept_now(&json!({"title": "x"})).unwrap_err();
         assert!(error.contains("required shape"), "{error}");
     }
 
@@ -623,39 +684,40 @@ mod tests {
     #[test]
     fn complete_is_refused_while_an_assertion_fails_or_is_unverified() {
         let mut terminal = decide(&[("A1", AssertionStatus::Passing), ("A2", AssertionStatus::Failing)]);
-        let error = terminal.accept(&json!({"decision": "complete", "notes": "looks good"})).unwrap_err();
+        let error = terminal.accept_now(&json!({"decision": "complete", "notes": "looks good"})).unwrap_err();
         assert!(error.contains("A2 (failing)"), "{error}");
         let mut terminal = decide(&[("A1", AssertionStatus::Passing), ("A2", AssertionStatus::Pending)]);
         assert!(
-            terminal.accept(&json!({"decision": "complete", "notes": ""})).unwrap_err().contains("A2 (unverified)")
+            terminal.accept_now(&json!({"decision": "complete", "notes": ""})).unwrap_err().contains("A2 (unverified)")
         );
         let mut terminal = decide(&[("A1", AssertionStatus::Passing), ("A2", AssertionStatus::Waived)]);
         assert!(matches!(
-            terminal.accept(&json!({"decision": "complete", "notes": ""})),
+            terminal.accept_now(&json!({"decision": "complete", "notes": ""})),
             Ok(Decision::Complete { .. })
         ));
         // An assertion added now is unverified, so the same call cannot also complete.
         let added = json!({"decision": "complete", "notes": "", "new_assertions": [{"id": "A3", "milestone": "M1", "description": "d", "check": {"kind": "command", "command": "true"}}]});
-        assert!(terminal.accept(&added).unwrap_err().contains("A3 (unverified)"));
+        assert!(terminal.accept_now(&added).unwrap_err().contains("A3 (unverified)"));
     }
 
     #[test]
     fn corrections_must_be_real_features_that_claim_real_assertions() {
         let mut terminal = decide(&[("A1", AssertionStatus::Failing)]);
-        let error = terminal.accept(&json!({"decision": "correct", "notes": "", "corrections": []})).unwrap_err();
+        let error = terminal.accept_now(&json!({"decision": "correct", "notes": "", "corrections": []})).unwrap_err();
         assert!(error.contains("at least one corrective feature"));
         let bad = json!({"decision": "correct", "notes": "", "corrections": [{"id": "F1", "title": "t", "description": "d", "assertions": ["A9"]}]});
-        let error = terminal.accept(&bad).unwrap_err();
+        let error = terminal.accept_now(&bad).unwrap_err();
         assert!(error.contains("`F1` is invalid or already used") && error.contains("claims A9"), "{error}");
         let good = json!({"decision": "correct", "notes": "n", "corrections": [{"id": "F1-fix1", "title": "t", "description": "d", "assertions": ["A1"]}]});
-        assert!(matches!(terminal.accept(&good), Ok(Decision::Correct { corrections, .. }) if corrections.len() == 1));
+        assert!(
+            matches!(terminal.accept_now(&good), Ok(Decision::Correct { corrections, .. }) if corrections.len() == 1)
+        );
     }
 
     #[test]
     fn reports_must_judge_exactly_the_assertions_asked() {
         let mut terminal = ReportFindings::new(vec!["A1".into(), "A2".into()]);
-        let error = terminal
-            .accept(&json!({"verdicts": [{"assertion": "A1", "pass": true, "evidence": "ran it"}, {"assertion": "A7", "pass": true, "evidence": "x"}], "findings": []}))
+        let error = terminal.accept_now(&json!({"verdicts": [{"assertion": "A1", "pass": true, "evidence": "ran it"}, {"assertion": "A7", "pass": true, "evidence": "x"}], "findings": []}))
             .unwrap_err();
         assert!(
             error.contains("a verdict is missing for: A2") && error.contains("Verdicts on A7 were ignored"),
@@ -664,7 +726,7 @@ mod tests {
         // An extra verdict never voids a report: it is dropped, and the findings stand.
         let mut only_findings = ReportFindings::new(Vec::new());
         let report = only_findings
-            .accept(&json!({"verdicts": [{"assertion": "AS-3", "pass": false, "evidence": "x"}],
+            .accept_now(&json!({"verdicts": [{"assertion": "AS-3", "pass": false, "evidence": "x"}],
                             "findings": [{"severity": "warning", "path": "a.py", "line": 3, "message": "m"}]}))
             .unwrap();
         assert!(report.verdicts.is_empty());
@@ -672,7 +734,7 @@ mod tests {
         assert_eq!(only_findings.ignored, vec!["AS-3"]);
         let ok = json!({"verdicts": [{"assertion": "A1", "pass": true, "evidence": "e"}, {"assertion": "A2", "pass": false, "evidence": "e"}],
                         "findings": [{"severity": "error", "path": "a.py", "line": 3, "message": "m", "assertion": "A2"}]});
-        assert_eq!(terminal.accept(&ok).unwrap().findings[0].line, Some(3));
+        assert_eq!(terminal.accept_now(&ok).unwrap().findings[0].line, Some(3));
     }
 
     #[test]
@@ -717,8 +779,8 @@ mod tests {
         let handoff = json!({"summary": "done", "completed": [], "skipped": [], "issues": [],
                              "commands": [{"command": "pytest -q", "exit_code": 0}, {"command": "mypy .", "exit_code": 0}],
                              "procedures_followed": true, "procedure_notes": ""});
-        let error = terminal.accept(&handoff).unwrap_err();
+        let error = terminal.accept_now(&handoff).unwrap_err();
         assert!(error.contains("`mypy .`") && !error.contains("`pytest -q`"), "{error}");
-        assert!(terminal.accept(&handoff).is_ok(), "sent again, it is accepted (the mismatch is recorded)");
+        assert!(terminal.accept_now(&handoff).is_ok(), "sent again, it is accepted (the mismatch is recorded)");
     }
 }

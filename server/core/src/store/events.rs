@@ -212,6 +212,12 @@ pub enum Event {
     WorkRecorded {
         files: Vec<WorkFile>,
     },
+    /// The contract's command checks, each run once on the base commit before the plan was
+    /// accepted (SPEC §5): one that passed already guards against regressions, one that
+    /// failed proves the new work.
+    DryRunRecorded {
+        results: Vec<DryRunResult>,
+    },
     /// The project's own checks, run once on the base commit before any work: what was
     /// already broken is not the mission's (its later findings are marked pre-existing).
     BaselineRecorded {
@@ -236,6 +242,17 @@ pub enum Event {
         commit: String,
         files: Vec<String>,
     },
+}
+
+/// One command check tried on the base commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DryRunResult {
+    pub assertion: String,
+    pub command: String,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Whether it already passed (exited as its check expects).
+    pub passed: bool,
 }
 
 /// One project check's result on the base commit.
@@ -313,6 +330,7 @@ impl Event {
             Event::ProjectCheckRan { .. } => "project_check_ran",
             Event::BacklogItemTicked { .. } => "backlog_item_ticked",
             Event::BaselineRecorded { .. } => "baseline_recorded",
+            Event::DryRunRecorded { .. } => "dry_run_recorded",
         }
     }
 }

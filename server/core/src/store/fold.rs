@@ -56,6 +56,8 @@ pub struct Projection {
     /// A milestone whose boundary decision was "complete" but whose boundary commit is not
     /// recorded yet: a resume carries the decision out instead of validating again.
     pub decided_complete: Option<String>,
+    /// The contract's command checks tried on the base commit when the plan was accepted.
+    pub dry_run: Vec<super::events::DryRunResult>,
     /// The project's checks on the base commit, once recorded.
     pub baseline: Option<Vec<super::events::BaselineCheck>>,
     /// A milestone the user rejected, waiting for its boundary run to decide the correction.
@@ -431,6 +433,7 @@ impl Projection {
             }
             Event::BacklogItemTicked { commit } => self.head = Some(commit.clone()),
             Event::BaselineRecorded { checks } => self.baseline = Some(checks.clone()),
+            Event::DryRunRecorded { results } => self.dry_run = results.clone(),
             Event::ProjectCheckRan { milestone, command, exit_code, findings } => {
                 self.check_runs.entry(milestone.clone()).or_default().push((command.clone(), *exit_code, *findings));
             }

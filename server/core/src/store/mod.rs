@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use events::{AssertionDraft, BaselineCheck, Event, FeatureDraft, MilestoneDraft, PlanDraft, Record, WorkFile};
+pub use events::{
+    AssertionDraft, BaselineCheck, DryRunResult, Event, FeatureDraft, MilestoneDraft, PlanDraft, Record, WorkFile,
+};
 pub use fold::Projection;
 pub use render::{contract_markdown as render_contract_markdown, plan_markdown as render_plan_markdown};
 

@@ -29,19 +29,41 @@ pub fn projection_files(dir: &Path, projection: &Projection) -> Result<Vec<(Path
     }
     if let Some(plan) = &projection.plan {
         files.push((dir.join("plan.json"), json(plan)?));
+        let tried = dry_run_markdown(&projection.dry_run);
         let mut markdown = plan_markdown(plan);
+        markdown.push_str(&tried);
         if let Some(baseline) = &projection.baseline {
             markdown.push_str(&baseline_markdown(baseline));
         }
         files.push((dir.join("plan.md"), markdown.into_bytes()));
         files.push((dir.join("contract.json"), json(&projection.contract)?));
-        files.push((dir.join("contract.md"), contract_markdown(&projection.contract).into_bytes()));
+        let contract = contract_markdown(&projection.contract) + &tried;
+        files.push((dir.join("contract.md"), contract.into_bytes()));
     }
     for (feature, handoff) in &projection.handoffs {
         files.push((dir.join("handoffs").join(format!("{}.json", file_stem(feature))), json(handoff)?));
     }
     files.push((dir.join("findings.json"), json(&projection.findings)?));
     Ok(files)
+}
+
+/// The contract's command checks as tried on the base commit: which guard against
+/// regressions (they already pass) and which prove the new work (they fail before it).
+pub fn dry_run_markdown(results: &[super::events::DryRunResult]) -> String {
+    if results.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n## The command checks, tried on the base commit before any work\n\n");
+    for result in results {
+        let exit = result.exit_code.map_or("killed or not started".to_owned(), |c| format!("exit {c}"));
+        let meaning = if result.passed {
+            "already passes: guards against regressions"
+        } else {
+            "fails before the work: proves the new work"
+        };
+        let _ = writeln!(out, "- {} `{}`: {exit}, {meaning}", result.assertion, result.command);
+    }
+    out
 }
 
 /// What the project's own checks said on the base commit, before any work.

@@ -918,7 +918,15 @@ impl Mission {
         let first = format!("Plan this backlog item:\n\n{}", mission.source.text.trim());
         let tmp = self.run_tmp()?;
         let tools = self.toolbox(ToolSet::ReadOnly, &mission.source.text, tmp)?;
-        let mut terminal = SubmitPlan;
+        let head = self.shared.git.head()?;
+        let mut terminal = SubmitPlan {
+            dry_run: Some(crate::terminals::DryRun {
+                environment: self.command_environment(None, tmp),
+                timeout: Duration::from_secs(self.config.config.mission.max_command_timeout_s.max(1)),
+                recorder: self.work_log(),
+                refused: None,
+            }),
+        };
         let limit = self.options.limits.planning_turns;
         let request = RunRequest {
             role: Role::Orchestrator,
@@ -930,8 +938,11 @@ impl Mission {
             feature: None,
         };
         match self.run(request, &tools, &mut terminal).await? {
-            RunEnd::Finished((plan, contract)) => {
+            RunEnd::Finished((plan, contract, tried)) => {
+                // What the dry run left in the tree goes, as a validator's would.
+                self.revert_validator_changes("plan", &head, Validator::Command, "the plan's dry run")?;
                 self.shared.append(Event::PlanSubmitted { plan, contract })?;
+                self.shared.append(Event::DryRunRecorded { results: tried })?;
                 self.shared.progress(None, None, Some(Role::Orchestrator), "plan submitted; waiting for approval");
                 self.shared.set_state(MissionState::AwaitingApproval, None, None)
             }

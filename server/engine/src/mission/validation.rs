@@ -25,29 +25,6 @@ type ReviewResult = Result<(Feature, Vec<String>, RunEnd<FindingsReport>), Engin
 
 use super::worktree::is_cache_path;
 
-/// Runs a check command for validation. A command that cannot even start is a failed check
-/// whose evidence says why, never an error that would leave the mission validating forever.
-async fn run_check(
-    environment: &missions_tools::CommandEnvironment,
-    command: &str,
-    timeout: Duration,
-    recorder: &std::sync::Arc<dyn missions_tools::WorkRecorder>,
-) -> missions_tools::command::CommandResult {
-    // What the check changes is recorded as the mission's, like any command a run starts.
-    recorder.before_command();
-    let result = missions_tools::command::run_command(environment, command, timeout).await;
-    recorder.after_command();
-    match result {
-        Ok(result) => result,
-        Err(error) => missions_tools::command::CommandResult {
-            exit_code: None,
-            timed_out: false,
-            output: format!("the command could not be started: {error}"),
-            duration: Duration::ZERO,
-        },
-    }
-}
-
 /// Whether a problem a check reports now was already there on the base commit: the same
 /// check, path and message (lines may have moved with the code).
 pub(super) fn pre_existing(
@@ -76,7 +53,7 @@ impl Mission {
         let mut checks = Vec::new();
         for check in checks_configured {
             self.shared.progress(None, None, None, format!("baseline: {check}"));
-            let result = run_check(&environment, &check, timeout, &recorder).await;
+            let result = crate::checks::run_check(&environment, &check, timeout, &recorder).await;
             let problems = crate::checks::parse_output(&self.workspace, &result.output);
             self.shared.outcome(
                 None,
@@ -196,7 +173,7 @@ impl Mission {
         for assertion in &assertions {
             let Check::Command { command, expect_exit } = &assertion.check else { continue };
             self.shared.progress(Some(&milestone.id), None, None, format!("checking {}: {command}", assertion.id));
-            let result = run_check(&environment, command, timeout, &recorder).await;
+            let result = crate::checks::run_check(&environment, command, timeout, &recorder).await;
             let passed = !result.timed_out && result.exit_code == Some(*expect_exit);
             let verdict = if passed { "passing" } else { "failing" };
             self.shared.outcome(
@@ -245,7 +222,7 @@ impl Mission {
         // The project's own checks, parsed into file:line findings.
         for check in self.config.config.mission.checks.clone() {
             self.shared.progress(Some(&milestone.id), None, None, format!("project check: {check}"));
-            let result = run_check(&environment, &check, timeout, &recorder).await;
+            let result = crate::checks::run_check(&environment, &check, timeout, &recorder).await;
             let problems = crate::checks::parse_output(&self.workspace, &result.output);
             self.shared.outcome(
                 Some(&milestone.id),
