@@ -225,6 +225,9 @@ async fn what_was_broken_before_the_mission_is_not_the_missions() {
             .all(|f| f["severity"] == "info" && f["message"].as_str().unwrap_or("").starts_with("pre-existing")),
         "{legacy:?}"
     );
+    let calls = model.calls();
+    let boundary = &calls.iter().find(|(c, _)| c.role == ScriptRole::Boundary).unwrap().0.first_message;
+    assert!(boundary.contains("Pre-existing findings (already reported on the base commit"), "seen apart: {boundary}");
 }
 
 #[tokio::test]

@@ -1317,7 +1317,7 @@ impl Mission {
                 format!("- `{command}`: {exit}, {findings} finding(s)")
             })
             .collect();
-        let finding_lines: Vec<String> = projection
+        let (before_lines, finding_lines): (Vec<String>, Vec<String>) = projection
             .findings
             .iter()
             .filter(|f| f.milestone == milestone.id && f.status == FindingStatus::Open)
@@ -1334,7 +1334,7 @@ impl Mission {
                 };
                 format!("- {} [{} {}]{place}: {}{evidence}", f.id, f.validator, f.severity, f.message)
             })
-            .collect();
+            .partition(|line| line.contains(validation::PRE_EXISTING));
         // A rejection starts a new round; its feedback is the first thing the boundary reads.
         let rejections = projection.rejections.get(&milestone.id).cloned().unwrap_or_default();
         let feedback = if rejections.is_empty() {
@@ -1350,13 +1350,22 @@ impl Mission {
             )
         };
         let first = format!(
-            "Milestone {} boundary (round {} of at most {max_rounds}): {}{feedback}\n\nAssertions:\n{}\n\nThe project's own checks:\n{}\n\nOpen findings:\n{}\n\nHandoffs:\n{}\n\nCourse corrections from the user:\n{}",
+            "Milestone {} boundary (round {} of at most {max_rounds}): {}{feedback}\n\nAssertions:\n{}\n\nThe project's own checks:\n{}\n\nOpen findings:\n{}{}\n\nHandoffs:\n{}\n\nCourse corrections from the user:\n{}",
             milestone.id,
             projection.correction_total.get(&milestone.id).copied().unwrap_or(0) + rejections.len() as u32 + 1,
             milestone.title,
             assertion_lines.join("\n"),
             if check_lines.is_empty() { "(none configured)".into() } else { check_lines.join("\n") },
             if finding_lines.is_empty() { "(none)".into() } else { finding_lines.join("\n") },
+            if before_lines.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "\n\nPre-existing findings (already reported on the base commit; they never count against the \
+                     milestone, fix them only if you choose):\n{}",
+                    before_lines.join("\n")
+                )
+            },
             self.handoff_summaries(&projection, ""),
             Mission::course_corrections(&projection)
         );

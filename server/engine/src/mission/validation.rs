@@ -25,6 +25,9 @@ type ReviewResult = Result<(Feature, Vec<String>, RunEnd<FindingsReport>), Engin
 
 use super::worktree::is_cache_path;
 
+/// How the message of a finding that was already there before the mission begins.
+pub(super) const PRE_EXISTING: &str = "pre-existing (";
+
 /// Whether a problem a check reports now was already there on the base commit: the same
 /// check, path and message (lines may have moved with the code).
 pub(super) fn pre_existing(
@@ -253,7 +256,7 @@ impl Mission {
                     line: Some(problem.line),
                     end_line: problem.end_line,
                     message: if before {
-                        format!("pre-existing (already reported on the base commit): `{check}`: {}", problem.message)
+                        format!("{PRE_EXISTING}already reported on the base commit): `{check}`: {}", problem.message)
                     } else {
                         format!("`{check}`: {}", problem.message)
                     },
@@ -279,7 +282,7 @@ impl Mission {
                     end_line: None,
                     message: if failed_before {
                         format!(
-                            "pre-existing (it failed on the base commit too): `{check}` failed ({})",
+                            "{PRE_EXISTING}it failed on the base commit too): `{check}` failed ({})",
                             result.outcome()
                         )
                     } else {
