@@ -185,10 +185,7 @@ async fn a_file_saved_during_a_conflict_pause_stays_and_is_committed_as_the_user
 #[tokio::test]
 async fn refused_gate_commands_change_nothing() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await;
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
-    let id = mission_id(dir.path());
+    let (dir, id) = run_slugify(&model, "", &["--approve"], 3).await;
     std::fs::write(dir.path().join("notes.txt"), USER_NOTES).unwrap();
     let before = events(dir.path(), &id).len();
     for args in [
@@ -247,10 +244,7 @@ async fn commands_a_dead_driver_started_are_killed_before_the_mission_goes_on() 
 #[tokio::test]
 async fn a_stale_git_lock_is_reported_by_doctor_and_removed_before_driving() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await;
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
-    let id = mission_id(dir.path());
+    let (dir, id) = run_slugify(&model, "", &["--approve"], 3).await;
     let lock = dir.path().join(".git/index.lock");
     std::fs::write(&lock, "").unwrap();
     let output = missions_async(dir.path(), &["doctor"]).await;
@@ -266,10 +260,7 @@ async fn a_stale_git_lock_is_reported_by_doctor_and_removed_before_driving() {
 #[tokio::test]
 async fn an_acceptance_recorded_just_before_a_crash_is_carried_through() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await;
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
-    let id = mission_id(dir.path());
+    let (dir, id) = run_slugify(&model, "", &["--approve"], 3).await;
     // The crash: the acceptance is durable, nothing after it is.
     let mission_dir = dir.path().join(".missions").join(&id);
     let (mut store, _) = missions_core::store::MissionStore::open(&mission_dir).unwrap();
@@ -317,10 +308,7 @@ async fn a_mission_nothing_drives_is_shown_as_interrupted() {
 #[tokio::test]
 async fn a_log_that_lost_events_never_resets_the_branch() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let id = mission_id(dir.path());
+    let (dir, id) = run_slugify(&model, "", &["--approve", "--accept"], 0).await;
     let branch = format!("missions/{id}");
     let head = git(dir.path(), &["rev-parse", &branch]);
     let log = dir.path().join(".missions").join(&id).join("events.jsonl");
@@ -368,10 +356,7 @@ async fn a_users_commit_the_engine_made_but_did_not_record_is_recognised() {
     // A crash between committing the user's changes and recording it leaves a `user:` commit
     // of this mission that the log does not know: it is recorded, not called lost events.
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await;
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
-    let id = mission_id(dir.path());
+    let (dir, id) = run_slugify(&model, "", &["--approve"], 3).await;
     std::fs::write(dir.path().join("notes.txt"), USER_NOTES).unwrap();
     git(dir.path(), &["add", "notes.txt"]);
     git(dir.path(), &["commit", "-q", "-m", "user: notes.txt", "-m", &format!("Mission-Id: {id}")]);

@@ -61,10 +61,7 @@ async fn progress_reports_every_outcome_on_one_line() {
 #[tokio::test]
 async fn status_lists_open_findings_and_the_cli_dismisses_and_fixes_them() {
     let model = ScriptedModel::start(with_a_review_warning(), Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await;
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
-    let id = mission_id(dir.path());
+    let (dir, id) = run_slugify(&model, "", &["--approve"], 3).await;
     let finding = open_findings(dir.path(), &id)[0]["id"].as_str().unwrap().to_owned();
     let status = missions_async(dir.path(), &["status", &id]).await;
     let shown = String::from_utf8_lossy(&status.stdout);

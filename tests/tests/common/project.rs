@@ -309,3 +309,16 @@ pub async fn wait_for_event(dir: &std::path::Path, pred: impl Fn(&Value) -> bool
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Runs the slugify mission (`run --text "Add slugify"` with `flags`) in a fresh project for
+/// `model` configured with `extra`, expects exit code `exit`, and returns the project and the
+/// mission id.
+pub async fn run_slugify(model: &ScriptedModel, extra: &str, flags: &[&str], exit: i32) -> (tempfile::TempDir, String) {
+    let dir = project_for(model, extra);
+    let mut args = vec!["run", "--text", "Add slugify"];
+    args.extend_from_slice(flags);
+    let output = missions_async(dir.path(), &args).await;
+    assert_eq!(output.status.code(), Some(exit), "{}", stderr(&output));
+    let id = mission_id(dir.path());
+    (dir, id)
+}
