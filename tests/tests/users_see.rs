@@ -138,7 +138,18 @@ async fn projections_are_current_within_a_second_of_a_decision() {
 
 #[tokio::test]
 async fn a_rejection_starts_a_new_round_the_boundary_reads_and_the_gate_lists_findings() {
-    let model = ScriptedModel::start(with_a_review_warning(), Duration::ZERO).await;
+    let warned = with_a_review_warning();
+    let script: missions_tests::script::Script = std::sync::Arc::new(move |call: &missions_tests::script::Call| {
+        if call.role == ScriptRole::Boundary && call.first_line.contains("(round 2 of") {
+            return Turn::call(
+                "decide_milestone",
+                json!({"decision": "correct", "notes": "the user asks for emoji",
+                       "corrections": [{"id": "M1-E1", "title": "handle emoji", "description": "The user's feedback: also handle emoji", "assertions": ["A1"]}]}),
+            );
+        }
+        warned(call)
+    });
+    let model = ScriptedModel::start(script, Duration::ZERO).await;
     let dir = project_for(&model, "");
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve"]).await;
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
@@ -151,7 +162,12 @@ async fn a_rejection_starts_a_new_round_the_boundary_reads_and_the_gate_lists_fi
     let output = missions_async(dir.path(), &["reject", &id, "M1", "--feedback", "also handle emoji"]).await;
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let calls = model.calls();
-    let boundary = &calls.iter().rfind(|(c, _)| c.role == ScriptRole::Boundary).unwrap().0.first_message;
+    let boundary = &calls
+        .iter()
+        .find(|(c, _)| c.role == ScriptRole::Boundary && c.first_message.contains("rejected this milestone"))
+        .unwrap()
+        .0
+        .first_message;
     assert!(boundary.contains("(round 2 of") && boundary.contains("- also handle emoji"), "{boundary}");
     let subjects = git(dir.path(), &["log", "--format=%s", &format!("main..missions/{id}")]);
     assert!(subjects.lines().any(|s| s == "milestone M1: slugify() (after rejection 1)"), "{subjects}");

@@ -27,6 +27,10 @@ pub struct CheckProblem {
     pub excerpt: String,
 }
 
+/// The message of a Python traceback frame: the same for every frame, so it says nothing about
+/// which problem it is.
+pub const TRACEBACK_FRAME: &str = "raised here (see the check's output)";
+
 /// How much of a check's output one problem's excerpt may take.
 const EXCERPT_LINES: usize = 40;
 
@@ -141,7 +145,7 @@ pub fn parse_output(workspace: &Path, output: &str) -> Vec<CheckProblem> {
     for (index, line) in lines.iter().enumerate() {
         let found = out.len();
         let start = rust_head.as_ref().map(|(_, _, at)| *at).unwrap_or(index);
-        parse_line(workspace, line, &mut eslint_file, &mut rust_head, index, &mut out);
+        parse_line(workspace, &lines, line, &mut eslint_file, &mut rust_head, index, &mut out);
         starts.extend(std::iter::repeat_n(start, out.len() - found));
     }
     // Each excerpt runs to the next problem's block at most.
@@ -162,6 +166,7 @@ pub fn parse_output(workspace: &Path, output: &str) -> Vec<CheckProblem> {
 /// Parses one line of a check's output, adding the problem it reports, if any, to `out`.
 fn parse_line(
     workspace: &Path,
+    lines: &[&str],
     line: &str,
     eslint_file: &mut Option<String>,
     rust_head: &mut Option<(Severity, String, usize)>,
@@ -208,7 +213,19 @@ fn parse_line(
         // Python tracebacks: the innermost frame in the workspace is the interesting one;
         // each frame is kept, the last one wins by coming last.
         if let Some(path) = existing(workspace, &caps[1]) {
-            out.extend(problem(path, &caps[2], Severity::Error, "raised here (see the check's output)"));
+            // The exception the traceback ends with names the problem; a frame without one
+            // says nothing specific.
+            let raised = lines
+                .iter()
+                .skip(index + 1)
+                .take(40)
+                .find(|l| !l.starts_with(char::is_whitespace) && !l.starts_with("Traceback") && l.contains(':'))
+                .filter(|l| {
+                    l.split(':').next().is_some_and(|kind| kind.ends_with("Error") || kind.ends_with("Exception"))
+                });
+            let message =
+                raised.map_or(TRACEBACK_FRAME.to_owned(), |exception| format!("raised here: {}", exception.trim()));
+            out.extend(problem(path, &caps[2], Severity::Error, &message));
         }
         return;
     }
@@ -236,8 +253,9 @@ fn parse_line(
     }
 }
 
-/// Runs a check command for the engine (validation, the baseline, the plan's dry run). A command that cannot even start is a failed check
-/// whose evidence says why, never an error that would leave the mission validating forever.
+/// Runs a check command for the engine (validation, the baseline, the plan's dry run). A
+/// command that cannot even start is a failed check whose evidence says why, never an error
+/// that would leave the mission validating forever.
 pub async fn run_check(
     environment: &missions_tools::CommandEnvironment,
     command: &str,

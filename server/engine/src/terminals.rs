@@ -515,6 +515,8 @@ struct DecisionInput {
 
 /// `decide_milestone` for one milestone, knowing its assertions' statuses and the ids in use.
 pub struct DecideMilestone {
+    /// The user rejected the milestone: the decision must be a correction (SPEC §3).
+    pub rejected: bool,
     pub milestone: String,
     /// Milestones that exist (new assertions may go to this or a later one).
     pub milestones: Vec<String>,
@@ -577,6 +579,12 @@ impl Terminal for DecideMilestone {
                         "milestone {} cannot be completed while these assertions do not pass: {}. Decide \"correct\" with features that fix them",
                         self.milestone,
                         open.join(", ")
+                    ));
+                }
+                if self.rejected {
+                    reasons.push(format!(
+                        "the user rejected milestone {}: decide \"correct\" with features that address their feedback",
+                        self.milestone
                     ));
                 }
                 if reasons.is_empty() {
@@ -674,6 +682,7 @@ mod tests {
 
     fn decide(statuses: &[(&str, AssertionStatus)]) -> DecideMilestone {
         DecideMilestone {
+            rejected: false,
             milestone: "M1".into(),
             milestones: vec!["M1".into(), "M2".into()],
             statuses: statuses.iter().map(|(id, s)| (id.to_string(), *s)).collect(),

@@ -62,8 +62,6 @@ pub struct Projection {
     pub baseline: Option<Vec<super::events::BaselineCheck>>,
     /// A milestone the user rejected, waiting for its boundary run to decide the correction.
     pub boundary_pending: Option<String>,
-    /// Correction rounds ever started per milestone (never reset), for numbering rounds.
-    pub correction_total: BTreeMap<String, u32>,
     /// The user's rejections of each milestone, their feedback in order.
     pub rejections: BTreeMap<String, Vec<String>>,
     /// The evidence of each assertion's latest check.
@@ -265,7 +263,6 @@ impl Projection {
                 self.add_features(milestone, features);
                 if by.as_deref() == Some("orchestrator") {
                     *self.correction_rounds.entry(milestone.clone()).or_insert(0) += 1;
-                    *self.correction_total.entry(milestone.clone()).or_insert(0) += 1;
                 }
             }
             Event::MilestoneStarted { milestone, base_commit } => {
@@ -305,15 +302,14 @@ impl Projection {
                 } else if !corrections.is_empty() {
                     self.add_features(milestone, corrections);
                     *self.correction_rounds.entry(milestone.clone()).or_insert(0) += 1;
-                    *self.correction_total.entry(milestone.clone()).or_insert(0) += 1;
                     self.reopen_milestone(milestone);
                 }
             }
             Event::MilestoneRejected { milestone, correction, feedback, to_boundary } => {
                 self.rejections.entry(milestone.clone()).or_default().push(feedback.clone());
                 if *to_boundary {
-                    // A rejection starts a new round: the bound on corrections counts afresh.
-                    self.correction_rounds.remove(milestone);
+                    // A rejection starts a new round (the boundary numbers rounds with the
+                    // rejections, and each rejection allows one more).
                     self.boundary_pending = Some(milestone.clone());
                     self.milestone_commits.remove(milestone);
                     self.decided_complete = None;

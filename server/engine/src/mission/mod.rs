@@ -1266,8 +1266,12 @@ impl Mission {
 
     async fn boundary(&mut self, milestone: &Milestone) -> Result<(), EngineError> {
         let projection = self.shared.projection();
-        let round = projection.correction_rounds.get(&milestone.id).copied().unwrap_or(0);
-        let max_rounds = self.config.config.mission.max_correction_rounds;
+        // A rejection starts a new round and allows one more: rounds and their bound count the
+        // user's rejections with the orchestrator's corrections.
+        let rejections = projection.rejections.get(&milestone.id).cloned().unwrap_or_default();
+        let round = projection.correction_rounds.get(&milestone.id).copied().unwrap_or(0) + rejections.len() as u32;
+        let max_rounds = self.config.config.mission.max_correction_rounds + rejections.len() as u32;
+        let rejected = projection.boundary_pending.as_deref() == Some(milestone.id.as_str());
         let statuses: BTreeMap<String, AssertionStatus> = projection
             .contract
             .assertions
@@ -1287,6 +1291,7 @@ impl Mission {
             used_ids.extend(m.features.iter().map(|f| f.id.clone()));
         }
         let mut terminal = DecideMilestone {
+            rejected,
             milestone: milestone.id.clone(),
             milestones: plan.iter().flat_map(|p| p.milestones.iter().map(|m| m.id.clone())).collect(),
             statuses: statuses.clone(),
@@ -1317,26 +1322,29 @@ impl Mission {
                 format!("- `{command}`: {exit}, {findings} finding(s)")
             })
             .collect();
-        let (before_lines, finding_lines): (Vec<String>, Vec<String>) = projection
+        let open: Vec<&Finding> = projection
             .findings
             .iter()
             .filter(|f| f.milestone == milestone.id && f.status == FindingStatus::Open)
-            .map(|f| {
-                let place = match (&f.path, f.line) {
-                    (Some(p), Some(l)) => format!(" {p}:{l}"),
-                    (Some(p), None) => format!(" {p}"),
-                    _ => String::new(),
-                };
-                let evidence = if f.evidence.is_empty() {
-                    String::new()
-                } else {
-                    format!("\n  evidence: {}", clip(&f.evidence, 1_500).replace('\n', "\n  "))
-                };
-                format!("- {} [{} {}]{place}: {}{evidence}", f.id, f.validator, f.severity, f.message)
-            })
-            .partition(|line| line.contains(validation::PRE_EXISTING));
-        // A rejection starts a new round; its feedback is the first thing the boundary reads.
-        let rejections = projection.rejections.get(&milestone.id).cloned().unwrap_or_default();
+            .collect();
+        let (before, now): (Vec<&Finding>, Vec<&Finding>) =
+            open.into_iter().partition(|f| f.message.starts_with(validation::PRE_EXISTING));
+        let line_of = |f: &&Finding| {
+            let place = match (&f.path, f.line) {
+                (Some(p), Some(l)) => format!(" {p}:{l}"),
+                (Some(p), None) => format!(" {p}"),
+                _ => String::new(),
+            };
+            let evidence = if f.evidence.is_empty() {
+                String::new()
+            } else {
+                format!("\n  evidence: {}", clip(&f.evidence, 1_500).replace('\n', "\n  "))
+            };
+            format!("- {} [{} {}]{place}: {}{evidence}", f.id, f.validator, f.severity, f.message)
+        };
+        let finding_lines: Vec<String> = now.iter().map(line_of).collect();
+        let before_lines: Vec<String> = before.iter().map(line_of).collect();
+        // The user's feedback is the first thing the boundary reads.
         let feedback = if rejections.is_empty() {
             String::new()
         } else {
@@ -1352,7 +1360,7 @@ impl Mission {
         let first = format!(
             "Milestone {} boundary (round {} of at most {max_rounds}): {}{feedback}\n\nAssertions:\n{}\n\nThe project's own checks:\n{}\n\nOpen findings:\n{}{}\n\nHandoffs:\n{}\n\nCourse corrections from the user:\n{}",
             milestone.id,
-            projection.correction_total.get(&milestone.id).copied().unwrap_or(0) + rejections.len() as u32 + 1,
+            round + 1,
             milestone.title,
             assertion_lines.join("\n"),
             if check_lines.is_empty() { "(none configured)".into() } else { check_lines.join("\n") },
@@ -1370,11 +1378,7 @@ impl Mission {
             Mission::course_corrections(&projection)
         );
         let values = BTreeMap::from([
-            (
-                "round",
-                (projection.correction_total.get(&milestone.id).copied().unwrap_or(0) + rejections.len() as u32 + 1)
-                    .to_string(),
-            ),
+            ("round", (round + 1).to_string()),
             ("max_correction_rounds", max_rounds.to_string()),
             ("plan", plan.as_ref().map(missions_core::store::render_plan_markdown).unwrap_or_default()),
             ("contract", missions_core::store::render_contract_markdown(&projection.contract)),
@@ -1443,6 +1447,14 @@ impl Mission {
                     new_assertions,
                 })
             }
+            RunEnd::GaveUp(reason) if rejected => self.shared.pause(
+                PauseReason::Blocked,
+                format!(
+                    "the orchestrator did not decide how to address your rejection of milestone {} ({reason}); \
+                     resume to ask it again, or accept the milestone as it is",
+                    milestone.id
+                ),
+            ),
             RunEnd::GaveUp(reason) if failing.is_empty() => {
                 // Every assertion is verified; the decision adds nothing the engine has not
                 // already checked, so a silent orchestrator does not hold the mission up.

@@ -375,6 +375,8 @@ impl Shared {
         }
         match Shared::current_milestone(projection) {
             Some(m) if m.status == WorkStatus::Validated => MissionState::AwaitingAcceptance,
+            // A rejected milestone goes straight back to its boundary run.
+            Some(m) if projection.boundary_pending.as_deref() == Some(m.id.as_str()) => MissionState::Validating,
             _ => MissionState::Running,
         }
     }

@@ -25,21 +25,40 @@ type ReviewResult = Result<(Feature, Vec<String>, RunEnd<FindingsReport>), Engin
 
 use super::worktree::is_cache_path;
 
-/// How the message of a finding that was already there before the mission begins.
+/// The words every finding that was already there before the mission begins with.
 pub(super) const PRE_EXISTING: &str = "pre-existing (";
 
-/// Whether a problem a check reports now was already there on the base commit: the same
-/// check, path and message (lines may have moved with the code).
-pub(super) fn pre_existing(
-    baseline: Option<&[missions_core::store::BaselineCheck]>,
-    check: &str,
-    problem: &crate::checks::CheckProblem,
-) -> bool {
-    baseline
-        .into_iter()
-        .flatten()
-        .filter(|b| b.command == check)
-        .any(|b| b.problems.iter().any(|(path, _, message)| *path == problem.path && *message == problem.message))
+/// The problems each check reported on the base commit, as counts per (check, path, message),
+/// consumed one by one as later problems match them: a problem reported once before the
+/// mission excuses one problem after it, never every problem of the same kind. Messages that
+/// say nothing specific (a Python traceback frame) never match.
+pub(super) struct Baseline(BTreeMap<(String, String, String), usize>);
+
+impl Baseline {
+    pub(super) fn new(checks: Option<&[missions_core::store::BaselineCheck]>) -> Baseline {
+        let mut counts = BTreeMap::new();
+        for check in checks.into_iter().flatten() {
+            for (path, _, message) in &check.problems {
+                if message == crate::checks::TRACEBACK_FRAME {
+                    continue;
+                }
+                *counts.entry((check.command.clone(), path.clone(), message.clone())).or_insert(0) += 1;
+            }
+        }
+        Baseline(counts)
+    }
+
+    /// Whether `problem` of `check` was already there; takes it out of the baseline if so.
+    pub(super) fn take(&mut self, check: &str, problem: &crate::checks::CheckProblem) -> bool {
+        let key = (check.to_owned(), problem.path.clone(), problem.message.clone());
+        match self.0.get_mut(&key) {
+            Some(count) if *count > 0 => {
+                *count -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Mission {
@@ -223,6 +242,7 @@ impl Mission {
         }
 
         // The project's own checks, parsed into file:line findings.
+        let mut excused = Baseline::new(projection.baseline.as_deref());
         for check in self.config.config.mission.checks.clone() {
             self.shared.progress(Some(&milestone.id), None, None, format!("project check: {check}"));
             let result = crate::checks::run_check(&environment, &check, timeout, &recorder).await;
@@ -244,7 +264,7 @@ impl Mission {
             for problem in &problems {
                 // What was broken before the mission is reported apart and never counts against
                 // it.
-                let before = pre_existing(baseline, &check, problem);
+                let before = excused.take(&check, problem);
                 self.shared.record_finding(Finding {
                     id: String::new(),
                     milestone: milestone.id.clone(),
@@ -266,10 +286,11 @@ impl Mission {
                 })?;
             }
             if result.exit_code != Some(0) && problems.is_empty() {
-                let failed_before = baseline
-                    .into_iter()
-                    .flatten()
-                    .any(|b| b.command == check && b.exit_code != Some(0) && b.problems.is_empty());
+                // Only a check that ran and failed before (not one that timed out or never
+                // started) excuses a failure now.
+                let failed_before = baseline.into_iter().flatten().any(|b| {
+                    b.command == check && matches!(b.exit_code, Some(code) if code != 0) && b.problems.is_empty()
+                }) && result.exit_code.is_some();
                 self.shared.record_finding(Finding {
                     id: String::new(),
                     milestone: milestone.id.clone(),
@@ -604,5 +625,41 @@ impl Mission {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Baseline;
+    use crate::checks::{CheckProblem, TRACEBACK_FRAME};
+    use missions_core::mission::Severity;
+    use missions_core::store::BaselineCheck;
+
+    fn problem(path: &str, message: &str) -> CheckProblem {
+        CheckProblem {
+            path: path.into(),
+            line: 1,
+            end_line: None,
+            severity: Severity::Warning,
+            message: message.into(),
+            excerpt: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_problem_from_before_the_mission_excuses_one_problem_not_every_one_like_it() {
+        let before = vec![BaselineCheck {
+            command: "ruff check".into(),
+            exit_code: Some(1),
+            problems: vec![
+                ("a.py".into(), 3, "D103 Missing docstring".into()),
+                ("a.py".into(), 9, TRACEBACK_FRAME.into()),
+            ],
+        }];
+        let mut baseline = Baseline::new(Some(&before));
+        assert!(baseline.take("ruff check", &problem("a.py", "D103 Missing docstring")), "the old one, moved");
+        assert!(!baseline.take("ruff check", &problem("a.py", "D103 Missing docstring")), "a new one of the same kind");
+        assert!(!baseline.take("ruff check", &problem("a.py", TRACEBACK_FRAME)), "a frame says nothing specific");
+        assert!(!baseline.take("mypy .", &problem("a.py", "D103 Missing docstring")), "another check");
     }
 }
