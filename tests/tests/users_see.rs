@@ -103,6 +103,7 @@ async fn a_completed_backlog_item_is_ticked_and_left_out_unless_all() {
     let last = git(dir.path(), &["log", "-1", "--format=%s%n%(trailers:only,unfold)", &format!("missions/{id}")]);
     assert!(last.starts_with("backlog: tick Add slugify\n") && last.contains(&format!("Mission-Id: {id}")), "{last}");
     assert!(std::fs::read_to_string(dir.path().join("BACKLOG.md")).unwrap().contains("- [x] Add slugify"));
+    assert!(git(dir.path(), &["status", "--porcelain"]).trim().is_empty(), "the tick leaves a clean tree");
 
     git(dir.path(), &["checkout", "-q", "main"]);
     let listed = missions_async(dir.path(), &["backlog", "--json"]).await;

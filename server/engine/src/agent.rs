@@ -142,9 +142,9 @@ impl LoopGuard {
             ))
         } else if self.repeats == limit {
             Verdict::Warn(format!(
-                "\n\nThis is the {limit}th time in a row that this exact `{name}` call failed the same way. Repeating it \
-                 will not change the result: read the message above and do something different. The same call again \
-                 ends this run."
+                "\n\nThis exact `{name}` call has now failed the same way {limit} times in a row. Repeating it will not \
+                 change the result: read the message above and do something different. The same call again ends this \
+                 run."
             ))
         } else {
             Verdict::Fine
@@ -207,6 +207,7 @@ pub async fn run_agent<T: Terminal>(
     let fixed_size = (config.system.len() + serde_json::to_string(&specs).map(|s| s.len()).unwrap_or(0)) / 4;
     let mut idle_turns = 0u32;
     let mut guard = LoopGuard::default();
+    let mut refusals = LoopGuard::default();
     for _turn in 0..config.max_turns {
         if let Some(stop) = hooks.interrupted() {
             return RunEnd::Stopped(stop);
@@ -301,14 +302,18 @@ pub async fn run_agent<T: Terminal>(
                 }
                 (output.content, output.is_error, config.max_repeated_failures)
             };
+            // Refusals of the terminal call are counted apart: a successful read in between
+            // does not make the same refused decision new again.
+            let terminal_call = name == terminal_name;
+            let counter = if terminal_call { &mut refusals } else { &mut guard };
             if is_error {
-                match guard.failed(&name, &input, &content, limit) {
+                match counter.failed(&name, &input, &content, limit) {
                     Verdict::Fine => {}
                     Verdict::Warn(reply) => content.push_str(&reply),
                     Verdict::GiveUp(reason) => return RunEnd::GaveUp(reason),
                 }
             } else {
-                guard.succeeded();
+                counter.succeeded();
             }
             results.push(ContentBlock::ToolResult { tool_use_id: id, content, is_error });
             if let Some(stop) = hooks.interrupted() {

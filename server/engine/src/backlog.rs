@@ -41,27 +41,30 @@ pub struct ItemMission {
 /// The backlog as users see it (SPEC §6): each item with its mission, and items whose mission
 /// completed left out unless `all`.
 pub fn with_missions(workspace: &Path, items: Vec<BacklogItem>, all: bool) -> Vec<BacklogItem> {
-    let missions: Vec<(String, String, missions_core::mission::MissionState)> =
-        missions_core::status::workspace_snapshots(workspace)
-            .map(|status| {
-                status
-                    .snapshots
-                    .into_iter()
-                    .filter_map(|s| {
-                        let item = s.mission.source.item_id.clone()?;
-                        Some((item, s.mission.id.clone(), s.mission.state))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+    // (item id, the item's title as the mission recorded it, mission id, state): an id is
+    // `path:line`, which another item can take once lines move, so the title must agree too.
+    type Started = (String, String, String, missions_core::mission::MissionState);
+    let missions: Vec<Started> = missions_core::status::workspace_snapshots(workspace)
+        .map(|status| {
+            status
+                .snapshots
+                .into_iter()
+                .filter_map(|s| {
+                    let item = s.mission.source.item_id.clone()?;
+                    let title = s.mission.source.text.lines().next().unwrap_or_default().trim().to_owned();
+                    Some((item, title, s.mission.id.clone(), s.mission.state))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     items
         .into_iter()
         .map(|mut item| {
             // Mission ids sort by creation: the last one is the latest.
             item.mission = missions
                 .iter()
-                .rfind(|(source, _, _)| *source == item.id)
-                .map(|(_, id, state)| ItemMission { id: id.clone(), state: *state });
+                .rfind(|(source, title, _, _)| *source == item.id && *title == item.title.trim())
+                .map(|(_, _, id, state)| ItemMission { id: id.clone(), state: *state });
             item
         })
         .filter(|item| {

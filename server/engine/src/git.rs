@@ -318,6 +318,9 @@ impl Git {
         let commit = self.commit_beside(Some(paths), &[subject, trailer_block.trim_end()])?;
         // Through HEAD, so the checked-out branch moves; only if nothing moved it meanwhile.
         self.run(&["update-ref", "HEAD", &commit, &head])?;
+        // The index follows HEAD (the tree is untouched), so the committed paths do not look
+        // changed afterwards.
+        self.run(&["reset", "-q"])?;
         Ok(commit)
     }
 

@@ -89,6 +89,9 @@ pub struct DryRun {
     pub recorder: std::sync::Arc<dyn missions_tools::WorkRecorder>,
     /// The already-passing checks of the last refused submission, as (assertion, command).
     pub refused: Option<BTreeSet<(String, String)>>,
+    /// Puts the tree back to the base commit after the checks ran (what they left is the
+    /// mission's, recorded by `recorder`); an `Err` says why it could not.
+    pub revert: std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
 }
 
 #[derive(Deserialize)]
@@ -230,9 +233,14 @@ impl Terminal for SubmitPlan {
                 passed,
             });
         }
+        // Every check runs on the base commit: what one left behind never decides the next, nor
+        // the next submission's.
+        (dry_run.revert)()?;
         let passing: BTreeSet<(String, String)> =
             results.iter().filter(|r| r.passed).map(|r| (r.assertion.clone(), r.command.clone())).collect();
-        if !passing.is_empty() && dry_run.refused.as_ref() != Some(&passing) {
+        // Checks already reported and submitted again are confirmed as regression guards.
+        let confirmed = dry_run.refused.as_ref().is_some_and(|refused| passing.is_subset(refused));
+        if !passing.is_empty() && !confirmed {
             dry_run.refused = Some(passing);
             return Err(format!(
                 "These checks already pass on the base commit, before any work:\n{}\nA check meant to prove new work \
@@ -258,7 +266,6 @@ pub struct HandoffInput {
     pub procedure_notes: String,
 }
 
-/// `submit_handoff`.
 /// `submit_handoff`. With the run's observed commands, a handoff claiming a command the
 /// worker never ran is sent back once with the list, so the worker can correct it before the
 /// run ends (SPEC §2 rule 6); sent again unchanged, it is accepted and the engine records the
@@ -303,18 +310,25 @@ pub fn match_claim(claim: &str, exit_code: i32, observed: &[ObservedCommand]) ->
     {
         return ClaimMatch::Exact(best);
     }
-    let stem = wanted.trim_end_matches('…').trim_end_matches("...").trim_end();
-    let first_line = claim.lines().next().map(normalise_command).unwrap_or_default();
-    if stem.is_empty() {
-        return ClaimMatch::Unmatched;
-    }
+    // An abbreviation says so: it ends with `...`, `…` or a line continuation, and stops at a
+    // word boundary of the command it stands for. A single-line claim may also be the first
+    // line of a longer command.
+    let trimmed = claim.trim_end();
+    let marked = ["...", "…", "\\"].iter().find_map(|mark| trimmed.strip_suffix(mark));
+    let single_line = !claim.trim().contains('\n');
     let candidates: Vec<usize> = observed
         .iter()
         .enumerate()
         .filter(|(_, o)| {
             let full = normalise_command(&o.command);
-            full.starts_with(stem)
-                || o.command.lines().next().map(normalise_command).as_deref() == Some(first_line.as_str())
+            let prefix = marked.map(normalise_command).filter(|stem| !stem.is_empty()).is_some_and(|stem| {
+                full.strip_prefix(stem.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+            });
+            let first_line = single_line
+                && o.command.trim().contains('\n')
+                && o.command.lines().next().map(|l| normalise_command(l.trim_end().trim_end_matches('\\')))
+                    == Some(normalise_command(trimmed));
+            prefix || first_line
         })
         .map(|(i, _)| i)
         .collect();
@@ -769,11 +783,14 @@ mod tests {
         check("pytest -q tests/a.py", 1, ClaimMatch::Exact(0));
         // Line continuations are whitespace.
         check("cargo test --all --features x && cargo clippy -- -D warnings", 0, ClaimMatch::Exact(2));
-        // A shortened form: its first line, or a unique prefix with an ellipsis.
+        // A shortened form that says so: a marked prefix at a word boundary, or the first line.
         check("cargo test --all \\", 0, ClaimMatch::Abbreviated(2));
         check("cargo test --all ...", 0, ClaimMatch::Abbreviated(2));
-        // Ambiguous or unknown: not matched.
+        check("cargo test --all", 0, ClaimMatch::Abbreviated(2));
+        // Ambiguous, unmarked, mid-word or unknown: not matched.
+        check("pytest ...", 0, ClaimMatch::Unmatched);
         check("pytest", 0, ClaimMatch::Unmatched);
+        check("cargo te...", 0, ClaimMatch::Unmatched);
         check("make test", 0, ClaimMatch::Unmatched);
     }
 

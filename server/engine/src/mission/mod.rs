@@ -354,35 +354,46 @@ fn handoff_for_review(handoff: &Handoff) -> String {
         }
     ));
     let exit = |code: Option<i32>| code.map_or("killed".to_owned(), |c| format!("exit {c}"));
+    let observed = &handoff.observed_commands;
+    let matches: Vec<ClaimMatch> =
+        handoff.commands.iter().map(|c| crate::terminals::match_claim(&c.command, c.exit_code, observed)).collect();
     let claimed: Vec<String> = handoff
         .commands
         .iter()
-        .map(|claim| {
-            let run = match crate::terminals::match_claim(&claim.command, claim.exit_code, &handoff.observed_commands) {
-                ClaimMatch::Exact(run) | ClaimMatch::Abbreviated(run) => Some(&handoff.observed_commands[run]),
-                ClaimMatch::Unmatched => None,
+        .zip(&matches)
+        .map(|(claim, matched)| {
+            let (run, abbreviated) = match matched {
+                ClaimMatch::Exact(run) => (Some(&observed[*run]), false),
+                ClaimMatch::Abbreviated(run) => (Some(&observed[*run]), true),
+                ClaimMatch::Unmatched => (None, false),
+            };
+            let shown = if abbreviated {
+                format!("`{}` (abbreviates `{}`)", claim.command, observed_first_line(run))
+            } else {
+                format!("`{}`", claim.command)
             };
             match run {
-                None => format!("`{}`: claimed exit {}, never run (mismatch)", claim.command, claim.exit_code),
-                Some(run) if run.exit_code != Some(claim.exit_code) => format!(
-                    "`{}`: claimed exit {}, observed {} (mismatch)",
-                    claim.command,
-                    claim.exit_code,
-                    exit(run.exit_code)
-                ),
-                Some(run) => format!("`{}`: {} (as claimed)", claim.command, exit(run.exit_code)),
+                None => format!("{shown}: claimed exit {}, never run (mismatch)", claim.exit_code),
+                Some(run) if run.exit_code != Some(claim.exit_code) => {
+                    format!("{shown}: claimed exit {}, observed {} (mismatch)", claim.exit_code, exit(run.exit_code))
+                }
+                Some(run) => format!("{shown}: {} (as claimed)", exit(run.exit_code)),
             }
         })
         .collect();
     list("Commands the worker claims, with what the engine observed", claimed, &mut out);
-    let unclaimed: Vec<String> = handoff
-        .observed_commands
+    let matched: Vec<String> = matches
         .iter()
-        .filter(|o| {
-            !handoff.commands.iter().any(|c| {
-                crate::terminals::normalise_command(&c.command) == crate::terminals::normalise_command(&o.command)
-            })
+        .filter_map(|m| match m {
+            ClaimMatch::Exact(run) | ClaimMatch::Abbreviated(run) => {
+                Some(crate::terminals::normalise_command(&observed[*run].command))
+            }
+            ClaimMatch::Unmatched => None,
         })
+        .collect();
+    let unclaimed: Vec<String> = observed
+        .iter()
+        .filter(|o| !matched.contains(&crate::terminals::normalise_command(&o.command)))
         .map(|o| format!("`{}`: {}", o.command, exit(o.exit_code)))
         .collect();
     list("Commands run but not claimed", unclaimed, &mut out);
@@ -397,6 +408,15 @@ fn handoff_for_review(handoff: &Handoff) -> String {
         .collect();
     list("Files changed", files, &mut out);
     out
+}
+
+/// The first line of an observed command, marked when there is more.
+fn observed_first_line(run: Option<&ObservedCommand>) -> String {
+    let command = run.map(|r| r.command.trim()).unwrap_or_default();
+    match command.split_once('\n') {
+        Some((first, _)) => format!("{} …", first.trim_end().trim_end_matches('\\').trim_end()),
+        None => command.to_owned(),
+    }
 }
 
 /// A model's sentence as a clause for joining: trimmed, without its closing full stop, so
@@ -925,6 +945,11 @@ impl Mission {
                 timeout: Duration::from_secs(self.config.config.mission.max_command_timeout_s.max(1)),
                 recorder: self.work_log(),
                 refused: None,
+                revert: {
+                    let shared = self.shared.clone();
+                    let head = head.clone();
+                    Arc::new(move || shared.revert_to(&head, "left by the plan's dry run").map_err(|e| e.to_string()))
+                },
             }),
         };
         let limit = self.options.limits.planning_turns;

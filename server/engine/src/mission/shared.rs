@@ -124,6 +124,21 @@ impl Shared {
         }
     }
 
+    /// Puts the tree back to `head` when it holds only the mission's own recorded changes
+    /// (saved first); refuses when anything else changed.
+    pub(super) fn revert_to(&self, head: &str, why: &str) -> Result<(), EngineError> {
+        if self.git.dirty_files()?.is_empty() {
+            return Ok(());
+        }
+        let foreign = self.foreign_changes(&self.projection())?;
+        if !foreign.is_empty() {
+            return Err(EngineError::ForeignChanges { files: foreign });
+        }
+        self.save_tree(why)?;
+        self.git.reset_hard(head)?;
+        Ok(())
+    }
+
     /// The tree's changes that are not the unfinished step's own work (see
     /// `worktree::foreign_changes`).
     pub(super) fn foreign_changes(&self, projection: &Projection) -> Result<Vec<String>, EngineError> {
@@ -212,7 +227,10 @@ impl Shared {
                 let last =
                     projection.plan.as_ref().and_then(|p| p.milestones.last()).is_some_and(|m| m.id == current.id);
                 if last {
-                    self.tick_backlog_item(&mission)?;
+                    // The tick is a courtesy: it never stands between the user and acceptance.
+                    if let Err(error) = self.tick_backlog_item(&mission) {
+                        tracing::warn!("the backlog item was not ticked: {error}");
+                    }
                 }
                 // One event: the fold moves the mission on (or completes it) with it.
                 self.append(Event::MilestoneAccepted { milestone: current.id.clone() })?;
@@ -358,10 +376,17 @@ impl Shared {
         if self.git.current_branch()? != mission.branch || !self.git.dirty_files()?.is_empty() {
             return Ok(());
         }
-        std::fs::write(&file, ticked).map_err(|e| EngineError::Io(format!("{path}: {e}")))?;
+        std::fs::write(&file, &ticked).map_err(|e| EngineError::Io(format!("{path}: {e}")))?;
         let subject = format!("backlog: tick {title}");
-        let commit = self.git.commit(&subject, &[("Mission-Id", &self.mission_id)], true)?;
-        self.append(Event::BacklogItemTicked { commit })
+        // Only the backlog file goes into the commit, whatever else appeared meanwhile.
+        match self.git.commit_paths(&subject, &[("Mission-Id", &self.mission_id)], &[path.to_owned()]) {
+            Ok(commit) => self.append(Event::BacklogItemTicked { commit }),
+            Err(error) => {
+                // Put the file back as it was: the tree stays the mission's last commit.
+                let _ = std::fs::write(&file, &text);
+                Err(error.into())
+            }
+        }
     }
 
     /// The state a paused mission goes back to.
@@ -595,7 +620,7 @@ impl RunHooks for RunScope<'_> {
                 ));
             }
         }
-        let least = self.shared.min_output_tokens.min(max_output_tokens);
+        let least = self.shared.min_output_tokens.min(max_output_tokens).max(1);
         if granted < u64::from(least) {
             return Err(Stop::Budget(format!(
                 "the next {role} call needs room for at least {least} output tokens, but {}",
