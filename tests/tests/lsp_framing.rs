@@ -160,3 +160,54 @@ async fn a_restarted_server_offers_to_resume_a_mission_nothing_drives() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dismissed_plan_prompt_is_not_a_dead_end() {
+    use missions_tests::script::ScriptedModel;
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
+    let dir = project_for(&model, "");
+    let dir_path = dir.path().canonicalize().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let dir = dir_path.as_path();
+        let mut editor = Editor::start(dir);
+        editor.initialize(dir);
+        let id = editor.command("missions.start", json!({"text": "Add slugify"}))["result"]["missionId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // The gate's prompt comes and is dismissed (the editor answers nothing).
+        editor.wait_for("the plan gate", |m| {
+            m["method"] == "window/showMessageRequest"
+                && m["params"]["message"].as_str().unwrap_or("").contains("approval")
+        });
+        let any_file = format!("file://{}", dir.join("textkit/core.py").display());
+        let range = json!({"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}});
+        let actions = editor.request(
+            "textDocument/codeAction",
+            json!({"textDocument": {"uri": any_file}, "range": range, "context": {"diagnostics": []}}),
+        );
+        let titles: Vec<&str> =
+            actions["result"].as_array().unwrap().iter().filter_map(|a| a["title"].as_str()).collect();
+        assert!(
+            titles.contains(&format!("Missions: approve plan {id}").as_str())
+                && titles.contains(&"Missions: open plan"),
+            "{titles:?}"
+        );
+        let plan_md = format!("file://{}", dir.join(".missions").join(&id).join("plan.md").display());
+        let lenses = editor.request("textDocument/codeLens", json!({"textDocument": {"uri": plan_md}}));
+        assert_eq!(lenses["result"][0]["command"]["command"], "missions.approvePlan", "{lenses}");
+        assert_eq!(editor.command("missions.openPlan", json!({"missionId": id}))["result"], json!({}));
+        editor.wait_for("plan.md shown", |m| {
+            m["method"] == "window/showDocument" && m["params"]["uri"].as_str().unwrap_or("").ends_with("plan.md")
+        });
+        // The action approves, and the mission goes on to its next gate.
+        assert_eq!(editor.command("missions.approvePlan", json!({"missionId": id}))["result"], json!({}));
+        editor.wait_for("the milestone gate", |m| {
+            m["method"] == "window/showMessageRequest"
+                && m["params"]["message"].as_str().unwrap_or("").contains("waits for your acceptance")
+        });
+        editor.stop();
+    })
+    .await
+    .unwrap();
+}

@@ -112,6 +112,13 @@ pub(crate) async fn execute(state: &Arc<State>, name: &str, argument: &Map<Strin
         "missions.courseCorrect" => {
             control(state, id()?, Command::CourseCorrect { note: string(name, argument, "note")? }, false).await
         }
+        "missions.openPlan" => {
+            let mission = id()?;
+            let workspace = state.workspace()?;
+            missions_core::store::mission_dir(&workspace, &mission).map_err(|e| invalid_params(e.to_string()))?;
+            crate::driver::open_plan(state, &mission).await;
+            Ok(json!({}))
+        }
         other => Err(invalid_params(format!(
             "unknown command `{other}`; this server executes: {}",
             crate::COMMANDS.join(", ")

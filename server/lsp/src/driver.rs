@@ -152,6 +152,12 @@ async fn ask_as(state: &State, kind: MessageType, message: String, choices: &[&s
     }
 }
 
+/// Opens a mission's `plan.md` (and its contract beside it) in the editor.
+pub(crate) async fn open_plan(state: &State, mission: &str) {
+    open(state, mission, "contract.md").await;
+    open(state, mission, "plan.md").await;
+}
+
 async fn open(state: &State, mission: &str, name: &str) {
     let Ok(workspace) = state.workspace() else { return };
     let path = mission_file(&workspace, mission, name);
@@ -185,7 +191,7 @@ async fn gate(state: Arc<State>, mission: String, outcome: Result<Outcome, Strin
                 Some("Approve") => {
                     report(&state, commands::control(&state, mission, Command::Approve, true).await).await
                 }
-                Some("Open plan") => open(&state, &mission, "plan.md").await,
+                Some("Open plan") => open_plan(&state, &mission).await,
                 _ => {}
             }
         }

@@ -56,6 +56,7 @@ pub const COMMANDS: &[&str] = &[
     "missions.fixFinding",
     "missions.dismissFinding",
     "missions.courseCorrect",
+    "missions.openPlan",
 ];
 
 /// `missions/didChange`: the status snapshot of a mission that changed.
@@ -414,7 +415,38 @@ impl LanguageServer for Backend {
                 }));
             }
         }
-        for (mission, milestone, title) in waiting_milestones(&self.state.snapshots()) {
+        let snapshots = self.state.snapshots();
+        // A dismissed prompt is never the only way on (SPEC §8): while a plan waits, approving
+        // and opening it are actions in any file; while a mission is paused, so is resuming.
+        for snapshot in &snapshots {
+            let id = &snapshot.mission.id;
+            let argument = json!({"missionId": id});
+            match snapshot.mission.state {
+                MissionState::AwaitingApproval => {
+                    let approve = format!("Missions: approve plan {id}");
+                    actions.push(CodeActionOrCommand::Command(command(
+                        &approve,
+                        "missions.approvePlan",
+                        argument.clone(),
+                    )));
+                    actions.push(CodeActionOrCommand::Command(command(
+                        "Missions: open plan",
+                        "missions.openPlan",
+                        argument,
+                    )));
+                }
+                MissionState::Paused => {
+                    let resume = format!("Missions: resume mission {id}");
+                    actions.push(CodeActionOrCommand::Command(command(&resume, "missions.resume", argument)));
+                }
+                _ if snapshot.interrupted => {
+                    let resume = format!("Missions: resume mission {id}");
+                    actions.push(CodeActionOrCommand::Command(command(&resume, "missions.resume", argument)));
+                }
+                _ => {}
+            }
+        }
+        for (mission, milestone, title) in waiting_milestones(&snapshots) {
             let argument = json!({"missionId": mission, "milestoneId": milestone});
             let accept = format!("Missions: accept milestone {milestone} ({title})");
             let reject = format!("Missions: reject milestone {milestone}…");
@@ -428,6 +460,20 @@ impl LanguageServer for Backend {
         let Some(path) = self.state.relative(&params.text_document.uri) else { return Ok(None) };
         let workspace = self.state.workspace()?;
         let mut lenses = Vec::new();
+        // At the top of a waiting plan's plan.md and contract.md: approve it.
+        for snapshot in self.state.snapshots().iter().filter(|s| s.mission.state == MissionState::AwaitingApproval) {
+            let id = &snapshot.mission.id;
+            let plan_files = [format!(".missions/{id}/plan.md"), format!(".missions/{id}/contract.md")];
+            if plan_files.contains(&path) {
+                let top = Range::new(Position::new(0, 0), Position::new(0, 0));
+                let label = format!("Missions: approve plan {id}");
+                lenses.push(CodeLens {
+                    range: top,
+                    command: Some(command(&label, "missions.approvePlan", json!({"missionId": id}))),
+                    data: None,
+                });
+            }
+        }
         for (mission, milestone, title) in waiting_milestones(&self.state.snapshots()) {
             let Ok(dir) = missions_core::store::mission_dir(&workspace, &mission) else { continue };
             let Ok((projection, _)) = missions_core::store::load_projection(&dir) else { continue };
