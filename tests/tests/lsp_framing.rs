@@ -211,3 +211,73 @@ async fn a_dismissed_plan_prompt_is_not_a_dead_end() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_is_written_in_a_feedback_document_without_a_plugin() {
+    use missions_tests::script::{Call, Script, ScriptRole, ScriptedModel, Turn};
+    let base = slugify_script(Story::default());
+    let script: Script = std::sync::Arc::new(move |call: &Call| {
+        if call.role == ScriptRole::Boundary
+            && call.first_message.contains("Also strip leading dashes")
+            && call.first_line.contains("(round 2 of")
+        {
+            return Turn::call(
+                "decide_milestone",
+                json!({"decision": "correct", "notes": "strip dashes",
+                       "corrections": [{"id": "M1-R1", "title": "strip leading dashes", "description": "Also strip leading dashes", "assertions": ["A1"]}]}),
+            );
+        }
+        base(call)
+    });
+    let model = ScriptedModel::start(script, Duration::ZERO).await;
+    let dir = project_for(&model, "");
+    let dir_path = dir.path().canonicalize().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let dir = dir_path.as_path();
+        let mut editor = Editor::start(dir);
+        editor.answers = vec![("ready for your approval", "Approve")];
+        editor.initialize(dir);
+        let id = editor.command("missions.start", json!({"text": "Add slugify"}))["result"]["missionId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        editor.wait_for("the milestone gate", |m| {
+            m["method"] == "window/showMessageRequest"
+                && m["params"]["message"].as_str().unwrap_or("").contains("waits for your acceptance")
+        });
+        // The code action's command, as a plain client runs it: no feedback yet.
+        let opened = editor.command("missions.rejectMilestone", json!({"missionId": id, "milestoneId": "M1"}));
+        let path =
+            std::path::PathBuf::from(opened["result"]["feedbackDocument"].as_str().expect("a feedback document"));
+        assert!(path.ends_with(format!(".missions/{id}/feedback/M1.md")), "{opened}");
+        editor.wait_for("the document shown", |m| {
+            m["method"] == "window/showDocument"
+                && m["params"]["uri"].as_str().unwrap_or("").ends_with("feedback/M1.md")
+        });
+        // The user writes under the template and saves.
+        let template = std::fs::read_to_string(&path).unwrap();
+        let text = format!("{template}Also strip leading dashes.\n");
+        std::fs::write(&path, &text).unwrap();
+        let uri = format!("file://{}", path.display());
+        editor.notify(
+            "textDocument/didOpen",
+            json!({"textDocument": {"uri": uri, "languageId": "markdown", "version": 1, "text": text}}),
+        );
+        editor.notify("textDocument/didSave", json!({"textDocument": {"uri": uri}}));
+        editor.request("missions/ping", json!({}));
+        let rejected = || {
+            std::fs::read_to_string(dir.join(".missions").join(&id).join("events.jsonl"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains("\"milestone_rejected\"") && l.contains("Also strip leading dashes."))
+        };
+        let started = std::time::Instant::now();
+        while !rejected() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the saved feedback never rejected the milestone");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        editor.stop();
+    })
+    .await
+    .unwrap();
+}

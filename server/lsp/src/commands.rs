@@ -90,10 +90,18 @@ pub(crate) async fn execute(state: &Arc<State>, name: &str, argument: &Map<Strin
         }
         "missions.rejectMilestone" => {
             let milestone = string(name, argument, "milestoneId")?;
-            let feedback = string(name, argument, "feedback").map_err(|_| {
-                invalid_params(format!("{name} needs `feedback`: what should change in milestone {milestone}"))
-            })?;
-            control(state, id()?, Command::Reject { milestone, feedback }, true).await
+            let mission = id()?;
+            match string(name, argument, "feedback") {
+                Ok(feedback) => control(state, mission, Command::Reject { milestone, feedback }, true).await,
+                // Without a plugin's input box, the feedback is written in a document (SPEC §8).
+                Err(_) if crate::feedback::waiting(state, &mission, &milestone) => {
+                    let path = crate::feedback::open(state, &mission, &milestone).await?;
+                    Ok(json!({"feedbackDocument": path.display().to_string()}))
+                }
+                Err(_) => {
+                    Err(invalid_params(format!("{name} needs `feedback`: what should change in milestone {milestone}")))
+                }
+            }
         }
         "missions.rollback" => {
             control(state, id()?, Command::Rollback { milestone: string(name, argument, "milestoneId")? }, false).await

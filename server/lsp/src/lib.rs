@@ -15,6 +15,7 @@
 mod commands;
 pub mod documents;
 mod driver;
+mod feedback;
 pub mod to_proto;
 pub mod transport;
 
@@ -345,6 +346,7 @@ impl LanguageServer for Backend {
         if let Some(path) = self.state.relative(&params.text_document.uri) {
             self.state.documents.saved(&path);
             self.state.publish_unsaved();
+            feedback::saved(&self.state, &path).await;
         }
     }
 

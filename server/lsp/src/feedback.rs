@@ -1,0 +1,107 @@
+//! Rejecting a milestone without a plugin (SPEC §8): "Missions: reject milestone …" opens
+//! `.missions/<id>/feedback/<milestone>.md` with a short template; saving it with text of the
+//! user's own rejects the milestone with that text.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use missions_core::mission::{MissionState, WorkStatus};
+use missions_engine::mission::Command;
+use tower_lsp_server::jsonrpc::Result;
+use tower_lsp_server::ls_types::{MessageType, ShowDocumentParams};
+
+use crate::{State, internal, read};
+
+/// The template's comment; what is outside it is the feedback.
+const TEMPLATE_START: &str = "<!--";
+const TEMPLATE_END: &str = "-->";
+
+/// Whether `milestone` of `mission` waits for acceptance.
+pub(crate) fn waiting(state: &State, mission: &str, milestone: &str) -> bool {
+    state.snapshots().iter().any(|s| {
+        s.mission.id == mission
+            && s.mission.state == MissionState::AwaitingAcceptance
+            && s.plan.as_ref().and_then(|p| p.milestone(milestone)).is_some_and(|m| m.status == WorkStatus::Validated)
+    })
+}
+
+/// The feedback document of `milestone`, workspace-relative.
+fn relative(mission: &str, milestone: &str) -> String {
+    format!(".missions/{mission}/feedback/{milestone}.md")
+}
+
+/// Writes the template (unless the document exists) and asks the editor to show it.
+pub(crate) async fn open(state: &State, mission: &str, milestone: &str) -> Result<PathBuf> {
+    let workspace = state.workspace()?;
+    let path = workspace.join(relative(mission, milestone));
+    if !path.exists() {
+        let template = format!(
+            "{TEMPLATE_START} Missions: write below what should change in milestone {milestone} of mission {mission},\n\
+             then save. Saving this file with text of your own rejects the milestone with it; the\n\
+             orchestrator turns it into corrective work. {TEMPLATE_END}\n\n"
+        );
+        missions_core::store::write_atomically(&path, template.as_bytes()).map_err(|e| internal(e.to_string()))?;
+    }
+    let shown = match crate::to_proto::uri(&path) {
+        Some(uri) if read(&state.flags).show_document => state
+            .client
+            .show_document(ShowDocumentParams { uri, external: Some(false), take_focus: Some(true), selection: None })
+            .await
+            .unwrap_or(false),
+        _ => false,
+    };
+    if !shown {
+        let message = format!("Write your feedback for milestone {milestone} in {} and save it", path.display());
+        state.client.show_message(MessageType::INFO, message).await;
+    }
+    Ok(path)
+}
+
+/// The feedback a saved document holds: its text outside the template's comment.
+pub fn feedback_text(document: &str) -> String {
+    let mut text = document.to_owned();
+    while let (Some(start), Some(end)) = (text.find(TEMPLATE_START), text.find(TEMPLATE_END)) {
+        if end < start {
+            break;
+        }
+        text.replace_range(start..end + TEMPLATE_END.len(), "");
+    }
+    text.trim().to_owned()
+}
+
+/// Called when the editor saved `path` (workspace-relative): a feedback document with text of
+/// the user's own rejects its milestone, and is then removed.
+pub(crate) async fn saved(state: &Arc<State>, path: &str) {
+    let Some(rest) = path.strip_prefix(".missions/") else { return };
+    let mut parts = rest.split('/');
+    let (Some(mission), Some("feedback"), Some(file), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return;
+    };
+    let Some(milestone) = file.strip_suffix(".md") else { return };
+    let Ok(workspace) = state.workspace() else { return };
+    let full = workspace.join(path);
+    let Ok(bytes) = missions_core::store::read_bounded(&full, 1024 * 1024) else { return };
+    let feedback = feedback_text(&String::from_utf8_lossy(&bytes));
+    if feedback.is_empty() || !waiting(state, mission, milestone) {
+        return;
+    }
+    let command = Command::Reject { milestone: milestone.to_owned(), feedback };
+    match crate::commands::control(state, mission.to_owned(), command, true).await {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&full);
+        }
+        Err(error) => state.client.show_message(MessageType::ERROR, error.message.to_string()).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::feedback_text;
+
+    #[test]
+    fn the_template_is_not_feedback() {
+        assert_eq!(feedback_text("<!-- write below -->\n\n"), "");
+        assert_eq!(feedback_text("<!-- write below -->\n\nAlso strip leading dashes.\n"), "Also strip leading dashes.");
+    }
+}
