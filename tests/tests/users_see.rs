@@ -280,3 +280,25 @@ async fn a_check_that_already_passes_is_sent_back_once_then_kept_as_a_regression
     );
     assert!(git(dir.path(), &["status", "--porcelain"]).trim().is_empty(), "the dry run left nothing behind");
 }
+
+#[tokio::test]
+async fn the_planner_may_try_the_projects_commands_and_their_changes_are_reverted() {
+    let script = with(|call| match (call.role, call.turn) {
+        (ScriptRole::Planner, 0) => Some(Turn::call(
+            "run_command",
+            json!({"command": "echo planned > scratch.txt && python3 -m unittest 2>&1 | tail -1"}),
+        )),
+        _ => None,
+    });
+    let model = ScriptedModel::start(script, Duration::ZERO).await;
+    let (dir, _id) = run_slugify(&model, "", &[], 3).await;
+    let calls = model.calls();
+    let result = calls
+        .iter()
+        .find(|(c, _)| c.role == ScriptRole::Planner && c.turn == 1)
+        .map(|(c, _)| c.results.iter().map(|(t, _)| t.clone()).collect::<String>())
+        .unwrap_or_default();
+    assert!(result.contains("exit code 0") && result.contains("OK"), "the planner saw the test run: {result}");
+    assert!(!dir.path().join("scratch.txt").exists(), "the planner's changes are reverted");
+    assert!(git(dir.path(), &["status", "--porcelain"]).trim().is_empty());
+}

@@ -37,8 +37,10 @@ pub use paths::Confinement;
 /// Which tools a run may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ToolSet {
-    /// The orchestrator: read-only tools.
+    /// The orchestrator at a boundary: read-only tools.
     ReadOnly,
+    /// The orchestrator planning: read-only tools and commands (their changes are reverted).
+    Planner,
     /// A worker: read-only tools, file writes, commands.
     Worker,
     /// A review agent: read-only tools and commands.
@@ -55,7 +57,7 @@ impl ToolSet {
             ToolSet::Worker => {
                 &["read_file", "list_files", "search", "repo_map", "write_file", "edit_file", "run_command"]
             }
-            ToolSet::Reviewer => &["read_file", "list_files", "search", "repo_map", "run_command"],
+            ToolSet::Reviewer | ToolSet::Planner => &["read_file", "list_files", "search", "repo_map", "run_command"],
             ToolSet::UserTester => &[
                 "read_file",
                 "list_files",

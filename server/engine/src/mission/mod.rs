@@ -824,11 +824,11 @@ impl Mission {
                     let guards = std::iter::once(editors).chain(self.options.write_guard.clone()).collect();
                     Some(Arc::new(worktree::Guards(guards)) as Arc<dyn WriteGuard>)
                 }
-                ToolSet::ReadOnly | ToolSet::Reviewer | ToolSet::UserTester => None,
+                ToolSet::ReadOnly | ToolSet::Planner | ToolSet::Reviewer | ToolSet::UserTester => None,
             },
             work_recorder: match set {
                 ToolSet::ReadOnly => None,
-                ToolSet::Worker | ToolSet::Reviewer | ToolSet::UserTester => Some(self.work_log()),
+                ToolSet::Worker | ToolSet::Planner | ToolSet::Reviewer | ToolSet::UserTester => Some(self.work_log()),
             },
         };
         ToolBox::new(&self.workspace, set, settings)
@@ -937,7 +937,8 @@ impl Mission {
         let system = prompts::render(Template::OrchestratorPlan, &self.workspace, &values)?;
         let first = format!("Plan this backlog item:\n\n{}", mission.source.text.trim());
         let tmp = self.run_tmp()?;
-        let tools = self.toolbox(ToolSet::ReadOnly, &mission.source.text, tmp)?;
+        // The planner may try the project's commands (SPEC §5); what they leave is reverted.
+        let tools = self.toolbox(ToolSet::Planner, &mission.source.text, tmp)?;
         let head = self.shared.git.head()?;
         let mut terminal = SubmitPlan {
             dry_run: Some(crate::terminals::DryRun {
@@ -962,10 +963,11 @@ impl Mission {
             milestone: None,
             feature: None,
         };
-        match self.run(request, &tools, &mut terminal).await? {
+        let end = self.run(request, &tools, &mut terminal).await?;
+        // What the planner's commands and the dry run left in the tree goes, saved first.
+        self.shared.revert_to(&head, "left by the planning run's commands")?;
+        match end {
             RunEnd::Finished((plan, contract, tried)) => {
-                // What the dry run left in the tree goes, as a validator's would.
-                self.revert_validator_changes("plan", &head, Validator::Command, "the plan's dry run")?;
                 self.shared.append(Event::PlanSubmitted { plan, contract })?;
                 self.shared.append(Event::DryRunRecorded { results: tried })?;
                 self.shared.progress(None, None, Some(Role::Orchestrator), "plan submitted; waiting for approval");
