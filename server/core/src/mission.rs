@@ -425,13 +425,17 @@ impl Finding {
     /// The finding on one line, as gates and status lists show it: id, severity, validator,
     /// path:line and the first line of its message.
     pub fn one_line(&self) -> String {
-        let place = match (&self.path, self.line) {
+        let first_line = self.message.lines().next().unwrap_or_default();
+        format!("{} {} {}{}: {first_line}", self.id, self.severity, self.validator, self.place())
+    }
+
+    /// Where the finding is, as ` path:line` (or ` path`), empty when it has no path.
+    pub fn place(&self) -> String {
+        match (&self.path, self.line) {
             (Some(path), Some(line)) => format!(" {path}:{line}"),
             (Some(path), None) => format!(" {path}"),
             _ => String::new(),
-        };
-        let first_line = self.message.lines().next().unwrap_or_default();
-        format!("{} {} {}{place}: {first_line}", self.id, self.severity, self.validator)
+        }
     }
 }
 

@@ -270,15 +270,14 @@ pub struct HandoffInput {
 /// worker never ran is sent back once with the list, so the worker can correct it before the
 /// run ends (SPEC §2 rule 6); sent again unchanged, it is accepted and the engine records the
 /// mismatch.
-#[derive(Default)]
 pub struct SubmitHandoff {
-    pub observed: Option<std::sync::Arc<std::sync::Mutex<Vec<ObservedCommand>>>>,
+    observed: std::sync::Arc<std::sync::Mutex<Vec<ObservedCommand>>>,
     warned: bool,
 }
 
 impl SubmitHandoff {
     pub fn checking(observed: std::sync::Arc<std::sync::Mutex<Vec<ObservedCommand>>>) -> SubmitHandoff {
-        SubmitHandoff { observed: Some(observed), warned: false }
+        SubmitHandoff { observed, warned: false }
     }
 }
 
@@ -375,10 +374,8 @@ impl Terminal for SubmitHandoff {
         if handoff.summary.trim().is_empty() {
             return Err("the handoff's summary is empty".into());
         }
-        if let Some(observed) = &self.observed
-            && !self.warned
-        {
-            let observed = observed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if !self.warned {
+            let observed = self.observed.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let unmatched: Vec<String> = handoff
                 .commands
                 .iter()

@@ -161,7 +161,13 @@ pub(crate) async fn open_plan(state: &State, mission: &str) {
 async fn open(state: &State, mission: &str, name: &str) {
     let Ok(workspace) = state.workspace() else { return };
     let path = mission_file(&workspace, mission, name);
-    let shown = match crate::to_proto::uri(&path) {
+    show_file(state, &path, format!("Mission {mission}: see {}", path.display())).await;
+}
+
+/// Shows `path` with `window/showDocument` where the client supports it, else tells the user
+/// `instead`.
+pub(crate) async fn show_file(state: &State, path: &std::path::Path, instead: String) {
+    let shown = match crate::to_proto::uri(path) {
         Some(uri) if read(&state.flags).show_document => state
             .client
             .show_document(ShowDocumentParams { uri, external: Some(false), take_focus: Some(true), selection: None })
@@ -170,7 +176,7 @@ async fn open(state: &State, mission: &str, name: &str) {
         _ => false,
     };
     if !shown {
-        state.client.show_message(MessageType::INFO, format!("Mission {mission}: see {}", path.display())).await;
+        state.client.show_message(MessageType::INFO, instead).await;
     }
 }
 

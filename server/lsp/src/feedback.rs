@@ -8,9 +8,9 @@ use std::sync::Arc;
 use missions_core::mission::{MissionState, WorkStatus};
 use missions_engine::mission::Command;
 use tower_lsp_server::jsonrpc::Result;
-use tower_lsp_server::ls_types::{MessageType, ShowDocumentParams};
+use tower_lsp_server::ls_types::MessageType;
 
-use crate::{State, internal, read};
+use crate::{State, internal};
 
 /// The template's comment; what is outside it is the feedback.
 const TEMPLATE_START: &str = "<!--";
@@ -42,18 +42,8 @@ pub(crate) async fn open(state: &State, mission: &str, milestone: &str) -> Resul
         );
         missions_core::store::write_atomically(&path, template.as_bytes()).map_err(|e| internal(e.to_string()))?;
     }
-    let shown = match crate::to_proto::uri(&path) {
-        Some(uri) if read(&state.flags).show_document => state
-            .client
-            .show_document(ShowDocumentParams { uri, external: Some(false), take_focus: Some(true), selection: None })
-            .await
-            .unwrap_or(false),
-        _ => false,
-    };
-    if !shown {
-        let message = format!("Write your feedback for milestone {milestone} in {} and save it", path.display());
-        state.client.show_message(MessageType::INFO, message).await;
-    }
+    let instead = format!("Write your feedback for milestone {milestone} in {} and save it", path.display());
+    crate::driver::show_file(state, &path, instead).await;
     Ok(path)
 }
 

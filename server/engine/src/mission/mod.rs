@@ -39,7 +39,7 @@ mod shared;
 mod validation;
 mod worktree;
 
-pub use worktree::{EditorBuffers, EditorFile, editors_dir, process_alive};
+pub use worktree::{EditorBuffers, EditorFile, editors_dir};
 
 pub use missions_core::model::{Models, RoleModel};
 use shared::{RunScope, Shared, lock};
@@ -69,16 +69,9 @@ pub struct Progress {
     pub feature: Option<String>,
     pub role: Option<Role>,
     pub message: String,
-    /// The message reports an outcome rather than a step under way.
+    /// The message reports how something ended (a check's result, a verdict, a decision, a
+    /// commit, a pause) rather than a step under way; front ends keep such lines on screen.
     pub outcome: bool,
-}
-
-impl Progress {
-    /// Whether the message reports how something ended (a check's result, a verdict, a
-    /// decision, a commit, a pause), which front ends keep on screen.
-    pub fn is_outcome(&self) -> bool {
-        self.outcome
-    }
 }
 
 impl fmt::Display for Progress {
@@ -692,10 +685,7 @@ impl Mission {
             git.checkout(&mission.branch)?;
         }
         self.finish_interrupted_rollback()?;
-        // The history first: it may record commits a crash left unrecorded, which the tree
-        // check then knows about.
-        self.check_history(&self.shared.projection())?;
-        self.check_tree(&self.shared.projection())?;
+        self.ready_to_drive()?;
         if let Some(launcher) = &self.options.sandbox {
             match missions_tools::sandbox::probe(launcher, &self.workspace) {
                 Some(report) => self.shared.progress(None, None, None, format!("sandbox: {}", report.summary())),
@@ -1357,11 +1347,7 @@ impl Mission {
         let (before, now): (Vec<&Finding>, Vec<&Finding>) =
             open.into_iter().partition(|f| f.message.starts_with(validation::PRE_EXISTING));
         let line_of = |f: &&Finding| {
-            let place = match (&f.path, f.line) {
-                (Some(p), Some(l)) => format!(" {p}:{l}"),
-                (Some(p), None) => format!(" {p}"),
-                _ => String::new(),
-            };
+            let place = f.place();
             let evidence = if f.evidence.is_empty() {
                 String::new()
             } else {

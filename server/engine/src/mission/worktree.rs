@@ -155,7 +155,7 @@ pub fn editors_dir(workspace: &Path) -> PathBuf {
 }
 
 /// Whether process `pid` is alive.
-pub fn process_alive(pid: u32) -> bool {
+fn process_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else { return false };
     if pid <= 0 {
         return false;
@@ -384,6 +384,8 @@ impl Mission {
         if self.shared.mission()?.state.is_terminal() {
             return Ok(());
         }
+        // The history first: it may record commits a crash left unrecorded, which the tree
+        // check then knows about.
         self.check_history(&self.shared.projection())?;
         self.check_tree(&self.shared.projection())
     }
