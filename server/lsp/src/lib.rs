@@ -437,11 +437,7 @@ impl LanguageServer for Backend {
                         argument,
                     )));
                 }
-                MissionState::Paused => {
-                    let resume = format!("Missions: resume mission {id}");
-                    actions.push(CodeActionOrCommand::Command(command(&resume, "missions.resume", argument)));
-                }
-                _ if snapshot.interrupted => {
+                state if state == MissionState::Paused || snapshot.interrupted => {
                     let resume = format!("Missions: resume mission {id}");
                     actions.push(CodeActionOrCommand::Command(command(&resume, "missions.resume", argument)));
                 }
@@ -462,8 +458,9 @@ impl LanguageServer for Backend {
         let Some(path) = self.state.relative(&params.text_document.uri) else { return Ok(None) };
         let workspace = self.state.workspace()?;
         let mut lenses = Vec::new();
+        let snapshots = self.state.snapshots();
         // At the top of a waiting plan's plan.md and contract.md: approve it.
-        for snapshot in self.state.snapshots().iter().filter(|s| s.mission.state == MissionState::AwaitingApproval) {
+        for snapshot in snapshots.iter().filter(|s| s.mission.state == MissionState::AwaitingApproval) {
             let id = &snapshot.mission.id;
             let plan_files = [format!(".missions/{id}/plan.md"), format!(".missions/{id}/contract.md")];
             if plan_files.contains(&path) {
@@ -476,7 +473,7 @@ impl LanguageServer for Backend {
                 });
             }
         }
-        for (mission, milestone, title) in waiting_milestones(&self.state.snapshots()) {
+        for (mission, milestone, title) in waiting_milestones(&snapshots) {
             let Ok(dir) = missions_core::store::mission_dir(&workspace, &mission) else { continue };
             let Ok((projection, _)) = missions_core::store::load_projection(&dir) else { continue };
             let features: Vec<String> = projection

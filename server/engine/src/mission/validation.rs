@@ -112,7 +112,7 @@ impl Mission {
             return Ok(());
         }
         // What the user saved while validation ran is theirs, never a validator's to revert.
-        let foreign = self.foreign_changes(&self.shared.projection())?;
+        let foreign = self.shared.foreign_changes(&self.shared.projection())?;
         if !foreign.is_empty() {
             return Err(EngineError::ForeignChanges { files: foreign });
         }

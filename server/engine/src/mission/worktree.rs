@@ -217,11 +217,6 @@ impl WriteGuard for Guards {
 }
 
 impl Mission {
-    /// The tree's changes that are not the mission's own unfinished work.
-    pub(super) fn foreign_changes(&self, projection: &Projection) -> Result<Vec<String>, EngineError> {
-        self.shared.foreign_changes(projection)
-    }
-
     /// Refuses to go on over changes that are not the mission's, unless the mission was paused
     /// for a conflict with them (then the step commits them as the user's).
     pub(super) fn check_tree(&self, projection: &Projection) -> Result<(), EngineError> {
@@ -234,7 +229,7 @@ impl Mission {
             }
             return Ok(());
         }
-        let foreign = self.foreign_changes(projection)?;
+        let foreign = self.shared.foreign_changes(projection)?;
         if !foreign.is_empty() && !projection.conflict_pause {
             return Err(EngineError::ForeignChanges { files: foreign });
         }
@@ -332,7 +327,7 @@ impl Mission {
         why: &str,
     ) -> Result<String, EngineError> {
         let git = &self.shared.git;
-        let foreign = self.foreign_changes(projection)?;
+        let foreign = self.shared.foreign_changes(projection)?;
         if !foreign.is_empty() && !projection.conflict_pause {
             return Err(EngineError::ForeignChanges { files: foreign });
         }
