@@ -314,48 +314,38 @@ pub async fn write_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 ) {
     let mut buffer: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut server_open = true;
+    let (mut server_open, mut answers_open) = (true, true);
     loop {
         // Whole frames of the server's output go out as they complete.
         while let Some(end) = whole_frame(&buffer) {
             let frame: Vec<u8> = buffer.drain(..end).collect();
-            if output.write_all(&frame).await.is_err() || output.flush().await.is_err() {
+            if !send(&mut output, &frame).await {
                 return;
             }
+        }
+        if !server_open && !answers_open {
+            return;
         }
         tokio::select! {
             read = server.read(&mut chunk), if server_open => match read {
                 Ok(0) | Err(_) => server_open = false,
                 Ok(n) => buffer.extend_from_slice(&chunk[..n]),
             },
-            answer = answers.recv() => match answer {
+            answer = answers.recv(), if answers_open => match answer {
                 Some(frame) => {
-                    if output.write_all(&frame).await.is_err() || output.flush().await.is_err() {
+                    if !send(&mut output, &frame).await {
                         return;
                     }
                 }
-                None if !server_open => return,
-                None => {
-                    // No more answers can come; drain the server until it closes.
-                    loop {
-                        while let Some(end) = whole_frame(&buffer) {
-                            let frame: Vec<u8> = buffer.drain(..end).collect();
-                            if output.write_all(&frame).await.is_err() || output.flush().await.is_err() {
-                                return;
-                            }
-                        }
-                        match server.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                }
+                None => answers_open = false,
             },
         }
-        if !server_open && answers.is_closed() && answers.is_empty() {
-            return;
-        }
     }
+}
+
+/// Writes one whole frame and flushes it; `false` when the client's side is gone.
+async fn send<W: AsyncWrite + Unpin>(output: &mut W, frame: &[u8]) -> bool {
+    output.write_all(frame).await.is_ok() && output.flush().await.is_ok()
 }
 
 /// The length of the first whole frame of the server's (well-formed) output, if it is all
