@@ -59,7 +59,8 @@ pub(crate) fn spawn(state: Arc<State>, mut mission: Mission) {
 /// mid-way with nothing driving it (or paused when its editor closed) is announced with an offer
 /// to resume. Nothing is resumed silently (SPEC §8).
 pub(crate) async fn announce(state: Arc<State>) {
-    for snapshot in state.snapshots() {
+    for view in state.views() {
+        let snapshot = &view.snapshot;
         let mission = snapshot.mission.id.clone();
         let current = snapshot
             .plan
@@ -206,11 +207,9 @@ async fn gate(state: Arc<State>, mission: String, outcome: Result<Outcome, Strin
                 format!("Mission {mission}: milestone {milestone} is validated and waits for your acceptance.");
             // The gate shows what is still open, not only how much.
             let open: Vec<String> = state
-                .workspace()
-                .ok()
-                .and_then(|workspace| missions_core::status::mission_snapshot(&workspace, &mission).ok())
-                .map(|(snapshot, _)| {
-                    snapshot.findings.iter().filter(|f| f.milestone == milestone).map(|f| f.one_line()).collect()
+                .view(&mission)
+                .map(|view| {
+                    view.snapshot.findings.iter().filter(|f| f.milestone == milestone).map(|f| f.one_line()).collect()
                 })
                 .unwrap_or_default();
             if !open.is_empty() {

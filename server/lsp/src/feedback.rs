@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use missions_core::mission::{MissionState, WorkStatus};
 use missions_engine::mission::Command;
 use tower_lsp_server::jsonrpc::Result;
 use tower_lsp_server::ls_types::MessageType;
@@ -18,11 +17,9 @@ const TEMPLATE_END: &str = "-->";
 
 /// Whether `milestone` of `mission` waits for acceptance.
 pub(crate) fn waiting(state: &State, mission: &str, milestone: &str) -> bool {
-    state.snapshots().iter().any(|s| {
-        s.mission.id == mission
-            && s.mission.state == MissionState::AwaitingAcceptance
-            && s.plan.as_ref().and_then(|p| p.milestone(milestone)).is_some_and(|m| m.status == WorkStatus::Validated)
-    })
+    state
+        .view(mission)
+        .is_some_and(|view| crate::to_proto::waiting_milestone(&view.snapshot).is_some_and(|(id, _)| id == milestone))
 }
 
 /// The feedback document of `milestone`, workspace-relative.

@@ -16,31 +16,32 @@ mod commands;
 pub mod documents;
 mod driver;
 mod feedback;
+pub mod from_proto;
 pub mod to_proto;
 pub mod transport;
+pub mod views;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use missions_core::config::{Layer, LoadedConfig, ProcessEnvironment};
-use missions_core::mission::MissionState;
-use missions_core::status::{StatusSnapshot, workspace_snapshots};
-use serde_json::{Value, json};
+use missions_core::mission::Finding;
+use serde_json::Value;
 use tower_lsp_server::jsonrpc::{Error, ErrorCode, Result};
 use tower_lsp_server::ls_types::notification::Notification;
 use tower_lsp_server::ls_types::{
-    CodeAction, CodeActionKind, CodeActionOrCommand, CodeActionParams, CodeActionProviderCapability,
-    CodeActionResponse, CodeLens, CodeLensOptions, CodeLensParams, Command, DidChangeConfigurationParams,
-    DidChangeTextDocumentParams, DidCloseTextDocumentParams, DidOpenTextDocumentParams, DidSaveTextDocumentParams,
-    ExecuteCommandOptions, ExecuteCommandParams, Hover, HoverContents, HoverParams, HoverProviderCapability,
-    InitializeParams, InitializeResult, InitializedParams, LSPAny, MarkupContent, MarkupKind, MessageType, Position,
-    Range, ServerCapabilities, ServerInfo, TextDocumentSyncCapability, TextDocumentSyncKind, TextDocumentSyncOptions,
+    CodeActionParams, CodeActionProviderCapability, CodeActionResponse, CodeLens, CodeLensOptions, CodeLensParams,
+    DidChangeConfigurationParams, DidChangeTextDocumentParams, DidCloseTextDocumentParams, DidOpenTextDocumentParams,
+    DidSaveTextDocumentParams, ExecuteCommandOptions, ExecuteCommandParams, Hover, HoverParams,
+    HoverProviderCapability, InitializeParams, InitializeResult, InitializedParams, LSPAny, MessageType,
+    ServerCapabilities, ServerInfo, TextDocumentSyncCapability, TextDocumentSyncKind, TextDocumentSyncOptions,
     TextDocumentSyncSaveOptions, Uri,
 };
 use tower_lsp_server::{Client, LanguageServer, LspService, Server};
 
-use crate::documents::{Documents, Edit, TrackedRange};
+use crate::documents::{Documents, TrackedRange};
+use crate::views::{MissionView, Views};
 
 /// The commands this server executes, as advertised in its capabilities.
 pub const COMMANDS: &[&str] = &[
@@ -76,12 +77,23 @@ struct ClientFlags {
     show_document: bool,
 }
 
-/// The server's state, shared with the threads that drive missions.
 /// The editor's list of unsaved files once written: its path and the paths it holds.
 type EditorFileSlot = Arc<Mutex<Option<(PathBuf, Vec<String>)>>>;
 /// Missions being driven by this server, by id, with their workspace.
 pub(crate) type Driving = Arc<Mutex<std::collections::BTreeMap<String, PathBuf>>>;
 
+/// What was last published for one file: the findings it showed and the document version
+/// their ranges were fitted to. A file is published again only when either changes.
+#[derive(PartialEq)]
+struct Published {
+    findings: Vec<(String, Finding)>,
+    version: Option<i32>,
+}
+
+/// How often the server looks for events other processes appended (a `stat` per mission).
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The server's state, shared with the threads that drive missions.
 pub(crate) struct State {
     client: Client,
     workspace: RwLock<Option<PathBuf>>,
@@ -89,8 +101,12 @@ pub(crate) struct State {
     settings: RwLock<Option<Value>>,
     documents: Arc<Documents>,
     flags: RwLock<ClientFlags>,
-    /// Paths that have diagnostics published, so they can be cleared.
-    published: Mutex<BTreeSet<String>>,
+    /// The workspace's missions, followed in memory.
+    views: Mutex<Views>,
+    /// Missions whose view changed since `missions/didChange` was last sent for them.
+    unannounced: Mutex<BTreeSet<String>>,
+    /// What each file's diagnostics were last published from.
+    published: tokio::sync::Mutex<BTreeMap<String, Published>>,
     /// Missions this server is driving right now, with their workspace; shared with
     /// [`run_stdio`], which pauses them when the server ends.
     driving: Driving,
@@ -137,15 +153,33 @@ impl State {
         LoadedConfig::load(&workspace, &ProcessEnvironment, extra).map_err(|e| invalid_params(e.to_string()))
     }
 
-    pub(crate) fn snapshots(&self) -> Vec<StatusSnapshot> {
-        let Ok(workspace) = self.workspace() else { return Vec::new() };
-        workspace_snapshots(&workspace).map(|status| status.snapshots).unwrap_or_default()
+    /// Every mission's view, brought up to date with its log first (a `stat` per mission
+    /// when nothing changed). Changes found here are announced by the next refresh.
+    pub(crate) fn views(&self) -> Vec<Arc<MissionView>> {
+        self.sync_views().0
+    }
+
+    /// The views and whether any changed since the last look.
+    fn sync_views(&self) -> (Vec<Arc<MissionView>>, bool) {
+        let Ok(workspace) = self.workspace() else { return (Vec::new(), false) };
+        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = views.sync(&workspace);
+        let any = !changed.is_empty();
+        if any {
+            // Handoff ranges come from the views; open documents track them afresh.
+            self.documents.reset_ranges();
+            self.unannounced.lock().unwrap_or_else(|p| p.into_inner()).extend(changed);
+        }
+        (views.all(), any)
+    }
+
+    /// The view of mission `id`, up to date.
+    pub(crate) fn view(&self, id: &str) -> Option<Arc<MissionView>> {
+        self.views().into_iter().find(|v| v.id() == id)
     }
 
     fn relative(&self, uri: &Uri) -> Option<String> {
-        let workspace = read(&self.workspace)?;
-        let path = uri.to_file_path()?;
-        Some(path.strip_prefix(&workspace).ok()?.to_string_lossy().replace('\\', "/"))
+        from_proto::relative_path(&read(&self.workspace)?, uri)
     }
 
     /// The UTF-16 line lengths of a workspace file: its open buffer, else the file on disk
@@ -178,64 +212,66 @@ impl State {
         }
     }
 
-    /// Publishes the diagnostics of every open finding and clears files that have none left;
-    /// sends `missions/didChange` for `changed`.
+    /// Publishes the diagnostics of the files whose open findings (or open buffer) changed
+    /// since they were last published, clears files that have none left, and sends
+    /// `missions/didChange` for every mission whose view changed, and for `changed`.
     pub(crate) async fn refresh(&self, changed: Option<&str>) {
         let Ok(workspace) = self.workspace() else { return };
-        let snapshots = self.snapshots();
-        let flags = read(&self.flags);
-        let line_lengths = |path: &str| self.line_lengths(&workspace, path);
-        let by_path = to_proto::diagnostics(&workspace, &snapshots, flags.related_information, &line_lengths);
-        let previous = std::mem::take(&mut *self.published.lock().unwrap_or_else(|p| p.into_inner()));
-        for path in previous.iter().filter(|p| !by_path.contains_key(*p)) {
-            if let Some(uri) = to_proto::uri(&workspace.join(path)) {
+        let views = self.views();
+        let related_information = read(&self.flags).related_information;
+        // One refresh at a time, so two never publish a file in the wrong order.
+        let mut published = self.published.lock().await;
+        let by_path = to_proto::open_findings_by_path(&views);
+        let gone: Vec<String> = published.keys().filter(|p| !by_path.contains_key(p.as_str())).cloned().collect();
+        for path in gone {
+            published.remove(&path);
+            if let Some(uri) = to_proto::uri(&workspace.join(&path)) {
                 self.client.publish_diagnostics(uri, Vec::new(), None).await;
             }
         }
-        for (path, diagnostics) in &by_path {
+        for (path, findings) in &by_path {
+            let version = self.documents.version(path);
+            let now = Published {
+                findings: findings.iter().map(|(view, f)| (view.id().to_owned(), (*f).clone())).collect(),
+                version,
+            };
+            if published.get(*path) == Some(&now) {
+                continue;
+            }
+            let lengths = self.line_lengths(&workspace, path);
+            let diagnostics = to_proto::diagnostics(&workspace, findings, related_information, &lengths);
             if let Some(uri) = to_proto::uri(&workspace.join(path)) {
-                let version = self.documents.version(path);
-                self.client.publish_diagnostics(uri, diagnostics.clone(), version).await;
+                self.client.publish_diagnostics(uri, diagnostics, version).await;
+            }
+            published.insert((*path).to_owned(), now);
+        }
+        drop(published);
+        let mut announce = std::mem::take(&mut *self.unannounced.lock().unwrap_or_else(|p| p.into_inner()));
+        announce.extend(changed.map(str::to_owned));
+        for view in views.iter().filter(|v| announce.contains(v.id())) {
+            if let Ok(value) = serde_json::to_value(&view.snapshot) {
+                self.client.send_notification::<MissionsDidChange>(value).await;
             }
         }
-        *self.published.lock().unwrap_or_else(|p| p.into_inner()) = by_path.keys().cloned().collect();
-        self.documents.reset_ranges();
-        if let Some(id) = changed
-            && let Some(snapshot) = snapshots.iter().find(|s| s.mission.id == id)
-            && let Ok(value) = serde_json::to_value(snapshot)
-        {
-            self.client.send_notification::<MissionsDidChange>(value).await;
+    }
+
+    /// Follows the missions' logs while the server runs, so what other processes append (a
+    /// mission driven from the CLI) reaches the editor without a request asking.
+    async fn follow(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(FOLLOW_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let (_, changed) = self.sync_views();
+            if changed {
+                self.refresh(None).await;
+            }
         }
     }
 
     /// The ranges features changed in `path`, from every mission's handoffs, oldest first.
-    fn recorded_ranges(&self, path: &str) -> Vec<TrackedRange> {
-        let mut ranges = Vec::new();
-        for snapshot in self.snapshots() {
-            let Ok(workspace) = self.workspace() else { break };
-            let Ok(dir) = missions_core::store::mission_dir(&workspace, &snapshot.mission.id) else { continue };
-            let Ok((projection, _)) = missions_core::store::load_projection(&dir) else { continue };
-            let order: Vec<String> = projection
-                .plan
-                .iter()
-                .flat_map(|p| p.milestones.iter())
-                .flat_map(|m| m.features.iter().map(|f| f.id.clone()))
-                .collect();
-            for feature in order {
-                let Some(handoff) = projection.handoffs.get(&feature) else { continue };
-                for change in handoff.files_changed.iter().filter(|c| c.path == path) {
-                    for [first, last] in &change.ranges {
-                        ranges.push(TrackedRange {
-                            mission: snapshot.mission.id.clone(),
-                            feature: feature.clone(),
-                            first: *first,
-                            last: *last,
-                        });
-                    }
-                }
-            }
-        }
-        ranges
+    fn recorded_ranges(&self, views: &[Arc<MissionView>], path: &str) -> Vec<TrackedRange> {
+        views.iter().filter_map(|view| view.ranges.get(path)).flatten().cloned().collect()
     }
 }
 
@@ -243,16 +279,16 @@ pub struct Backend {
     state: Arc<State>,
 }
 
-fn command(title: &str, name: &str, argument: Value) -> Command {
-    Command { title: title.to_owned(), command: name.to_owned(), arguments: Some(vec![argument]) }
-}
-
-/// The single JSON-object argument of a Missions command (SPEC §8); none means `{}`.
-fn command_argument(params: &ExecuteCommandParams) -> Result<serde_json::Map<String, Value>> {
-    match params.arguments.as_slice() {
-        [] => Ok(serde_json::Map::new()),
-        [Value::Object(map)] => Ok(map.clone()),
-        _ => Err(invalid_params(format!("{} takes one JSON object argument", params.command))),
+impl Backend {
+    /// The views for a request; a change found on the way is published in the background,
+    /// so the request does not wait for it.
+    fn views(&self) -> Vec<Arc<MissionView>> {
+        let (views, changed) = self.state.sync_views();
+        if changed {
+            let state = self.state.clone();
+            tokio::spawn(async move { state.refresh(None).await });
+        }
+        views
     }
 }
 
@@ -314,6 +350,7 @@ impl LanguageServer for Backend {
             tokio::spawn(driver::forward(self.state.clone(), receiver));
         }
         self.state.refresh(None).await;
+        tokio::spawn(self.state.clone().follow());
         tokio::spawn(driver::announce(self.state.clone()));
     }
 
@@ -330,14 +367,7 @@ impl LanguageServer for Backend {
 
     async fn did_change(&self, params: DidChangeTextDocumentParams) {
         let Some(path) = self.state.relative(&params.text_document.uri) else { return };
-        let edits: Vec<Edit<'_>> = params
-            .content_changes
-            .iter()
-            .map(|change| Edit {
-                span: change.range.map(|r| (r.start.line, r.start.character, r.end.line, r.end.character)),
-                text: &change.text,
-            })
-            .collect();
+        let edits = from_proto::edits(&params.content_changes);
         self.state.documents.change(&path, params.text_document.version, &edits);
         self.state.publish_unsaved();
     }
@@ -366,161 +396,29 @@ impl LanguageServer for Backend {
         let Some(path) = self.state.relative(&params.text_document_position_params.text_document.uri) else {
             return Ok(None);
         };
-        let ranges = self.state.documents.ranges_at(&path, position.line + 1, || self.state.recorded_ranges(&path));
+        let views = self.views();
+        let ranges =
+            self.state.documents.ranges_at(&path, position.line + 1, || self.state.recorded_ranges(&views, &path));
         if ranges.is_empty() {
             return Ok(None);
         }
         let workspace = self.state.workspace()?;
-        let mut parts = Vec::new();
-        for range in &ranges {
-            let Ok(dir) = missions_core::store::mission_dir(&workspace, &range.mission) else { continue };
-            let Ok((projection, _)) = missions_core::store::load_projection(&dir) else { continue };
-            let Some(handoff) = projection.handoffs.get(&range.feature) else { continue };
-            let title = projection
-                .plan
-                .iter()
-                .flat_map(|p| p.milestones.iter())
-                .flat_map(|m| m.features.iter())
-                .find(|f| f.id == range.feature)
-                .map(|f| f.title.clone())
-                .unwrap_or_default();
-            parts.push(to_proto::hover_markdown(&range.mission, &title, handoff));
-        }
-        if parts.is_empty() {
-            return Ok(None);
-        }
-        let first = &ranges[0];
-        Ok(Some(Hover {
-            contents: HoverContents::Markup(MarkupContent {
-                kind: MarkupKind::Markdown,
-                value: parts.join("\n---\n\n"),
-            }),
-            range: Some(to_proto::line_range(&self.state.line_lengths(&workspace, &path), first.first, first.last)),
-        }))
+        Ok(to_proto::hover(&views, &ranges, &self.state.line_lengths(&workspace, &path)))
     }
 
     async fn code_action(&self, params: CodeActionParams) -> Result<Option<CodeActionResponse>> {
-        let mut actions = Vec::new();
-        for diagnostic in params.context.diagnostics.iter().filter(|d| d.source.as_deref() == Some("missions")) {
-            let Some(data) = &diagnostic.data else { continue };
-            let argument = json!({"missionId": data["missionId"], "findingId": data["findingId"]});
-            for (title, name) in [
-                ("Missions: fix this finding", "missions.fixFinding"),
-                ("Missions: dismiss finding", "missions.dismissFinding"),
-            ] {
-                actions.push(CodeActionOrCommand::CodeAction(CodeAction {
-                    title: title.into(),
-                    kind: Some(CodeActionKind::QUICKFIX),
-                    diagnostics: Some(vec![diagnostic.clone()]),
-                    command: Some(command(title, name, argument.clone())),
-                    ..CodeAction::default()
-                }));
-            }
-        }
-        let snapshots = self.state.snapshots();
-        // A dismissed prompt is never the only way on (SPEC §8): while a plan waits, approving
-        // and opening it are actions in any file; while a mission is paused, so is resuming.
-        for snapshot in &snapshots {
-            let id = &snapshot.mission.id;
-            let argument = json!({"missionId": id});
-            match snapshot.mission.state {
-                MissionState::AwaitingApproval => {
-                    let approve = format!("Missions: approve plan {id}");
-                    actions.push(CodeActionOrCommand::Command(command(
-                        &approve,
-                        "missions.approvePlan",
-                        argument.clone(),
-                    )));
-                    actions.push(CodeActionOrCommand::Command(command(
-                        "Missions: open plan",
-                        "missions.openPlan",
-                        argument,
-                    )));
-                }
-                state if state == MissionState::Paused || snapshot.interrupted => {
-                    let resume = format!("Missions: resume mission {id}");
-                    actions.push(CodeActionOrCommand::Command(command(&resume, "missions.resume", argument)));
-                }
-                _ => {}
-            }
-        }
-        for (mission, milestone, title) in waiting_milestones(&snapshots) {
-            let argument = json!({"missionId": mission, "milestoneId": milestone});
-            let accept = format!("Missions: accept milestone {milestone} ({title})");
-            let reject = format!("Missions: reject milestone {milestone}…");
-            actions.push(CodeActionOrCommand::Command(command(&accept, "missions.acceptMilestone", argument.clone())));
-            actions.push(CodeActionOrCommand::Command(command(&reject, "missions.rejectMilestone", argument)));
-        }
-        Ok(Some(actions))
+        Ok(Some(to_proto::code_actions(&params.context.diagnostics, &self.views())))
     }
 
     async fn code_lens(&self, params: CodeLensParams) -> Result<Option<Vec<CodeLens>>> {
         let Some(path) = self.state.relative(&params.text_document.uri) else { return Ok(None) };
-        let workspace = self.state.workspace()?;
-        let mut lenses = Vec::new();
-        let snapshots = self.state.snapshots();
-        // At the top of a waiting plan's plan.md and contract.md: approve it.
-        for snapshot in snapshots.iter().filter(|s| s.mission.state == MissionState::AwaitingApproval) {
-            let id = &snapshot.mission.id;
-            let plan_files = [format!(".missions/{id}/plan.md"), format!(".missions/{id}/contract.md")];
-            if plan_files.contains(&path) {
-                let top = Range::new(Position::new(0, 0), Position::new(0, 0));
-                let label = format!("Missions: approve plan {id}");
-                lenses.push(CodeLens {
-                    range: top,
-                    command: Some(command(&label, "missions.approvePlan", json!({"missionId": id}))),
-                    data: None,
-                });
-            }
-        }
-        for (mission, milestone, title) in waiting_milestones(&snapshots) {
-            let Ok(dir) = missions_core::store::mission_dir(&workspace, &mission) else { continue };
-            let Ok((projection, _)) = missions_core::store::load_projection(&dir) else { continue };
-            let features: Vec<String> = projection
-                .plan
-                .iter()
-                .flat_map(|p| p.milestone(&milestone))
-                .flat_map(|m| m.features.iter().map(|f| f.id.clone()))
-                .collect();
-            let touched = features
-                .iter()
-                .filter_map(|f| projection.handoffs.get(f))
-                .any(|h| h.files_changed.iter().any(|c| c.path == path));
-            if touched {
-                let top = Range::new(Position::new(0, 0), Position::new(0, 0));
-                let label = format!("Missions: milestone {milestone} ({title}) waits for acceptance — accept");
-                let argument = json!({"missionId": mission, "milestoneId": milestone});
-                lenses.push(CodeLens {
-                    range: top,
-                    command: Some(command(&label, "missions.acceptMilestone", argument)),
-                    data: None,
-                });
-            }
-        }
-        Ok(Some(lenses))
+        Ok(Some(to_proto::code_lenses(&path, &self.views())))
     }
 
     async fn execute_command(&self, params: ExecuteCommandParams) -> Result<Option<LSPAny>> {
-        let argument = command_argument(&params)?;
+        let argument = from_proto::command_argument(&params).map_err(invalid_params)?;
         commands::execute(&self.state, &params.command, &argument).await.map(Some)
     }
-}
-
-/// `(mission, milestone, title)` of each milestone waiting for acceptance.
-fn waiting_milestones(snapshots: &[StatusSnapshot]) -> Vec<(String, String, String)> {
-    snapshots
-        .iter()
-        .filter(|s| s.mission.state == MissionState::AwaitingAcceptance)
-        .filter_map(|s| {
-            let milestone = s
-                .plan
-                .as_ref()?
-                .milestones
-                .iter()
-                .find(|m| m.status == missions_core::mission::WorkStatus::Validated)?;
-            Some((s.mission.id.clone(), milestone.id.clone(), milestone.title.clone()))
-        })
-        .collect()
 }
 
 /// The path of a mission's file for `window/showDocument`.
@@ -546,7 +444,9 @@ pub async fn run_stdio() -> u8 {
             settings: RwLock::new(None),
             documents: Arc::new(Documents::default()),
             flags: RwLock::new(ClientFlags::default()),
-            published: Mutex::new(BTreeSet::new()),
+            views: Mutex::new(Views::default()),
+            unannounced: Mutex::new(BTreeSet::new()),
+            published: tokio::sync::Mutex::new(BTreeMap::new()),
             driving: server_driving.clone(),
             editor_file: server_editor_file.clone(),
         }),

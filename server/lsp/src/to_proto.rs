@@ -1,15 +1,23 @@
-//! Translation from the core's types to LSP shapes, and nothing else: findings become
-//! diagnostics, handoffs become hover markdown. Pure functions, tested without a transport.
+//! Translation from the server's views of the missions to LSP shapes, and nothing else:
+//! findings become diagnostics, handoffs hovers, gates code actions and lenses. Pure functions
+//! over in-memory views (no file is read here), tested without a transport.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
-use missions_core::mission::{Finding, FindingStatus, Handoff, Severity};
+use missions_core::mission::{Finding, FindingStatus, Handoff, MissionState, Severity, WorkStatus};
 use missions_core::status::StatusSnapshot;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use tower_lsp_server::ls_types::{
-    Diagnostic, DiagnosticRelatedInformation, DiagnosticSeverity, Location, NumberOrString, Position, Range, Uri,
+    CodeAction, CodeActionKind, CodeActionOrCommand, CodeLens, Command, Diagnostic, DiagnosticRelatedInformation,
+    DiagnosticSeverity, Hover, HoverContents, Location, MarkupContent, MarkupKind, NumberOrString, Position, Range,
+    Uri,
 };
+
+use crate::documents::TrackedRange;
+use crate::views::MissionView;
 
 pub fn uri(path: &Path) -> Option<Uri> {
     Uri::from_file_path(path)
@@ -21,12 +29,6 @@ fn severity(severity: Severity) -> DiagnosticSeverity {
         Severity::Warning => DiagnosticSeverity::WARNING,
         Severity::Info => DiagnosticSeverity::INFORMATION,
     }
-}
-
-/// The line of `### <assertion>` in a `contract.md`, 0-based.
-fn contract_line(contract_md: &str, assertion: &str) -> Option<u32> {
-    let heading = format!("### {assertion} ");
-    contract_md.lines().position(|line| line.starts_with(&heading)).map(|i| i as u32)
 }
 
 /// The length of each line of `text` in UTF-16 code units, without its line break.
@@ -45,47 +47,58 @@ pub fn line_range(lengths: &[u32], first: u32, last: u32) -> Range {
     Range::new(Position::new(first, 0), Position::new(last, end))
 }
 
-/// The diagnostics of every open finding with a path, by workspace-relative path.
-/// `line_lengths` gives the UTF-16 line lengths of a workspace file as the editor sees it
-/// (its open buffer, else the file), so every range lies inside its document.
-pub fn diagnostics(
-    workspace: &Path,
-    snapshots: &[StatusSnapshot],
-    related_information: bool,
-    line_lengths: &dyn Fn(&str) -> Vec<u32>,
-) -> BTreeMap<String, Vec<Diagnostic>> {
-    let mut by_path: BTreeMap<String, Vec<Diagnostic>> = BTreeMap::new();
-    let mut lengths: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for snapshot in snapshots {
-        let mission = &snapshot.mission.id;
-        let contract_path = workspace.join(".missions").join(mission).join("contract.md");
-        let contract_md = if related_information {
-            std::fs::read_to_string(&contract_path).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        for finding in snapshot.findings.iter().filter(|f| f.status == FindingStatus::Open) {
-            let Some(path) = &finding.path else { continue };
-            let lines = lengths.entry(path.clone()).or_insert_with(|| line_lengths(path));
-            by_path.entry(path.clone()).or_default().push(diagnostic(
-                mission,
-                finding,
-                &contract_path,
-                &contract_md,
-                related_information,
-                lines,
-            ));
+/// The open findings with a path of every mission, by workspace-relative path, each beside
+/// its mission's view.
+pub fn open_findings_by_path(views: &[Arc<MissionView>]) -> BTreeMap<&str, Vec<(&MissionView, &Finding)>> {
+    let mut by_path: BTreeMap<&str, Vec<(&MissionView, &Finding)>> = BTreeMap::new();
+    for view in views {
+        for finding in view.snapshot.findings.iter().filter(|f| f.status == FindingStatus::Open) {
+            if let Some(path) = &finding.path {
+                by_path.entry(path.as_str()).or_default().push((view.as_ref(), finding));
+            }
         }
     }
     by_path
 }
 
+/// The diagnostics of one file's open findings. `line_lengths` are the UTF-16 line lengths of
+/// the file as the editor sees it (its open buffer, else the file), so every range lies inside
+/// its document; `related_information` links each assertion's finding to its `contract.md`.
+pub fn diagnostics(
+    workspace: &Path,
+    findings: &[(&MissionView, &Finding)],
+    related_information: bool,
+    line_lengths: &[u32],
+) -> Vec<Diagnostic> {
+    findings
+        .iter()
+        .map(|(view, finding)| {
+            let related = finding.assertion.as_ref().filter(|_| related_information).and_then(|assertion| {
+                let line = *view.contract_lines.get(assertion)?;
+                let uri = uri(&crate::mission_file(workspace, view.id(), "contract.md"))?;
+                let position = Position::new(line, 0);
+                Some(vec![DiagnosticRelatedInformation {
+                    location: Location { uri, range: Range::new(position, position) },
+                    message: format!("assertion {assertion} in the mission's contract"),
+                }])
+            });
+            diagnostic(view.id(), finding, related, line_lengths)
+        })
+        .collect()
+}
+
+/// What a Missions diagnostic carries for the code actions on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiagnosticData {
+    pub mission_id: String,
+    pub finding_id: String,
+}
+
 fn diagnostic(
     mission: &str,
     finding: &Finding,
-    contract_path: &Path,
-    contract_md: &str,
-    related_information: bool,
+    related_information: Option<Vec<DiagnosticRelatedInformation>>,
     line_lengths: &[u32],
 ) -> Diagnostic {
     let first = finding.line.unwrap_or(1);
@@ -97,25 +110,143 @@ fn diagnostic(
         }
         _ => finding.message.clone(),
     };
-    let related = finding.assertion.as_ref().filter(|_| related_information).and_then(|assertion| {
-        let line = contract_line(contract_md, assertion)?;
-        let uri = uri(contract_path)?;
-        let position = Position::new(line, 0);
-        Some(vec![DiagnosticRelatedInformation {
-            location: Location { uri, range: Range::new(position, position) },
-            message: format!("assertion {assertion} in the mission's contract"),
-        }])
-    });
+    let data = DiagnosticData { mission_id: mission.to_owned(), finding_id: finding.id.clone() };
     Diagnostic {
         range,
         severity: Some(severity(finding.severity)),
         code: Some(NumberOrString::String(code)),
-        source: Some("missions".into()),
+        source: Some(SOURCE.into()),
         message,
-        related_information: related,
-        data: Some(json!({"missionId": mission, "findingId": finding.id})),
+        related_information,
+        data: serde_json::to_value(data).ok(),
         ..Diagnostic::default()
     }
+}
+
+/// The `source` of every diagnostic this server publishes.
+pub const SOURCE: &str = "missions";
+
+fn command(title: &str, name: &str, argument: Value) -> Command {
+    Command { title: title.to_owned(), command: name.to_owned(), arguments: Some(vec![argument]) }
+}
+
+/// The milestone of a mission that waits for acceptance: `(id, title)`.
+pub fn waiting_milestone(snapshot: &StatusSnapshot) -> Option<(&str, &str)> {
+    if snapshot.mission.state != MissionState::AwaitingAcceptance {
+        return None;
+    }
+    let milestone = snapshot.plan.as_ref()?.milestones.iter().find(|m| m.status == WorkStatus::Validated)?;
+    Some((&milestone.id, &milestone.title))
+}
+
+/// The hover over a line: the handoffs of the features whose `ranges` cover it (later
+/// features first), over the range of the latest one.
+pub fn hover(views: &[Arc<MissionView>], ranges: &[TrackedRange], line_lengths: &[u32]) -> Option<Hover> {
+    let parts: Vec<String> = ranges
+        .iter()
+        .filter_map(|range| {
+            let view = views.iter().find(|v| v.id() == range.mission)?;
+            let handoff = view.handoffs.get(&range.feature)?;
+            let title = view.feature_titles.get(&range.feature).map(String::as_str).unwrap_or_default();
+            Some(hover_markdown(&range.mission, title, handoff))
+        })
+        .collect();
+    let first = ranges.first().filter(|_| !parts.is_empty())?;
+    Some(Hover {
+        contents: HoverContents::Markup(MarkupContent { kind: MarkupKind::Markdown, value: parts.join("\n---\n\n") }),
+        range: Some(line_range(line_lengths, first.first, first.last)),
+    })
+}
+
+/// The code actions offered anywhere: fixing and dismissing the Missions diagnostics the
+/// client sent, and every gate's way on — so a dismissed prompt is never the only way on
+/// (SPEC §8): approving and opening a waiting plan, resuming a paused or interrupted mission,
+/// accepting or rejecting a waiting milestone.
+pub fn code_actions(diagnostics: &[Diagnostic], views: &[Arc<MissionView>]) -> Vec<CodeActionOrCommand> {
+    let mut actions = Vec::new();
+    for diagnostic in diagnostics.iter().filter(|d| d.source.as_deref() == Some(SOURCE)) {
+        let Some(data) = crate::from_proto::diagnostic_data(diagnostic) else { continue };
+        let argument = json!({"missionId": data.mission_id, "findingId": data.finding_id});
+        for (title, name) in [
+            ("Missions: fix this finding", "missions.fixFinding"),
+            ("Missions: dismiss finding", "missions.dismissFinding"),
+        ] {
+            actions.push(CodeActionOrCommand::CodeAction(CodeAction {
+                title: title.into(),
+                kind: Some(CodeActionKind::QUICKFIX),
+                diagnostics: Some(vec![diagnostic.clone()]),
+                command: Some(command(title, name, argument.clone())),
+                ..CodeAction::default()
+            }));
+        }
+    }
+    for view in views {
+        let snapshot = &view.snapshot;
+        let id = view.id();
+        let argument = json!({"missionId": id});
+        match snapshot.mission.state {
+            MissionState::AwaitingApproval => {
+                let approve = format!("Missions: approve plan {id}");
+                actions.push(CodeActionOrCommand::Command(command(&approve, "missions.approvePlan", argument.clone())));
+                actions.push(CodeActionOrCommand::Command(command(
+                    "Missions: open plan",
+                    "missions.openPlan",
+                    argument,
+                )));
+            }
+            state if state == MissionState::Paused || snapshot.interrupted => {
+                let resume = format!("Missions: resume mission {id}");
+                actions.push(CodeActionOrCommand::Command(command(&resume, "missions.resume", argument)));
+            }
+            _ => {}
+        }
+    }
+    for view in views {
+        let Some((milestone, title)) = waiting_milestone(&view.snapshot) else { continue };
+        let argument = json!({"missionId": view.id(), "milestoneId": milestone});
+        let accept = format!("Missions: accept milestone {milestone} ({title})");
+        let reject = format!("Missions: reject milestone {milestone}…");
+        actions.push(CodeActionOrCommand::Command(command(&accept, "missions.acceptMilestone", argument.clone())));
+        actions.push(CodeActionOrCommand::Command(command(&reject, "missions.rejectMilestone", argument)));
+    }
+    actions
+}
+
+/// The lenses of workspace-relative `path`: "approve plan" at the top of a waiting plan's
+/// `plan.md` and `contract.md`, and "accept" at the top of a file a waiting milestone changed.
+pub fn code_lenses(path: &str, views: &[Arc<MissionView>]) -> Vec<CodeLens> {
+    let top = Range::new(Position::new(0, 0), Position::new(0, 0));
+    let lens = |label: &str, name: &str, argument: Value| CodeLens {
+        range: top,
+        command: Some(command(label, name, argument)),
+        data: None,
+    };
+    let mut lenses = Vec::new();
+    for view in views.iter().filter(|v| v.snapshot.mission.state == MissionState::AwaitingApproval) {
+        let id = view.id();
+        let plan_files = [format!(".missions/{id}/plan.md"), format!(".missions/{id}/contract.md")];
+        if plan_files.iter().any(|f| f == path) {
+            let label = format!("Missions: approve plan {id}");
+            lenses.push(lens(&label, "missions.approvePlan", json!({"missionId": id})));
+        }
+    }
+    for view in views {
+        let Some((milestone, title)) = waiting_milestone(&view.snapshot) else { continue };
+        let touched = view
+            .snapshot
+            .plan
+            .iter()
+            .flat_map(|p| p.milestone(milestone))
+            .flat_map(|m| m.features.iter())
+            .filter_map(|f| view.handoffs.get(&f.id))
+            .any(|h| h.files_changed.iter().any(|c| c.path == path));
+        if touched {
+            let label = format!("Missions: milestone {milestone} ({title}) waits for acceptance — accept");
+            let argument = json!({"missionId": view.id(), "milestoneId": milestone});
+            lenses.push(lens(&label, "missions.acceptMilestone", argument));
+        }
+    }
+    lenses
 }
 
 /// The hover text for the handoff of `feature` in `mission`.
@@ -216,24 +347,29 @@ mod tests {
         }
     }
 
+    fn view(findings: Vec<Finding>) -> Arc<MissionView> {
+        Arc::new(MissionView {
+            snapshot: snapshot(findings),
+            handoffs: Default::default(),
+            feature_titles: Default::default(),
+            ranges: Default::default(),
+            contract_lines: [("A1".to_owned(), 4)].into_iter().collect(),
+        })
+    }
+
     #[test]
     fn open_findings_with_a_path_become_diagnostics_linked_to_the_contract() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(".missions/m1")).unwrap();
-        std::fs::write(
-            dir.path().join(".missions/m1/contract.md"),
-            "# Validation contract\n\n## M1\n\n### A1 (failing)\n",
-        )
-        .unwrap();
-        let snapshots = vec![snapshot(vec![
+        let workspace = Path::new("/work/space");
+        let views = vec![view(vec![
             finding("finding-1", Some("A1"), Some("src/a.py"), FindingStatus::Open),
             finding("finding-2", None, Some("src/a.py"), FindingStatus::Open),
             finding("finding-3", None, None, FindingStatus::Open),
             finding("finding-4", None, Some("src/b.py"), FindingStatus::Fixed),
         ])];
-        let by_path = diagnostics(dir.path(), &snapshots, true, &|_| vec![10; 100]);
-        assert_eq!(by_path.keys().collect::<Vec<_>>(), ["src/a.py"]);
-        let first = &by_path["src/a.py"][0];
+        let by_path = open_findings_by_path(&views);
+        assert_eq!(by_path.keys().collect::<Vec<_>>(), [&"src/a.py"]);
+        let diagnostics_of_a = diagnostics(workspace, &by_path["src/a.py"], true, &[10; 100]);
+        let first = &diagnostics_of_a[0];
         assert_eq!(first.code, Some(NumberOrString::String("A1".into())));
         assert_eq!(first.source.as_deref(), Some("missions"));
         assert_eq!(first.message, "A1: tests fail");
@@ -242,13 +378,34 @@ mod tests {
         assert_eq!(first.data, Some(json!({"missionId": "m1", "findingId": "finding-1"})));
         let related = first.related_information.as_ref().unwrap();
         assert_eq!(related[0].location.range.start.line, 4);
-        let second = &by_path["src/a.py"][1];
+        assert!(related[0].location.uri.as_str().ends_with("/.missions/m1/contract.md"));
+        let second = &diagnostics_of_a[1];
         assert_eq!(second.code, Some(NumberOrString::String("finding-2".into())));
         assert!(second.related_information.is_none());
         // Without client support there is no related information.
-        assert!(
-            diagnostics(dir.path(), &snapshots, false, &|_| vec![10; 100])["src/a.py"][0].related_information.is_none()
-        );
+        assert!(diagnostics(workspace, &by_path["src/a.py"], false, &[10; 100])[0].related_information.is_none());
+    }
+
+    #[test]
+    fn the_contract_line_of_an_assertion_is_found_in_the_contract_as_rendered() {
+        let mut projection = missions_core::store::Projection::default();
+        let mut mission = snapshot(Vec::new()).mission;
+        mission.state = MissionState::Running;
+        projection.mission = Some(mission);
+        for id in ["A1", "A2"] {
+            projection.contract.assertions.push(missions_core::mission::Assertion {
+                id: id.into(),
+                milestone: "M1".into(),
+                description: "it holds".into(),
+                check: missions_core::mission::Check::Review { rubric: "r".into() },
+                status: missions_core::mission::AssertionStatus::Pending,
+            });
+        }
+        let view = MissionView::new(&projection, false).unwrap();
+        let rendered = missions_core::store::render_contract_markdown(&projection.contract);
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert!(lines[view.contract_lines["A1"] as usize].starts_with("### A1 "));
+        assert!(lines[view.contract_lines["A2"] as usize].starts_with("### A2 "));
     }
 
     #[test]

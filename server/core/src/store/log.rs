@@ -37,11 +37,18 @@ pub struct LogContents {
 
 /// Parses and verifies a log's bytes.
 pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents, StoreError> {
+    parse_after(path, bytes, 0, GENESIS)
+}
+
+/// Parses and verifies bytes that follow `records_before` complete records whose last line
+/// hashes to `prev_hash` (the whole log: 0 and [`GENESIS`]). `valid_len` in the result counts
+/// from the start of `bytes`. A reader that follows a growing log parses only what is new.
+pub fn parse_after(path: &Path, bytes: &[u8], records_before: u64, prev_hash: &str) -> Result<LogContents, StoreError> {
     let mut records = Vec::new();
-    let mut last_hash = GENESIS.to_owned();
+    let mut last_hash = prev_hash.to_owned();
     let mut offset = 0usize;
     let mut warnings = Vec::new();
-    let mut line_no = 0usize;
+    let mut line_no = records_before as usize;
     while offset < bytes.len() {
         line_no += 1;
         let rest = &bytes[offset..];
@@ -57,7 +64,7 @@ pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents, StoreError> {
         let corrupt = |message: String| StoreError::Corrupt { path: path.to_owned(), line: line_no, message };
         let record: Record =
             serde_json::from_slice(line).map_err(|error| corrupt(format!("not a valid event: {error}")))?;
-        let expected_seq = records.len() as u64 + 1;
+        let expected_seq = records_before + records.len() as u64 + 1;
         if record.seq != expected_seq {
             return Err(corrupt(format!("sequence number {} where {expected_seq} was expected", record.seq)));
         }

@@ -8,6 +8,7 @@
 
 pub mod events;
 pub mod fold;
+pub mod follow;
 pub mod log;
 mod render;
 

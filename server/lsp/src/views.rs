@@ -1,0 +1,168 @@
+//! What the server knows of the workspace's missions, kept in memory and brought up to date
+//! from the logs' new events, never re-read and re-folded per request.
+//!
+//! Each mission's log is followed ([`LogFollower`]): a sync costs a directory listing and a
+//! `stat` per mission when nothing changed, and folds only what was appended when something
+//! did, whichever process appended it. A changed projection becomes a new [`MissionView`]
+//! (shared as an `Arc`, so a request holds a consistent view without copying it): the status
+//! snapshot plus the indexes requests need (handoff ranges by file, feature titles, the line of
+//! each assertion in `contract.md`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use missions_core::mission::{Handoff, MissionState};
+use missions_core::status::StatusSnapshot;
+use missions_core::store::follow::{Followed, LogFollower};
+use missions_core::store::{self, Projection};
+
+use crate::documents::TrackedRange;
+
+/// How long a mission's "nothing drives it" may be believed without looking again: a driver
+/// can die without appending anything, so this is re-checked even when the log is unchanged.
+const DRIVER_RECHECK: Duration = Duration::from_secs(1);
+
+/// One mission as requests see it.
+#[derive(Debug)]
+pub struct MissionView {
+    pub snapshot: StatusSnapshot,
+    pub handoffs: BTreeMap<String, Handoff>,
+    /// Feature titles by id.
+    pub feature_titles: HashMap<String, String>,
+    /// The line ranges features changed, by workspace-relative path, in plan order.
+    pub ranges: HashMap<String, Vec<TrackedRange>>,
+    /// The 0-based line of `### <assertion>` in the mission's `contract.md`, by assertion.
+    pub contract_lines: HashMap<String, u32>,
+}
+
+impl MissionView {
+    /// The view of a folded log; `None` for a log without a mission.
+    pub fn new(projection: &Projection, interrupted: bool) -> Option<MissionView> {
+        let mut snapshot = StatusSnapshot::from_projection(projection)?;
+        snapshot.interrupted = interrupted;
+        let features: Vec<_> = projection.plan.as_ref().map(|p| p.features().collect()).unwrap_or_default();
+        let feature_titles = features.iter().map(|f| (f.id.clone(), f.title.clone())).collect();
+        let mut ranges: HashMap<String, Vec<TrackedRange>> = HashMap::new();
+        for feature in &features {
+            let Some(handoff) = projection.handoffs.get(&feature.id) else { continue };
+            for change in &handoff.files_changed {
+                let tracked = change.ranges.iter().map(|[first, last]| TrackedRange {
+                    mission: snapshot.mission.id.clone(),
+                    feature: feature.id.clone(),
+                    first: *first,
+                    last: *last,
+                });
+                ranges.entry(change.path.clone()).or_default().extend(tracked);
+            }
+        }
+        // The contract as `contract.md` shows it, rendered from the same projection the
+        // driver renders the file from, so no request reads the file.
+        let contract_md = store::render_contract_markdown(&projection.contract);
+        let contract_lines = contract_md
+            .lines()
+            .enumerate()
+            .filter_map(|(index, line)| {
+                let id = line.strip_prefix("### ")?.split(' ').next()?;
+                Some((id.to_owned(), index as u32))
+            })
+            .collect();
+        Some(MissionView { snapshot, handoffs: projection.handoffs.clone(), feature_titles, ranges, contract_lines })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.snapshot.mission.id
+    }
+}
+
+/// Whether the mission in `dir` is mid-way with no live process driving it.
+fn interrupted(dir: &Path, projection: &Projection) -> bool {
+    let mid_way = projection
+        .mission
+        .as_ref()
+        .is_some_and(|m| matches!(m.state, MissionState::Planning | MissionState::Running | MissionState::Validating));
+    mid_way && !store::log::lock_is_held(&dir.join("events.lock"))
+}
+
+struct Tracked {
+    follower: LogFollower,
+    dir: std::path::PathBuf,
+    view: Arc<MissionView>,
+    driver_checked: Instant,
+}
+
+/// Every readable mission of one workspace, oldest first.
+#[derive(Default)]
+pub struct Views {
+    missions: BTreeMap<String, Tracked>,
+}
+
+impl Views {
+    /// Brings every mission up to date with its log; returns the ids whose view changed
+    /// (appeared, grew, was re-read, disappeared, or was found to have lost its driver).
+    pub fn sync(&mut self, workspace: &Path) -> Vec<String> {
+        let mut changed = Vec::new();
+        let ids = store::list_missions(workspace).unwrap_or_default();
+        let removed: Vec<String> = self.missions.keys().filter(|id| !ids.contains(id)).cloned().collect();
+        for id in removed {
+            self.missions.remove(&id);
+            changed.push(id);
+        }
+        for id in ids {
+            let Ok(dir) = store::mission_dir(workspace, &id) else { continue };
+            match self.missions.get_mut(&id) {
+                Some(followed) => {
+                    let grew = match followed.follower.poll() {
+                        Ok(Followed::Unchanged) => false,
+                        Ok(Followed::Grew | Followed::Reread) => true,
+                        Err(error) => {
+                            tracing::warn!("mission {id} cannot be read: {error}");
+                            self.missions.remove(&id);
+                            changed.push(id);
+                            continue;
+                        }
+                    };
+                    let recheck = followed.driver_checked.elapsed() >= DRIVER_RECHECK;
+                    if !grew && !recheck {
+                        continue;
+                    }
+                    let projection = followed.follower.projection();
+                    let now_interrupted = interrupted(&followed.dir, projection);
+                    followed.driver_checked = Instant::now();
+                    if !grew && now_interrupted == followed.view.snapshot.interrupted {
+                        continue;
+                    }
+                    if let Some(view) = MissionView::new(projection, now_interrupted) {
+                        followed.view = Arc::new(view);
+                        changed.push(id);
+                    }
+                }
+                None => match LogFollower::open(&dir) {
+                    Ok(follower) => {
+                        let projection = follower.projection();
+                        let Some(view) = MissionView::new(projection, interrupted(&dir, projection)) else {
+                            continue;
+                        };
+                        self.missions.insert(
+                            id.clone(),
+                            Tracked { follower, dir, view: Arc::new(view), driver_checked: Instant::now() },
+                        );
+                        changed.push(id);
+                    }
+                    Err(error) => tracing::debug!("mission {id} not shown: {error}"),
+                },
+            }
+        }
+        changed
+    }
+
+    /// Every mission's view, oldest first.
+    pub fn all(&self) -> Vec<Arc<MissionView>> {
+        self.missions.values().map(|f| f.view.clone()).collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<MissionView>> {
+        self.missions.get(id).map(|f| f.view.clone())
+    }
+}
