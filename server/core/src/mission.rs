@@ -245,6 +245,14 @@ pub enum AssertionStatus {
     Waived,
 }
 
+impl AssertionStatus {
+    /// Whether the assertion lets its milestone pass (SPEC §2 rule 3): it passes, or the user
+    /// waived it. Pending (unverified) and failing assertions hold nothing.
+    pub fn holds(self) -> bool {
+        matches!(self, AssertionStatus::Passing | AssertionStatus::Waived)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assertion {
     pub id: String,

@@ -580,7 +580,7 @@ impl Terminal for DecideMilestone {
             "complete" => {
                 let open: Vec<String> = statuses
                     .iter()
-                    .filter(|(_, s)| !matches!(s, AssertionStatus::Passing | AssertionStatus::Waived))
+                    .filter(|(_, s)| !s.holds())
                     .map(|(id, s)| {
                         format!("{id} ({})", if *s == AssertionStatus::Failing { "failing" } else { "unverified" })
                     })

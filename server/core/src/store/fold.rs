@@ -64,6 +64,9 @@ pub struct Projection {
     pub boundary_pending: Option<String>,
     /// The user's rejections of each milestone, their feedback in order.
     pub rejections: BTreeMap<String, Vec<String>>,
+    /// How many assertions the contract held when the plan was approved: the ones its digest
+    /// covers. Assertions are only appended, so they are the contract's first this many.
+    pub approved_assertions: usize,
     /// The evidence of each assertion's latest check.
     pub assertion_evidence: BTreeMap<String, String>,
     /// The project's checks in each milestone's latest validation: (command, exit code,
@@ -204,6 +207,7 @@ impl Projection {
             }
             Event::PlanApproved { contract_sha256 } => {
                 self.contract.sha256 = Some(contract_sha256.clone());
+                self.approved_assertions = self.contract.assertions.len();
                 if let Some(mission) = &mut self.mission {
                     mission.contract_sha256 = Some(contract_sha256.clone());
                     // Approval is one event: the mission runs from the moment it is recorded.

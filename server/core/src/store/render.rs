@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{Projection, StoreError};
-use crate::mission::{AssertionStatus, Check, Contract, Plan, WorkStatus};
+use crate::mission::{Check, Contract, Plan, WorkStatus};
 
 fn json(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
     let mut bytes =
@@ -131,12 +131,7 @@ pub fn contract_markdown(contract: &Contract) -> String {
             let _ = write!(out, "\n## {}\n", assertion.milestone);
             milestone = Some(&assertion.milestone);
         }
-        let status = match assertion.status {
-            AssertionStatus::Pending => "pending",
-            AssertionStatus::Passing => "passing",
-            AssertionStatus::Failing => "failing",
-            AssertionStatus::Waived => "waived",
-        };
+        let status = assertion.status.as_str();
         let _ = write!(out, "\n### {} ({status})\n\n{}\n\n", assertion.id, assertion.description.trim());
         match &assertion.check {
             Check::Command { command, expect_exit } => {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use missions_core::config::{Environment, LoadedConfig};
 use missions_core::mission::{
-    Assertion, AssertionStatus, Check, Feature, Finding, FindingStatus, Handoff, Milestone, Mission as MissionRecord,
+    AssertionStatus, Check, Feature, Finding, FindingStatus, Handoff, Milestone, Mission as MissionRecord,
     MissionState, ObservedCommand, PauseReason, Role, Severity, Source, Validator, WorkStatus,
 };
 use missions_core::pricing::PriceTable;
@@ -35,6 +35,7 @@ use crate::git::{Git, GitError};
 use crate::prompts::{self, PromptError, Template};
 use crate::terminals::{ClaimMatch, DecideMilestone, Decision, HandoffInput, SubmitHandoff, SubmitPlan};
 
+pub(crate) mod rules;
 mod shared;
 mod validation;
 mod worktree;
@@ -634,7 +635,7 @@ impl Mission {
     pub fn outcome(&self) -> Result<Option<Outcome>, EngineError> {
         let projection = self.shared.projection();
         let mission = self.shared.mission()?;
-        Ok(Outcome::from_mission(&mission, Shared::current_milestone(&projection).map(|m| m.id)))
+        Ok(Outcome::from_mission(&mission, rules::current_milestone(&projection).cloned().map(|m| m.id)))
     }
 
     /// Takes the workspace's writer lock, checks out the mission's branch, finishes a
@@ -764,7 +765,7 @@ impl Mission {
                 | MissionState::Completed
                 | MissionState::Failed
                 | MissionState::Cancelled => {
-                    let current = Shared::current_milestone(&projection).map(|m| m.id);
+                    let current = rules::current_milestone(&projection).cloned().map(|m| m.id);
                     if let Some(outcome) = Outcome::from_mission(&mission, current) {
                         lock(&self.shared.store).flush();
                         return Ok(outcome);
@@ -972,7 +973,7 @@ impl Mission {
 
     /// One step of a running milestone: the next feature, or on to validation.
     async fn step(&mut self, projection: &Projection) -> Result<(), EngineError> {
-        let Some(milestone) = Shared::current_milestone(projection) else {
+        let Some(milestone) = rules::current_milestone(projection).cloned() else {
             return self.shared.set_state(MissionState::Completed, None, None);
         };
         if !projection.milestone_bases.contains_key(&milestone.id) {
@@ -1188,69 +1189,26 @@ impl Mission {
             observed_commands: observed.clone(),
         };
         self.shared.append(Event::HandoffRecorded { handoff: record })?;
-        // SPEC §2 rule 6: a claimed command that was never run, or whose exit code differs
-        // from the one observed, is a finding; an unambiguous abbreviation of a command that
-        // ran is matched, with a note.
-        let exit = |code: Option<i32>| code.map_or("killed".to_owned(), |c| format!("exit {c}"));
-        let observed_list = || {
-            if observed.is_empty() {
-                "none".to_owned()
-            } else {
-                observed
-                    .iter()
-                    .map(|o| format!("`{}` → {}", o.command, exit(o.exit_code)))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            }
+        // SPEC §2 rule 6.
+        let observed_list = if observed.is_empty() {
+            "none".to_owned()
+        } else {
+            let exit = |code: Option<i32>| code.map_or("killed".to_owned(), |c| format!("exit {c}"));
+            observed.iter().map(|o| format!("`{}` → {}", o.command, exit(o.exit_code))).collect::<Vec<_>>().join("; ")
         };
-        for claimed in &handoff.commands {
-            let matched = crate::terminals::match_claim(&claimed.command, claimed.exit_code, &observed);
-            let (severity, message) = match matched {
-                ClaimMatch::Unmatched => (
-                    Severity::Error,
-                    format!(
-                        "{}'s handoff claims `{}` (exit {}), which the worker never ran",
-                        feature.id, claimed.command, claimed.exit_code
-                    ),
-                ),
-                ClaimMatch::Exact(run) | ClaimMatch::Abbreviated(run)
-                    if observed[run].exit_code != Some(claimed.exit_code) =>
-                {
-                    (
-                        Severity::Error,
-                        format!(
-                            "{}'s handoff claims `{}` exited {}, but it exited {}",
-                            feature.id,
-                            claimed.command,
-                            claimed.exit_code,
-                            observed[run].exit_code.map_or("by a signal".to_owned(), |c| c.to_string())
-                        ),
-                    )
-                }
-                ClaimMatch::Abbreviated(run) => (
-                    Severity::Info,
-                    format!(
-                        "{}'s handoff abbreviates a command it ran: `{}` stands for `{}` ({})",
-                        feature.id,
-                        claimed.command.lines().next().unwrap_or_default(),
-                        observed[run].command.lines().next().unwrap_or_default(),
-                        exit(observed[run].exit_code)
-                    ),
-                ),
-                ClaimMatch::Exact(_) => continue,
-            };
+        for found in rules::check_handoff(&feature.id, &handoff.commands, &observed) {
             self.shared.record_finding(Finding {
                 id: String::new(),
                 milestone: milestone.id.clone(),
                 assertion: None,
                 feature: Some(feature.id.clone()),
-                validator: if severity == Severity::Info { Validator::Engine } else { Validator::HandoffMismatch },
-                severity,
+                validator: found.validator,
+                severity: found.severity,
                 path: None,
                 line: None,
                 end_line: None,
-                message,
-                evidence: format!("observed commands: {}", observed_list()),
+                message: found.message,
+                evidence: format!("observed commands: {observed_list}"),
                 status: FindingStatus::Open,
             })?;
         }
@@ -1286,8 +1244,9 @@ impl Mission {
         // A rejection starts a new round and allows one more: rounds and their bound count the
         // user's rejections with the orchestrator's corrections.
         let rejections = projection.rejections.get(&milestone.id).cloned().unwrap_or_default();
-        let round = projection.correction_rounds.get(&milestone.id).copied().unwrap_or(0) + rejections.len() as u32;
-        let max_rounds = self.config.config.mission.max_correction_rounds + rejections.len() as u32;
+        let rounds =
+            rules::correction_round(&projection, &milestone.id, self.config.config.mission.max_correction_rounds);
+        let (round, max_rounds) = (rounds.used, rounds.bound);
         let rejected = projection.boundary_pending.as_deref() == Some(milestone.id.as_str());
         let statuses: BTreeMap<String, AssertionStatus> = projection
             .contract
@@ -1296,11 +1255,7 @@ impl Mission {
             .filter(|a| a.milestone == milestone.id)
             .map(|a| (a.id.clone(), a.status))
             .collect();
-        let failing: Vec<String> = statuses
-            .iter()
-            .filter(|(_, s)| !matches!(s, AssertionStatus::Passing | AssertionStatus::Waived))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let failing: Vec<String> = statuses.iter().filter(|(_, s)| !s.holds()).map(|(id, _)| id.clone()).collect();
         let plan = projection.plan.clone();
         let mut used_ids: BTreeSet<String> = projection.contract.assertions.iter().map(|a| a.id.clone()).collect();
         for m in plan.iter().flat_map(|p| p.milestones.iter()) {
@@ -1429,7 +1384,7 @@ impl Mission {
             }
             RunEnd::Finished(Decision::Correct { notes, corrections, new_assertions }) => {
                 // Past the bound nothing of the decision is applied: the user takes over.
-                if round >= max_rounds {
+                if rounds.exhausted() {
                     self.shared.append(Event::DecisionRecorded {
                         milestone: milestone.id.clone(),
                         decision: "correct".into(),
@@ -1506,16 +1461,13 @@ impl Mission {
     fn complete_milestone(&self, milestone: &Milestone) -> Result<(), EngineError> {
         // SPEC §2 rule 3, checked again here whatever the decision said.
         let projection = self.shared.projection();
-        let open: Vec<&Assertion> = projection
-            .contract
-            .assertions
-            .iter()
-            .filter(|a| {
-                a.milestone == milestone.id && !matches!(a.status, AssertionStatus::Passing | AssertionStatus::Waived)
-            })
-            .collect();
+        // SPEC §2 rule 1: what is committed was validated against the contract approved.
+        if let Err(broken) = rules::contract_intact(&projection) {
+            return self.shared.pause(PauseReason::Blocked, broken);
+        }
+        let open = rules::unmet_assertions(&projection, &milestone.id);
         if !open.is_empty() {
-            let ids: Vec<String> = open.iter().map(|a| a.id.clone()).collect();
+            let ids: Vec<String> = open.into_iter().map(|(id, _)| id).collect();
             return self.shared.pause(
                 PauseReason::Blocked,
                 format!("milestone {} has assertions that do not pass: {}", milestone.id, ids.join(", ")),

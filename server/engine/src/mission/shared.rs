@@ -2,23 +2,21 @@
 //! send commands, the application of commands to the mission's state, and the hooks the
 //! agent loop calls for budget, usage, progress and control.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use missions_core::mission::{
-    AssertionStatus, Finding, FindingStatus, Milestone, Mission as MissionRecord, MissionState, PauseReason, Role,
-    WorkStatus,
-};
+use missions_core::mission::{Finding, Mission as MissionRecord, MissionState, PauseReason, Role};
 use missions_core::model::Usage;
 use missions_core::pricing::PriceTable;
-use missions_core::store::{self, Event, FeatureDraft, MissionStore, Projection};
+use missions_core::store::{self, Event, MissionStore, Projection};
 use serde_json::Value;
 
 use crate::agent::{RunHooks, Stop};
 use crate::git::Git;
 
+use super::rules::{self, Ruling};
 use super::{Command, EngineError, Progress};
 
 /// Everything runs share: the store and the channel for control commands.
@@ -149,21 +147,6 @@ impl Shared {
         }))
     }
 
-    /// A feature id not yet used in the plan: `base`, else `base-2`, `base-3`, …
-    pub(super) fn unused_feature_id(projection: &Projection, base: &str) -> String {
-        let used: BTreeSet<String> = projection
-            .plan
-            .iter()
-            .flat_map(|p| p.milestones.iter())
-            .flat_map(|m| m.features.iter())
-            .map(|f| f.id.clone())
-            .collect();
-        if !used.contains(base) {
-            return base.to_owned();
-        }
-        (2..).map(|n| format!("{base}-{n}")).find(|id| !used.contains(id)).unwrap_or_else(|| base.to_owned())
-    }
-
     pub(super) fn set_state(
         &self,
         state: MissionState,
@@ -178,11 +161,6 @@ impl Shared {
         self.set_state(MissionState::Paused, Some(reason), Some(detail))
     }
 
-    /// The milestone the mission is working on: the first one not accepted.
-    pub(super) fn current_milestone(projection: &Projection) -> Option<Milestone> {
-        projection.plan.as_ref()?.milestones.iter().find(|m| m.status != WorkStatus::Accepted).cloned()
-    }
-
     pub(super) fn next_finding_id(projection: &Projection) -> String {
         format!("finding-{}", projection.findings.len() + 1)
     }
@@ -195,172 +173,48 @@ impl Shared {
         Ok(id)
     }
 
-    /// Applies one command to the mission's state.
+    /// Applies one command to the mission's state: [`rules::decide`] says what it records,
+    /// and this carries out what only a driver can (stopping a run in flight, ticking the
+    /// backlog item, a rollback's git work).
     pub(super) fn apply(&self, command: Command) -> Result<(), EngineError> {
         let projection = self.projection();
-        let mission = projection.mission.clone().ok_or_else(|| EngineError::Io("no mission".into()))?;
-        let state = mission.state;
-        let refused = |what: &str| Err(EngineError::Refused(format!("cannot {what}: the mission is {state}")));
-        match command {
-            Command::Approve => {
-                if state != MissionState::AwaitingApproval {
-                    return refused("approve the plan");
-                }
-                let digest = store::contract_digest(&projection.contract.assertions);
-                // One event: the fold moves the mission on to running with it.
-                self.append(Event::PlanApproved { contract_sha256: digest })
-            }
-            Command::Accept { milestone } => {
-                let current = Shared::current_milestone(&projection);
-                if state != MissionState::AwaitingAcceptance {
-                    return refused("accept a milestone");
-                }
-                let Some(current) = current.filter(|m| m.status == WorkStatus::Validated) else {
-                    return Err(EngineError::Refused("no milestone is waiting for acceptance".into()));
-                };
-                if let Some(asked) = milestone.filter(|m| *m != current.id) {
-                    return Err(EngineError::Refused(format!(
-                        "milestone {asked} is not the one waiting; {} is",
-                        current.id
-                    )));
-                }
-                let last =
-                    projection.plan.as_ref().and_then(|p| p.milestones.last()).is_some_and(|m| m.id == current.id);
-                if last {
+        let events = match rules::decide(&projection, &command).map_err(|r| EngineError::Refused(r.0))? {
+            Ruling::Nothing => return Ok(()),
+            Ruling::RollBack { milestone, base } => return self.rollback(&projection, &milestone, &base),
+            Ruling::Record(events) => events,
+        };
+        match &command {
+            Command::Accept { .. } => {
+                let accepted = events.iter().find_map(|e| match e {
+                    Event::MilestoneAccepted { milestone } => Some(milestone.clone()),
+                    _ => None,
+                });
+                let last = accepted.as_deref().is_some_and(|m| rules::is_last_milestone(&projection, m));
+                if last && let Some(mission) = &projection.mission {
                     // The tick is a courtesy: it never stands between the user and acceptance.
-                    if let Err(error) = self.tick_backlog_item(&mission) {
+                    if let Err(error) = self.tick_backlog_item(mission) {
                         tracing::warn!("the backlog item was not ticked: {error}");
                     }
                 }
-                // One event: the fold moves the mission on (or completes it) with it.
-                self.append(Event::MilestoneAccepted { milestone: current.id.clone() })?;
+                for event in events {
+                    self.append(event)?;
+                }
                 let said = if last { "accepted; the mission is complete" } else { "accepted" };
-                self.outcome(Some(&current.id), None, None, said);
-                Ok(())
+                self.outcome(accepted.as_deref(), None, None, said);
+                return Ok(());
             }
-            Command::Reject { milestone, feedback } => {
-                let current = Shared::current_milestone(&projection);
-                if state != MissionState::AwaitingAcceptance || current.as_ref().is_none_or(|m| m.id != milestone) {
-                    return Err(EngineError::Refused(format!("milestone {milestone} is not waiting for acceptance")));
-                }
-                if feedback.trim().is_empty() {
-                    return Err(EngineError::Refused("a rejection needs feedback saying what to change".into()));
-                }
-                // One event: the fold sends the milestone back to its boundary run, which reads
-                // the feedback and decides the corrective features and the assertions they
-                // claim, as for any correction.
-                self.append(Event::MilestoneRejected { milestone, feedback, correction: None, to_boundary: true })
-            }
-            Command::Rollback { milestone } => self.rollback(&projection, &milestone),
             Command::Pause { note } => {
-                if state.is_terminal() || state == MissionState::Paused {
-                    return refused("pause");
-                }
                 *lock(&self.stop) = Some(Stop::Paused);
-                self.pause(PauseReason::User, note.unwrap_or_else(|| "paused by the user".into()))
+                let detail = note.as_deref().unwrap_or("paused by the user");
+                self.outcome(None, None, None, format!("paused ({}): {detail}", PauseReason::User));
             }
-            Command::Resume => {
-                if state != MissionState::Paused {
-                    return refused("resume");
-                }
-                let next = Shared::resume_state(&projection);
-                self.set_state(next, None, None)
-            }
-            Command::Cancel => {
-                if state.is_terminal() {
-                    return refused("cancel");
-                }
-                *lock(&self.stop) = Some(Stop::Cancelled);
-                self.set_state(MissionState::Cancelled, None, Some("cancelled by the user".into()))
-            }
-            Command::CourseCorrect { note } => {
-                if note.trim().is_empty() {
-                    return Err(EngineError::Refused("the course-correction note is empty".into()));
-                }
-                self.append(Event::CourseCorrectionNoted { note })
-            }
-            Command::DismissFinding { finding, reason } => {
-                if !projection.findings.iter().any(|f| f.id == finding && f.status == FindingStatus::Open) {
-                    return Err(EngineError::Refused(format!("no open finding {finding}")));
-                }
-                self.append(Event::FindingStatusChanged { finding, status: FindingStatus::Dismissed, reason })
-            }
-            Command::FixFinding { finding } => {
-                let Some(found) =
-                    projection.findings.iter().find(|f| f.id == finding && f.status == FindingStatus::Open).cloned()
-                else {
-                    return Err(EngineError::Refused(format!("no open finding {finding}")));
-                };
-                let milestone_status =
-                    projection.plan.as_ref().and_then(|p| p.milestone(&found.milestone)).map(|m| m.status);
-                if milestone_status == Some(WorkStatus::Accepted) || milestone_status.is_none() || state.is_terminal() {
-                    return Err(EngineError::Refused(format!(
-                        "milestone {} is already accepted; its findings can only be dismissed",
-                        found.milestone
-                    )));
-                }
-                let feature_id = format!("fix-{finding}");
-                let already = projection
-                    .plan
-                    .iter()
-                    .flat_map(|p| p.milestones.iter())
-                    .flat_map(|m| m.features.iter())
-                    .any(|f| f.id == feature_id && f.status != WorkStatus::Done);
-                if already {
-                    return Err(EngineError::Refused(format!(
-                        "{finding} is already being fixed by feature {feature_id}"
-                    )));
-                }
-                let feature_id = Shared::unused_feature_id(&projection, &feature_id);
-                let place = match (&found.path, found.line) {
-                    (Some(path), Some(line)) => format!(" at {path}:{line}"),
-                    (Some(path), None) => format!(" in {path}"),
-                    _ => String::new(),
-                };
-                self.append(Event::FeaturesAdded {
-                    milestone: found.milestone.clone(),
-                    features: vec![FeatureDraft {
-                        id: feature_id,
-                        title: format!("Fix {finding}"),
-                        description: format!(
-                            "The user asked for this finding to be fixed{place}:\n\n{}\n\nEvidence:\n{}",
-                            found.message, found.evidence
-                        ),
-                        assertions: found.assertion.clone().into_iter().collect(),
-                    }],
-                    by: Some("user".into()),
-                })?;
-                // The milestone has work again: it is validated anew once the fix is done.
-                if matches!(milestone_status, Some(WorkStatus::Validated | WorkStatus::Validating)) {
-                    self.append(Event::MilestoneStatusChanged {
-                        milestone: found.milestone.clone(),
-                        status: WorkStatus::InProgress,
-                    })?;
-                }
-                if state == MissionState::AwaitingAcceptance {
-                    self.set_state(MissionState::Running, None, None)?;
-                }
-                Ok(())
-            }
-            Command::Waive { assertion, reason } => {
-                let Some(found) = projection.contract.assertions.iter().find(|a| a.id == assertion) else {
-                    return Err(EngineError::Refused(format!("no assertion {assertion}")));
-                };
-                if reason.trim().is_empty() {
-                    return Err(EngineError::Refused("waiving an assertion needs a reason".into()));
-                }
-                if found.status == AssertionStatus::Waived {
-                    return Ok(());
-                }
-                self.append(Event::AssertionWaived { assertion, reason })
-            }
-            Command::SetAutoAccept { auto_accept } => {
-                if mission.auto_accept == auto_accept {
-                    return Ok(());
-                }
-                self.append(Event::AutoAcceptSet { auto_accept })
-            }
+            Command::Cancel => *lock(&self.stop) = Some(Stop::Cancelled),
+            _ => {}
         }
+        for event in events {
+            self.append(event)?;
+        }
+        Ok(())
     }
 
     /// Ticks the box of the Markdown backlog item the mission came from, as the last commit of
@@ -389,33 +243,11 @@ impl Shared {
         }
     }
 
-    /// The state a paused mission goes back to.
-    pub(super) fn resume_state(projection: &Projection) -> MissionState {
-        let Some(mission) = &projection.mission else { return MissionState::Planning };
-        if projection.plan.is_none() {
-            return MissionState::Planning;
-        }
-        if mission.contract_sha256.is_none() {
-            return MissionState::AwaitingApproval;
-        }
-        match Shared::current_milestone(projection) {
-            Some(m) if m.status == WorkStatus::Validated => MissionState::AwaitingAcceptance,
-            // A rejected milestone goes straight back to its boundary run.
-            Some(m) if projection.boundary_pending.as_deref() == Some(m.id.as_str()) => MissionState::Validating,
-            _ => MissionState::Running,
-        }
-    }
-
-    pub(super) fn rollback(&self, projection: &Projection, milestone: &str) -> Result<(), EngineError> {
+    /// Takes the branch back to `base`, where `milestone` started ([`rules::decide`] allowed
+    /// it), keeping the dropped commits under a ref.
+    fn rollback(&self, projection: &Projection, milestone: &str, base: &str) -> Result<(), EngineError> {
         let mission = projection.mission.as_ref().ok_or_else(|| EngineError::Io("no mission".into()))?;
-        if matches!(mission.state, MissionState::Completed | MissionState::Cancelled) {
-            return Err(EngineError::Refused(format!("cannot roll back: the mission is {}", mission.state)));
-        }
-        let Some(base) = projection.milestone_bases.get(milestone).cloned() else {
-            return Err(EngineError::Refused(format!(
-                "milestone {milestone} has not started, so there is nothing to roll back"
-            )));
-        };
+        let base = base.to_owned();
         // An unfinished step's recorded changes are the mission's own; anything else is the
         // user's, and a rollback never throws that away.
         let foreign = self.foreign_changes(projection)?;
@@ -581,52 +413,27 @@ impl RunHooks for RunScope<'_> {
         let Some(mission) = projection.mission else { return Ok(max_output_tokens) };
         let budget = mission.budget;
         let mut reserved = lock(&self.shared.reserved);
-        // SPEC §2 rule 7: the call's output is clamped to what the caps leave, and the
-        // mission pauses only when not even `min_output_tokens` fit.
-        let mut granted = u64::from(max_output_tokens);
-        let mut limited_by = None;
-        if let Some(max) = budget.max_tokens {
-            let left = max.saturating_sub(budget.used_tokens + reserved.0 + input_tokens);
-            if left < granted {
-                granted = left;
-                limited_by = Some(format!(
-                    "the cap of {max} tokens leaves {left} for its output ({} used{}, about {input_tokens} of input)",
-                    budget.used_tokens,
-                    if reserved.0 > 0 { format!(", {} in calls under way", reserved.0) } else { String::new() }
-                ));
-            }
-        }
         // A model without a known price cannot be estimated in dollars; the token cap still
         // holds for it.
         let cost = |input: u64, output: u64| {
             self.shared.prices.cost(model, model, &Usage { input, output, ..Usage::default() })
         };
-        if let Some(max) = budget.max_usd
-            && let (Some(input_cost), Some(per_million_output)) = (cost(input_tokens, 0), cost(0, 1_000_000))
-        {
-            let left_usd = max - budget.used_usd - reserved.1 - input_cost;
-            let affordable = if left_usd <= 0.0 {
-                0
-            } else if per_million_output <= 0.0 {
-                u64::MAX
-            } else {
-                (left_usd / per_million_output * 1_000_000.0).floor() as u64
-            };
-            if affordable < granted {
-                granted = affordable;
-                limited_by = Some(format!(
-                    "the cap of ${max:.2} leaves room for {affordable} output tokens (${:.2} used, about ${input_cost:.4} of input)",
-                    budget.used_usd
-                ));
-            }
-        }
-        let least = self.shared.min_output_tokens.min(max_output_tokens).max(1);
-        if granted < u64::from(least) {
-            return Err(Stop::Budget(format!(
-                "the next {role} call needs room for at least {least} output tokens, but {}",
-                limited_by.unwrap_or_default()
-            )));
-        }
+        // SPEC §2 rule 7.
+        let ask = rules::BudgetAsk {
+            max_tokens: budget.max_tokens,
+            used_tokens: budget.used_tokens,
+            max_usd: budget.max_usd,
+            used_usd: budget.used_usd,
+            reserved_tokens: reserved.0,
+            reserved_usd: reserved.1,
+            input_tokens,
+            max_output_tokens,
+            min_output_tokens: self.shared.min_output_tokens,
+            input_usd: cost(input_tokens, 0),
+            usd_per_million_output: cost(0, 1_000_000),
+        };
+        let granted = rules::grant_output(&ask).map_err(|why| Stop::Budget(format!("the next {role} call {why}")))?;
+        let granted = u64::from(granted);
         let estimate = input_tokens + granted;
         let estimate_usd = cost(input_tokens, granted).unwrap_or(0.0);
         reserved.0 += estimate;

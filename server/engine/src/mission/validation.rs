@@ -17,7 +17,7 @@ use crate::agent::RunEnd;
 use crate::prompts::{self, Template};
 use crate::terminals::{FindingsReport, ReportFindings};
 
-use super::shared::Shared;
+use super::rules;
 use super::{EngineError, Mission, RunRequest, clip};
 
 /// The outcome of one feature's review.
@@ -147,7 +147,7 @@ impl Mission {
     }
 
     pub(super) async fn validate(&mut self, projection: &Projection) -> Result<(), EngineError> {
-        let Some(milestone) = Shared::current_milestone(projection) else {
+        let Some(milestone) = rules::current_milestone(projection).cloned() else {
             return self.shared.set_state(MissionState::Running, None, None);
         };
         // Recovery: a crash after the milestone commit, or after corrective features were
@@ -598,13 +598,8 @@ impl Mission {
         let projection = self.shared.projection();
         let key = |f: &Finding| (f.validator, f.assertion.clone(), f.path.clone(), f.message.clone());
         let current: BTreeSet<_> = projection.findings[findings_before..].iter().map(key).collect();
-        let passing: BTreeSet<&str> = projection
-            .contract
-            .assertions
-            .iter()
-            .filter(|a| matches!(a.status, AssertionStatus::Passing | AssertionStatus::Waived))
-            .map(|a| a.id.as_str())
-            .collect();
+        let passing: BTreeSet<&str> =
+            projection.contract.assertions.iter().filter(|a| a.status.holds()).map(|a| a.id.as_str()).collect();
         for finding in &projection.findings[..findings_before] {
             // Engine findings about an assertion ("not verified") are fixed once it passes;
             // handoff mismatches are facts about a past run and stay until dismissed.

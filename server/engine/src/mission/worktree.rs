@@ -22,6 +22,7 @@ use missions_core::store::{self, Event, Projection, StoreError, WorkFile};
 use missions_tools::{WorkRecorder, WriteGuard};
 use sha2::{Digest, Sha256};
 
+use super::rules;
 use super::shared::Shared;
 use super::{EngineError, Mission};
 
@@ -274,7 +275,7 @@ impl Mission {
             .filter(|f| f.status == missions_core::mission::WorkStatus::InProgress)
             .map(|f| f.id.as_str())
             .collect();
-        let current = Shared::current_milestone(projection).map(|m| m.id);
+        let current = rules::current_milestone(projection).cloned().map(|m| m.id);
         let mut unexplained = Vec::new();
         for (index, commit) in commits.iter().enumerate() {
             let last = index + 1 == commits.len();
