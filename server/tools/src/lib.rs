@@ -50,6 +50,10 @@ pub enum ToolSet {
 }
 
 impl ToolSet {
+    /// Every tool set, for checks that must cover them all.
+    pub const ALL: [ToolSet; 5] =
+        [ToolSet::ReadOnly, ToolSet::Planner, ToolSet::Worker, ToolSet::Reviewer, ToolSet::UserTester];
+
     pub fn names(self) -> &'static [&'static str] {
         const READ: [&str; 4] = ["read_file", "list_files", "search", "repo_map"];
         match self {

@@ -1,3 +1,6 @@
+//! Unit tests of the configuration: the merge order of SPEC §7, errors naming file and line
+//! or key, keys from the environment only.
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

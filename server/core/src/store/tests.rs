@@ -1,3 +1,6 @@
+//! Unit tests of the event store: the hash chain, torn and corrupt logs, the writer lock,
+//! projections rebuilt from the log.
+
 use super::*;
 use crate::mission::*;
 use crate::model::Usage;
