@@ -9,7 +9,6 @@
 
 use std::path::{Path, PathBuf};
 
-use missions_core::mission::{Source, SourceKind};
 use missions_engine::backlog;
 use missions_engine::mission::{Command, Mission};
 
@@ -144,7 +143,7 @@ pub async fn run() -> Exit {
         eprintln!("missions: the demo backlog has no item {DEMO_ITEM}");
         return Exit::Failure;
     };
-    let source = Source { kind: SourceKind::Backlog, item_id: Some(item.id.clone()), text: backlog::item_text(item) };
+    let source = backlog::item_source(item);
     let models = match build_models(&loaded, &workspace) {
         Ok(models) => models,
         Err(exit) => return exit,

@@ -9,10 +9,9 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
-use missions_core::config::{Environment, LoadedConfig, ProcessEnvironment};
-use missions_core::mission::{Source, SourceKind};
+use missions_core::config::{LoadedConfig, ProcessEnvironment};
 use missions_engine::backlog;
-use missions_engine::mission::{Command, Control, EngineError, Limits, Mission, Models, Options, Outcome, Progress};
+use missions_engine::mission::{Command, Control, EngineError, Mission, Models, Options, Outcome, Progress};
 use missions_providers::ProviderRegistry;
 
 use crate::Outcome as Exit;
@@ -63,13 +62,7 @@ fn one_line(text: &str) -> String {
 }
 
 pub fn options(loaded: &LoadedConfig) -> Options {
-    Options {
-        env: Arc::new(ProcessEnvironment) as Arc<dyn Environment>,
-        progress: progress_reporter(),
-        sandbox: missions_tools::sandbox::launcher(&loaded.config.mission),
-        write_guard: None,
-        limits: Limits::default(),
-    }
+    Options::for_config(loaded, progress_reporter(), None)
 }
 
 fn engine_error(error: EngineError) -> Exit {
@@ -153,23 +146,14 @@ pub async fn run(workspace: &Path, item: Option<&str>, text: Option<&str>, appro
         Ok(loaded) => loaded,
         Err(exit) => return exit,
     };
-    let source = match (item, text) {
-        (Some(id), None) => {
-            let items = backlog::list(workspace, &loaded.config.backlog);
-            match items.iter().find(|i| i.id == id) {
-                Some(found) => Source {
-                    kind: SourceKind::Backlog,
-                    item_id: Some(found.id.clone()),
-                    text: backlog::item_text(found),
-                },
-                None => return Exit::Usage(format!("no backlog item `{id}`; `missions backlog` lists them")),
-            }
-        }
-        (None, Some(text)) if !text.trim().is_empty() => {
-            Source { kind: SourceKind::Text, item_id: None, text: text.to_owned() }
-        }
-        (None, Some(_)) => return Exit::Usage("--text is empty".into()),
+    let from = match (item, text) {
+        (Some(id), None) => backlog::StartFrom::Item(id.to_owned()),
+        (None, Some(text)) => backlog::StartFrom::Text(text.to_owned()),
         _ => return Exit::Usage("give exactly one of --item ID or --text TEXT".into()),
+    };
+    let source = match backlog::source(workspace, &loaded.config.backlog, from) {
+        Ok(source) => source,
+        Err(error) => return Exit::Usage(error.to_string()),
     };
     let models = match build_models(&loaded, workspace) {
         Ok(models) => models,

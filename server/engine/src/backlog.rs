@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use missions_core::config::BacklogConfig;
+use missions_core::mission::{Source, SourceKind};
 use missions_tools::repo_map::{Lang, todo_comments};
 use serde::Serialize;
 
@@ -191,6 +192,40 @@ pub fn list(workspace: &Path, config: &BacklogConfig) -> Vec<BacklogItem> {
         }
     }
     items
+}
+
+/// What a mission is started from, as a front door was asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFrom {
+    /// A backlog item, by id.
+    Item(String),
+    /// Text the user wrote.
+    Text(String),
+}
+
+/// Why a mission cannot start from what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    #[error("no backlog item `{0}`; the backlog lists them")]
+    NoItem(String),
+    #[error("the mission's text is empty")]
+    EmptyText,
+}
+
+/// The source of a mission started from `from`, with the backlog as configured.
+pub fn source(workspace: &Path, config: &BacklogConfig, from: StartFrom) -> Result<Source, SourceError> {
+    match from {
+        StartFrom::Item(id) => {
+            list(workspace, config).iter().find(|item| item.id == id).map(item_source).ok_or(SourceError::NoItem(id))
+        }
+        StartFrom::Text(text) if text.trim().is_empty() => Err(SourceError::EmptyText),
+        StartFrom::Text(text) => Ok(Source { kind: SourceKind::Text, item_id: None, text }),
+    }
+}
+
+/// The source of a mission started from backlog item `item`.
+pub fn item_source(item: &BacklogItem) -> Source {
+    Source { kind: SourceKind::Backlog, item_id: Some(item.id.clone()), text: item_text(item) }
 }
 
 /// The text a mission is started from for a backlog item.

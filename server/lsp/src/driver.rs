@@ -1,59 +1,23 @@
-//! Missions this server drives: each on a thread of its own (the engine does blocking git
-//! and file work), reporting through one channel to a task on the server's runtime, which
-//! turns progress into `$/progress` and `missions/didChange`, refreshes diagnostics, and asks
-//! the user at gates with `window/showMessageRequest`.
+//! What the user sees of the missions this server drives: their reports (from
+//! [`crate::session`]'s channel) become `$/progress`, refreshed diagnostics and
+//! `missions/didChange`, and at a gate the user is asked with `window/showMessageRequest`; an
+//! answer goes back through [`crate::session::control`]. At start, missions waiting at a gate
+//! or left with nothing driving them are announced.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use missions_engine::mission::{Command, Mission, Outcome, Progress};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use missions_engine::mission::{Command, Outcome};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tower_lsp_server::ls_types::{MessageActionItem, MessageType, NumberOrString, ShowDocumentParams};
 use tower_lsp_server::{NotCancellable, OngoingProgress, Unbounded};
 
-use crate::{State, commands, mission_file, read};
+use crate::session::{self, DriverEvent};
+use crate::{State, mission_file, read};
 
 /// Numbers the progress tokens of this server's drives.
 static DRIVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// What a driver reports.
-pub(crate) enum DriverEvent {
-    Progress(Progress),
-    Finished { mission: String, outcome: Result<Outcome, String> },
-}
-
-pub(crate) type Events = UnboundedSender<DriverEvent>;
-
-/// The engine's progress callback for missions this server drives.
-pub(crate) fn progress_callback(state: &Arc<State>) -> Arc<dyn Fn(&Progress) + Send + Sync> {
-    let events = state.events.clone();
-    Arc::new(move |progress: &Progress| {
-        let _ = events.send(DriverEvent::Progress(progress.clone()));
-    })
-}
-
-/// Drives `mission` on a thread of its own until it stops; the result comes back as an event.
-pub(crate) fn spawn(state: Arc<State>, mut mission: Mission) {
-    let id = mission.id().to_owned();
-    if let Ok(workspace) = state.workspace() {
-        state.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), workspace);
-    }
-    let events = state.events.clone();
-    let name = format!("mission-{id}");
-    let started = std::thread::Builder::new().name(name).spawn(move || {
-        let outcome = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(runtime) => runtime.block_on(mission.drive()).map_err(|e| e.to_string()),
-            Err(error) => Err(format!("cannot start a runtime for the mission: {error}")),
-        };
-        // Release the mission's locks before anyone is asked anything.
-        drop(mission);
-        let _ = events.send(DriverEvent::Finished { mission: id, outcome });
-    });
-    if let Err(error) = started {
-        tracing::error!("cannot start a thread for a mission: {error}");
-    }
-}
 
 /// At start: every mission waiting at a gate is asked about again, and every mission left
 /// mid-way with nothing driving it (or paused when its editor closed) is announced with an offer
@@ -75,7 +39,7 @@ pub(crate) async fn announce(state: Arc<State>) {
             );
             tokio::spawn(async move {
                 if ask(&state, message, &["Resume"]).await.as_deref() == Some("Resume") {
-                    report(&state, commands::control(&state, mission, Command::Resume, true).await).await;
+                    report(&state, session::control(&state, mission, Command::Resume).await).await;
                 }
             });
             continue;
@@ -195,9 +159,7 @@ async fn gate(state: Arc<State>, mission: String, outcome: Result<Outcome, Strin
             let message =
                 format!("Mission {mission}: the plan and its validation contract are ready for your approval.");
             match ask(&state, message, &["Approve", "Open plan"]).await.as_deref() {
-                Some("Approve") => {
-                    report(&state, commands::control(&state, mission, Command::Approve, true).await).await
-                }
+                Some("Approve") => report(&state, session::control(&state, mission, Command::Approve).await).await,
                 Some("Open plan") => open_plan(&state, &mission).await,
                 _ => {}
             }
@@ -218,7 +180,7 @@ async fn gate(state: Arc<State>, mission: String, outcome: Result<Outcome, Strin
             match ask(&state, message, &["Accept", "Reject"]).await.as_deref() {
                 Some("Accept") => {
                     let command = Command::Accept { milestone: Some(milestone) };
-                    report(&state, commands::control(&state, mission, command, true).await).await;
+                    report(&state, session::control(&state, mission, command).await).await;
                 }
                 Some("Reject") => {
                     let message = format!(
@@ -238,7 +200,7 @@ async fn gate(state: Arc<State>, mission: String, outcome: Result<Outcome, Strin
             };
             let message = format!("Mission {mission} is paused ({reason}): {}", detail.unwrap_or_default());
             if ask_as(&state, kind, message, &["Resume"]).await.as_deref() == Some("Resume") {
-                report(&state, commands::control(&state, mission, Command::Resume, true).await).await;
+                report(&state, session::control(&state, mission, Command::Resume).await).await;
             }
         }
         Ok(Outcome::Completed) => {

@@ -74,7 +74,7 @@ pub(crate) async fn saved(state: &Arc<State>, path: &str) {
         return;
     }
     let command = Command::Reject { milestone: milestone.to_owned(), feedback };
-    match crate::commands::control(state, mission.to_owned(), command, true).await {
+    match crate::session::control(state, mission.to_owned(), command).await {
         Ok(_) => {
             let _ = std::fs::remove_file(&full);
         }

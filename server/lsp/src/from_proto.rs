@@ -7,8 +7,8 @@ use std::path::Path;
 use serde_json::{Map, Value};
 use tower_lsp_server::ls_types::{Diagnostic, ExecuteCommandParams, TextDocumentContentChangeEvent, Uri};
 
+use crate::DiagnosticData;
 use crate::documents::Edit;
-use crate::to_proto::DiagnosticData;
 
 /// The workspace-relative path of a `file:` URI inside `workspace`, with `/` separators;
 /// `None` for anything outside it.

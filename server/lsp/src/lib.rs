@@ -17,6 +17,7 @@ pub mod documents;
 mod driver;
 mod feedback;
 pub mod from_proto;
+mod session;
 pub mod to_proto;
 pub mod transport;
 pub mod views;
@@ -69,6 +70,14 @@ impl Notification for MissionsDidChange {
     const METHOD: &'static str = "missions/didChange";
 }
 
+/// What a Missions diagnostic carries in its `data`, for the code actions on it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiagnosticData {
+    pub mission_id: String,
+    pub finding_id: String,
+}
+
 /// What the client said it supports.
 #[derive(Debug, Clone, Copy, Default)]
 struct ClientFlags {
@@ -114,8 +123,8 @@ pub(crate) struct State {
     /// shared with [`run_stdio`], which removes the file when the server ends.
     editor_file: EditorFileSlot,
     /// Where drivers report; the receiving end is taken by the forwarding task.
-    events: driver::Events,
-    events_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<driver::DriverEvent>>>,
+    events: session::Events,
+    events_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<session::DriverEvent>>>,
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {

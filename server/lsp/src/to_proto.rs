@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use missions_core::mission::{Finding, FindingStatus, Handoff, MissionState, Severity, WorkStatus};
 use missions_core::status::StatusSnapshot;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tower_lsp_server::ls_types::{
     CodeAction, CodeActionKind, CodeActionOrCommand, CodeLens, Command, Diagnostic, DiagnosticRelatedInformation,
@@ -16,6 +15,7 @@ use tower_lsp_server::ls_types::{
     Uri,
 };
 
+use crate::DiagnosticData;
 use crate::documents::TrackedRange;
 use crate::views::MissionView;
 
@@ -85,14 +85,6 @@ pub fn diagnostics(
             diagnostic(view.id(), finding, related, line_lengths)
         })
         .collect()
-}
-
-/// What a Missions diagnostic carries for the code actions on it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DiagnosticData {
-    pub mission_id: String,
-    pub finding_id: String,
 }
 
 fn diagnostic(

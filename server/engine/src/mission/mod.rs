@@ -129,6 +129,25 @@ pub struct Options {
     pub limits: Limits,
 }
 
+impl Options {
+    /// The options both front doors use: the process environment, the sandbox the
+    /// configuration asks for, the default limits, and the front end's progress display and
+    /// guard of unsaved buffers.
+    pub fn for_config(
+        loaded: &LoadedConfig,
+        progress: Arc<dyn Fn(&Progress) + Send + Sync>,
+        write_guard: Option<Arc<dyn WriteGuard>>,
+    ) -> Options {
+        Options {
+            env: Arc::new(missions_core::config::ProcessEnvironment) as Arc<dyn Environment>,
+            progress,
+            sandbox: missions_tools::sandbox::launcher(&loaded.config.mission),
+            write_guard,
+            limits: Limits::default(),
+        }
+    }
+}
+
 /// What a front end asks of a mission. Also the format of inbox files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
