@@ -429,6 +429,59 @@ macro_rules! display_as_str {
 }
 display_as_str!(PauseReason, AssertionStatus, Severity, Validator);
 
+/// A finding as a validator or the engine raises it, before the store numbers it; it is
+/// recorded open. Build one with [`FindingDraft::new`] and set the optional parts with struct
+/// update syntax: `FindingDraft { path: Some(p), ..FindingDraft::new(…) }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingDraft {
+    pub milestone: String,
+    pub assertion: Option<String>,
+    pub feature: Option<String>,
+    pub validator: Validator,
+    pub severity: Severity,
+    pub path: Option<String>,
+    pub line: Option<u32>,
+    pub end_line: Option<u32>,
+    pub message: String,
+    pub evidence: String,
+}
+
+impl FindingDraft {
+    /// A finding about `milestone` with no assertion, feature, place or evidence.
+    pub fn new(milestone: &str, validator: Validator, severity: Severity, message: impl Into<String>) -> FindingDraft {
+        FindingDraft {
+            milestone: milestone.to_owned(),
+            assertion: None,
+            feature: None,
+            validator,
+            severity,
+            path: None,
+            line: None,
+            end_line: None,
+            message: message.into(),
+            evidence: String::new(),
+        }
+    }
+
+    /// The open finding `id` this draft becomes.
+    pub fn into_finding(self, id: String) -> Finding {
+        Finding {
+            id,
+            milestone: self.milestone,
+            assertion: self.assertion,
+            feature: self.feature,
+            validator: self.validator,
+            severity: self.severity,
+            path: self.path,
+            line: self.line,
+            end_line: self.end_line,
+            message: self.message,
+            evidence: self.evidence,
+            status: FindingStatus::Open,
+        }
+    }
+}
+
 impl Finding {
     /// The finding on one line, as gates and status lists show it: id, severity, validator,
     /// path:line and the first line of its message.

@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use missions_core::config::{Environment, LoadedConfig};
 use missions_core::mission::{
-    AssertionStatus, Check, Feature, Finding, FindingStatus, Handoff, Milestone, Mission as MissionRecord,
-    MissionState, ObservedCommand, PauseReason, Role, Severity, Source, Validator, WorkStatus,
+    AssertionStatus, Check, Feature, Finding, FindingDraft, FindingStatus, Handoff, Milestone,
+    Mission as MissionRecord, MissionState, ObservedCommand, PauseReason, Role, Severity, Source, Validator,
+    WorkStatus,
 };
 use missions_core::pricing::PriceTable;
 use missions_core::store::{self, Event, MissionStore, Projection, StoreError};
@@ -1216,35 +1217,22 @@ impl Mission {
             observed.iter().map(|o| format!("`{}` → {}", o.command, exit(o.exit_code))).collect::<Vec<_>>().join("; ")
         };
         for found in rules::check_handoff(&feature.id, &handoff.commands, &observed) {
-            self.shared.record_finding(Finding {
-                id: String::new(),
-                milestone: milestone.id.clone(),
-                assertion: None,
+            self.shared.record_finding(FindingDraft {
                 feature: Some(feature.id.clone()),
-                validator: found.validator,
-                severity: found.severity,
-                path: None,
-                line: None,
-                end_line: None,
-                message: found.message,
                 evidence: format!("observed commands: {observed_list}"),
-                status: FindingStatus::Open,
+                ..FindingDraft::new(&milestone.id, found.validator, found.severity, found.message)
             })?;
         }
         if !handed_off {
-            self.shared.record_finding(Finding {
-                id: String::new(),
-                milestone: milestone.id.clone(),
-                assertion: None,
+            self.shared.record_finding(FindingDraft {
                 feature: Some(feature.id.clone()),
-                validator: Validator::Engine,
-                severity: Severity::Warning,
-                path: None,
-                line: None,
-                end_line: None,
-                message: format!("the worker for {} ended without a handoff", feature.id),
                 evidence: handoff.summary.clone(),
-                status: FindingStatus::Open,
+                ..FindingDraft::new(
+                    &milestone.id,
+                    Validator::Engine,
+                    Severity::Warning,
+                    format!("the worker for {} ended without a handoff", feature.id),
+                )
             })?;
         }
         self.shared.append(Event::FeatureStatusChanged { feature: feature.id.clone(), status: WorkStatus::Done })?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use missions_core::mission::{Finding, Mission as MissionRecord, MissionState, PauseReason, Role};
+use missions_core::mission::{FindingDraft, Mission as MissionRecord, MissionState, PauseReason, Role};
 use missions_core::model::Usage;
 use missions_core::pricing::PriceTable;
 use missions_core::store::{self, Event, MissionStore, Projection};
@@ -165,11 +165,10 @@ impl Shared {
         format!("finding-{}", projection.findings.len() + 1)
     }
 
-    pub(super) fn record_finding(&self, mut finding: Finding) -> Result<String, EngineError> {
-        let projection = self.projection();
-        finding.id = Shared::next_finding_id(&projection);
-        let id = finding.id.clone();
-        self.append(Event::FindingRecorded { finding })?;
+    /// Records `draft` as the next open finding; returns its id.
+    pub(super) fn record_finding(&self, draft: FindingDraft) -> Result<String, EngineError> {
+        let id = Shared::next_finding_id(&self.projection());
+        self.append(Event::FindingRecorded { finding: draft.into_finding(id.clone()) })?;
         Ok(id)
     }
 

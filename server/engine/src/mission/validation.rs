@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use missions_core::mission::{
-    Assertion, AssertionStatus, Check, Feature, Finding, FindingStatus, Milestone, MissionState, Role, Severity,
-    Validator, WorkStatus,
+    Assertion, AssertionStatus, Check, Feature, Finding, FindingDraft, FindingStatus, Milestone, MissionState, Role,
+    Severity, Validator, WorkStatus,
 };
 use missions_core::store::{Event, Projection};
 use missions_tools::ToolSet;
@@ -122,26 +122,22 @@ impl Mission {
         if changed.is_empty() {
             return Ok(());
         }
-        self.shared.record_finding(Finding {
-            id: String::new(),
-            milestone: milestone.to_owned(),
-            assertion: None,
-            feature: None,
-            validator,
-            severity: Severity::Warning,
+        self.shared.record_finding(FindingDraft {
             path: changed.first().map(|p| (*p).clone()),
-            line: None,
-            end_line: None,
-            message: format!(
-                "{who} changed the working tree ({}); validators must not, and the changes were reverted",
-                changed.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
-            ),
             evidence: format!(
                 "files: {}{}",
                 changed.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "),
                 saved.map(|r| format!("; the changes are kept at {r}")).unwrap_or_default()
             ),
-            status: FindingStatus::Open,
+            ..FindingDraft::new(
+                milestone,
+                validator,
+                Severity::Warning,
+                format!(
+                    "{who} changed the working tree ({}); validators must not, and the changes were reverted",
+                    changed.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )
         })?;
         Ok(())
     }
@@ -214,23 +210,22 @@ impl Mission {
                 let problems = crate::checks::parse_output(&self.workspace, &result.output);
                 let place = problems.iter().rev().find(|p| p.severity == Severity::Error).or(problems.last());
                 let outcome = result.outcome();
-                self.shared.record_finding(Finding {
-                    id: String::new(),
-                    milestone: milestone.id.clone(),
+                self.shared.record_finding(FindingDraft {
                     assertion: Some(assertion.id.clone()),
-                    feature: None,
-                    validator: Validator::Command,
-                    severity: Severity::Error,
                     path: place.map(|p| p.path.clone()),
                     line: place.map(|p| p.line),
                     end_line: place.and_then(|p| p.end_line),
-                    message: format!(
-                        "{}: `{command}` {outcome} (expected {expect_exit}): {}",
-                        assertion.id,
-                        assertion.description.trim()
-                    ),
                     evidence,
-                    status: FindingStatus::Open,
+                    ..FindingDraft::new(
+                        &milestone.id,
+                        Validator::Command,
+                        Severity::Error,
+                        format!(
+                            "{}: `{command}` {outcome} (expected {expect_exit}): {}",
+                            assertion.id,
+                            assertion.description.trim()
+                        ),
+                    )
                 })?;
             }
             self.revert_validator_changes(
@@ -265,24 +260,23 @@ impl Mission {
                 // What was broken before the mission is reported apart and never counts against
                 // it.
                 let before = excused.take(&check, problem);
-                self.shared.record_finding(Finding {
-                    id: String::new(),
-                    milestone: milestone.id.clone(),
-                    assertion: None,
-                    feature: None,
-                    validator: Validator::ProjectCheck,
-                    severity: if before { Severity::Info } else { problem.severity },
+                self.shared.record_finding(FindingDraft {
                     path: Some(problem.path.clone()),
                     line: Some(problem.line),
                     end_line: problem.end_line,
-                    message: if before {
-                        format!("{PRE_EXISTING}already reported on the base commit): `{check}`: {}", problem.message)
-                    } else {
-                        format!("`{check}`: {}", problem.message)
-                    },
-                    // Its own part of the output, not the whole of it once per finding.
-                    evidence: format!("`{check}` ({}):\n{}", result.outcome(), clip(&problem.excerpt, 4_000)),
-                    status: FindingStatus::Open,
+                    ..FindingDraft::new(
+                        &milestone.id,
+                        Validator::ProjectCheck,
+                        if before { Severity::Info } else { problem.severity },
+                        if before {
+                            format!(
+                                "{PRE_EXISTING}already reported on the base commit): `{check}`: {}",
+                                problem.message
+                            )
+                        } else {
+                            format!("`{check}`: {}", problem.message)
+                        },
+                    )
                 })?;
             }
             if result.exit_code != Some(0) && problems.is_empty() {
@@ -291,26 +285,21 @@ impl Mission {
                 let failed_before = baseline.into_iter().flatten().any(|b| {
                     b.command == check && matches!(b.exit_code, Some(code) if code != 0) && b.problems.is_empty()
                 }) && result.exit_code.is_some();
-                self.shared.record_finding(Finding {
-                    id: String::new(),
-                    milestone: milestone.id.clone(),
-                    assertion: None,
-                    feature: None,
-                    validator: Validator::ProjectCheck,
-                    severity: if failed_before { Severity::Info } else { Severity::Error },
-                    path: None,
-                    line: None,
-                    end_line: None,
-                    message: if failed_before {
-                        format!(
-                            "{PRE_EXISTING}it failed on the base commit too): `{check}` failed ({})",
-                            result.outcome()
-                        )
-                    } else {
-                        format!("`{check}` failed ({})", result.outcome())
-                    },
+                self.shared.record_finding(FindingDraft {
                     evidence,
-                    status: FindingStatus::Open,
+                    ..FindingDraft::new(
+                        &milestone.id,
+                        Validator::ProjectCheck,
+                        if failed_before { Severity::Info } else { Severity::Error },
+                        if failed_before {
+                            format!(
+                                "{PRE_EXISTING}it failed on the base commit too): `{check}` failed ({})",
+                                result.outcome()
+                            )
+                        } else {
+                            format!("`{check}` failed ({})", result.outcome())
+                        },
+                    )
                 })?;
             }
             self.revert_validator_changes(&milestone.id, &head, Validator::ProjectCheck, &format!("`{check}`"))?;
@@ -522,19 +511,16 @@ impl Mission {
                 let described =
                     report.findings.iter().any(|f| f.assertion.as_deref() == Some(verdict.assertion.as_str()));
                 if !described {
-                    self.shared.record_finding(Finding {
-                        id: String::new(),
-                        milestone: milestone.to_owned(),
+                    self.shared.record_finding(FindingDraft {
                         assertion: Some(verdict.assertion.clone()),
                         feature: feature.map(str::to_owned),
-                        validator,
-                        severity: Severity::Error,
-                        path: None,
-                        line: None,
-                        end_line: None,
-                        message: format!("{} does not hold", verdict.assertion),
                         evidence: verdict.evidence.clone(),
-                        status: FindingStatus::Open,
+                        ..FindingDraft::new(
+                            milestone,
+                            validator,
+                            Severity::Error,
+                            format!("{} does not hold", verdict.assertion),
+                        )
                     })?;
                 }
             }
@@ -544,19 +530,13 @@ impl Mission {
                 Some(a) if !reported.message.starts_with(a.as_str()) => format!("{a}: {}", reported.message),
                 _ => reported.message.clone(),
             };
-            self.shared.record_finding(Finding {
-                id: String::new(),
-                milestone: milestone.to_owned(),
+            self.shared.record_finding(FindingDraft {
                 assertion: reported.assertion,
                 feature: feature.map(str::to_owned),
-                validator,
-                severity: reported.severity,
                 path: reported.path,
                 line: reported.line,
                 end_line: reported.end_line,
-                message,
-                evidence: String::new(),
-                status: FindingStatus::Open,
+                ..FindingDraft::new(milestone, validator, reported.severity, message)
             })?;
         }
         Ok(())
@@ -576,19 +556,16 @@ impl Mission {
                 evidence: reason.to_owned(),
             })?;
         }
-        self.shared.record_finding(Finding {
-            id: String::new(),
-            milestone: milestone.to_owned(),
+        self.shared.record_finding(FindingDraft {
             assertion: assertions.first().cloned(),
             feature: feature.map(str::to_owned),
-            validator: Validator::Engine,
-            severity: Severity::Warning,
-            path: None,
-            line: None,
-            end_line: None,
-            message: format!("not verified ({}): {reason}", assertions.join(", ")),
             evidence: reason.to_owned(),
-            status: FindingStatus::Open,
+            ..FindingDraft::new(
+                milestone,
+                Validator::Engine,
+                Severity::Warning,
+                format!("not verified ({}): {reason}", assertions.join(", ")),
+            )
         })?;
         Ok(())
     }
