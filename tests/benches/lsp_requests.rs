@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use common::editor::Editor;
 use missions_core::mission::{
-    Check, FileChange, Finding, FindingStatus, Handoff, MissionState, Severity, Source, SourceKind, Validator,
-    WorkStatus,
+    Check, FileChange, Finding, FindingStatus, Handoff, HandoffClaim, MissionState, Severity, Source, SourceKind,
+    Validator, WorkStatus,
 };
 use missions_core::store::{AssertionDraft, Event, FeatureDraft, MilestoneDraft, MissionStore, PlanDraft};
 use serde_json::{Value, json};
@@ -87,13 +87,15 @@ fn workspace() -> tempfile::TempDir {
         let handoff = Handoff {
             feature: format!("F{n}"),
             model: "bench-model".into(),
-            summary: "Changed many files.".into(),
-            completed: vec!["everything".into()],
-            skipped: Vec::new(),
-            commands: Vec::new(),
-            issues: Vec::new(),
-            procedures_followed: true,
-            procedure_notes: String::new(),
+            claim: HandoffClaim {
+                summary: "Changed many files.".into(),
+                completed: vec!["everything".into()],
+                skipped: Vec::new(),
+                commands: Vec::new(),
+                issues: Vec::new(),
+                procedures_followed: true,
+                procedure_notes: String::new(),
+            },
             files_changed,
             commit: Some("1".repeat(40)),
             observed_commands: Vec::new(),

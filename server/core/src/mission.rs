@@ -313,11 +313,9 @@ pub struct FileChange {
     pub ranges: Vec<[u32; 2]>,
 }
 
-/// `handoffs/<feature-id>.json`: the worker's own account plus what the engine observed.
+/// The worker's own account of a feature, as `submit_handoff` carries it (SPEC §5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Handoff {
-    pub feature: String,
-    pub model: String,
+pub struct HandoffClaim {
     pub summary: String,
     pub completed: Vec<String>,
     pub skipped: Vec<SkippedItem>,
@@ -325,6 +323,16 @@ pub struct Handoff {
     pub issues: Vec<HandoffIssue>,
     pub procedures_followed: bool,
     pub procedure_notes: String,
+}
+
+/// `handoffs/<feature-id>.json`: the worker's own account plus what the engine observed. The
+/// claim's fields sit beside the others in the file (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    pub feature: String,
+    pub model: String,
+    #[serde(flatten)]
+    pub claim: HandoffClaim,
     pub files_changed: Vec<FileChange>,
     pub commit: Option<String>,
     pub observed_commands: Vec<ObservedCommand>,

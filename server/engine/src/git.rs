@@ -198,39 +198,32 @@ impl Git {
             .clone()
     }
 
-    /// Commits everything in the working tree (or nothing, as an empty commit) with `subject`
-    /// and the trailers, and returns the new commit.
-    pub fn commit(&self, subject: &str, trailers: &[(&str, &str)], include_changes: bool) -> Result<String, GitError> {
-        if !include_changes {
-            // An empty commit is made from HEAD's own tree, so nothing anyone staged can slip
-            // into it.
-            let trailer_block: String = trailers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
-            let head = self.head()?;
-            let tree = format!("{head}^{{tree}}");
-            let identity = self.identity_args();
-            let mut args: Vec<&str> = identity.iter().map(String::as_str).collect();
-            args.extend([
-                "commit-tree",
-                tree.as_str(),
-                "-p",
-                head.as_str(),
-                "-m",
-                subject,
-                "-m",
-                trailer_block.trim_end(),
-            ]);
-            let commit = self.run(&args)?.trim().to_owned();
-            self.move_branch(&commit, &head)?;
-            return Ok(commit);
-        }
+    /// Commits everything in the working tree with `subject` and the trailers, and returns the
+    /// new commit.
+    pub fn commit(&self, subject: &str, trailers: &[(&str, &str)]) -> Result<String, GitError> {
         // `.missions/` is excluded through info/exclude, so it is never staged.
         self.run(&["add", "-A"])?;
-        let trailer_block: String = trailers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+        let trailer_block = trailer_block(trailers);
         let identity = self.identity_args();
         let mut args: Vec<&str> = identity.iter().map(String::as_str).collect();
         args.extend(["commit", "-q", "--allow-empty", "--no-verify", "-m", subject, "-m", trailer_block.trim_end()]);
         self.run(&args)?;
         self.head()
+    }
+
+    /// Makes an empty commit on the branch with `subject` and the trailers, whatever the tree
+    /// and the index hold, and returns it. It is made from `HEAD`'s own tree, so nothing anyone
+    /// staged can slip into it.
+    pub fn commit_empty(&self, subject: &str, trailers: &[(&str, &str)]) -> Result<String, GitError> {
+        let trailer_block = trailer_block(trailers);
+        let head = self.head()?;
+        let tree = format!("{head}^{{tree}}");
+        let identity = self.identity_args();
+        let mut args: Vec<&str> = identity.iter().map(String::as_str).collect();
+        args.extend(["commit-tree", tree.as_str(), "-p", head.as_str(), "-m", subject, "-m", trailer_block.trim_end()]);
+        let commit = self.run(&args)?.trim().to_owned();
+        self.move_branch(&commit, &head)?;
+        Ok(commit)
     }
 
     /// The line ranges each file has in `commit` that changed since `base`.
@@ -313,7 +306,7 @@ impl Git {
     /// as they are in the working tree onto the checked-out branch, leaving the tree and every
     /// other change as they are, and returns the new commit.
     pub fn commit_paths(&self, subject: &str, trailers: &[(&str, &str)], paths: &[String]) -> Result<String, GitError> {
-        let trailer_block: String = trailers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+        let trailer_block = trailer_block(trailers);
         let head = self.head()?;
         let commit = self.commit_beside(Some(paths), &[subject, trailer_block.trim_end()])?;
         // Through HEAD, so the checked-out branch moves; only if nothing moved it meanwhile.
@@ -450,6 +443,11 @@ impl Git {
     }
 }
 
+/// Git trailers, one `Key: value` line each.
+fn trailer_block(trailers: &[(&str, &str)]) -> String {
+    trailers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
+}
+
 /// Parses `git diff --unified=0` into the changed line ranges of the new side.
 pub fn parse_ranges(diff: &str) -> Vec<FileChange> {
     let mut changes: Vec<FileChange> = Vec::new();
@@ -491,7 +489,7 @@ mod tests {
         let git = Git::new(dir.path());
         git.run(&["init", "-q", "-b", "main"]).unwrap();
         std::fs::write(dir.path().join("a.txt"), "one\ntwo\nthree\n").unwrap();
-        git.commit("initial", &[], true).unwrap();
+        git.commit("initial", &[]).unwrap();
         (dir, git)
     }
 
@@ -505,7 +503,7 @@ mod tests {
         std::fs::write(dir.path().join(".missions/x"), "never committed").unwrap();
         git.exclude_missions_dir().unwrap();
         assert_eq!(git.dirty_files().unwrap(), vec!["a.txt", "b.txt"]);
-        let commit = git.commit("F1: change things", &[("Mission-Id", "m1"), ("Feature-Id", "F1")], true).unwrap();
+        let commit = git.commit("F1: change things", &[("Mission-Id", "m1"), ("Feature-Id", "F1")]).unwrap();
         assert_eq!(git.subject(&commit).unwrap(), "F1: change things");
         assert_eq!(git.trailers(&commit).unwrap().trim(), "Mission-Id: m1\nFeature-Id: F1");
         assert_eq!(
@@ -516,7 +514,7 @@ mod tests {
             ]
         );
         assert!(git.dirty_files().unwrap().is_empty(), ".missions/ is excluded, not committed");
-        let empty = git.commit("milestone M1: done", &[("Mission-Id", "m1"), ("Milestone-Id", "M1")], false).unwrap();
+        let empty = git.commit_empty("milestone M1: done", &[("Mission-Id", "m1"), ("Milestone-Id", "M1")]).unwrap();
         assert_ne!(empty, commit);
         assert!(git.changed_ranges(&commit, &empty).unwrap().is_empty());
     }
@@ -564,7 +562,7 @@ mod tests {
         std::fs::write(&hook, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
         std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         std::fs::write(dir.path().join("a.txt"), "x").unwrap();
-        git.commit("c", &[], true).unwrap();
+        git.commit("c", &[]).unwrap();
         assert!(!marker.exists());
     }
 }

@@ -7,9 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use missions_core::mission::{
-    AssertionStatus, Check, ClaimedCommand, HandoffIssue, ObservedCommand, Severity, SkippedItem,
-};
+use missions_core::mission::{AssertionStatus, Check, HandoffClaim, ObservedCommand, Severity};
 use missions_core::model::ToolSpec;
 use missions_core::store::{AssertionDraft, DryRunResult, FeatureDraft, MilestoneDraft, PlanDraft};
 use serde::Deserialize;
@@ -254,18 +252,6 @@ impl Terminal for SubmitPlan {
     }
 }
 
-/// What a worker hands off, as submitted.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct HandoffInput {
-    pub summary: String,
-    pub completed: Vec<String>,
-    pub skipped: Vec<SkippedItem>,
-    pub commands: Vec<ClaimedCommand>,
-    pub issues: Vec<HandoffIssue>,
-    pub procedures_followed: bool,
-    pub procedure_notes: String,
-}
-
 /// `submit_handoff`. With the run's observed commands, a handoff claiming a command the
 /// worker never ran is sent back once with the list, so the worker can correct it before the
 /// run ends (SPEC §2 rule 6); sent again unchanged, it is accepted and the engine records the
@@ -343,7 +329,7 @@ pub fn match_claim(claim: &str, exit_code: i32, observed: &[ObservedCommand]) ->
 }
 
 impl Terminal for SubmitHandoff {
-    type Output = HandoffInput;
+    type Output = HandoffClaim;
 
     fn spec(&self) -> ToolSpec {
         ToolSpec {
@@ -368,8 +354,8 @@ impl Terminal for SubmitHandoff {
         }
     }
 
-    async fn accept(&mut self, input: &Value) -> Result<HandoffInput, String> {
-        let handoff: HandoffInput = serde_json::from_value(input.clone())
+    async fn accept(&mut self, input: &Value) -> Result<HandoffClaim, String> {
+        let handoff: HandoffClaim = serde_json::from_value(input.clone())
             .map_err(|e| format!("the handoff does not have the required shape: {e}"))?;
         if handoff.summary.trim().is_empty() {
             return Err("the handoff's summary is empty".into());

@@ -244,35 +244,35 @@ pub fn code_lenses(path: &str, views: &[Arc<MissionView>]) -> Vec<CodeLens> {
 /// The hover text for the handoff of `feature` in `mission`.
 pub fn hover_markdown(mission: &str, feature_title: &str, handoff: &Handoff) -> String {
     let mut out = format!("**Missions** · mission `{mission}` · feature **{}** — {feature_title}\n\n", handoff.feature);
-    out.push_str(handoff.summary.trim());
+    out.push_str(handoff.claim.summary.trim());
     out.push('\n');
-    if !handoff.completed.is_empty() {
+    if !handoff.claim.completed.is_empty() {
         out.push_str("\n**Completed**\n");
-        for item in &handoff.completed {
+        for item in &handoff.claim.completed {
             out.push_str(&format!("- {item}\n"));
         }
     }
-    if !handoff.skipped.is_empty() {
+    if !handoff.claim.skipped.is_empty() {
         out.push_str("\n**Skipped**\n");
-        for item in &handoff.skipped {
+        for item in &handoff.claim.skipped {
             out.push_str(&format!("- {} — {}\n", item.item, item.reason));
         }
     }
-    if !handoff.observed_commands.is_empty() || !handoff.commands.is_empty() {
+    if !handoff.observed_commands.is_empty() || !handoff.claim.commands.is_empty() {
         out.push_str("\n**Commands**\n");
         for command in &handoff.observed_commands {
             let exit = command.exit_code.map_or("killed".to_owned(), |c| format!("exit {c}"));
             out.push_str(&format!("- `{}` → {exit} ({} ms)\n", command.command, command.duration_ms));
         }
         for claimed in
-            handoff.commands.iter().filter(|c| !handoff.observed_commands.iter().any(|o| o.command == c.command))
+            handoff.claim.commands.iter().filter(|c| !handoff.observed_commands.iter().any(|o| o.command == c.command))
         {
             out.push_str(&format!("- `{}` → exit {} (claimed, never observed)\n", claimed.command, claimed.exit_code));
         }
     }
-    if !handoff.issues.is_empty() {
+    if !handoff.claim.issues.is_empty() {
         out.push_str("\n**Issues**\n");
-        for issue in &handoff.issues {
+        for issue in &handoff.claim.issues {
             let place = match (&issue.path, issue.line) {
                 (Some(p), Some(l)) => format!(" ({p}:{l})"),
                 (Some(p), None) => format!(" ({p})"),
@@ -293,7 +293,8 @@ pub fn hover_markdown(mission: &str, feature_title: &str, handoff: &Handoff) -> 
 mod tests {
     use super::*;
     use missions_core::mission::{
-        Budget, Contract, Mission, MissionState, ObservedCommand, SkippedItem, Source, SourceKind, Validator,
+        Budget, Contract, HandoffClaim, Mission, MissionState, ObservedCommand, SkippedItem, Source, SourceKind,
+        Validator,
     };
 
     fn snapshot(findings: Vec<Finding>) -> StatusSnapshot {
@@ -405,13 +406,15 @@ mod tests {
         let handoff = Handoff {
             feature: "F1".into(),
             model: "claude-sonnet-4-5".into(),
-            summary: "Added slugify.".into(),
-            completed: vec!["slugify()".into()],
-            skipped: vec![SkippedItem { item: "docs".into(), reason: "out of scope".into() }],
-            commands: vec![],
-            issues: vec![],
-            procedures_followed: true,
-            procedure_notes: String::new(),
+            claim: HandoffClaim {
+                summary: "Added slugify.".into(),
+                completed: vec!["slugify()".into()],
+                skipped: vec![SkippedItem { item: "docs".into(), reason: "out of scope".into() }],
+                commands: vec![],
+                issues: vec![],
+                procedures_followed: true,
+                procedure_notes: String::new(),
+            },
             files_changed: vec![],
             commit: Some("0123456789abcdef".into()),
             observed_commands: vec![ObservedCommand {

@@ -85,13 +85,15 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
             handoff: Handoff {
                 feature: "F1".into(),
                 model: "m".into(),
-                summary: "done".into(),
-                completed: vec!["slugify".into()],
-                skipped: vec![],
-                commands: vec![ClaimedCommand { command: "pytest -q".into(), exit_code: 0 }],
-                issues: vec![],
-                procedures_followed: true,
-                procedure_notes: String::new(),
+                claim: HandoffClaim {
+                    summary: "done".into(),
+                    completed: vec!["slugify".into()],
+                    skipped: vec![],
+                    commands: vec![ClaimedCommand { command: "pytest -q".into(), exit_code: 0 }],
+                    issues: vec![],
+                    procedures_followed: true,
+                    procedure_notes: String::new(),
+                },
                 files_changed: vec![FileChange { path: "src/slug.py".into(), ranges: vec![[1, 9]] }],
                 commit: Some("def456".into()),
                 observed_commands: vec![ObservedCommand {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use missions_core::config::{Environment, LoadedConfig};
 use missions_core::mission::{
-    AssertionStatus, Check, Feature, Finding, FindingDraft, FindingStatus, Handoff, Milestone,
+    AssertionStatus, Check, Feature, Finding, FindingDraft, FindingStatus, Handoff, HandoffClaim, Milestone,
     Mission as MissionRecord, MissionState, ObservedCommand, PauseReason, Role, Severity, Source, Validator,
     WorkStatus,
 };
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{AgentConfig, RunEnd, Stop, Terminal, run_agent};
 use crate::git::{Git, GitError};
 use crate::prompts::{self, PromptError, Template};
-use crate::terminals::{ClaimMatch, DecideMilestone, Decision, HandoffInput, SubmitHandoff, SubmitPlan};
+use crate::terminals::{ClaimMatch, DecideMilestone, Decision, SubmitHandoff, SubmitPlan};
 
 pub(crate) mod rules;
 mod shared;
@@ -207,6 +207,14 @@ impl Command {
     }
 }
 
+/// How a worker's run ended, for the handoff recorded.
+enum HandedOff {
+    /// The worker submitted its account.
+    Claimed(HandoffClaim),
+    /// The run ended without one, for this reason.
+    GaveUp(String),
+}
+
 /// Where driving stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -331,7 +339,7 @@ pub struct Mission {
 /// the engine observed beside it and any mismatch marked, then the commands run but not
 /// claimed.
 fn handoff_for_review(handoff: &Handoff) -> String {
-    let mut out = format!("Summary: {}\n", handoff.summary.trim());
+    let mut out = format!("Summary: {}\n", handoff.claim.summary.trim());
     let list = |title: &str, items: Vec<String>, out: &mut String| {
         if !items.is_empty() {
             out.push_str(&format!("{title}:\n"));
@@ -340,11 +348,12 @@ fn handoff_for_review(handoff: &Handoff) -> String {
             }
         }
     };
-    list("Completed", handoff.completed.clone(), &mut out);
-    list("Skipped", handoff.skipped.iter().map(|s| format!("{} ({})", s.item, s.reason)).collect(), &mut out);
+    list("Completed", handoff.claim.completed.clone(), &mut out);
+    list("Skipped", handoff.claim.skipped.iter().map(|s| format!("{} ({})", s.item, s.reason)).collect(), &mut out);
     list(
         "Issues",
         handoff
+            .claim
             .issues
             .iter()
             .map(|i| {
@@ -360,18 +369,23 @@ fn handoff_for_review(handoff: &Handoff) -> String {
     );
     out.push_str(&format!(
         "Procedures followed: {}{}\n",
-        if handoff.procedures_followed { "yes" } else { "no" },
-        if handoff.procedure_notes.trim().is_empty() {
+        if handoff.claim.procedures_followed { "yes" } else { "no" },
+        if handoff.claim.procedure_notes.trim().is_empty() {
             String::new()
         } else {
-            format!(" ({})", handoff.procedure_notes.trim())
+            format!(" ({})", handoff.claim.procedure_notes.trim())
         }
     ));
     let exit = |code: Option<i32>| code.map_or("killed".to_owned(), |c| format!("exit {c}"));
     let observed = &handoff.observed_commands;
-    let matches: Vec<ClaimMatch> =
-        handoff.commands.iter().map(|c| crate::terminals::match_claim(&c.command, c.exit_code, observed)).collect();
+    let matches: Vec<ClaimMatch> = handoff
+        .claim
+        .commands
+        .iter()
+        .map(|c| crate::terminals::match_claim(&c.command, c.exit_code, observed))
+        .collect();
     let claimed: Vec<String> = handoff
+        .claim
         .commands
         .iter()
         .zip(&matches)
@@ -1035,14 +1049,18 @@ impl Mission {
         let mut lines = Vec::new();
         for feature in plan.features().filter(|f| f.id != except) {
             let Some(handoff) = projection.handoffs.get(&feature.id) else { continue };
-            let mut line = format!("- {} ({}): {}", feature.id, feature.title, handoff.summary.trim());
-            if !handoff.skipped.is_empty() {
-                let items: Vec<String> =
-                    handoff.skipped.iter().map(|s| format!("{} ({})", clause(&s.item), clause(&s.reason))).collect();
+            let mut line = format!("- {} ({}): {}", feature.id, feature.title, handoff.claim.summary.trim());
+            if !handoff.claim.skipped.is_empty() {
+                let items: Vec<String> = handoff
+                    .claim
+                    .skipped
+                    .iter()
+                    .map(|s| format!("{} ({})", clause(&s.item), clause(&s.reason)))
+                    .collect();
                 line.push_str(&format!(" Skipped: {}.", items.join("; ")));
             }
-            if !handoff.issues.is_empty() {
-                let items: Vec<&str> = handoff.issues.iter().map(|i| clause(&i.description)).collect();
+            if !handoff.claim.issues.is_empty() {
+                let items: Vec<&str> = handoff.claim.issues.iter().map(|i| clause(&i.description)).collect();
                 line.push_str(&format!(" Issues: {}.", items.join("; ")));
             }
             lines.push(line);
@@ -1159,51 +1177,52 @@ impl Mission {
         let end = self.run(request, &tools, &mut terminal).await?;
         let observed = tools.observed_commands();
         match end {
-            RunEnd::Finished(handoff) => self.finish_feature(milestone, feature, &base, handoff, observed, true),
+            RunEnd::Finished(claim) => {
+                self.finish_feature(milestone, feature, &base, HandedOff::Claimed(claim), observed)
+            }
             RunEnd::GaveUp(reason) => {
-                let handoff = HandoffInput {
-                    summary: format!("The worker did not hand off: {reason}."),
-                    completed: Vec::new(),
-                    skipped: vec![missions_core::mission::SkippedItem {
-                        item: feature.title.clone(),
-                        reason: reason.clone(),
-                    }],
-                    commands: Vec::new(),
-                    issues: Vec::new(),
-                    procedures_followed: false,
-                    procedure_notes: "no handoff was submitted".into(),
-                };
-                self.finish_feature(milestone, feature, &base, handoff, observed, false)
+                self.finish_feature(milestone, feature, &base, HandedOff::GaveUp(reason), observed)
             }
             RunEnd::Stopped(stop) => self.stopped(stop),
         }
     }
 
+    /// Commits a feature's work and records its handoff, checked against the commands the run
+    /// was seen to run; a worker that gave up gets a handoff saying so, and a finding.
     fn finish_feature(
         &self,
         milestone: &Milestone,
         feature: &Feature,
         base: &str,
-        handoff: HandoffInput,
+        handed_off: HandedOff,
         observed: Vec<ObservedCommand>,
-        handed_off: bool,
     ) -> Result<(), EngineError> {
         let git = &self.shared.git;
         let subject = format!("{}: {}", feature.id, feature.title);
-        let commit =
-            git.commit(&subject, &[("Mission-Id", &self.shared.mission_id), ("Feature-Id", &feature.id)], true)?;
+        let commit = git.commit(&subject, &[("Mission-Id", &self.shared.mission_id), ("Feature-Id", &feature.id)])?;
         let files_changed = git.changed_ranges(base, &commit)?;
         let model = self.models.by_role.get(&Role::Worker).map(|m| m.model.clone()).unwrap_or_default();
+        let (claim, gave_up) = match handed_off {
+            HandedOff::Claimed(claim) => (claim, None),
+            HandedOff::GaveUp(reason) => {
+                let claim = HandoffClaim {
+                    summary: format!("The worker did not hand off: {reason}."),
+                    completed: Vec::new(),
+                    skipped: vec![missions_core::mission::SkippedItem { item: feature.title.clone(), reason }],
+                    commands: Vec::new(),
+                    issues: Vec::new(),
+                    procedures_followed: false,
+                    procedure_notes: "no handoff was submitted".into(),
+                };
+                let summary = claim.summary.clone();
+                (claim, Some(summary))
+            }
+        };
+        let claimed_commands = claim.commands.clone();
         let record = Handoff {
             feature: feature.id.clone(),
             model,
-            summary: handoff.summary.clone(),
-            completed: handoff.completed.clone(),
-            skipped: handoff.skipped.clone(),
-            commands: handoff.commands.clone(),
-            issues: handoff.issues.clone(),
-            procedures_followed: handoff.procedures_followed,
-            procedure_notes: handoff.procedure_notes.clone(),
+            claim,
             files_changed,
             commit: Some(commit.clone()),
             observed_commands: observed.clone(),
@@ -1216,17 +1235,17 @@ impl Mission {
             let exit = |code: Option<i32>| code.map_or("killed".to_owned(), |c| format!("exit {c}"));
             observed.iter().map(|o| format!("`{}` → {}", o.command, exit(o.exit_code))).collect::<Vec<_>>().join("; ")
         };
-        for found in rules::check_handoff(&feature.id, &handoff.commands, &observed) {
+        for found in rules::check_handoff(&feature.id, &claimed_commands, &observed) {
             self.shared.record_finding(FindingDraft {
                 feature: Some(feature.id.clone()),
                 evidence: format!("observed commands: {observed_list}"),
                 ..FindingDraft::new(&milestone.id, found.validator, found.severity, found.message)
             })?;
         }
-        if !handed_off {
+        if let Some(summary) = gave_up {
             self.shared.record_finding(FindingDraft {
                 feature: Some(feature.id.clone()),
-                evidence: handoff.summary.clone(),
+                evidence: summary,
                 ..FindingDraft::new(
                     &milestone.id,
                     Validator::Engine,
@@ -1495,11 +1514,10 @@ impl Mission {
             Some(n) if n > 0 => format!("milestone {}: {} (after rejection {n})", milestone.id, milestone.title),
             _ => format!("milestone {}: {}", milestone.id, milestone.title),
         };
-        let commit = self.shared.git.commit(
-            &subject,
-            &[("Mission-Id", &self.shared.mission_id), ("Milestone-Id", &milestone.id)],
-            false,
-        )?;
+        let commit = self
+            .shared
+            .git
+            .commit_empty(&subject, &[("Mission-Id", &self.shared.mission_id), ("Milestone-Id", &milestone.id)])?;
         self.shared.append(Event::MilestoneCommitted { milestone: milestone.id.clone(), commit })?;
         self.shared.outcome(Some(&milestone.id), None, None, "validated; waiting for acceptance");
         self.shared.set_state(MissionState::AwaitingAcceptance, None, None)
@@ -1509,7 +1527,7 @@ impl Mission {
 #[cfg(test)]
 mod tests {
     use super::{clause, handoff_for_review};
-    use missions_core::mission::{ClaimedCommand, Handoff, ObservedCommand};
+    use missions_core::mission::{ClaimedCommand, Handoff, HandoffClaim, ObservedCommand};
 
     #[test]
     fn a_reviewer_sees_each_claimed_command_once_with_what_was_observed() {
@@ -1518,13 +1536,15 @@ mod tests {
         let handoff = Handoff {
             feature: "F1".into(),
             model: "m".into(),
-            summary: "Added slugify.".into(),
-            completed: vec!["slugify".into()],
-            skipped: Vec::new(),
-            commands: vec![claim("pytest -q", 0), claim("ruff check", 0), claim("mypy .", 0)],
-            issues: Vec::new(),
-            procedures_followed: true,
-            procedure_notes: String::new(),
+            claim: HandoffClaim {
+                summary: "Added slugify.".into(),
+                completed: vec!["slugify".into()],
+                skipped: Vec::new(),
+                commands: vec![claim("pytest -q", 0), claim("ruff check", 0), claim("mypy .", 0)],
+                issues: Vec::new(),
+                procedures_followed: true,
+                procedure_notes: String::new(),
+            },
             files_changed: Vec::new(),
             commit: None,
             observed_commands: vec![ran("pytest  -q", Some(0)), ran("ruff check", Some(1)), ran("ls", Some(0))],
