@@ -107,3 +107,78 @@ fn every_tool_offered_to_a_model_is_in_the_spec() {
         .collect();
     assert!(unspecified.is_empty(), "tools offered to models without a specification in SPEC §5: {unspecified:?}");
 }
+
+/// The modules of one crate that `file` refers to as `crate::<module>`, outside its tests.
+fn crate_references(text: &str) -> BTreeSet<String> {
+    // Doc links are not dependencies: comments are left out with the tests.
+    let code: String = text
+        .split("#[cfg(test)]")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let code = code.as_str();
+    let mut found = BTreeSet::new();
+    for (at, _) in code.match_indices("crate::") {
+        let before = code[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue; // `missions_core::…` and the like
+        }
+        let rest = &code[at + "crate::".len()..];
+        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        if !name.is_empty() {
+            found.insert(name);
+        }
+    }
+    // `use crate::{a, b::c}` lists several.
+    for block in code.split("use crate::{").skip(1) {
+        let list = block.split('}').next().unwrap_or_default();
+        for item in list.split(',') {
+            let name: String = item.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            if !name.is_empty() {
+                found.insert(name);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_two_modules_of_a_crate_import_each_other() {
+    let mut cycles = Vec::new();
+    for krate in ["core", "providers", "tools", "engine", "lsp", "cli"] {
+        let src = root().join("server").join(krate).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        // A module is a top-level file or directory of `src`; the crate root is not a module.
+        let module_of = |path: &Path| -> Option<String> {
+            let relative = path.strip_prefix(&src).ok()?;
+            let first = relative.components().next()?.as_os_str().to_string_lossy().into_owned();
+            let name = first.trim_end_matches(".rs").to_owned();
+            (!matches!(name.as_str(), "lib" | "main")).then_some(name)
+        };
+        let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
+        for path in &files {
+            // Unit tests kept in files of their own may use anything.
+            if path.file_name().is_some_and(|n| n == "tests.rs") {
+                continue;
+            }
+            let Some(module) = module_of(path) else { continue };
+            let text = std::fs::read_to_string(path).unwrap();
+            for target in crate_references(&text) {
+                let is_module = src.join(format!("{target}.rs")).exists() || src.join(&target).is_dir();
+                if is_module && target != module {
+                    edges.insert((module.clone(), target));
+                }
+            }
+        }
+        for (from, to) in &edges {
+            if from < to && edges.contains(&(to.clone(), from.clone())) {
+                cycles.push(format!("{krate}: {from} <-> {to}"));
+            }
+        }
+    }
+    assert!(cycles.is_empty(), "modules that import each other (one should depend on the other only): {cycles:?}");
+}

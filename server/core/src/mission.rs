@@ -146,6 +146,16 @@ pub struct Budget {
     pub by_role: BTreeMap<Role, RoleSpend>,
 }
 
+/// The agent run in progress, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveRun {
+    pub run_id: String,
+    pub role: Role,
+    pub milestone: Option<String>,
+    pub feature: Option<String>,
+    pub started_at: String,
+}
+
 /// The `mission.json` projection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mission {

@@ -11,8 +11,6 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::transcript::TranscriptWriter;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChatRole {
@@ -289,10 +287,35 @@ pub enum StreamUpdate {
     Retrying { attempt: u32, delay: Duration, reason: String },
 }
 
+/// One line of a transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TranscriptEntry {
+    /// A request as sent on the wire (body only).
+    Request { ts: String, provider: String, url: String, attempt: u32, body: serde_json::Value },
+    /// The assembled response of a successful call. `key` is the request's
+    /// [`ModelRequest::replay_key`].
+    Response {
+        ts: String,
+        provider: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        response: ModelResponse,
+    },
+    /// A failed attempt, and whether it is retried.
+    Error { ts: String, provider: String, attempt: u32, error: String, retry_in_ms: Option<u64> },
+}
+
+/// Where a call's exchange with its model is recorded: the run's transcript
+/// (`transcript::TranscriptWriter`), which this module knows only through this trait.
+pub trait ExchangeRecorder: Send + Sync {
+    fn record(&self, entry: &TranscriptEntry);
+}
+
 /// Per-call context: where to record the exchange and who wants progress.
 #[derive(Default, Clone, Copy)]
 pub struct CallContext<'a> {
-    pub transcript: Option<&'a TranscriptWriter>,
+    pub transcript: Option<&'a dyn ExchangeRecorder>,
     pub observer: Option<&'a (dyn Fn(&StreamUpdate) + Send + Sync)>,
 }
 

@@ -9,18 +9,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::mission::{Contract, Finding, FindingStatus, Mission, Plan, Role};
+pub use crate::mission::ActiveRun;
+use crate::mission::{Contract, Finding, FindingStatus, Mission, Plan};
 use crate::store::{self, Projection, StoreError};
-
-/// The agent run in progress, if any.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActiveRun {
-    pub run_id: String,
-    pub role: Role,
-    pub milestone: Option<String>,
-    pub feature: Option<String>,
-    pub started_at: String,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusSnapshot {

@@ -11,29 +11,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
-
-use crate::model::ModelResponse;
+use crate::model::{ExchangeRecorder, ModelResponse};
 use crate::secrets::Redactor;
 
-/// One line of a transcript.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum TranscriptEntry {
-    /// A request as sent on the wire (body only).
-    Request { ts: String, provider: String, url: String, attempt: u32, body: serde_json::Value },
-    /// The assembled response of a successful call. `key` is the request's
-    /// [`ModelRequest::replay_key`](crate::model::ModelRequest::replay_key).
-    Response {
-        ts: String,
-        provider: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        key: Option<String>,
-        response: ModelResponse,
-    },
-    /// A failed attempt, and whether it is retried.
-    Error { ts: String, provider: String, attempt: u32, error: String, retry_in_ms: Option<u64> },
-}
+pub use crate::model::TranscriptEntry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TranscriptError {
@@ -53,6 +34,12 @@ pub struct TranscriptWriter {
     /// The file, and how many conversation messages the requests written so far held.
     file: Mutex<(File, usize)>,
     redactor: Redactor,
+}
+
+impl ExchangeRecorder for TranscriptWriter {
+    fn record(&self, entry: &TranscriptEntry) {
+        TranscriptWriter::record(self, entry);
+    }
 }
 
 impl TranscriptWriter {

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use missions_core::mission::Role;
+use missions_core::model::ExchangeRecorder;
 use missions_core::model::{
     CallContext, ChatRole, ContentBlock, Message, ModelError, ModelProvider, ModelRequest, StopReason, ToolSpec, Usage,
 };
@@ -225,7 +226,7 @@ pub async fn run_agent<T: Terminal>(
             Ok(granted) => ModelRequest { max_tokens: Some(granted), ..request },
             Err(stop) => return RunEnd::Stopped(stop),
         };
-        let context = CallContext { transcript, observer: None };
+        let context = CallContext { transcript: transcript.map(|t| t as &dyn ExchangeRecorder), observer: None };
         let response = match config.provider.complete(&request, context).await {
             Ok(response) => {
                 hooks.after_call(config.role, &config.run_id, &config.model, &response.usage, response.cost_usd);

@@ -82,6 +82,12 @@ pub fn shift(ranges: &mut [TrackedRange], start: u32, end: u32, end_character: u
     }
 }
 
+/// The length of each line of `text` in UTF-16 code units (what LSP positions count),
+/// without its line break.
+pub fn utf16_line_lengths(text: &str) -> Vec<u32> {
+    text.split('\n').map(|line| line.strip_suffix('\r').unwrap_or(line).encode_utf16().count() as u32).collect()
+}
+
 impl Documents {
     pub fn open(&self, path: &str, text: &str, version: i32) {
         lock(&self.open)
@@ -145,7 +151,7 @@ impl Documents {
     pub fn line_lengths(&self, path: &str) -> Option<Vec<u32>> {
         let open = lock(&self.open);
         let document = open.get(path)?;
-        Some(crate::to_proto::utf16_line_lengths(&document.text.to_string()))
+        Some(utf16_line_lengths(&document.text.to_string()))
     }
 
     /// The paths with unsaved changes, sorted.

@@ -198,7 +198,7 @@ impl State {
             return lengths;
         }
         missions_core::store::read_bounded(&workspace.join(path), 64 * 1024 * 1024)
-            .map(|bytes| to_proto::utf16_line_lengths(&String::from_utf8_lossy(&bytes)))
+            .map(|bytes| documents::utf16_line_lengths(&String::from_utf8_lossy(&bytes)))
             .unwrap_or_default()
     }
 

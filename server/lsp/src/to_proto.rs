@@ -31,11 +31,6 @@ fn severity(severity: Severity) -> DiagnosticSeverity {
     }
 }
 
-/// The length of each line of `text` in UTF-16 code units, without its line break.
-pub fn utf16_line_lengths(text: &str) -> Vec<u32> {
-    text.split('\n').map(|line| line.strip_suffix('\r').unwrap_or(line).encode_utf16().count() as u32).collect()
-}
-
 /// The range of 1-based lines `first..=last` as LSP sees it, kept inside a document whose
 /// lines have `lengths`: a line past the end is the last line, and the range ends at the end
 /// of its last line (never a sentinel column).
@@ -439,7 +434,7 @@ mod tests {
 
     #[test]
     fn every_range_lies_inside_its_document() {
-        let lengths = utf16_line_lengths("fn a() {}\r\n    é🎉\nlast");
+        let lengths = crate::documents::utf16_line_lengths("fn a() {}\r\n    é🎉\nlast");
         assert_eq!(lengths, vec![9, 7, 4]);
         assert_eq!(line_range(&lengths, 2, 2), Range::new(Position::new(1, 0), Position::new(1, 7)));
         // Past the end: the last line. Line 0 and an end before the start: the first line.

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use missions_core::model::{
-    CallContext, ContentBlock, ModelError, ModelFailure, ModelProvider, ModelRequest, ModelResponse, ProbeReport,
-    ProbeStatus, StreamUpdate, TimeoutPhase, Usage,
+    CallContext, ContentBlock, ExchangeRecorder, ModelError, ModelFailure, ModelProvider, ModelRequest, ModelResponse,
+    ProbeReport, ProbeStatus, StreamUpdate, TimeoutPhase, Usage,
 };
 use missions_core::transcript::{TranscriptEntry, TranscriptWriter};
 use reqwest::header::HeaderMap;
@@ -129,7 +129,8 @@ impl<W: Wire> HttpProvider<W> {
     }
 
     fn record(&self, context: &CallContext<'_>, entry: TranscriptEntry) {
-        for writer in context.transcript.into_iter().chain(self.recorder.as_ref()) {
+        let own = self.recorder.as_ref().map(|r| r as &dyn ExchangeRecorder);
+        for writer in context.transcript.into_iter().chain(own) {
             writer.record(&entry);
         }
     }

@@ -40,7 +40,7 @@ pub struct Projection {
     /// a crash interrupted.
     pub last_rollback: Option<(String, String, String)>,
     /// The agent run in progress, if one started and has not finished.
-    pub active_run: Option<crate::status::ActiveRun>,
+    pub active_run: Option<crate::mission::ActiveRun>,
     /// How many events were folded.
     pub events: u64,
     /// The last commit the log records on the mission branch: where `HEAD` must be (or one
@@ -286,7 +286,7 @@ impl Projection {
                 }
             }
             Event::RunStarted { run_id, role, milestone, feature } => {
-                self.active_run = Some(crate::status::ActiveRun {
+                self.active_run = Some(crate::mission::ActiveRun {
                     run_id: run_id.clone(),
                     role: *role,
                     milestone: milestone.clone(),
