@@ -45,7 +45,7 @@ pub fn progress_reporter() -> Arc<dyn Fn(&Progress) + Send + Sync> {
         Arc::new(move |progress: &Progress| {
             let line = one_line(&progress.to_string());
             // Outcomes stay on screen as lines of their own; the spinner shows the current step.
-            if progress.outcome {
+            if progress.step.is_outcome() {
                 let width = usize::from(console::Term::stderr().size().1).max(20);
                 bar.println(console::truncate_str(&format!("  {line}"), width, "…"));
             }

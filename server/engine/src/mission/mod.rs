@@ -14,7 +14,6 @@
 //! made; control commands from other processes arrive through the mission's inbox.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +35,7 @@ use crate::git::{Git, GitError};
 use crate::prompts::{self, PromptError, Template};
 use crate::terminals::{ClaimMatch, DecideMilestone, Decision, SubmitHandoff, SubmitPlan};
 
+mod progress;
 pub(crate) mod rules;
 mod shared;
 mod validation;
@@ -44,6 +44,7 @@ mod worktree;
 pub use worktree::{EditorBuffers, EditorFile, editors_dir};
 
 pub use missions_core::model::{Models, RoleModel};
+pub use progress::{CheckKind, Decided, Progress, Step};
 use shared::{RunScope, Shared, lock};
 use shared::{inbox_dir, wait_for_ack, write_inbox};
 
@@ -61,32 +62,6 @@ pub enum Control {
     /// command sent: `Some(Ok)` applied, `Some(Err)` refused (the last one sent), `None` the
     /// driver did not answer in time and the command waits in the inbox.
     Queued { holder: String, verdicts: Vec<Option<Result<(), String>>> },
-}
-
-/// Where a mission is, for progress displays: `M1 · F2 · worker · run_command cargo test`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Progress {
-    pub mission: String,
-    pub milestone: Option<String>,
-    pub feature: Option<String>,
-    pub role: Option<Role>,
-    pub message: String,
-    /// The message reports how something ended (a check's result, a verdict, a decision, a
-    /// commit, a pause) rather than a step under way; front ends keep such lines on screen.
-    pub outcome: bool,
-}
-
-impl fmt::Display for Progress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let role = self.role.map(|r| r.as_str().replace('_', "-"));
-        let parts: Vec<&str> =
-            [self.milestone.as_deref(), self.feature.as_deref(), role.as_deref(), Some(self.message.as_str())]
-                .into_iter()
-                .flatten()
-                .filter(|p| !p.is_empty())
-                .collect();
-        f.write_str(&parts.join(" · "))
-    }
 }
 
 /// Turn limits and sizes of agent runs.
@@ -685,12 +660,7 @@ impl Mission {
         // they die before anything else happens.
         let killed = missions_tools::command::kill_recorded(&self.process_registry());
         if !killed.is_empty() {
-            self.shared.progress(
-                None,
-                None,
-                None,
-                format!("stopped {} command(s) left running by a driver that died", killed.len()),
-            );
+            self.shared.progress(None, None, None, Step::OrphansStopped { count: killed.len() });
         }
         let mission = self.shared.mission()?;
         let git = &self.shared.git;
@@ -699,12 +669,8 @@ impl Mission {
         // removed when it is provably stale, and a live one stops the drive.
         let (removed, live) = git.remove_stale_locks()?;
         for lock in removed {
-            self.shared.progress(
-                None,
-                None,
-                None,
-                format!("removed {}, a lock left by a git process that died", lock.display()),
-            );
+            let removed = Step::StaleLockRemoved { path: lock.display().to_string() };
+            self.shared.progress(None, None, None, removed);
         }
         if let Some(lock) = live.first() {
             return Err(EngineError::Refused(format!(
@@ -723,7 +689,7 @@ impl Mission {
         self.ready_to_drive()?;
         if let Some(launcher) = &self.options.sandbox {
             match missions_tools::sandbox::probe(launcher, &self.workspace) {
-                Some(report) => self.shared.progress(None, None, None, format!("sandbox: {}", report.summary())),
+                Some(report) => self.shared.progress(None, None, None, Step::Sandbox { summary: report.summary() }),
                 None => tracing::warn!("the sandbox launcher did not report; commands may run unconfined"),
             }
         }
@@ -897,7 +863,7 @@ impl Mission {
             milestone.as_deref(),
             feature.as_deref(),
             Some(role),
-            format!("started ({})", model.model),
+            Step::RunStarted { model: model.model.clone() },
         );
         let transcript_path = store::missions_root(&self.workspace)
             .join(&self.shared.mission_id)
@@ -922,6 +888,7 @@ impl Mission {
             shared: &self.shared,
             milestone: milestone.clone(),
             feature: feature.clone(),
+            run_id: run_id.clone(),
             reservation: Mutex::new((0, 0.0)),
         };
         let end = run_agent(&config, tools, terminal, &hooks, Some(&transcript)).await;
@@ -995,7 +962,7 @@ impl Mission {
             RunEnd::Finished((plan, contract, tried)) => {
                 self.shared.append(Event::PlanSubmitted { plan, contract })?;
                 self.shared.append(Event::DryRunRecorded { results: tried })?;
-                self.shared.progress(None, None, Some(Role::Orchestrator), "plan submitted; waiting for approval");
+                self.shared.progress(None, None, Some(Role::Orchestrator), Step::PlanSubmitted);
                 self.shared.set_state(MissionState::AwaitingApproval, None, None)
             }
             RunEnd::GaveUp(reason) => {
@@ -1107,7 +1074,7 @@ impl Mission {
         // its base commit with a fresh context.
         let base = match projection.feature_bases.get(&feature.id) {
             Some(base) if feature.status == WorkStatus::InProgress => {
-                self.shared.progress(Some(&milestone.id), Some(&feature.id), None, "restarting from its base commit");
+                self.shared.progress(Some(&milestone.id), Some(&feature.id), None, Step::FeatureRestarted);
                 self.take_back_tree(projection, base, &format!("{} was cut off; the tree as it was", feature.id))?
             }
             _ => {
@@ -1256,12 +1223,8 @@ impl Mission {
         }
         self.shared.append(Event::FeatureStatusChanged { feature: feature.id.clone(), status: WorkStatus::Done })?;
         self.shared.append(Event::CursorMoved { milestone: Some(milestone.id.clone()), feature: None, role: None })?;
-        self.shared.outcome(
-            Some(&milestone.id),
-            Some(&feature.id),
-            Some(Role::Worker),
-            format!("committed {}", &commit[..commit.len().min(8)]),
-        );
+        let committed = Step::FeatureCommitted { commit: commit.clone() };
+        self.shared.progress(Some(&milestone.id), Some(&feature.id), Some(Role::Worker), committed);
         Ok(())
     }
 
@@ -1393,12 +1356,8 @@ impl Mission {
         let end = self.run(request, &tools, &mut terminal).await?;
         match end {
             RunEnd::Finished(Decision::Complete { notes, new_assertions }) => {
-                self.shared.outcome(
-                    Some(&milestone.id),
-                    None,
-                    Some(Role::Orchestrator),
-                    format!("decided: complete ({})", clause(notes.lines().next().unwrap_or_default())),
-                );
+                let decided = Decided::Complete { notes: clause(notes.lines().next().unwrap_or_default()).to_owned() };
+                self.shared.progress(Some(&milestone.id), None, Some(Role::Orchestrator), Step::Decided(decided));
                 self.shared.append(Event::DecisionRecorded {
                     milestone: milestone.id.clone(),
                     decision: "complete".into(),
@@ -1420,17 +1379,9 @@ impl Mission {
                     })?;
                     return self.blocked(milestone, &failing, max_rounds);
                 }
-                self.shared.outcome(
-                    Some(&milestone.id),
-                    None,
-                    Some(Role::Orchestrator),
-                    format!(
-                        "decided: correct, round {} with {} feature(s): {}",
-                        round + 1,
-                        corrections.len(),
-                        corrections.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                );
+                let decided =
+                    Decided::Correct { round: round + 1, features: corrections.iter().map(|c| c.id.clone()).collect() };
+                self.shared.progress(Some(&milestone.id), None, Some(Role::Orchestrator), Step::Decided(decided));
                 // One event: the fold adds the features and assertions and reopens the
                 // milestone, so a crash never leaves half a decision applied.
                 self.shared.append(Event::DecisionRecorded {
@@ -1519,7 +1470,7 @@ impl Mission {
             .git
             .commit_empty(&subject, &[("Mission-Id", &self.shared.mission_id), ("Milestone-Id", &milestone.id)])?;
         self.shared.append(Event::MilestoneCommitted { milestone: milestone.id.clone(), commit })?;
-        self.shared.outcome(Some(&milestone.id), None, None, "validated; waiting for acceptance");
+        self.shared.progress(Some(&milestone.id), None, None, Step::MilestoneValidated);
         self.shared.set_state(MissionState::AwaitingAcceptance, None, None)
     }
 }

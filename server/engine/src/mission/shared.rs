@@ -17,7 +17,7 @@ use crate::agent::{RunHooks, Stop};
 use crate::git::Git;
 
 use super::rules::{self, Ruling};
-use super::{Command, EngineError, Progress};
+use super::{Command, EngineError, Progress, Step};
 
 /// Everything runs share: the store and the channel for control commands.
 pub(super) struct Shared {
@@ -55,42 +55,15 @@ impl Shared {
         self.projection().mission.ok_or_else(|| EngineError::Io("the mission log has no mission".into()))
     }
 
-    pub(super) fn progress(
-        &self,
-        milestone: Option<&str>,
-        feature: Option<&str>,
-        role: Option<Role>,
-        message: impl Into<String>,
-    ) {
-        self.report(milestone, feature, role, message.into(), false);
-    }
-
-    /// Progress that reports how something ended: a check, a verdict, a decision.
-    pub(super) fn outcome(
-        &self,
-        milestone: Option<&str>,
-        feature: Option<&str>,
-        role: Option<Role>,
-        message: impl Into<String>,
-    ) {
-        self.report(milestone, feature, role, message.into(), true);
-    }
-
-    fn report(
-        &self,
-        milestone: Option<&str>,
-        feature: Option<&str>,
-        role: Option<Role>,
-        message: String,
-        outcome: bool,
-    ) {
+    /// Reports `step` at a place in the mission, outside any agent run.
+    pub(super) fn progress(&self, milestone: Option<&str>, feature: Option<&str>, role: Option<Role>, step: Step) {
         (self.progress)(&Progress {
             mission: self.mission_id.clone(),
             milestone: milestone.map(str::to_owned),
             feature: feature.map(str::to_owned),
             role,
-            message,
-            outcome,
+            run: None,
+            step,
         });
     }
 
@@ -110,12 +83,7 @@ impl Shared {
         let name = self.next_ref("saved")?;
         match self.git.snapshot(&name, why)? {
             Some(_) => {
-                self.progress(
-                    None,
-                    None,
-                    None,
-                    format!("saved the working tree's uncommitted changes at {name} ({why})"),
-                );
+                self.progress(None, None, None, Step::TreeSaved { at: name.clone(), why: why.to_owned() });
                 Ok(Some(name))
             }
             None => Ok(None),
@@ -157,7 +125,7 @@ impl Shared {
     }
 
     pub(super) fn pause(&self, reason: PauseReason, detail: String) -> Result<(), EngineError> {
-        self.outcome(None, None, None, format!("paused ({}): {detail}", reason.as_str().to_owned()));
+        self.progress(None, None, None, Step::Paused { reason, detail: detail.clone() });
         self.set_state(MissionState::Paused, Some(reason), Some(detail))
     }
 
@@ -198,14 +166,14 @@ impl Shared {
                 for event in events {
                     self.append(event)?;
                 }
-                let said = if last { "accepted; the mission is complete" } else { "accepted" };
-                self.outcome(accepted.as_deref(), None, None, said);
+                self.progress(accepted.as_deref(), None, None, Step::MilestoneAccepted { mission_complete: last });
                 return Ok(());
             }
             Command::Pause { note } => {
                 *lock(&self.stop) = Some(Stop::Paused);
                 let detail = note.as_deref().unwrap_or("paused by the user");
-                self.outcome(None, None, None, format!("paused ({}): {detail}", PauseReason::User));
+                let step = Step::Paused { reason: PauseReason::User, detail: detail.to_owned() };
+                self.progress(None, None, None, step);
             }
             Command::Cancel => *lock(&self.stop) = Some(Stop::Cancelled),
             _ => {}
@@ -402,6 +370,7 @@ pub(super) struct RunScope<'a> {
     pub(super) shared: &'a Shared,
     pub(super) milestone: Option<String>,
     pub(super) feature: Option<String>,
+    pub(super) run_id: String,
     /// What this run's call in flight reserved against the caps.
     pub(super) reservation: Mutex<(u64, f64)>,
 }
@@ -469,13 +438,14 @@ impl RunHooks for RunScope<'_> {
             .iter()
             .find_map(|key| input.get(*key).and_then(Value::as_str))
             .unwrap_or_default();
-        let detail: String = detail.chars().take(80).collect();
-        self.shared.progress(
-            self.milestone.as_deref(),
-            self.feature.as_deref(),
-            Some(role),
-            format!("{name} {detail}").trim_end().to_owned(),
-        );
+        (self.shared.progress)(&Progress {
+            mission: self.shared.mission_id.clone(),
+            milestone: self.milestone.clone(),
+            feature: self.feature.clone(),
+            role: Some(role),
+            run: Some(self.run_id.clone()),
+            step: Step::ToolCalled { tool: name.to_owned(), detail: detail.chars().take(80).collect() },
+        });
     }
 
     fn interrupted(&self) -> Option<Stop> {

@@ -18,6 +18,7 @@ use crate::prompts::{self, Template};
 use crate::terminals::{FindingsReport, ReportFindings};
 
 use super::rules;
+use super::{CheckKind, Step};
 use super::{EngineError, Mission, RunRequest, clip};
 
 /// The outcome of one feature's review.
@@ -74,15 +75,18 @@ impl Mission {
         let head = self.shared.git.head()?;
         let mut checks = Vec::new();
         for check in checks_configured {
-            self.shared.progress(None, None, None, format!("baseline: {check}"));
+            let started = Step::CheckStarted { check: CheckKind::Baseline, command: check.clone() };
+            self.shared.progress(None, None, None, started);
             let result = crate::checks::run_check(&environment, &check, timeout, &recorder).await;
             let problems = crate::checks::parse_output(&self.workspace, &result.output);
-            self.shared.outcome(
-                None,
-                None,
-                None,
-                format!("baseline `{check}`: {}, {} problem(s) before any work", result.outcome(), problems.len()),
-            );
+            let finished = Step::CheckFinished {
+                check: CheckKind::Baseline,
+                command: check.clone(),
+                result: result.outcome(),
+                passed: result.exit_code == Some(0),
+                problems: problems.len(),
+            };
+            self.shared.progress(None, None, None, finished);
             checks.push(missions_core::store::BaselineCheck {
                 command: check.clone(),
                 exit_code: result.exit_code,
@@ -190,16 +194,19 @@ impl Mission {
         // The contract's command checks, run by the engine itself.
         for assertion in &assertions {
             let Check::Command { command, expect_exit } = &assertion.check else { continue };
-            self.shared.progress(Some(&milestone.id), None, None, format!("checking {}: {command}", assertion.id));
+            let kind = CheckKind::Assertion { id: assertion.id.clone(), expect_exit: *expect_exit };
+            let started = Step::CheckStarted { check: kind.clone(), command: command.clone() };
+            self.shared.progress(Some(&milestone.id), None, None, started);
             let result = crate::checks::run_check(&environment, command, timeout, &recorder).await;
             let passed = !result.timed_out && result.exit_code == Some(*expect_exit);
-            let verdict = if passed { "passing" } else { "failing" };
-            self.shared.outcome(
-                Some(&milestone.id),
-                None,
-                None,
-                format!("{} {verdict} ({}, expected exit {expect_exit})", assertion.id, result.outcome()),
-            );
+            let finished = Step::CheckFinished {
+                check: kind,
+                command: command.clone(),
+                result: result.outcome(),
+                passed,
+                problems: 0,
+            };
+            self.shared.progress(Some(&milestone.id), None, None, finished);
             let evidence = clip(&result.describe(timeout), 8_000);
             self.shared.append(Event::AssertionChecked {
                 assertion: assertion.id.clone(),
@@ -239,15 +246,18 @@ impl Mission {
         // The project's own checks, parsed into file:line findings.
         let mut excused = Baseline::new(projection.baseline.as_deref());
         for check in self.config.config.mission.checks.clone() {
-            self.shared.progress(Some(&milestone.id), None, None, format!("project check: {check}"));
+            let started = Step::CheckStarted { check: CheckKind::Project, command: check.clone() };
+            self.shared.progress(Some(&milestone.id), None, None, started);
             let result = crate::checks::run_check(&environment, &check, timeout, &recorder).await;
             let problems = crate::checks::parse_output(&self.workspace, &result.output);
-            self.shared.outcome(
-                Some(&milestone.id),
-                None,
-                None,
-                format!("project check `{check}`: {}, {} finding(s)", result.outcome(), problems.len()),
-            );
+            let finished = Step::CheckFinished {
+                check: CheckKind::Project,
+                command: check.clone(),
+                result: result.outcome(),
+                passed: result.exit_code == Some(0),
+                problems: problems.len(),
+            };
+            self.shared.progress(Some(&milestone.id), None, None, finished);
             self.shared.append(Event::ProjectCheckRan {
                 milestone: milestone.id.clone(),
                 command: check.clone(),
@@ -448,7 +458,7 @@ impl Mission {
                 Some(&milestone.id),
                 feature.map(|f| f.id.as_str()),
                 Some(role),
-                format!("ignored verdicts on {} (not asked to judge them)", terminal.ignored.join(", ")),
+                Step::VerdictsIgnored { assertions: terminal.ignored.clone() },
             );
         }
         // Findings are always recorded (SPEC §2 rule 10): a run that never managed an
@@ -484,21 +494,9 @@ impl Mission {
         validator: Validator,
         report: FindingsReport,
     ) -> Result<(), EngineError> {
-        let verdicts: Vec<String> = report
-            .verdicts
-            .iter()
-            .map(|v| format!("{} {}", v.assertion, if v.pass { "passing" } else { "failing" }))
-            .collect();
-        self.shared.outcome(
-            Some(milestone),
-            feature,
-            None,
-            format!(
-                "{validator}: {}{} finding(s)",
-                if verdicts.is_empty() { String::new() } else { format!("{}; ", verdicts.join(", ")) },
-                report.findings.len()
-            ),
-        );
+        let verdicts = report.verdicts.iter().map(|v| (v.assertion.clone(), v.pass)).collect();
+        let reported = Step::Reported { validator, verdicts, findings: report.findings.len() };
+        self.shared.progress(Some(milestone), feature, None, reported);
         for verdict in &report.verdicts {
             self.shared.append(Event::AssertionChecked {
                 assertion: verdict.assertion.clone(),

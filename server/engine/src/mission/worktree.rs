@@ -22,6 +22,7 @@ use missions_core::store::{self, Event, Projection, StoreError, WorkFile};
 use missions_tools::{WorkRecorder, WriteGuard};
 use sha2::{Digest, Sha256};
 
+use super::Step;
 use super::rules;
 use super::shared::Shared;
 use super::{EngineError, Mission};
@@ -339,12 +340,8 @@ impl Mission {
             let kept = self.shared.next_ref("dropped")?;
             git.create_ref(&kept, &head)?;
             git.move_branch(target, &head)?;
-            self.shared.progress(
-                None,
-                None,
-                None,
-                format!("kept commit {} at {kept} before moving the branch back to {}", short(&head), short(target)),
-            );
+            let step = Step::CommitKept { commit: head.clone(), at: kept.clone(), target: target.to_owned() };
+            self.shared.progress(None, None, None, step);
         }
         let mut start = target.to_owned();
         if !foreign.is_empty() {
@@ -353,12 +350,9 @@ impl Mission {
             let subject = format!("user: {}", foreign.join(", "));
             let commit = git.commit_paths(&subject, &[("Mission-Id", &self.shared.mission_id)], &foreign)?;
             self.shared.append(Event::UserChangesCommitted { commit: commit.clone(), files: foreign.clone() })?;
-            self.shared.progress(
-                None,
-                None,
-                None,
-                format!("committed your changes to {} as {} ({subject})", foreign.join(", "), short(&commit)),
-            );
+            let step =
+                Step::UserChangesCommitted { files: foreign.clone(), commit: commit.clone(), subject: subject.clone() };
+            self.shared.progress(None, None, None, step);
             start = commit;
         }
         git.reset_hard(&start)?;
