@@ -43,6 +43,36 @@ pub struct AssertionDraft {
     pub check: Check,
 }
 
+/// Who added features or assertions to a plan already approved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Author {
+    /// The orchestrator, at a milestone boundary (a correction round).
+    Orchestrator,
+    /// The user (a rejection, a "fix this finding", an assertion of their own).
+    User,
+}
+
+/// The orchestrator's decision at a milestone boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BoundaryDecision {
+    Complete,
+    Correct,
+}
+
+/// How an agent run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// The run called its terminal tool.
+    Finished,
+    /// The run ended without it (turn limit, loop guard, a model that stopped).
+    GaveUp,
+    /// The mission stopped it (pause, cancel, budget, provider).
+    Stopped,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -90,9 +120,8 @@ pub enum Event {
     FeaturesAdded {
         milestone: String,
         features: Vec<FeatureDraft>,
-        /// `orchestrator` or `user`.
         #[serde(default)]
-        by: Option<String>,
+        by: Option<Author>,
     },
     /// Work on a milestone began at this commit (the point a rollback returns to).
     MilestoneStarted {
@@ -115,10 +144,10 @@ pub enum Event {
         #[serde(default)]
         feature: Option<String>,
     },
-    /// An agent run ended: `finished`, `gave_up` or `stopped`, with a sentence.
+    /// An agent run ended, with a sentence saying why.
     RunFinished {
         run_id: String,
-        outcome: String,
+        outcome: RunOutcome,
         detail: String,
     },
     /// The orchestrator's decision at a milestone boundary. A correction carries its
@@ -126,7 +155,7 @@ pub enum Event {
     /// can never leave half of it applied.
     DecisionRecorded {
         milestone: String,
-        decision: String,
+        decision: BoundaryDecision,
         notes: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         corrections: Vec<FeatureDraft>,
@@ -165,8 +194,7 @@ pub enum Event {
     },
     AssertionsAdded {
         assertions: Vec<AssertionDraft>,
-        /// `orchestrator` or `user`.
-        by: String,
+        by: Author,
     },
     AssertionChecked {
         assertion: String,

@@ -265,7 +265,7 @@ impl Projection {
             }
             Event::FeaturesAdded { milestone, features, by } => {
                 self.add_features(milestone, features);
-                if by.as_deref() == Some("orchestrator") {
+                if *by == Some(super::events::Author::Orchestrator) {
                     *self.correction_rounds.entry(milestone.clone()).or_insert(0) += 1;
                 }
             }
@@ -301,7 +301,7 @@ impl Projection {
             }
             Event::DecisionRecorded { milestone, decision, corrections, new_assertions, .. } => {
                 self.contract.assertions.extend(new_assertions.iter().map(assertion_from));
-                if decision == "complete" {
+                if *decision == super::events::BoundaryDecision::Complete {
                     self.decided_complete = Some(milestone.clone());
                 } else if !corrections.is_empty() {
                     self.add_features(milestone, corrections);

@@ -103,7 +103,7 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
                 }],
             },
         },
-        Event::RunFinished { run_id: "worker-1".into(), outcome: "finished".into(), detail: "handed off".into() },
+        Event::RunFinished { run_id: "worker-1".into(), outcome: RunOutcome::Finished, detail: "handed off".into() },
         Event::FeatureStatusChanged { feature: "F1".into(), status: WorkStatus::Done },
         Event::StateChanged { state: MissionState::Validating, pause_reason: None, detail: None },
         Event::RunStarted {
@@ -122,11 +122,11 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
                 description: "handle ''".into(),
                 assertions: vec!["A1".into()],
             }],
-            by: Some("orchestrator".into()),
+            by: Some(Author::Orchestrator),
         },
         Event::DecisionRecorded {
             milestone: "M1".into(),
-            decision: "correct".into(),
+            decision: BoundaryDecision::Correct,
             notes: "fix empty input".into(),
             corrections: Vec::new(),
             new_assertions: Vec::new(),
@@ -138,7 +138,7 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
                 description: "empty input".into(),
                 check: check("pytest -q -k empty"),
             }],
-            by: "orchestrator".into(),
+            by: Author::Orchestrator,
         },
         Event::UsageRecorded {
             role: Role::Orchestrator,
@@ -453,7 +453,7 @@ fn a_waiver_outlasts_later_verdicts_and_duplicate_feature_ids_are_never_added() 
     });
     let duplicate =
         FeatureDraft { id: "F1".into(), title: "again".into(), description: "d".into(), assertions: vec![] };
-    events.push(Event::FeaturesAdded { milestone: "M1".into(), features: vec![duplicate], by: Some("user".into()) });
+    events.push(Event::FeaturesAdded { milestone: "M1".into(), features: vec![duplicate], by: Some(Author::User) });
     let projection = fold(events);
     assert_eq!(projection.contract.assertions[0].status, AssertionStatus::Waived);
     let features: Vec<&str> =
@@ -512,4 +512,26 @@ fn reading_a_file_is_bounded() {
     let zero = dir.path().join("zero.toml");
     std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
     assert!(matches!(super::read_bounded(&zero, 1024), Err(StoreError::NotAFile { .. })));
+}
+
+#[test]
+fn typed_fields_keep_the_words_logs_were_written_with() {
+    let read = |json: &str| serde_json::from_str::<Event>(json).unwrap();
+    assert_eq!(
+        read(r#"{"type":"run_finished","run_id":"r","outcome":"gave_up","detail":"d"}"#),
+        Event::RunFinished { run_id: "r".into(), outcome: RunOutcome::GaveUp, detail: "d".into() }
+    );
+    let decided = read(r#"{"type":"decision_recorded","milestone":"M1","decision":"complete","notes":"n"}"#);
+    assert!(matches!(decided, Event::DecisionRecorded { decision: BoundaryDecision::Complete, .. }));
+    let added = read(r#"{"type":"features_added","milestone":"M1","features":[],"by":"orchestrator"}"#);
+    assert!(matches!(added, Event::FeaturesAdded { by: Some(Author::Orchestrator), .. }));
+    let added = read(r#"{"type":"assertions_added","assertions":[],"by":"user"}"#);
+    assert!(matches!(added, Event::AssertionsAdded { by: Author::User, .. }));
+    let written = serde_json::to_value(Event::RunFinished {
+        run_id: "r".into(),
+        outcome: RunOutcome::Finished,
+        detail: String::new(),
+    })
+    .unwrap();
+    assert_eq!(written["outcome"], "finished");
 }

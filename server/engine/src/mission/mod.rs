@@ -25,7 +25,7 @@ use missions_core::mission::{
     WorkStatus,
 };
 use missions_core::pricing::PriceTable;
-use missions_core::store::{self, Event, MissionStore, Projection, StoreError};
+use missions_core::store::{self, BoundaryDecision, Event, MissionStore, Projection, RunOutcome, StoreError};
 use missions_core::transcript::TranscriptWriter;
 use missions_tools::{CommandEnvironment, Sandbox, ToolBox, ToolSet, ToolSettings, WriteGuard};
 use serde::{Deserialize, Serialize};
@@ -894,11 +894,11 @@ impl Mission {
         let end = run_agent(&config, tools, terminal, &hooks, Some(&transcript)).await;
         tools.finish();
         let (outcome, detail) = match &end {
-            RunEnd::Finished(_) => ("finished", "the run called its terminal tool".to_owned()),
-            RunEnd::GaveUp(reason) => ("gave_up", reason.clone()),
-            RunEnd::Stopped(stop) => ("stopped", stop.to_string()),
+            RunEnd::Finished(_) => (RunOutcome::Finished, "the run called its terminal tool".to_owned()),
+            RunEnd::GaveUp(reason) => (RunOutcome::GaveUp, reason.clone()),
+            RunEnd::Stopped(stop) => (RunOutcome::Stopped, stop.to_string()),
         };
-        self.shared.append(Event::RunFinished { run_id, outcome: outcome.into(), detail })?;
+        self.shared.append(Event::RunFinished { run_id, outcome, detail })?;
         Ok(end)
     }
 
@@ -1360,7 +1360,7 @@ impl Mission {
                 self.shared.progress(Some(&milestone.id), None, Some(Role::Orchestrator), Step::Decided(decided));
                 self.shared.append(Event::DecisionRecorded {
                     milestone: milestone.id.clone(),
-                    decision: "complete".into(),
+                    decision: BoundaryDecision::Complete,
                     notes,
                     corrections: Vec::new(),
                     new_assertions,
@@ -1372,7 +1372,7 @@ impl Mission {
                 if rounds.exhausted() {
                     self.shared.append(Event::DecisionRecorded {
                         milestone: milestone.id.clone(),
-                        decision: "correct".into(),
+                        decision: BoundaryDecision::Correct,
                         notes,
                         corrections: Vec::new(),
                         new_assertions: Vec::new(),
@@ -1386,7 +1386,7 @@ impl Mission {
                 // milestone, so a crash never leaves half a decision applied.
                 self.shared.append(Event::DecisionRecorded {
                     milestone: milestone.id.clone(),
-                    decision: "correct".into(),
+                    decision: BoundaryDecision::Correct,
                     notes,
                     corrections,
                     new_assertions,
@@ -1405,7 +1405,7 @@ impl Mission {
                 // already checked, so a silent orchestrator does not hold the mission up.
                 self.shared.append(Event::DecisionRecorded {
                     milestone: milestone.id.clone(),
-                    decision: "complete".into(),
+                    decision: BoundaryDecision::Complete,
                     notes: format!("the orchestrator did not decide ({reason}); every assertion passes"),
                     corrections: Vec::new(),
                     new_assertions: Vec::new(),

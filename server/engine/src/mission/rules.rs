@@ -12,7 +12,7 @@ use missions_core::mission::{
     AssertionStatus, ClaimedCommand, FindingStatus, Milestone, MissionState, ObservedCommand, PauseReason, Severity,
     Validator, WorkStatus,
 };
-use missions_core::store::{self, Event, FeatureDraft, Projection};
+use missions_core::store::{self, Author, Event, FeatureDraft, Projection};
 
 use super::Command;
 use crate::terminals::{ClaimMatch, match_claim};
@@ -235,7 +235,7 @@ fn fix_finding(projection: &Projection, finding: &str) -> Result<Ruling, Refusal
             ),
             assertions: found.assertion.clone().into_iter().collect(),
         }],
-        by: Some("user".into()),
+        by: Some(Author::User),
     }];
     // The milestone has work again: it is validated anew once the fix is done.
     if matches!(milestone_status, Some(WorkStatus::Validated | WorkStatus::Validating)) {

@@ -241,9 +241,9 @@ fn the_contract_may_grow_but_never_change_after_approval() {
     check_contract(planned(), "intact");
     check_contract(approved(), "intact");
     let added =
-        Event::AssertionsAdded { assertions: vec![assertion("A3", "M1", "pytest -q tests/c")], by: "user".into() };
+        Event::AssertionsAdded { assertions: vec![assertion("A3", "M1", "pytest -q tests/c")], by: Author::User };
     check_contract(with(approved(), [added]), "intact");
-    let shadow = Event::AssertionsAdded { assertions: vec![assertion("A1", "M1", "true")], by: "orchestrator".into() };
+    let shadow = Event::AssertionsAdded { assertions: vec![assertion("A1", "M1", "true")], by: Author::Orchestrator };
     check_contract(with(approved(), [shadow]), "assertion A1 was added again after approval");
     // An approval whose digest is not the contract's (a log written by something else).
     let mut forged = planned();
@@ -268,7 +268,7 @@ fn a_milestone_passes_only_when_every_assertion_holds() {
 fn correction_rounds_are_bounded_and_a_rejection_allows_one_more() {
     let decided = || Event::DecisionRecorded {
         milestone: "M1".into(),
-        decision: "correct".into(),
+        decision: missions_core::store::BoundaryDecision::Correct,
         notes: String::new(),
         corrections: vec![feature("F1-fix", &["A1"])],
         new_assertions: Vec::new(),
