@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod ids;
+pub mod layout;
 pub mod mission;
 pub mod model;
 pub mod net;

@@ -169,7 +169,7 @@ pub fn list(workspace: &Path, config: &BacklogConfig) -> Vec<BacklogItem> {
     if config.code_comments {
         let walker = ignore::WalkBuilder::new(workspace)
             .require_git(false)
-            .filter_entry(|e| e.file_name() != ".git" && e.file_name() != ".missions")
+            .filter_entry(|e| e.file_name() != ".git" && e.file_name() != missions_core::layout::DIR)
             .sort_by_file_name(|a, b| a.cmp(b))
             .build();
         for entry in walker.filter_map(Result::ok).take(20_000) {

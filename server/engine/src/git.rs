@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use missions_core::layout;
 use missions_core::mission::FileChange;
 
 /// git, resolved once to an absolute path before any agent command has run, so a program an
@@ -152,7 +153,7 @@ impl Git {
             if status.starts_with('R') || status.starts_with('C') {
                 entries.next();
             }
-            if !path.starts_with(".missions/") && path != ".missions" {
+            if !layout::is_inside(path) {
                 files.push(path.to_owned());
             }
         }
@@ -164,14 +165,15 @@ impl Git {
         let info = self.run(&["rev-parse", "--git-path", "info/exclude"])?;
         let path = self.root.join(info.trim());
         let existing = std::fs::read_to_string(&path).unwrap_or_default();
-        if existing.lines().any(|line| line.trim() == "/.missions/" || line.trim() == ".missions/") {
+        let pattern = format!("/{}/", layout::DIR);
+        if existing.lines().any(|line| line.trim() == pattern || line.trim() == &pattern[1..]) {
             return Ok(());
         }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| GitError::Spawn(e.to_string()))?;
         }
         let separator = if existing.is_empty() || existing.ends_with('\n') { "" } else { "\n" };
-        std::fs::write(&path, format!("{existing}{separator}/.missions/\n")).map_err(|e| GitError::Spawn(e.to_string()))
+        std::fs::write(&path, format!("{existing}{separator}{pattern}\n")).map_err(|e| GitError::Spawn(e.to_string()))
     }
 
     pub fn create_branch(&self, name: &str, start: &str) -> Result<(), GitError> {

@@ -70,7 +70,7 @@ impl Template {
 
     /// The template text: the workspace's override if there is one, else the embedded one.
     pub fn source(self, workspace: &Path) -> Result<String, PromptError> {
-        let path = workspace.join(".missions").join("prompts").join(format!("{}.md", self.name()));
+        let path = missions_core::layout::prompt_override(workspace, self.name());
         match missions_core::store::read_bounded(&path, PROMPT_FILE_LIMIT) {
             Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
             Err(missions_core::store::StoreError::Io { source, .. })

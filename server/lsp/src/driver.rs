@@ -14,7 +14,7 @@ use tower_lsp_server::ls_types::{MessageActionItem, MessageType, NumberOrString,
 use tower_lsp_server::{NotCancellable, OngoingProgress, Unbounded};
 
 use crate::session::{self, DriverEvent};
-use crate::{State, mission_file, read};
+use crate::{State, read};
 
 /// Numbers the progress tokens of this server's drives.
 static DRIVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -125,7 +125,7 @@ pub(crate) async fn open_plan(state: &State, mission: &str) {
 
 async fn open(state: &State, mission: &str, name: &str) {
     let Ok(workspace) = state.workspace() else { return };
-    let path = mission_file(&workspace, mission, name);
+    let path = missions_core::layout::mission_file(&workspace, mission, name);
     show_file(state, &path, format!("Mission {mission}: see {}", path.display())).await;
 }
 

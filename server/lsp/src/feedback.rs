@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use missions_core::layout;
 use missions_engine::mission::Command;
 use tower_lsp_server::jsonrpc::Result;
 use tower_lsp_server::ls_types::MessageType;
@@ -22,15 +23,10 @@ pub(crate) fn waiting(state: &State, mission: &str, milestone: &str) -> bool {
         .is_some_and(|view| crate::to_proto::waiting_milestone(&view.snapshot).is_some_and(|(id, _)| id == milestone))
 }
 
-/// The feedback document of `milestone`, workspace-relative.
-fn relative(mission: &str, milestone: &str) -> String {
-    format!(".missions/{mission}/feedback/{milestone}.md")
-}
-
 /// Writes the template (unless the document exists) and asks the editor to show it.
 pub(crate) async fn open(state: &State, mission: &str, milestone: &str) -> Result<PathBuf> {
     let workspace = state.workspace()?;
-    let path = workspace.join(relative(mission, milestone));
+    let path = workspace.join(layout::feedback_document(mission, milestone));
     if !path.exists() {
         let template = format!(
             "{TEMPLATE_START} Missions: write below what should change in milestone {milestone} of mission {mission},\n\
@@ -59,13 +55,7 @@ pub fn feedback_text(document: &str) -> String {
 /// Called when the editor saved `path` (workspace-relative): a feedback document with text of
 /// the user's own rejects its milestone, and is then removed.
 pub(crate) async fn saved(state: &Arc<State>, path: &str) {
-    let Some(rest) = path.strip_prefix(".missions/") else { return };
-    let mut parts = rest.split('/');
-    let (Some(mission), Some("feedback"), Some(file), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return;
-    };
-    let Some(milestone) = file.strip_suffix(".md") else { return };
+    let Some((mission, milestone)) = layout::parse_feedback_document(path) else { return };
     let Ok(workspace) = state.workspace() else { return };
     let full = workspace.join(path);
     let Ok(bytes) = missions_core::store::read_bounded(&full, 1024 * 1024) else { return };

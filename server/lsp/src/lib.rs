@@ -212,7 +212,7 @@ impl State {
         if written.as_ref().map(|(_, paths)| paths) == Some(&unsaved) || (written.is_none() && unsaved.is_empty()) {
             return;
         }
-        let path = missions_engine::mission::editors_dir(&workspace).join(format!("{}.json", std::process::id()));
+        let path = missions_core::layout::editors_dir(&workspace).join(format!("{}.json", std::process::id()));
         let file = missions_engine::mission::EditorFile { pid: std::process::id(), paths: unsaved.clone() };
         let bytes = serde_json::to_vec(&file).unwrap_or_default();
         match missions_core::store::write_atomically(&path, &bytes) {
@@ -428,11 +428,6 @@ impl LanguageServer for Backend {
         let argument = from_proto::command_argument(&params).map_err(invalid_params)?;
         commands::execute(&self.state, &params.command, &argument).await.map(Some)
     }
-}
-
-/// The path of a mission's file for `window/showDocument`.
-pub(crate) fn mission_file(workspace: &Path, mission: &str, name: &str) -> PathBuf {
-    workspace.join(".missions").join(mission).join(name)
 }
 
 /// Serves LSP on stdin/stdout until the client says `exit` (or its input ends), through the

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use missions_core::layout;
 use missions_core::mission::{Finding, FindingStatus, Handoff, MissionState, Severity, WorkStatus};
 use missions_core::status::StatusSnapshot;
 use serde_json::{Value, json};
@@ -70,7 +71,7 @@ pub fn diagnostics(
         .map(|(view, finding)| {
             let related = finding.assertion.as_ref().filter(|_| related_information).and_then(|assertion| {
                 let line = *view.contract_lines.get(assertion)?;
-                let uri = uri(&crate::mission_file(workspace, view.id(), "contract.md"))?;
+                let uri = uri(&layout::mission_file(workspace, view.id(), "contract.md"))?;
                 let position = Position::new(line, 0);
                 Some(vec![DiagnosticRelatedInformation {
                     location: Location { uri, range: Range::new(position, position) },
@@ -211,7 +212,8 @@ pub fn code_lenses(path: &str, views: &[Arc<MissionView>]) -> Vec<CodeLens> {
     let mut lenses = Vec::new();
     for view in views.iter().filter(|v| v.snapshot.mission.state == MissionState::AwaitingApproval) {
         let id = view.id();
-        let plan_files = [format!(".missions/{id}/plan.md"), format!(".missions/{id}/contract.md")];
+        let plan_files =
+            [layout::relative_mission_file(id, "plan.md"), layout::relative_mission_file(id, "contract.md")];
         if plan_files.iter().any(|f| f == path) {
             let label = format!("Missions: approve plan {id}");
             lenses.push(lens(&label, "missions.approvePlan", json!({"missionId": id})));

@@ -108,7 +108,7 @@ impl Confinement {
         let relative = resolved.strip_prefix(&self.root).unwrap_or(&resolved);
         let mut components = relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned());
         let first = components.next();
-        let protected = first.as_deref() == Some(".missions")
+        let protected = first.as_deref() == Some(missions_core::layout::DIR)
             || first.as_deref() == Some(".git")
             || components.any(|c| c == ".git");
         if protected {

@@ -95,7 +95,7 @@ pub fn enter(policy: &Policy) -> Report {
         match mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>) {
             Ok(()) => {
                 let mut protected = true;
-                for name in [".git", ".missions"] {
+                for name in [".git", missions_core::layout::DIR] {
                     let path = policy.root.join(name);
                     if path.exists()
                         && let Err(problem) = protect(&path)

@@ -440,10 +440,10 @@ impl LoadedConfig {
 
         let mut files: Vec<PathBuf> = Vec::new();
         files.extend(user_config_path(env));
-        files.push(workspace.join(".missions").join("config.toml"));
+        files.push(crate::layout::config_file(workspace));
         let explicit = env.var("MISSIONS_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from);
         files.extend(explicit.clone());
-        let workspace_file = workspace.join(".missions").join("config.toml");
+        let workspace_file = crate::layout::config_file(workspace);
         let trust_workspace = env.var("MISSIONS_TRUST_WORKSPACE").is_some_and(|v| v == "1");
 
         for path in files {

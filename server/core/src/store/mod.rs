@@ -70,9 +70,9 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, StoreError> {
     Ok(bytes)
 }
 
-/// `<workspace>/.missions`.
+/// `<workspace>/.missions` (see [`crate::layout`]).
 pub fn missions_root(workspace: &Path) -> PathBuf {
-    workspace.join(".missions")
+    crate::layout::root(workspace)
 }
 
 /// The ids of the missions in a workspace, oldest first (ids sort by creation date).
@@ -142,7 +142,7 @@ impl MissionStore {
         let Event::MissionCreated { id, .. } = &created else {
             return Err(StoreError::Encode { message: "a mission log must start with mission_created".to_owned() });
         };
-        let dir = missions_root(workspace).join(id);
+        let dir = crate::layout::mission_dir(workspace, id);
         let (log, record) = log::EventLog::create(&dir, created)?;
         let mut store = MissionStore {
             dir,

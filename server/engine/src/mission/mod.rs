@@ -41,12 +41,13 @@ mod shared;
 mod validation;
 mod worktree;
 
-pub use worktree::{EditorBuffers, EditorFile, editors_dir};
+pub use worktree::{EditorBuffers, EditorFile};
 
+use missions_core::layout::inbox_dir;
 pub use missions_core::model::{Models, RoleModel};
 pub use progress::{CheckKind, Decided, Progress, Step};
 use shared::{RunScope, Shared, lock};
-use shared::{inbox_dir, wait_for_ack, write_inbox};
+use shared::{wait_for_ack, write_inbox};
 
 /// How long a front door waits for a live driver's verdict on a queued command. A driver takes
 /// pause, cancel and corrections between model turns and the rest between steps; a command not
@@ -794,7 +795,7 @@ impl Mission {
     /// the workspace, so commands a dead driver of any mission left are stopped by the next
     /// driver of any mission.
     fn process_registry(&self) -> PathBuf {
-        store::missions_root(&self.workspace).join("processes")
+        missions_core::layout::processes_dir(&self.workspace)
     }
 
     /// The private temporary directory of the commands runs start.
@@ -865,10 +866,7 @@ impl Mission {
             Some(role),
             Step::RunStarted { model: model.model.clone() },
         );
-        let transcript_path = store::missions_root(&self.workspace)
-            .join(&self.shared.mission_id)
-            .join("transcripts")
-            .join(format!("{run_id}.jsonl"));
+        let transcript_path = missions_core::layout::transcript(&self.workspace, &self.shared.mission_id, &run_id);
         let transcript = TranscriptWriter::create(&transcript_path, self.config.redactor(self.options.env.as_ref()))
             .map_err(|e| EngineError::Io(e.to_string()))?;
         let config = AgentConfig {

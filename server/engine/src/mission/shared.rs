@@ -360,11 +360,6 @@ pub fn wait_for_ack(queued: &Path, limit: Duration) -> Option<Result<(), String>
     None
 }
 
-/// The inbox directory of a mission.
-pub fn inbox_dir(workspace: &Path, id: &str) -> PathBuf {
-    store::missions_root(workspace).join(id).join("inbox")
-}
-
 /// One run's view of the shared state, implementing the agent loop's hooks.
 pub(super) struct RunScope<'a> {
     pub(super) shared: &'a Shared,

@@ -151,11 +151,6 @@ pub struct EditorFile {
     pub paths: Vec<String>,
 }
 
-/// `.missions/editors/` of a workspace.
-pub fn editors_dir(workspace: &Path) -> PathBuf {
-    store::missions_root(workspace).join("editors")
-}
-
 /// Whether process `pid` is alive.
 fn process_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else { return false };
@@ -171,7 +166,7 @@ fn process_alive(pid: u32) -> bool {
 
 impl EditorBuffers {
     pub fn new(workspace: &Path) -> EditorBuffers {
-        EditorBuffers { dir: editors_dir(workspace) }
+        EditorBuffers { dir: missions_core::layout::editors_dir(workspace) }
     }
 
     /// Every path some live editor holds unsaved, with the editor's pid.
@@ -301,7 +296,7 @@ impl Mission {
         }
         if !unexplained.is_empty() {
             return Err(EngineError::Store(StoreError::Corrupt {
-                path: store::missions_root(&self.workspace).join(id).join("events.jsonl"),
+                path: missions_core::layout::mission_file(&self.workspace, id, "events.jsonl"),
                 line: projection.events as usize + 1,
                 message: format!(
                     "the log has lost events: the mission branch holds {} commit(s) of this mission that the log does \
