@@ -19,6 +19,7 @@ pub mod pricing;
 pub mod secrets;
 pub mod status;
 pub mod store;
+pub mod sync;
 pub mod transcript;
 
 /// The current time as an RFC 3339 UTC timestamp, the one format used in every file we write.

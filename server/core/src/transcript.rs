@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use crate::model::{ExchangeRecorder, ModelResponse};
 use crate::secrets::Redactor;
+use crate::sync::lock;
 
 pub use crate::model::TranscriptEntry;
 
@@ -70,7 +71,7 @@ impl TranscriptWriter {
     /// make a long run's transcript grow with the square of its length.
     pub fn append(&self, entry: &TranscriptEntry) -> Result<(), TranscriptError> {
         let io = |source| TranscriptError::Io { path: self.path.clone(), source };
-        let mut guard = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = lock(&self.file);
         let (file, recorded) = &mut *guard;
         let mut value = serde_json::to_value(entry)
             .map_err(|error| io(std::io::Error::new(std::io::ErrorKind::InvalidData, error)))?;

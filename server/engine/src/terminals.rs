@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use missions_core::mission::{AssertionStatus, Check, HandoffClaim, ObservedCommand, Severity};
 use missions_core::model::ToolSpec;
 use missions_core::store::{AssertionDraft, DryRunResult, FeatureDraft, MilestoneDraft, PlanDraft};
+use missions_core::sync::lock;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -361,7 +362,7 @@ impl Terminal for SubmitHandoff {
             return Err("the handoff's summary is empty".into());
         }
         if !self.warned {
-            let observed = self.observed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let observed = lock(&self.observed).clone();
             let unmatched: Vec<String> = handoff
                 .commands
                 .iter()

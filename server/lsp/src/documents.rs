@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use missions_core::sync::lock;
 use missions_tools::WriteGuard;
 use ropey::Rope;
 
@@ -36,10 +37,6 @@ pub struct Document {
 #[derive(Debug, Default)]
 pub struct Documents {
     open: Mutex<HashMap<String, Document>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One edit: the replaced line span (0-based, inclusive) and the new text; `None` replaces the

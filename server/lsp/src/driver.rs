@@ -14,7 +14,7 @@ use tower_lsp_server::ls_types::{MessageActionItem, MessageType, NumberOrString,
 use tower_lsp_server::{NotCancellable, OngoingProgress, Unbounded};
 
 use crate::session::{self, DriverEvent};
-use crate::{State, read};
+use crate::{State, current};
 
 /// Numbers the progress tokens of this server's drives.
 static DRIVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -60,7 +60,7 @@ pub(crate) async fn forward(state: Arc<State>, mut events: UnboundedReceiver<Dri
     while let Some(event) = events.recv().await {
         match event {
             DriverEvent::Progress(progress) => {
-                if read(&state.flags).work_done_progress {
+                if current(&state.flags).work_done_progress {
                     match ongoing.get(&progress.mission) {
                         Some(running) => running.report(progress.to_string()).await,
                         None => {
@@ -91,7 +91,7 @@ pub(crate) async fn forward(state: Arc<State>, mut events: UnboundedReceiver<Dri
                 }
             }
             DriverEvent::Finished { mission, outcome } => {
-                state.driving.lock().unwrap_or_else(|p| p.into_inner()).remove(&mission);
+                missions_core::sync::lock(&state.driving).remove(&mission);
                 if let Some(running) = ongoing.remove(&mission) {
                     running.finish().await;
                 }
@@ -133,7 +133,7 @@ async fn open(state: &State, mission: &str, name: &str) {
 /// `instead`.
 pub(crate) async fn show_file(state: &State, path: &std::path::Path, instead: String) {
     let shown = match crate::to_proto::uri(path) {
-        Some(uri) if read(&state.flags).show_document => state
+        Some(uri) if current(&state.flags).show_document => state
             .client
             .show_document(ShowDocumentParams { uri, external: Some(false), take_focus: Some(true), selection: None })
             .await

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use missions_core::config::{Layer, LoadedConfig, ProcessEnvironment};
 use missions_core::mission::Finding;
+use missions_core::sync::{lock, read, write};
 use serde_json::Value;
 use tower_lsp_server::jsonrpc::{Error, ErrorCode, Result};
 use tower_lsp_server::ls_types::notification::Notification;
@@ -127,8 +128,9 @@ pub(crate) struct State {
     events_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<session::DriverEvent>>>,
 }
 
-fn read<T: Clone>(lock: &RwLock<T>) -> T {
-    lock.read().unwrap_or_else(|p| p.into_inner()).clone()
+/// A copy of what `lock` holds now.
+fn current<T: Clone>(lock: &RwLock<T>) -> T {
+    read(lock).clone()
 }
 
 pub(crate) fn invalid_params(message: impl Into<String>) -> Error {
@@ -141,7 +143,7 @@ pub(crate) fn internal(message: impl Into<String>) -> Error {
 
 impl State {
     pub(crate) fn workspace(&self) -> Result<PathBuf> {
-        read(&self.workspace)
+        current(&self.workspace)
             .ok_or_else(|| invalid_params("the client opened no workspace folder; Missions works on a workspace"))
     }
 
@@ -149,7 +151,7 @@ impl State {
     pub(crate) fn config(&self) -> Result<LoadedConfig> {
         let workspace = self.workspace()?;
         let mut extra = Vec::new();
-        if let Some(settings) = read(&self.settings).filter(|s| s.is_object()) {
+        if let Some(settings) = current(&self.settings).filter(|s| s.is_object()) {
             // Clients send either the settings themselves or them under a `missions` key.
             let settings = settings.get("missions").cloned().unwrap_or(settings);
             let (layer, warnings) =
@@ -171,13 +173,13 @@ impl State {
     /// The views and whether any changed since the last look.
     fn sync_views(&self) -> (Vec<Arc<MissionView>>, bool) {
         let Ok(workspace) = self.workspace() else { return (Vec::new(), false) };
-        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        let mut views = lock(&self.views);
         let changed = views.sync(&workspace);
         let any = !changed.is_empty();
         if any {
             // Handoff ranges come from the views; open documents track them afresh.
             self.documents.reset_ranges();
-            self.unannounced.lock().unwrap_or_else(|p| p.into_inner()).extend(changed);
+            lock(&self.unannounced).extend(changed);
         }
         (views.all(), any)
     }
@@ -188,7 +190,7 @@ impl State {
     }
 
     fn relative(&self, uri: &Uri) -> Option<String> {
-        from_proto::relative_path(&read(&self.workspace)?, uri)
+        from_proto::relative_path(&current(&self.workspace)?, uri)
     }
 
     /// The UTF-16 line lengths of a workspace file: its open buffer, else the file on disk
@@ -206,9 +208,9 @@ impl State {
     /// that every driver, in this process or another, refuses a worker's write to them. The
     /// file is written only when the list changes, and only once there is something to list.
     fn publish_unsaved(&self) {
-        let Some(workspace) = read(&self.workspace) else { return };
+        let Some(workspace) = current(&self.workspace) else { return };
         let unsaved = self.documents.unsaved();
-        let mut written = self.editor_file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut written = lock(&self.editor_file);
         if written.as_ref().map(|(_, paths)| paths) == Some(&unsaved) || (written.is_none() && unsaved.is_empty()) {
             return;
         }
@@ -227,7 +229,7 @@ impl State {
     pub(crate) async fn refresh(&self, changed: Option<&str>) {
         let Ok(workspace) = self.workspace() else { return };
         let views = self.views();
-        let related_information = read(&self.flags).related_information;
+        let related_information = current(&self.flags).related_information;
         // One refresh at a time, so two never publish a file in the wrong order.
         let mut published = self.published.lock().await;
         let by_path = to_proto::open_findings_by_path(&views);
@@ -255,7 +257,7 @@ impl State {
             published.insert((*path).to_owned(), now);
         }
         drop(published);
-        let mut announce = std::mem::take(&mut *self.unannounced.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut announce = std::mem::take(&mut *lock(&self.unannounced));
         announce.extend(changed.map(str::to_owned));
         for view in views.iter().filter(|v| announce.contains(v.id())) {
             if let Ok(value) = serde_json::to_value(&view.snapshot) {
@@ -307,9 +309,8 @@ impl LanguageServer for Backend {
         #[allow(deprecated)]
         let root = folder.or(params.root_uri.clone());
         let path = root.as_ref().and_then(|uri| uri.to_file_path()).map(|p| p.into_owned());
-        *self.state.workspace.write().unwrap_or_else(|p| p.into_inner()) =
-            path.and_then(|p| p.canonicalize().ok().or(Some(p)));
-        *self.state.settings.write().unwrap_or_else(|p| p.into_inner()) = params.initialization_options.clone();
+        *write(&self.state.workspace) = path.and_then(|p| p.canonicalize().ok().or(Some(p)));
+        *write(&self.state.settings) = params.initialization_options.clone();
         let capabilities = &params.capabilities;
         let flags = ClientFlags {
             related_information: capabilities
@@ -325,7 +326,7 @@ impl LanguageServer for Backend {
                 .and_then(|w| w.show_document.as_ref())
                 .is_some_and(|s| s.support),
         };
-        *self.state.flags.write().unwrap_or_else(|p| p.into_inner()) = flags;
+        *write(&self.state.flags) = flags;
         Ok(InitializeResult {
             capabilities: ServerCapabilities {
                 text_document_sync: Some(TextDocumentSyncCapability::Options(TextDocumentSyncOptions {
@@ -354,7 +355,7 @@ impl LanguageServer for Backend {
             Err(_) => "Missions started without a workspace folder".to_owned(),
         };
         self.state.client.log_message(MessageType::INFO, message).await;
-        let receiver = self.state.events_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let receiver = lock(&self.state.events_rx).take();
         if let Some(receiver) = receiver {
             tokio::spawn(driver::forward(self.state.clone(), receiver));
         }
@@ -397,7 +398,7 @@ impl LanguageServer for Backend {
     }
 
     async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
-        *self.state.settings.write().unwrap_or_else(|p| p.into_inner()) = Some(params.settings);
+        *write(&self.state.settings) = Some(params.settings);
     }
 
     async fn hover(&self, params: HoverParams) -> Result<Option<Hover>> {
@@ -468,8 +469,7 @@ pub async fn run_stdio() -> u8 {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
     // Missions this server drove do not stay `running` with nothing driving them: each is
     // paused, so every other view tells the truth and nothing resumes it silently.
-    let driven: Vec<(String, PathBuf)> =
-        driving.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(id, ws)| (id.clone(), ws.clone())).collect();
+    let driven: Vec<(String, PathBuf)> = lock(&driving).iter().map(|(id, ws)| (id.clone(), ws.clone())).collect();
     let pauses: Vec<_> = driven
         .into_iter()
         .map(|(id, workspace)| {
@@ -491,7 +491,7 @@ pub async fn run_stdio() -> u8 {
         let _ = pause.await;
     }
     // The editor's list goes with the editor (drivers also ignore a list whose process is gone).
-    if let Some((path, _)) = editor_file.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    if let Some((path, _)) = lock(&editor_file).take() {
         let _ = std::fs::remove_file(path);
     }
     session.exit_status()

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use missions_core::config::{LoadedConfig, ProcessEnvironment};
+use missions_core::sync::lock;
 use missions_engine::backlog::{self, StartFrom};
 use missions_engine::mission::{Command, Control, EngineError, Mission, Models, Options, Outcome, Progress};
 use missions_providers::ProviderRegistry;
@@ -35,7 +36,7 @@ fn progress_callback(state: &Arc<State>) -> Arc<dyn Fn(&Progress) + Send + Sync>
 fn spawn(state: Arc<State>, mut mission: Mission) {
     let id = mission.id().to_owned();
     if let Ok(workspace) = state.workspace() {
-        state.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), workspace);
+        lock(&state.driving).insert(id.clone(), workspace);
     }
     let events = state.events.clone();
     let name = format!("mission-{id}");

@@ -15,6 +15,7 @@ use missions_core::model::{
     CallContext, ModelError, ModelFailure, ModelProvider, ModelRequest, ModelResponse, ProbeReport, ProbeStatus,
     StreamUpdate,
 };
+use missions_core::sync::lock;
 use missions_core::transcript::{TranscriptEntry, read_responses};
 
 /// One recorded answer and whether it has been played.
@@ -37,7 +38,7 @@ impl ReplayProvider {
     }
 
     fn next_response(&self, key: &str) -> Result<ModelResponse, ModelError> {
-        let mut tape = self.tape.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tape = lock(&self.tape);
         if tape.is_none() {
             let responses =
                 read_responses(&self.path).map_err(|error| ModelError::Replay { message: error.to_string() })?;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use missions_core::secrets::Redactor;
+use missions_core::sync::lock;
 use tokio::io::AsyncReadExt;
 
 use crate::output::CappedOutput;
@@ -256,7 +257,7 @@ pub fn drain<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
         loop {
             match pipe.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => output.lock().unwrap_or_else(|p| p.into_inner()).push(&buffer[..n]),
+                Ok(n) => lock(&output).push(&buffer[..n]),
             }
         }
     })
@@ -294,7 +295,7 @@ pub async fn run_command(
     for reader in readers {
         let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
     }
-    let text = output.lock().unwrap_or_else(|p| p.into_inner()).render();
+    let text = lock(&output).render();
     Ok(CommandResult {
         exit_code: if timed_out { None } else { status.code() },
         timed_out,

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use missions_core::mission::ObservedCommand;
 use missions_core::model::ToolSpec;
+use missions_core::sync::lock;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -340,7 +341,7 @@ impl ToolBox {
 
     /// Every command this run ran, with its observed exit code and duration.
     pub fn observed_commands(&self) -> Vec<ObservedCommand> {
-        self.observed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.observed).clone()
     }
 
     /// Ends the run's processes.
@@ -474,7 +475,7 @@ impl ToolBox {
         }
         match result {
             Ok(result) => {
-                self.observed.lock().unwrap_or_else(|p| p.into_inner()).push(ObservedCommand {
+                lock(&self.observed).push(ObservedCommand {
                     command: script.to_owned(),
                     exit_code: result.exit_code,
                     duration_ms: started.elapsed().as_millis() as u64,

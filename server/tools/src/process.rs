@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::command::{CommandEnvironment, OUTPUT_LIMIT, Registration, drain, kill_group, spawn};
 use crate::output::CappedOutput;
+use missions_core::sync::lock;
 
 /// How long a process may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,7 +31,7 @@ pub struct Processes {
 }
 
 fn rendered(output: &Arc<Mutex<CappedOutput>>) -> String {
-    output.lock().unwrap_or_else(|p| p.into_inner()).render()
+    lock(output).render()
 }
 
 impl Processes {
@@ -47,7 +48,7 @@ impl Processes {
         if name.trim().is_empty() {
             return Err("`name` is empty".into());
         }
-        if self.running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(name) {
+        if lock(&self.running).contains_key(name) {
             return Err(format!("a process named `{name}` is already running; stop it first or use another name"));
         }
         let pattern =
@@ -99,16 +100,13 @@ impl Processes {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let text = environment.redactor.redact(&rendered(&output));
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), Managed { child, pgid, output, _registration: registration });
+        lock(&self.running).insert(name.to_owned(), Managed { child, pgid, output, _registration: registration });
         Ok(format!("started `{name}` (ready after {:.1} s). Output so far:\n{text}", started.elapsed().as_secs_f64()))
     }
 
     /// Stops process `name` and returns its output.
     pub async fn stop(&self, environment: &CommandEnvironment, name: &str) -> Result<String, String> {
-        let managed = self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let managed = lock(&self.running).remove(name);
         let Some(mut managed) = managed else {
             return Err(format!("no process named `{name}` is running"));
         };
@@ -122,7 +120,7 @@ impl Processes {
 
     /// Kills every process still running.
     pub fn stop_all(&self) {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = lock(&self.running);
         for (_, managed) in std::mem::take(&mut *running) {
             kill_group(managed.pgid);
         }

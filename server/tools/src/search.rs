@@ -10,6 +10,7 @@ use grep_regex::RegexMatcherBuilder;
 use grep_searcher::sinks::Lossy;
 use grep_searcher::{BinaryDetection, SearcherBuilder};
 use ignore::WalkState;
+use missions_core::sync::into_inner;
 
 use crate::files::glob_matches;
 use crate::paths::Confinement;
@@ -101,7 +102,7 @@ pub fn search_matches(
             if overflow.load(Ordering::Relaxed) > 0 { WalkState::Quit } else { WalkState::Continue }
         })
     });
-    let mut matches = found.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut matches = into_inner(found);
     matches.sort();
     matches.truncate(max);
     Ok((matches, overflow.load(Ordering::Relaxed) > 0))

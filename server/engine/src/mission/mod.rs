@@ -45,8 +45,9 @@ pub use worktree::{EditorBuffers, EditorFile};
 
 use missions_core::layout::inbox_dir;
 pub use missions_core::model::{Models, RoleModel};
+use missions_core::sync::lock;
 pub use progress::{CheckKind, Decided, Progress, Step};
-use shared::{RunScope, Shared, lock};
+use shared::{RunScope, Shared};
 use shared::{wait_for_ack, write_inbox};
 
 /// How long a front door waits for a live driver's verdict on a queued command. A driver takes

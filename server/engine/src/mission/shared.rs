@@ -11,6 +11,7 @@ use missions_core::mission::{FindingDraft, Mission as MissionRecord, MissionStat
 use missions_core::model::Usage;
 use missions_core::pricing::PriceTable;
 use missions_core::store::{self, Event, MissionStore, Projection};
+use missions_core::sync::lock;
 use serde_json::Value;
 
 use crate::agent::{RunHooks, Stop};
@@ -35,10 +36,6 @@ pub(super) struct Shared {
     pub(super) reserved: Mutex<(u64, f64)>,
     /// The least output a call may be granted before the mission pauses for budget.
     pub(super) min_output_tokens: u32,
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {

@@ -115,11 +115,11 @@ impl WorkRecorder for WorkLog {
     }
 
     fn before_command(&self) {
-        *super::shared::lock(&self.before) = self.changed_now();
+        *missions_core::sync::lock(&self.before) = self.changed_now();
     }
 
     fn after_command(&self) {
-        let Some(before) = super::shared::lock(&self.before).take() else { return };
+        let Some(before) = missions_core::sync::lock(&self.before).take() else { return };
         let Some(after) = self.changed_now() else { return };
         // Only what changed while the command ran is the command's: a file the user saved
         // before it started stays the user's.
