@@ -5,11 +5,11 @@
 //! and the tools through `missions_tools::ToolBox`; front ends (the CLI, the language server)
 //! send [`mission::Command`]s and read the store's events and snapshots.
 
-pub mod agent;
+pub(crate) mod agent;
 pub mod backlog;
-pub mod checks;
+pub(crate) mod checks;
 pub mod git;
 pub mod mission;
 mod procs;
-pub mod prompts;
-pub mod terminals;
+pub(crate) mod prompts;
+pub(crate) mod terminals;

@@ -19,6 +19,7 @@ pub enum Template {
 }
 
 impl Template {
+    #[cfg(test)]
     pub const ALL: [Template; 5] = [
         Template::OrchestratorPlan,
         Template::OrchestratorBoundary,
@@ -47,7 +48,9 @@ impl Template {
         }
     }
 
-    /// The variables the engine supplies for this template.
+    /// The variables the engine supplies for this template (checked against the embedded
+    /// templates by the tests).
+    #[cfg(test)]
     pub fn variables(self) -> &'static [&'static str] {
         match self {
             Template::OrchestratorPlan => &["project_instructions", "checks", "repo_map"],
