@@ -201,38 +201,38 @@ fn main() -> ExitCode {
             runtime.block_on(missions::run(&workspace, item.as_deref(), text.as_deref(), approve, accept))
         }
         Command::Status { id, json } => status::run(&workspace, id.as_deref(), json),
-        Command::Approve { id, accept } => {
-            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Approve), accept))
-        }
-        Command::Accept { id, milestone, accept } => {
-            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Accept { milestone }), accept))
-        }
-        Command::Reject { id, milestone, feedback } => runtime.block_on(missions::control(
+        Command::Approve { id, accept } => runtime.block_on(missions::control(
             &workspace,
             &id,
-            Some(EngineCommand::Reject { milestone, feedback }),
-            false,
+            missions::with_auto_accept(accept, EngineCommand::Approve),
         )),
+        Command::Accept { id, milestone, accept } => runtime.block_on(missions::control(
+            &workspace,
+            &id,
+            missions::with_auto_accept(accept, EngineCommand::Accept { milestone }),
+        )),
+        Command::Reject { id, milestone, feedback } => {
+            runtime.block_on(missions::control(&workspace, &id, vec![EngineCommand::Reject { milestone, feedback }]))
+        }
         Command::Rollback { id, milestone } => {
-            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Rollback { milestone }), false))
+            runtime.block_on(missions::control(&workspace, &id, vec![EngineCommand::Rollback { milestone }]))
         }
-        Command::Resume { id, accept } => {
-            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Resume), accept))
-        }
+        Command::Resume { id, accept } => runtime.block_on(missions::control(
+            &workspace,
+            &id,
+            missions::with_auto_accept(accept, EngineCommand::Resume),
+        )),
         Command::Pause { id } => {
-            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Pause { note: None }), false))
+            runtime.block_on(missions::control(&workspace, &id, vec![EngineCommand::Pause { note: None }]))
         }
-        Command::Cancel { id } => {
-            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::Cancel), false))
-        }
+        Command::Cancel { id } => runtime.block_on(missions::control(&workspace, &id, vec![EngineCommand::Cancel])),
         Command::Dismiss { id, finding, reason } => runtime.block_on(missions::control(
             &workspace,
             &id,
-            Some(EngineCommand::DismissFinding { finding, reason }),
-            false,
+            vec![EngineCommand::DismissFinding { finding, reason }],
         )),
         Command::Fix { id, finding } => {
-            runtime.block_on(missions::control(&workspace, &id, Some(EngineCommand::FixFinding { finding }), false))
+            runtime.block_on(missions::control(&workspace, &id, vec![EngineCommand::FixFinding { finding }]))
         }
         Command::Map { path, tokens, focus } => missions::map(&workspace, path.as_deref(), tokens, &focus),
         Command::Demo { prepare: Some(dir) } => demo::run_prepare(&dir),

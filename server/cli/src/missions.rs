@@ -108,10 +108,11 @@ pub fn report(workspace: &Path, id: &str, outcome: &Outcome) -> Exit {
         Outcome::Failed { detail } => eprintln!("mission {id} failed: {}", detail.as_deref().unwrap_or("")),
         Outcome::Cancelled => eprintln!("mission {id} is cancelled"),
     }
-    match outcome.exit_code() {
-        0 => Exit::Success,
-        3 => Exit::Gate,
-        _ => Exit::Failure,
+    // SPEC §6: 0 completed, 3 waiting at a gate, 1 anything else that stopped the mission.
+    match outcome {
+        Outcome::Completed => Exit::Success,
+        Outcome::AwaitingApproval | Outcome::AwaitingAcceptance { .. } => Exit::Gate,
+        Outcome::Paused { .. } | Outcome::Failed { .. } | Outcome::Cancelled => Exit::Failure,
     }
 }
 
@@ -184,8 +185,20 @@ pub async fn run(workspace: &Path, item: Option<&str>, text: Option<&str>, appro
 
 /// Applies `command` to mission `id` and, when it drives on, drives it on. With `accept`,
 /// auto-accept is switched on first (recorded, so it survives a crash).
-pub async fn control(workspace: &Path, id: &str, command: Option<Command>, accept: bool) -> Exit {
-    let drive = command.as_ref().is_some_and(Command::drives_on);
+/// `command`, preceded by turning auto-accept on when the user asked for it (`--accept`).
+pub fn with_auto_accept(accept: bool, command: Command) -> Vec<Command> {
+    let mut commands = Vec::new();
+    if accept {
+        commands.push(Command::SetAutoAccept { auto_accept: true });
+    }
+    commands.push(command);
+    commands
+}
+
+/// Applies `commands` to mission `id` (through its inbox when another process drives it) and
+/// drives it on when one of them moves it on.
+pub async fn control(workspace: &Path, id: &str, commands: Vec<Command>) -> Exit {
+    let drive = commands.iter().any(Command::drives_on);
     let loaded = match load_config(workspace) {
         Ok(loaded) => loaded,
         Err(exit) => return exit,
@@ -200,12 +213,7 @@ pub async fn control(workspace: &Path, id: &str, command: Option<Command>, accep
     };
     let options = options(&loaded);
     // SPEC §6: `dismiss` exits 0 once recorded, wherever the mission stands.
-    let settles_at_once = matches!(command, Some(Command::DismissFinding { .. }));
-    let mut commands = Vec::new();
-    if accept {
-        commands.push(Command::SetAutoAccept { auto_accept: true });
-    }
-    commands.extend(command);
+    let settles_at_once = commands.iter().any(|c| matches!(c, Command::DismissFinding { .. }));
     let controlled = tokio::task::spawn_blocking({
         let (workspace, id) = (workspace.to_owned(), id.to_owned());
         move || Mission::control(&workspace, &id, loaded, models, options, commands)

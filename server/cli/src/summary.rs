@@ -7,8 +7,9 @@ use std::path::Path;
 use missions_core::mission::{AssertionStatus, Check, FindingStatus, WorkStatus};
 use missions_core::store::Projection;
 
-fn status_word<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(|s| s.replace('_', " "))).unwrap_or_default()
+/// A status as people read it: its name with spaces (`awaiting acceptance`).
+fn status_word(value: &impl std::fmt::Display) -> String {
+    value.to_string().replace('_', " ")
 }
 
 fn short(commit: &str) -> &str {

@@ -189,6 +189,19 @@ pub enum WorkStatus {
     Accepted,
 }
 
+impl WorkStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkStatus::Pending => "pending",
+            WorkStatus::InProgress => "in_progress",
+            WorkStatus::Done => "done",
+            WorkStatus::Validating => "validating",
+            WorkStatus::Validated => "validated",
+            WorkStatus::Accepted => "accepted",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Feature {
     pub id: String,
@@ -368,6 +381,16 @@ pub enum FindingStatus {
     Dismissed,
 }
 
+impl FindingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingStatus::Open => "open",
+            FindingStatus::Fixed => "fixed",
+            FindingStatus::Dismissed => "dismissed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     pub id: String,
@@ -445,7 +468,7 @@ macro_rules! display_as_str {
         }
     )*};
 }
-display_as_str!(PauseReason, AssertionStatus, Severity, Validator);
+display_as_str!(PauseReason, AssertionStatus, Severity, Validator, WorkStatus, FindingStatus);
 
 /// A finding as a validator or the engine raises it, before the store numbers it; it is
 /// recorded open. Build one with [`FindingDraft::new`] and set the optional parts with struct
@@ -539,6 +562,15 @@ mod names_tests {
         ]);
         check(&[AssertionStatus::Pending, AssertionStatus::Passing, AssertionStatus::Failing, AssertionStatus::Waived]);
         check(&[Severity::Error, Severity::Warning, Severity::Info]);
+        check(&[
+            WorkStatus::Pending,
+            WorkStatus::InProgress,
+            WorkStatus::Done,
+            WorkStatus::Validating,
+            WorkStatus::Validated,
+            WorkStatus::Accepted,
+        ]);
+        check(&[FindingStatus::Open, FindingStatus::Fixed, FindingStatus::Dismissed]);
         check(&[
             Validator::Command,
             Validator::ProjectCheck,

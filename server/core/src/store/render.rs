@@ -83,15 +83,9 @@ pub fn baseline_markdown(baseline: &[super::events::BaselineCheck]) -> String {
     out
 }
 
-fn work_status(status: WorkStatus) -> &'static str {
-    match status {
-        WorkStatus::Pending => "pending",
-        WorkStatus::InProgress => "in progress",
-        WorkStatus::Done => "done",
-        WorkStatus::Validating => "validating",
-        WorkStatus::Validated => "validated",
-        WorkStatus::Accepted => "accepted",
-    }
+/// A work status as people read it: its name with spaces (`in progress`).
+fn work_status(status: WorkStatus) -> String {
+    status.as_str().replace('_', " ")
 }
 
 pub fn plan_markdown(plan: &Plan) -> String {

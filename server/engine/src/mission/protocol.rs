@@ -145,15 +145,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// SPEC §6: 0 completed, 3 waiting at a gate, 1 failed, cancelled or paused.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Outcome::Completed => 0,
-            Outcome::AwaitingApproval | Outcome::AwaitingAcceptance { .. } => 3,
-            Outcome::Paused { .. } | Outcome::Failed { .. } | Outcome::Cancelled => 1,
-        }
-    }
-
     pub fn from_mission(mission: &MissionRecord, current_milestone: Option<String>) -> Option<Outcome> {
         match mission.state {
             MissionState::Completed => Some(Outcome::Completed),
