@@ -52,21 +52,16 @@ impl Mission {
         let focus = format!("{} {}", feature.title, feature.description);
         let values = BTreeMap::from([
             ("feature", format!("{}: {}\n\n{}", feature.id, feature.title, feature.description.trim())),
-            ("assertions", self.assertions_text(projection, &feature.assertions)),
+            ("assertions", messages::assertions_text(projection, &feature.assertions)),
             ("checks", self.checks_text()),
-            ("plan_excerpt", Mission::plan_excerpt(projection, &feature.id)),
-            ("earlier_handoffs", self.handoff_summaries(projection, &feature.id)),
-            ("course_corrections", Mission::course_corrections(projection)),
+            ("plan_excerpt", messages::plan_excerpt(projection, &feature.id)),
+            ("earlier_handoffs", messages::handoff_summaries(projection, &feature.id)),
+            ("course_corrections", messages::course_corrections(projection)),
             ("project_instructions", prompts::project_instructions(&self.workspace)),
             ("repo_map", self.repo_map(&focus)),
         ]);
         let system = prompts::render(Template::Worker, &self.workspace, &values)?;
-        let first = format!(
-            "Feature {}: {}\n\n{}\n\nImplement this feature, then call submit_handoff.",
-            feature.id,
-            feature.title,
-            feature.description.trim()
-        );
+        let first = messages::worker(feature);
         let tmp = self.run_tmp()?;
         let tools = self.toolbox(ToolSet::Worker, &focus, tmp)?;
         self.shared.append(Event::FeatureStarted {

@@ -355,7 +355,7 @@ impl Mission {
             ("repo_map", self.repo_map(&mission.source.text)),
         ]);
         let system = prompts::render(Template::OrchestratorPlan, &self.workspace, &values)?;
-        let first = format!("Plan this backlog item:\n\n{}", mission.source.text.trim());
+        let first = messages::planning(&mission.source);
         let tmp = self.run_tmp()?;
         // The planner may try the project's commands (SPEC §5); what they leave is reverted.
         let tools = self.toolbox(ToolSet::Planner, &mission.source.text, tmp)?;

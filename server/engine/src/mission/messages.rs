@@ -4,6 +4,138 @@
 
 use super::*;
 
+/// The planning run's first message: the backlog item's text.
+pub(super) fn planning(source: &Source) -> String {
+    format!("Plan this backlog item:\n\n{}", source.text.trim())
+}
+
+/// A worker's first message: its feature's id, title and description.
+pub(super) fn worker(feature: &Feature) -> String {
+    format!(
+        "Feature {}: {}\n\n{}\n\nImplement this feature, then call submit_handoff.",
+        feature.id,
+        feature.title,
+        feature.description.trim()
+    )
+}
+
+/// A review agent's first message: the feature, the assertions it judges, the worker's
+/// handoff and the feature's diff.
+pub(super) fn review(
+    projection: &Projection,
+    milestone: &Milestone,
+    feature: &Feature,
+    asked: &[String],
+    handoff_text: &str,
+    diff: &str,
+) -> String {
+    format!(
+        "Review feature {} ({}) of milestone {}.\n\nAssertions to judge: {}\n{}\n\nThe feature:\n{}\n\nThe worker's handoff:\n{}\n\nThe feature's diff:\n```diff\n{}\n```",
+        feature.id,
+        feature.title,
+        milestone.id,
+        if asked.is_empty() { "none (report findings only)".into() } else { asked.join(", ") },
+        assertions_text(projection, asked),
+        feature.description.trim(),
+        clip(handoff_text, 8_000),
+        diff
+    )
+}
+
+/// The user-testing agent's first message: the milestone and the assertions it judges.
+pub(super) fn user_test(projection: &Projection, milestone: &Milestone, asked: &[String]) -> String {
+    format!(
+        "User-test milestone {} ({}).\n\nAssertions to judge: {}\n{}",
+        milestone.id,
+        milestone.title,
+        asked.join(", "),
+        assertions_text(projection, asked)
+    )
+}
+
+/// The boundary run's first message: the milestone and its round (and the user's feedback
+/// when it was rejected), every assertion with its status and evidence, the project's checks,
+/// the open findings (the mission's apart from those that were there before it), the
+/// handoffs and the user's course corrections.
+pub(super) fn boundary(
+    projection: &Projection,
+    milestone: &Milestone,
+    rejections: &[String],
+    rounds: rules::Round,
+) -> String {
+    let assertion_lines: Vec<String> = projection
+        .contract
+        .assertions
+        .iter()
+        .filter(|a| a.milestone == milestone.id)
+        .map(|a| {
+            let evidence = projection
+                .assertion_evidence
+                .get(&a.id)
+                .filter(|e| !e.trim().is_empty())
+                .map(|e| format!("\n  evidence: {}", clip(e, 1_500).replace('\n', "\n  ")))
+                .unwrap_or_default();
+            format!("- {} [{}]: {}{evidence}", a.id, a.status, a.description.trim())
+        })
+        .collect();
+    let check_lines: Vec<String> = projection
+        .check_runs
+        .get(&milestone.id)
+        .into_iter()
+        .flatten()
+        .map(|(command, exit_code, findings)| {
+            let exit = exit_code.map_or("killed or not started".to_owned(), |c| format!("exit {c}"));
+            format!("- `{command}`: {exit}, {findings} finding(s)")
+        })
+        .collect();
+    let open: Vec<&Finding> =
+        projection.findings.iter().filter(|f| f.milestone == milestone.id && f.status == FindingStatus::Open).collect();
+    let (before, now): (Vec<&Finding>, Vec<&Finding>) =
+        open.into_iter().partition(|f| f.message.starts_with(validation::PRE_EXISTING));
+    let line_of = |f: &&Finding| {
+        let place = f.place();
+        let evidence = if f.evidence.is_empty() {
+            String::new()
+        } else {
+            format!("\n  evidence: {}", clip(&f.evidence, 1_500).replace('\n', "\n  "))
+        };
+        format!("- {} [{} {}]{place}: {}{evidence}", f.id, f.validator, f.severity, f.message)
+    };
+    let finding_lines: Vec<String> = now.iter().map(line_of).collect();
+    let before_lines: Vec<String> = before.iter().map(line_of).collect();
+    // The user's feedback is the first thing the boundary reads.
+    let feedback = if rejections.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n\nThe user rejected this milestone with this feedback (latest last):\n{}",
+            rejections.iter().map(|f| format!("- {}", f.trim().replace('\n', "\n  "))).collect::<Vec<_>>().join("\n")
+        )
+    };
+    let first = format!(
+        "Milestone {} boundary (round {} of at most {}): {}{feedback}\n\nAssertions:\n{}\n\nThe project's own checks:\n{}\n\nOpen findings:\n{}{}\n\nHandoffs:\n{}\n\nCourse corrections from the user:\n{}",
+        milestone.id,
+        rounds.used + 1,
+        rounds.bound,
+        milestone.title,
+        assertion_lines.join("\n"),
+        if check_lines.is_empty() { "(none configured)".into() } else { check_lines.join("\n") },
+        if finding_lines.is_empty() { "(none)".into() } else { finding_lines.join("\n") },
+        if before_lines.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n\nPre-existing findings (already reported on the base commit; they never count against the \
+                 milestone, fix them only if you choose):\n{}",
+                before_lines.join("\n")
+            )
+        },
+        handoff_summaries(projection, ""),
+        course_corrections(projection)
+    );
+    first
+}
+
 /// A worker's handoff as a reviewer reads it: each claimed command once, with the exit code
 /// the engine observed beside it and any mismatch marked, then the commands run but not
 /// claimed.
@@ -133,74 +265,68 @@ pub(super) fn clip(text: &str, max: usize) -> String {
     format!("{}\n[… {} more bytes]", &text[..cut], text.len() - cut)
 }
 
-impl Mission {
-    pub(super) fn assertions_text(&self, projection: &Projection, ids: &[String]) -> String {
-        let lines: Vec<String> = projection
-            .contract
-            .assertions
-            .iter()
-            .filter(|a| ids.contains(&a.id))
-            .map(|a| {
-                let check = match &a.check {
-                    Check::Command { command, expect_exit } => format!("run `{command}`, expect exit {expect_exit}"),
-                    Check::Review { rubric } => format!("review: {rubric}"),
-                    Check::UserTest { steps } => format!("user test: {steps}"),
-                };
-                format!("- {}: {}\n  Check: {check}", a.id, a.description.trim())
-            })
-            .collect();
-        if lines.is_empty() { "(none)".into() } else { lines.join("\n") }
-    }
+pub(super) fn assertions_text(projection: &Projection, ids: &[String]) -> String {
+    let lines: Vec<String> = projection
+        .contract
+        .assertions
+        .iter()
+        .filter(|a| ids.contains(&a.id))
+        .map(|a| {
+            let check = match &a.check {
+                Check::Command { command, expect_exit } => format!("run `{command}`, expect exit {expect_exit}"),
+                Check::Review { rubric } => format!("review: {rubric}"),
+                Check::UserTest { steps } => format!("user test: {steps}"),
+            };
+            format!("- {}: {}\n  Check: {check}", a.id, a.description.trim())
+        })
+        .collect();
+    if lines.is_empty() { "(none)".into() } else { lines.join("\n") }
+}
 
-    pub(super) fn handoff_summaries(&self, projection: &Projection, except: &str) -> String {
-        let Some(plan) = &projection.plan else { return "(none yet)".into() };
-        let mut lines = Vec::new();
-        for feature in plan.features().filter(|f| f.id != except) {
-            let Some(handoff) = projection.handoffs.get(&feature.id) else { continue };
-            let mut line = format!("- {} ({}): {}", feature.id, feature.title, handoff.claim.summary.trim());
-            if !handoff.claim.skipped.is_empty() {
-                let items: Vec<String> = handoff
-                    .claim
-                    .skipped
-                    .iter()
-                    .map(|s| format!("{} ({})", clause(&s.item), clause(&s.reason)))
-                    .collect();
-                line.push_str(&format!(" Skipped: {}.", items.join("; ")));
-            }
-            if !handoff.claim.issues.is_empty() {
-                let items: Vec<&str> = handoff.claim.issues.iter().map(|i| clause(&i.description)).collect();
-                line.push_str(&format!(" Issues: {}.", items.join("; ")));
-            }
-            lines.push(line);
+pub(super) fn handoff_summaries(projection: &Projection, except: &str) -> String {
+    let Some(plan) = &projection.plan else { return "(none yet)".into() };
+    let mut lines = Vec::new();
+    for feature in plan.features().filter(|f| f.id != except) {
+        let Some(handoff) = projection.handoffs.get(&feature.id) else { continue };
+        let mut line = format!("- {} ({}): {}", feature.id, feature.title, handoff.claim.summary.trim());
+        if !handoff.claim.skipped.is_empty() {
+            let items: Vec<String> =
+                handoff.claim.skipped.iter().map(|s| format!("{} ({})", clause(&s.item), clause(&s.reason))).collect();
+            line.push_str(&format!(" Skipped: {}.", items.join("; ")));
         }
-        if lines.is_empty() { "(none yet)".into() } else { lines.join("\n") }
+        if !handoff.claim.issues.is_empty() {
+            let items: Vec<&str> = handoff.claim.issues.iter().map(|i| clause(&i.description)).collect();
+            line.push_str(&format!(" Issues: {}.", items.join("; ")));
+        }
+        lines.push(line);
     }
+    if lines.is_empty() { "(none yet)".into() } else { lines.join("\n") }
+}
 
-    pub(super) fn plan_excerpt(projection: &Projection, current: &str) -> String {
-        let Some(plan) = &projection.plan else { return String::new() };
-        let mut out = format!("Plan: {}\n{}\n", plan.title, plan.summary.trim());
-        for milestone in &plan.milestones {
-            out.push_str(&format!("\n{}: {}\n", milestone.id, milestone.title));
-            for feature in &milestone.features {
-                let marker = if feature.id == current {
-                    "  ← your feature".to_owned()
-                } else {
-                    match feature.status {
-                        WorkStatus::Done => "  (done)".into(),
-                        _ => String::new(),
-                    }
-                };
-                out.push_str(&format!("- {} {}{marker}\n", feature.id, feature.title));
-            }
+pub(super) fn plan_excerpt(projection: &Projection, current: &str) -> String {
+    let Some(plan) = &projection.plan else { return String::new() };
+    let mut out = format!("Plan: {}\n{}\n", plan.title, plan.summary.trim());
+    for milestone in &plan.milestones {
+        out.push_str(&format!("\n{}: {}\n", milestone.id, milestone.title));
+        for feature in &milestone.features {
+            let marker = if feature.id == current {
+                "  ← your feature".to_owned()
+            } else {
+                match feature.status {
+                    WorkStatus::Done => "  (done)".into(),
+                    _ => String::new(),
+                }
+            };
+            out.push_str(&format!("- {} {}{marker}\n", feature.id, feature.title));
         }
-        out
     }
+    out
+}
 
-    pub(super) fn course_corrections(projection: &Projection) -> String {
-        if projection.course_corrections.is_empty() {
-            "(none)".into()
-        } else {
-            projection.course_corrections.iter().map(|n| format!("- {n}")).collect::<Vec<_>>().join("\n")
-        }
+pub(super) fn course_corrections(projection: &Projection) -> String {
+    if projection.course_corrections.is_empty() {
+        "(none)".into()
+    } else {
+        projection.course_corrections.iter().map(|n| format!("- {n}")).collect::<Vec<_>>().join("\n")
     }
 }

@@ -404,17 +404,7 @@ impl Mission {
             _ => "(no commit recorded for this feature)".into(),
         };
         let handoff_text = handoff.map(super::handoff_for_review).unwrap_or_else(|| "(no handoff)".into());
-        let first = format!(
-            "Review feature {} ({}) of milestone {}.\n\nAssertions to judge: {}\n{}\n\nThe feature:\n{}\n\nThe worker's handoff:\n{}\n\nThe feature's diff:\n```diff\n{}\n```",
-            feature.id,
-            feature.title,
-            milestone.id,
-            if asked.is_empty() { "none (report findings only)".into() } else { asked.join(", ") },
-            self.assertions_text(projection, asked),
-            feature.description.trim(),
-            clip(&handoff_text, 8_000),
-            diff
-        );
+        let first = super::messages::review(projection, milestone, feature, asked, &handoff_text, &diff);
         self.judge(Role::Reviewer, first, asked, &feature.description, milestone, Some(feature)).await
     }
 
@@ -477,13 +467,7 @@ impl Mission {
         milestone: &Milestone,
         asked: &[String],
     ) -> Result<RunEnd<FindingsReport>, EngineError> {
-        let first = format!(
-            "User-test milestone {} ({}).\n\nAssertions to judge: {}\n{}",
-            milestone.id,
-            milestone.title,
-            asked.join(", "),
-            self.assertions_text(projection, asked)
-        );
+        let first = super::messages::user_test(projection, milestone, asked);
         self.judge(Role::UserTester, first, asked, &milestone.title, milestone, None).await
     }
 
