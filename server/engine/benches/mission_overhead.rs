@@ -194,6 +194,7 @@ async fn run(latency: Duration, review_concurrency: usize) -> Measured {
         sandbox: None,
         write_guard: None,
         limits: Limits { review_concurrency, ..Limits::default() },
+        appended: None,
     };
     let source = Source { kind: SourceKind::Text, item_id: None, text: "Fifty features".into() };
     let (calls_before, git_before) = missions_engine::git::git_stats();

@@ -16,6 +16,9 @@ use tower_lsp_server::{NotCancellable, OngoingProgress, Unbounded};
 use crate::session::{self, DriverEvent};
 use crate::{State, current};
 
+/// Diagnostics and `missions/didChange` follow a driven mission at most this often.
+const REFRESH_INTERVAL: Duration = Duration::from_millis(300);
+
 /// Numbers the progress tokens of this server's drives.
 static DRIVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -85,8 +88,17 @@ pub(crate) async fn forward(state: Arc<State>, mut events: UnboundedReceiver<Dri
                     }
                 }
                 // Diagnostics and status follow the mission, a few times a second at most.
-                if last_refresh.is_none_or(|at| at.elapsed() > Duration::from_millis(300)) {
+                if last_refresh.is_none_or(|at| at.elapsed() > REFRESH_INTERVAL) {
                     state.refresh(Some(&progress.mission)).await;
+                    last_refresh = Some(Instant::now());
+                }
+            }
+            // A recorded event (a finding, a verdict) reaches the editor at once; in a burst,
+            // what a skipped refresh would have shown comes with the next one or the views'
+            // next tick.
+            DriverEvent::Appended { mission } => {
+                if last_refresh.is_none_or(|at| at.elapsed() > REFRESH_INTERVAL) {
+                    state.refresh(Some(&mission)).await;
                     last_refresh = Some(Instant::now());
                 }
             }

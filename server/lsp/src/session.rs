@@ -19,7 +19,14 @@ use crate::{State, internal, invalid_params};
 /// What a driver reports.
 pub(crate) enum DriverEvent {
     Progress(Progress),
-    Finished { mission: String, outcome: std::result::Result<Outcome, String> },
+    /// The mission recorded an event.
+    Appended {
+        mission: String,
+    },
+    Finished {
+        mission: String,
+        outcome: std::result::Result<Outcome, String>,
+    },
 }
 
 pub(crate) type Events = UnboundedSender<DriverEvent>;
@@ -60,7 +67,15 @@ fn engine_error(error: EngineError) -> tower_lsp_server::jsonrpc::Error {
 
 /// Engine options for missions this server drives.
 fn options(state: &Arc<State>, loaded: &LoadedConfig) -> Options {
-    Options::for_config(loaded, progress_callback(state), Some(state.documents.clone()))
+    let events = state.events.clone();
+    // The record itself is read from the log by the server's views, like any other process's.
+    let appended = move |mission: &str, _: &missions_core::store::Record| {
+        let _ = events.send(DriverEvent::Appended { mission: mission.to_owned() });
+    };
+    Options {
+        appended: Some(Arc::new(appended)),
+        ..Options::for_config(loaded, progress_callback(state), Some(state.documents.clone()))
+    }
 }
 
 fn models(state: &State, loaded: &LoadedConfig) -> Result<Models> {

@@ -25,6 +25,7 @@ impl Mission {
             git: Git::new(workspace),
             prices: PriceTable::with_overrides(&config.config.prices),
             progress: options.progress.clone(),
+            appended: options.appended.clone(),
             provider_names,
             stop: Mutex::new(None),
             reserved: Mutex::new((0, 0.0)),

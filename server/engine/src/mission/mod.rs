@@ -67,7 +67,7 @@ use missions_core::layout::inbox_dir;
 pub use missions_core::model::{Models, RoleModel};
 use missions_core::sync::lock;
 pub use progress::{CheckKind, Decided, Progress, Step};
-pub use protocol::{Command, Control, EngineError, Limits, Options, Outcome};
+pub use protocol::{Command, Control, EngineError, Limits, Options, Outcome, Subscriber};
 use shared::Shared;
 
 /// How long a front door waits for a live driver's verdict on a queued command. A driver takes

@@ -2,6 +2,8 @@
 //! drive ends in ([`Outcome`]), what they configure ([`Options`], [`Limits`]), what
 //! [`Mission::control`] did ([`Control`]), and the errors they branch on ([`EngineError`]).
 
+use missions_core::store::Record;
+
 use super::*;
 
 /// What [`Mission::control`] did with a front door's commands.
@@ -43,6 +45,9 @@ impl Default for Limits {
     }
 }
 
+/// Told of each event a mission recorded, with the mission's id.
+pub type Subscriber = Arc<dyn Fn(&str, &Record) + Send + Sync>;
+
 /// How the front end wants the engine to behave.
 #[derive(Clone)]
 pub struct Options {
@@ -54,6 +59,9 @@ pub struct Options {
     /// The editor's guard against overwriting unsaved buffers.
     pub write_guard: Option<Arc<dyn WriteGuard>>,
     pub limits: Limits,
+    /// Told of every event once it is durable, with its mission's id: a front end that keeps its
+    /// own view of missions (the language server) learns of a change the moment it is recorded.
+    pub appended: Option<Subscriber>,
 }
 
 impl Options {
@@ -71,6 +79,7 @@ impl Options {
             sandbox: missions_tools::sandbox::launcher(&loaded.config.mission),
             write_guard,
             limits: Limits::default(),
+            appended: None,
         }
     }
 }

@@ -25,6 +25,7 @@ pub(super) struct Shared {
     pub(super) git: Git,
     pub(super) prices: PriceTable,
     pub(super) progress: Arc<dyn Fn(&Progress) + Send + Sync>,
+    pub(super) appended: Option<super::Subscriber>,
     pub(super) provider_names: BTreeMap<Role, String>,
     /// A pause or cancel applied from the inbox while a run was going on.
     pub(super) stop: Mutex<Option<Stop>>,
@@ -36,8 +37,12 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Records `event` durably, then tells the front end's subscriber.
     pub(super) fn append(&self, event: Event) -> Result<(), EngineError> {
-        lock(&self.store).append(event)?;
+        let record = lock(&self.store).append(event)?;
+        if let Some(appended) = &self.appended {
+            appended(&self.mission_id, &record);
+        }
         Ok(())
     }
 
