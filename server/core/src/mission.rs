@@ -523,6 +523,13 @@ impl FindingDraft {
     }
 }
 
+/// How a recorded command ended, as every report says it: `exit N`, or, without an exit code,
+/// `killed or not started` (a signal, a timeout or a command that never ran: the record does
+/// not tell them apart).
+pub fn exit_text(exit_code: Option<i32>) -> String {
+    exit_code.map_or_else(|| "killed or not started".to_owned(), |code| format!("exit {code}"))
+}
+
 impl Finding {
     /// The finding on one line, as gates and status lists show it: id, severity, validator,
     /// path:line and the first line of its message.

@@ -258,7 +258,7 @@ pub fn hover_markdown(mission: &str, feature_title: &str, handoff: &Handoff) -> 
     if !handoff.observed_commands.is_empty() || !handoff.claim.commands.is_empty() {
         out.push_str("\n**Commands**\n");
         for command in &handoff.observed_commands {
-            let exit = command.exit_code.map_or("killed".to_owned(), |c| format!("exit {c}"));
+            let exit = missions_core::mission::exit_text(command.exit_code);
             out.push_str(&format!("- `{}` → {exit} ({} ms)\n", command.command, command.duration_ms));
         }
         for claimed in

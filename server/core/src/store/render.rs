@@ -55,7 +55,7 @@ pub fn dry_run_markdown(results: &[super::events::DryRunResult]) -> String {
     }
     let mut out = String::from("\n## The command checks, tried on the base commit before any work\n\n");
     for result in results {
-        let exit = result.exit_code.map_or("killed or not started".to_owned(), |c| format!("exit {c}"));
+        let exit = crate::mission::exit_text(result.exit_code);
         let meaning = if result.passed {
             "already passes: guards against regressions"
         } else {
@@ -73,7 +73,7 @@ pub fn baseline_markdown(baseline: &[super::events::BaselineCheck]) -> String {
         out.push_str("No project checks are configured (`[mission] checks`).\n");
     }
     for check in baseline {
-        let exit = check.exit_code.map_or("killed or not started".to_owned(), |c| format!("exit {c}"));
+        let exit = crate::mission::exit_text(check.exit_code);
         let _ = writeln!(out, "- `{}`: {exit}, {} problem(s) already there", check.command, check.problems.len());
         for (path, line, message) in &check.problems {
             let _ = writeln!(out, "  - {path}:{line}: {}", message.lines().next().unwrap_or_default());

@@ -143,8 +143,11 @@ impl Mission {
         let observed_list = if observed.is_empty() {
             "none".to_owned()
         } else {
-            let exit = |code: Option<i32>| code.map_or("killed".to_owned(), |c| format!("exit {c}"));
-            observed.iter().map(|o| format!("`{}` → {}", o.command, exit(o.exit_code))).collect::<Vec<_>>().join("; ")
+            observed
+                .iter()
+                .map(|o| format!("`{}` → {}", o.command, missions_core::mission::exit_text(o.exit_code)))
+                .collect::<Vec<_>>()
+                .join("; ")
         };
         for found in rules::check_handoff(&feature.id, &claimed_commands, &observed) {
             self.shared.record_finding(FindingDraft {

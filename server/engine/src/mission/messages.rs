@@ -84,7 +84,7 @@ pub(super) fn boundary(
         .into_iter()
         .flatten()
         .map(|(command, exit_code, findings)| {
-            let exit = exit_code.map_or("killed or not started".to_owned(), |c| format!("exit {c}"));
+            let exit = missions_core::mission::exit_text(*exit_code);
             format!("- `{command}`: {exit}, {findings} finding(s)")
         })
         .collect();
@@ -177,7 +177,7 @@ pub(super) fn handoff_for_review(handoff: &Handoff) -> String {
             format!(" ({})", handoff.claim.procedure_notes.trim())
         }
     ));
-    let exit = |code: Option<i32>| code.map_or("killed".to_owned(), |c| format!("exit {c}"));
+    let exit = missions_core::mission::exit_text;
     let observed = &handoff.observed_commands;
     let matches: Vec<ClaimMatch> = handoff
         .claim

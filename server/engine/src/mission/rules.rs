@@ -317,7 +317,7 @@ pub struct HandoffFinding {
 /// claim never run, or run with another exit code, is a `handoff-mismatch` error; a claim
 /// that abbreviates a command it ran is matched, with an `info` note.
 pub fn check_handoff(feature: &str, claimed: &[ClaimedCommand], observed: &[ObservedCommand]) -> Vec<HandoffFinding> {
-    let exit = |code: Option<i32>| code.map_or("killed".to_owned(), |c| format!("exit {c}"));
+    let exit = missions_core::mission::exit_text;
     let mut findings = Vec::new();
     for claim in claimed {
         let mismatch = |message: String| HandoffFinding {
