@@ -370,7 +370,9 @@ impl Mission {
                 revert: {
                     let shared = self.shared.clone();
                     let head = head.clone();
-                    Arc::new(move || shared.revert_to(&head, "left by the plan's dry run").map_err(|e| e.to_string()))
+                    Arc::new(move || {
+                        shared.revert_to(&head, "left by the plan's dry run").map(drop).map_err(|e| e.to_string())
+                    })
                 },
             }),
         };

@@ -17,6 +17,14 @@ use crate::git::Git;
 
 use super::{EngineError, Progress, Step};
 
+/// What [`Shared::revert_to`] took back: the files changed beyond build caches, and the ref
+/// they were saved at.
+#[derive(Debug, Default)]
+pub(super) struct Reverted {
+    pub(super) files: Vec<String>,
+    pub(super) saved: Option<String>,
+}
+
 /// Everything runs share: the store and the channel for control commands.
 pub(super) struct Shared {
     pub(super) mission_id: String,
@@ -89,19 +97,22 @@ impl Shared {
         }
     }
 
-    /// Puts the tree back to `head` when it holds only the mission's own recorded changes
-    /// (saved first); refuses when anything else changed.
-    pub(super) fn revert_to(&self, head: &str, why: &str) -> Result<(), EngineError> {
-        if self.git.dirty_files()?.is_empty() {
-            return Ok(());
+    /// Puts the tree back to `head` when it holds only the mission's own recorded changes;
+    /// refuses when anything else changed. Changes beyond build caches are saved first (`why`
+    /// says where they came from); returns those files and where they were saved.
+    pub(super) fn revert_to(&self, head: &str, why: &str) -> Result<Reverted, EngineError> {
+        let dirty = self.git.dirty_files()?;
+        if dirty.is_empty() {
+            return Ok(Reverted::default());
         }
         let foreign = self.foreign_changes(&self.projection())?;
         if !foreign.is_empty() {
             return Err(EngineError::ForeignChanges { files: foreign });
         }
-        self.save_tree(why)?;
+        let files: Vec<String> = dirty.into_iter().filter(|p| !super::worktree::is_cache_path(p)).collect();
+        let saved = if files.is_empty() { None } else { self.save_tree(why)? };
         self.git.reset_hard(head)?;
-        Ok(())
+        Ok(Reverted { files, saved })
     }
 
     /// The tree's changes that are not the unfinished step's own work (see

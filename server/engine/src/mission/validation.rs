@@ -24,8 +24,6 @@ use super::{EngineError, Mission, RunRequest, clip};
 /// The outcome of one feature's review.
 type ReviewResult = Result<(Feature, Vec<String>, RunEnd<FindingsReport>), EngineError>;
 
-use super::worktree::is_cache_path;
-
 /// The words every finding that was already there before the mission begins with.
 pub(super) const PRE_EXISTING: &str = "pre-existing (";
 
@@ -92,12 +90,9 @@ impl Mission {
                 exit_code: result.exit_code,
                 problems: problems.into_iter().map(|p| (p.path, p.line, p.message)).collect(),
             });
-            self.revert_validator_changes(
-                "baseline",
-                &head,
-                Validator::ProjectCheck,
-                &format!("the baseline run of `{check}`"),
-            )?;
+            // The base commit belongs to no milestone: what a baseline check leaves is put back
+            // (and saved), not reported.
+            self.shared.revert_to(&head, &format!("changes left by the baseline run of `{check}`"))?;
         }
         self.shared.append(Event::BaselineRecorded { checks })
     }
@@ -110,37 +105,24 @@ impl Mission {
         validator: Validator,
         who: &str,
     ) -> Result<(), EngineError> {
-        let git = &self.shared.git;
-        let dirty = git.dirty_files()?;
-        if dirty.is_empty() {
+        // What the user saved while validation ran is theirs, never a validator's to revert:
+        // `revert_to` refuses it.
+        let reverted = self.shared.revert_to(head, &format!("changes left by {who}"))?;
+        if reverted.files.is_empty() {
             return Ok(());
         }
-        // What the user saved while validation ran is theirs, never a validator's to revert.
-        let foreign = self.shared.foreign_changes(&self.shared.projection())?;
-        if !foreign.is_empty() {
-            return Err(EngineError::ForeignChanges { files: foreign });
-        }
-        let changed: Vec<&String> = dirty.iter().filter(|p| !is_cache_path(p)).collect();
-        let saved = if changed.is_empty() { None } else { self.shared.save_tree(&format!("changes left by {who}"))? };
-        git.reset_hard(head)?;
-        if changed.is_empty() {
-            return Ok(());
-        }
+        let files = reverted.files.join(", ");
         self.shared.record_finding(FindingDraft {
-            path: changed.first().map(|p| (*p).clone()),
+            path: reverted.files.first().cloned(),
             evidence: format!(
-                "files: {}{}",
-                changed.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "),
-                saved.map(|r| format!("; the changes are kept at {r}")).unwrap_or_default()
+                "files: {files}{}",
+                reverted.saved.map(|r| format!("; the changes are kept at {r}")).unwrap_or_default()
             ),
             ..FindingDraft::new(
                 milestone,
                 validator,
                 Severity::Warning,
-                format!(
-                    "{who} changed the working tree ({}); validators must not, and the changes were reverted",
-                    changed.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
-                ),
+                format!("{who} changed the working tree ({files}); validators must not, and the changes were reverted"),
             )
         })?;
         Ok(())
