@@ -4,7 +4,8 @@
 //! stdio, as an editor sees it:
 //! - the time from `initialized` to the diagnostics of all 2,000 files (a restart),
 //! - `textDocument/hover` and `textDocument/codeAction` p50/p99 over 1,000 requests each,
-//! - the same while another process appends to the mission's log (the server tails it),
+//! - the same while another process appends to the mission's log (the server follows it):
+//!   200 events a second, every 20th a new finding,
 //! - the server's resident memory when idle and its peak.
 //!
 //! Run with `cargo bench -p missions-tests --bench lsp_requests`. Goals (issue "structure"):
@@ -234,9 +235,31 @@ fn main() {
         let mission = missions_core::store::mission_dir(&writer_dir, MISSION).unwrap();
         let (mut store, _) = MissionStore::open(&mission).unwrap();
         let mut appended = 0u64;
+        // Mostly events that leave findings alone, and every 20th a new finding, as a busy
+        // mission records them (far faster than a real one).
         while !writer_stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let note = format!("note {appended}");
-            store.append(Event::CourseCorrectionNoted { note }).unwrap();
+            let event = if appended % 20 == 19 {
+                let line = 50 + (appended % 10) as u32;
+                Event::FindingRecorded {
+                    finding: Finding {
+                        id: format!("finding-{}", FILES * FINDINGS_PER_FILE + appended as usize + 1),
+                        milestone: "M1".into(),
+                        assertion: None,
+                        feature: None,
+                        validator: Validator::Review,
+                        severity: Severity::Info,
+                        path: Some(file_name(appended as usize % FILES)),
+                        line: Some(line),
+                        end_line: None,
+                        message: format!("a note while the mission runs ({appended})"),
+                        evidence: String::new(),
+                        status: FindingStatus::Open,
+                    },
+                }
+            } else {
+                Event::CourseCorrectionNoted { note: format!("note {appended}") }
+            };
+            store.append(event).unwrap();
             appended += 1;
             std::thread::sleep(Duration::from_millis(5));
         }

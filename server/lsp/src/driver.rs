@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use missions_engine::mission::{Command, Outcome};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -15,9 +14,6 @@ use tower_lsp_server::{NotCancellable, OngoingProgress, Unbounded};
 
 use crate::session::{self, DriverEvent};
 use crate::{State, current};
-
-/// Diagnostics and `missions/didChange` follow a driven mission at most this often.
-const REFRESH_INTERVAL: Duration = Duration::from_millis(300);
 
 /// Numbers the progress tokens of this server's drives.
 static DRIVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -59,7 +55,6 @@ pub(crate) async fn announce(state: Arc<State>) {
 /// Forwards driver events to the client until the server stops.
 pub(crate) async fn forward(state: Arc<State>, mut events: UnboundedReceiver<DriverEvent>) {
     let mut ongoing: HashMap<String, OngoingProgress<Unbounded, NotCancellable>> = HashMap::new();
-    let mut last_refresh: Option<Instant> = None;
     while let Some(event) = events.recv().await {
         match event {
             DriverEvent::Progress(progress) => {
@@ -88,19 +83,12 @@ pub(crate) async fn forward(state: Arc<State>, mut events: UnboundedReceiver<Dri
                     }
                 }
                 // Diagnostics and status follow the mission, a few times a second at most.
-                if last_refresh.is_none_or(|at| at.elapsed() > REFRESH_INTERVAL) {
-                    state.refresh(Some(&progress.mission)).await;
-                    last_refresh = Some(Instant::now());
-                }
+                tokio::spawn(state.clone().refresh_soon(Some(progress.mission.clone())));
             }
-            // A recorded event (a finding, a verdict) reaches the editor at once; in a burst,
-            // what a skipped refresh would have shown comes with the next one or the views'
-            // next tick.
+            // A recorded event (a finding, a verdict) reaches the editor within a refresh
+            // interval, however fast events come.
             DriverEvent::Appended { mission } => {
-                if last_refresh.is_none_or(|at| at.elapsed() > REFRESH_INTERVAL) {
-                    state.refresh(Some(&mission)).await;
-                    last_refresh = Some(Instant::now());
-                }
+                tokio::spawn(state.clone().refresh_soon(Some(mission)));
             }
             DriverEvent::Finished { mission, outcome } => {
                 missions_core::sync::lock(&state.driving).remove(&mission);
@@ -182,9 +170,7 @@ async fn gate(state: Arc<State>, mission: String, outcome: Result<Outcome, Strin
             // The gate shows what is still open, not only how much.
             let open: Vec<String> = state
                 .view(&mission)
-                .map(|view| {
-                    view.snapshot.findings.iter().filter(|f| f.milestone == milestone).map(|f| f.one_line()).collect()
-                })
+                .map(|view| view.findings.iter().filter(|f| f.milestone == milestone).map(|f| f.one_line()).collect())
                 .unwrap_or_default();
             if !open.is_empty() {
                 message.push_str(&format!(" Open findings: {}.", open.join("; ")));

@@ -103,6 +103,9 @@ struct Published {
 /// How often the server looks for events other processes appended (a `stat` per mission).
 const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Background refreshes (diagnostics and `missions/didChange`) are at least this far apart.
+pub(crate) const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// The server's state, shared with the threads that drive missions.
 pub(crate) struct State {
     client: Client,
@@ -117,6 +120,11 @@ pub(crate) struct State {
     unannounced: Mutex<BTreeSet<String>>,
     /// What each file's diagnostics were last published from.
     published: tokio::sync::Mutex<BTreeMap<String, Published>>,
+    /// When the last background refresh finished.
+    last_refresh: Mutex<Option<std::time::Instant>>,
+    /// A background refresh is under way, and whether another was asked for meanwhile.
+    refreshing: std::sync::atomic::AtomicBool,
+    refresh_again: std::sync::atomic::AtomicBool,
     /// Missions this server is driving right now, with their workspace; shared with
     /// [`run_stdio`], which pauses them when the server ends.
     driving: Driving,
@@ -260,8 +268,43 @@ impl State {
         let mut announce = std::mem::take(&mut *lock(&self.unannounced));
         announce.extend(changed.map(str::to_owned));
         for view in views.iter().filter(|v| announce.contains(v.id())) {
-            if let Ok(value) = serde_json::to_value(&view.snapshot) {
+            if let Ok(value) = serde_json::to_value(view.status()) {
                 self.client.send_notification::<MissionsDidChange>(value).await;
+            }
+        }
+    }
+
+    /// Refreshes soon, in the background: requests that found a change, the views' tick and
+    /// drivers' reports all come here. At most one refresh runs at a time and they are at
+    /// least [`REFRESH_INTERVAL`] apart, so a mission recording events as fast as it can costs
+    /// a few refreshes a second (each a `missions/didChange` with the whole snapshot), never one
+    /// per event or per request.
+    pub(crate) async fn refresh_soon(self: Arc<Self>, mission: Option<String>) {
+        use std::sync::atomic::Ordering;
+        if let Some(mission) = mission {
+            lock(&self.unannounced).insert(mission);
+        }
+        loop {
+            if self.refreshing.swap(true, Ordering::AcqRel) {
+                // The refresh under way runs once more for this.
+                self.refresh_again.store(true, Ordering::Release);
+                return;
+            }
+            loop {
+                let since = lock(&self.last_refresh).map(|at| at.elapsed());
+                if let Some(since) = since.filter(|since| *since < REFRESH_INTERVAL) {
+                    tokio::time::sleep(REFRESH_INTERVAL - since).await;
+                }
+                self.refresh(None).await;
+                *lock(&self.last_refresh) = Some(std::time::Instant::now());
+                if !self.refresh_again.swap(false, Ordering::AcqRel) {
+                    break;
+                }
+            }
+            self.refreshing.store(false, Ordering::Release);
+            // Asked for between the last check and letting go: go round again.
+            if !self.refresh_again.load(Ordering::Acquire) {
+                return;
             }
         }
     }
@@ -275,7 +318,7 @@ impl State {
             ticks.tick().await;
             let (_, changed) = self.sync_views();
             if changed {
-                self.refresh(None).await;
+                self.clone().refresh_soon(None).await;
             }
         }
     }
@@ -296,8 +339,7 @@ impl Backend {
     fn views(&self) -> Vec<Arc<MissionView>> {
         let (views, changed) = self.state.sync_views();
         if changed {
-            let state = self.state.clone();
-            tokio::spawn(async move { state.refresh(None).await });
+            tokio::spawn(self.state.clone().refresh_soon(None));
         }
         views
     }
@@ -452,6 +494,9 @@ pub async fn run_stdio() -> u8 {
             views: Mutex::new(Views::default()),
             unannounced: Mutex::new(BTreeSet::new()),
             published: tokio::sync::Mutex::new(BTreeMap::new()),
+            refreshing: Default::default(),
+            refresh_again: Default::default(),
+            last_refresh: Mutex::new(None),
             driving: server_driving.clone(),
             editor_file: server_editor_file.clone(),
         }),

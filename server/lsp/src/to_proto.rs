@@ -48,7 +48,7 @@ pub fn line_range(lengths: &[u32], first: u32, last: u32) -> Range {
 pub fn open_findings_by_path(views: &[Arc<MissionView>]) -> BTreeMap<&str, Vec<(&MissionView, &Finding)>> {
     let mut by_path: BTreeMap<&str, Vec<(&MissionView, &Finding)>> = BTreeMap::new();
     for view in views {
-        for finding in view.snapshot.findings.iter().filter(|f| f.status == FindingStatus::Open) {
+        for finding in view.findings.iter().filter(|f| f.status == FindingStatus::Open) {
             if let Some(path) = &finding.path {
                 by_path.entry(path.as_str()).or_default().push((view.as_ref(), finding));
             }
@@ -339,7 +339,9 @@ mod tests {
 
     fn view(findings: Vec<Finding>) -> Arc<MissionView> {
         Arc::new(MissionView {
-            snapshot: snapshot(findings),
+            snapshot: snapshot(Vec::new()),
+            findings: Arc::new(findings),
+            findings_revision: 0,
             handoffs: Default::default(),
             feature_titles: Default::default(),
             ranges: Default::default(),

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use missions_core::mission::{Handoff, MissionState};
+use missions_core::mission::{Finding, FindingStatus, Handoff, MissionState};
 use missions_core::status::StatusSnapshot;
 use missions_core::store::follow::{Followed, LogFollower};
 use missions_core::store::{self, Projection};
@@ -27,7 +27,12 @@ const DRIVER_RECHECK: Duration = Duration::from_secs(1);
 /// One mission as requests see it.
 #[derive(Debug)]
 pub struct MissionView {
+    /// The status snapshot without its findings, which are in `findings` (see [`Self::status`]).
     pub snapshot: StatusSnapshot,
+    /// The open findings, shared with the view before when no finding changed since: a
+    /// mission with thousands of findings recording other events does not copy them each time.
+    pub findings: Arc<Vec<Finding>>,
+    pub findings_revision: u64,
     pub handoffs: BTreeMap<String, Handoff>,
     /// Feature titles by id.
     pub feature_titles: HashMap<String, String>,
@@ -40,8 +45,24 @@ pub struct MissionView {
 impl MissionView {
     /// The view of a folded log; `None` for a log without a mission.
     pub fn new(projection: &Projection, interrupted: bool) -> Option<MissionView> {
-        let mut snapshot = StatusSnapshot::from_projection(projection)?;
-        snapshot.interrupted = interrupted;
+        MissionView::after(None, projection, interrupted)
+    }
+
+    /// The view of a folded log, reusing `before`'s findings when they did not change.
+    fn after(before: Option<&MissionView>, projection: &Projection, interrupted: bool) -> Option<MissionView> {
+        let mission = projection.mission.clone()?;
+        let findings = match before.filter(|b| b.findings_revision == projection.findings_revision) {
+            Some(before) => before.findings.clone(),
+            None => Arc::new(projection.findings.iter().filter(|f| f.status == FindingStatus::Open).cloned().collect()),
+        };
+        let snapshot = StatusSnapshot {
+            mission,
+            plan: projection.plan.clone(),
+            contract: projection.contract.clone(),
+            findings: Vec::new(),
+            active_run: projection.active_run.clone(),
+            interrupted,
+        };
         let features: Vec<_> = projection.plan.as_ref().map(|p| p.features().collect()).unwrap_or_default();
         let feature_titles = features.iter().map(|f| (f.id.clone(), f.title.clone())).collect();
         let mut ranges: HashMap<String, Vec<TrackedRange>> = HashMap::new();
@@ -68,11 +89,24 @@ impl MissionView {
                 Some((id.to_owned(), index as u32))
             })
             .collect();
-        Some(MissionView { snapshot, handoffs: projection.handoffs.clone(), feature_titles, ranges, contract_lines })
+        Some(MissionView {
+            snapshot,
+            findings,
+            findings_revision: projection.findings_revision,
+            handoffs: projection.handoffs.clone(),
+            feature_titles,
+            ranges,
+            contract_lines,
+        })
     }
 
     pub fn id(&self) -> &str {
         &self.snapshot.mission.id
+    }
+
+    /// The whole status snapshot (SPEC §8), findings included.
+    pub fn status(&self) -> StatusSnapshot {
+        StatusSnapshot { findings: self.findings.as_ref().clone(), ..self.snapshot.clone() }
     }
 }
 
@@ -133,7 +167,7 @@ impl Views {
                     if !grew && now_interrupted == followed.view.snapshot.interrupted {
                         continue;
                     }
-                    if let Some(view) = MissionView::new(projection, now_interrupted) {
+                    if let Some(view) = MissionView::after(Some(&followed.view), projection, now_interrupted) {
                         followed.view = Arc::new(view);
                         changed.push(id);
                     }
@@ -164,5 +198,54 @@ impl Views {
 
     pub fn get(&self, id: &str) -> Option<Arc<MissionView>> {
         self.missions.get(id).map(|f| f.view.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use missions_core::mission::{Severity, Source, SourceKind, Validator};
+    use missions_core::store::{Event, Record};
+
+    fn apply(projection: &mut Projection, event: Event) {
+        let seq = projection.events + 1;
+        projection.apply(&Record { seq, ts: "2026-11-28T08:00:00Z".into(), prev: String::new(), event });
+    }
+
+    #[test]
+    fn a_view_keeps_its_findings_until_a_finding_changes() {
+        let mut projection = Projection::default();
+        apply(
+            &mut projection,
+            Event::MissionCreated {
+                id: "m1".into(),
+                title: "t".into(),
+                source: Source { kind: SourceKind::Text, item_id: None, text: "t".into() },
+                branch: "missions/m1".into(),
+                base_commit: "0".into(),
+                auto_accept: false,
+                max_tokens: None,
+                max_usd: None,
+            },
+        );
+        let finding = |id: &str| Event::FindingRecorded {
+            finding: missions_core::mission::FindingDraft::new("M1", Validator::Review, Severity::Warning, "m")
+                .into_finding(id.into()),
+        };
+        apply(&mut projection, finding("finding-1"));
+        let first = MissionView::new(&projection, false).unwrap();
+        apply(&mut projection, Event::CourseCorrectionNoted { note: "n".into() });
+        let second = MissionView::after(Some(&first), &projection, false).unwrap();
+        assert!(Arc::ptr_eq(&first.findings, &second.findings), "nothing about findings changed");
+        apply(&mut projection, finding("finding-2"));
+        let third = MissionView::after(Some(&second), &projection, false).unwrap();
+        assert_eq!(third.findings.len(), 2);
+        assert_eq!(third.status().findings.len(), 2, "the status carries the findings");
+        apply(
+            &mut projection,
+            Event::FindingStatusChanged { finding: "finding-1".into(), status: FindingStatus::Dismissed, reason: None },
+        );
+        let fourth = MissionView::after(Some(&third), &projection, false).unwrap();
+        assert_eq!(fourth.findings.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["finding-2"]);
     }
 }

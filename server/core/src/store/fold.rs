@@ -67,6 +67,9 @@ pub struct Projection {
     /// How many assertions the contract held when the plan was approved: the ones its digest
     /// covers. Assertions are only appended, so they are the contract's first this many.
     pub approved_assertions: usize,
+    /// Counts the events that changed `findings`, so a reader that keeps a copy of them knows
+    /// when its copy is still current.
+    pub findings_revision: u64,
     /// The evidence of each assertion's latest check.
     pub assertion_evidence: BTreeMap<String, String>,
     /// The project's checks in each milestone's latest validation: (command, exit code,
@@ -157,6 +160,12 @@ impl Projection {
     }
 
     /// Folds a whole log.
+    /// The findings, about to change.
+    fn bump_findings(&mut self) -> &mut Vec<crate::mission::Finding> {
+        self.findings_revision += 1;
+        &mut self.findings
+    }
+
     pub fn from_records<'a>(records: impl IntoIterator<Item = &'a Record>) -> Projection {
         let mut projection = Projection::default();
         for record in records {
@@ -389,12 +398,12 @@ impl Projection {
                     a.status = AssertionStatus::Waived;
                 }
             }
-            Event::FindingRecorded { finding } => match self.findings.iter_mut().find(|f| f.id == finding.id) {
+            Event::FindingRecorded { finding } => match self.bump_findings().iter_mut().find(|f| f.id == finding.id) {
                 Some(existing) => *existing = finding.clone(),
                 None => self.findings.push(finding.clone()),
             },
             Event::FindingStatusChanged { finding, status, .. } => {
-                if let Some(f) = self.findings.iter_mut().find(|f| &f.id == finding) {
+                if let Some(f) = self.bump_findings().iter_mut().find(|f| &f.id == finding) {
                     f.status = *status;
                 }
             }
