@@ -83,12 +83,12 @@ pub(crate) async fn forward(state: Arc<State>, mut events: UnboundedReceiver<Dri
                     }
                 }
                 // Diagnostics and status follow the mission, a few times a second at most.
-                tokio::spawn(state.clone().refresh_soon(Some(progress.mission.clone())));
+                tokio::spawn(state.clone().refresh_soon());
             }
             // A recorded event (a finding, a verdict) reaches the editor within a refresh
             // interval, however fast events come.
-            DriverEvent::Appended { mission } => {
-                tokio::spawn(state.clone().refresh_soon(Some(mission)));
+            DriverEvent::Appended => {
+                tokio::spawn(state.clone().refresh_soon());
             }
             DriverEvent::Finished { mission, outcome } => {
                 missions_core::sync::lock(&state.driving).remove(&mission);

@@ -22,7 +22,7 @@ pub mod to_proto;
 pub mod transport;
 pub mod views;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -92,11 +92,13 @@ type EditorFileSlot = Arc<Mutex<Option<(PathBuf, Vec<String>)>>>;
 /// Missions being driven by this server, by id, with their workspace.
 pub(crate) type Driving = Arc<Mutex<std::collections::BTreeMap<String, PathBuf>>>;
 
-/// What was last published for one file: the findings it showed and the document version
-/// their ranges were fitted to. A file is published again only when either changes.
+/// What was last published for one file: the findings it showed (by mission, with the line of
+/// their assertion in `contract.md`) and the document version their ranges were fitted to. A
+/// file is published again only when one of these changes; a closed file changed on disk
+/// keeps ranges fitted to its old length until its findings change.
 #[derive(PartialEq)]
 struct Published {
-    findings: Vec<(String, Finding)>,
+    findings: Vec<(String, Finding, Option<u32>)>,
     version: Option<i32>,
 }
 
@@ -117,14 +119,14 @@ pub(crate) struct State {
     /// The workspace's missions, followed in memory.
     views: Mutex<Views>,
     /// Missions whose view changed since `missions/didChange` was last sent for them.
-    unannounced: Mutex<BTreeSet<String>>,
+    announced: Mutex<BTreeMap<String, Arc<MissionView>>>,
     /// What each file's diagnostics were last published from.
     published: tokio::sync::Mutex<BTreeMap<String, Published>>,
     /// When the last background refresh finished.
     last_refresh: Mutex<Option<std::time::Instant>>,
-    /// A background refresh is under way, and whether another was asked for meanwhile.
+    /// A background refresh is under way, and whether one was asked for since it began.
     refreshing: std::sync::atomic::AtomicBool,
-    refresh_again: std::sync::atomic::AtomicBool,
+    refresh_wanted: std::sync::atomic::AtomicBool,
     /// Missions this server is driving right now, with their workspace; shared with
     /// [`run_stdio`], which pauses them when the server ends.
     driving: Driving,
@@ -187,7 +189,6 @@ impl State {
         if any {
             // Handoff ranges come from the views; open documents track them afresh.
             self.documents.reset_ranges();
-            lock(&self.unannounced).extend(changed);
         }
         (views.all(), any)
     }
@@ -233,13 +234,15 @@ impl State {
 
     /// Publishes the diagnostics of the files whose open findings (or open buffer) changed
     /// since they were last published, clears files that have none left, and sends
-    /// `missions/didChange` for every mission whose view changed, and for `changed`.
+    /// `missions/didChange` for every mission whose view is not the one last announced, and
+    /// for `changed`.
     pub(crate) async fn refresh(&self, changed: Option<&str>) {
         let Ok(workspace) = self.workspace() else { return };
+        // One refresh at a time, each from views taken once it runs, so two never publish a
+        // file or a mission in the wrong order.
+        let mut published = self.published.lock().await;
         let views = self.views();
         let related_information = current(&self.flags).related_information;
-        // One refresh at a time, so two never publish a file in the wrong order.
-        let mut published = self.published.lock().await;
         let by_path = to_proto::open_findings_by_path(&views);
         let gone: Vec<String> = published.keys().filter(|p| !by_path.contains_key(p.as_str())).cloned().collect();
         for path in gone {
@@ -251,7 +254,13 @@ impl State {
         for (path, findings) in &by_path {
             let version = self.documents.version(path);
             let now = Published {
-                findings: findings.iter().map(|(view, f)| (view.id().to_owned(), (*f).clone())).collect(),
+                findings: findings
+                    .iter()
+                    .map(|(view, f)| {
+                        let contract_line = f.assertion.as_ref().and_then(|a| view.contract_lines.get(a)).copied();
+                        (view.id().to_owned(), (*f).clone(), contract_line)
+                    })
+                    .collect(),
                 version,
             };
             if published.get(*path) == Some(&now) {
@@ -264,14 +273,18 @@ impl State {
             }
             published.insert((*path).to_owned(), now);
         }
-        drop(published);
-        let mut announce = std::mem::take(&mut *lock(&self.unannounced));
-        announce.extend(changed.map(str::to_owned));
-        for view in views.iter().filter(|v| announce.contains(v.id())) {
+        for view in views.iter().filter(|v| changed == Some(v.id()) || !self.is_announced(v)) {
+            lock(&self.announced).insert(view.id().to_owned(), view.clone());
             if let Ok(value) = serde_json::to_value(view.status()) {
                 self.client.send_notification::<MissionsDidChange>(value).await;
             }
         }
+        drop(published);
+    }
+
+    /// Whether `view` is the view of its mission last sent in `missions/didChange`.
+    fn is_announced(&self, view: &Arc<MissionView>) -> bool {
+        lock(&self.announced).get(view.id()).is_some_and(|sent| Arc::ptr_eq(sent, view))
     }
 
     /// Refreshes soon, in the background: requests that found a change, the views' tick and
@@ -279,31 +292,25 @@ impl State {
     /// least [`REFRESH_INTERVAL`] apart, so a mission recording events as fast as it can costs
     /// a few refreshes a second (each a `missions/didChange` with the whole snapshot), never one
     /// per event or per request.
-    pub(crate) async fn refresh_soon(self: Arc<Self>, mission: Option<String>) {
-        use std::sync::atomic::Ordering;
-        if let Some(mission) = mission {
-            lock(&self.unannounced).insert(mission);
+    pub(crate) async fn refresh_soon(self: Arc<Self>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Ask first, then see whether a refresher runs: whoever runs checks the request after
+        // it lets go, so no request is left behind.
+        self.refresh_wanted.store(true, SeqCst);
+        if self.refreshing.swap(true, SeqCst) {
+            return;
         }
         loop {
-            if self.refreshing.swap(true, Ordering::AcqRel) {
-                // The refresh under way runs once more for this.
-                self.refresh_again.store(true, Ordering::Release);
-                return;
-            }
-            loop {
+            while self.refresh_wanted.swap(false, SeqCst) {
                 let since = lock(&self.last_refresh).map(|at| at.elapsed());
                 if let Some(since) = since.filter(|since| *since < REFRESH_INTERVAL) {
                     tokio::time::sleep(REFRESH_INTERVAL - since).await;
                 }
                 self.refresh(None).await;
                 *lock(&self.last_refresh) = Some(std::time::Instant::now());
-                if !self.refresh_again.swap(false, Ordering::AcqRel) {
-                    break;
-                }
             }
-            self.refreshing.store(false, Ordering::Release);
-            // Asked for between the last check and letting go: go round again.
-            if !self.refresh_again.load(Ordering::Acquire) {
+            self.refreshing.store(false, SeqCst);
+            if !self.refresh_wanted.load(SeqCst) || self.refreshing.swap(true, SeqCst) {
                 return;
             }
         }
@@ -316,9 +323,11 @@ impl State {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let (_, changed) = self.sync_views();
-            if changed {
-                self.clone().refresh_soon(None).await;
+            // A change found by this look, or by any other since the last refresh (a gate's
+            // question, a feedback document), is shown.
+            let (views, _) = self.sync_views();
+            if views.iter().any(|view| !self.is_announced(view)) {
+                self.clone().refresh_soon().await;
             }
         }
     }
@@ -339,7 +348,7 @@ impl Backend {
     fn views(&self) -> Vec<Arc<MissionView>> {
         let (views, changed) = self.state.sync_views();
         if changed {
-            tokio::spawn(self.state.clone().refresh_soon(None));
+            tokio::spawn(self.state.clone().refresh_soon());
         }
         views
     }
@@ -492,10 +501,10 @@ pub async fn run_stdio() -> u8 {
             documents: Arc::new(Documents::default()),
             flags: RwLock::new(ClientFlags::default()),
             views: Mutex::new(Views::default()),
-            unannounced: Mutex::new(BTreeSet::new()),
+            announced: Mutex::new(BTreeMap::new()),
             published: tokio::sync::Mutex::new(BTreeMap::new()),
             refreshing: Default::default(),
-            refresh_again: Default::default(),
+            refresh_wanted: Default::default(),
             last_refresh: Mutex::new(None),
             driving: server_driving.clone(),
             editor_file: server_editor_file.clone(),

@@ -19,10 +19,8 @@ use crate::{State, internal, invalid_params};
 /// What a driver reports.
 pub(crate) enum DriverEvent {
     Progress(Progress),
-    /// The mission recorded an event.
-    Appended {
-        mission: String,
-    },
+    /// A mission this server drives recorded an event.
+    Appended,
     Finished {
         mission: String,
         outcome: std::result::Result<Outcome, String>,
@@ -69,8 +67,8 @@ fn engine_error(error: EngineError) -> tower_lsp_server::jsonrpc::Error {
 fn options(state: &Arc<State>, loaded: &LoadedConfig) -> Options {
     let events = state.events.clone();
     // The record itself is read from the log by the server's views, like any other process's.
-    let appended = move |mission: &str, _: &missions_core::store::Record| {
-        let _ = events.send(DriverEvent::Appended { mission: mission.to_owned() });
+    let appended = move |_: &str, _: &missions_core::store::Record| {
+        let _ = events.send(DriverEvent::Appended);
     };
     Options {
         appended: Some(Arc::new(appended)),

@@ -147,9 +147,11 @@ impl Views {
             let Ok(dir) = store::mission_dir(workspace, &id) else { continue };
             match self.missions.get_mut(&id) {
                 Some(followed) => {
-                    let grew = match followed.follower.poll() {
-                        Ok(Followed::Unchanged) => false,
-                        Ok(Followed::Grew | Followed::Reread) => true,
+                    // A log read afresh is another history: nothing of the view before is reused.
+                    let (grew, reread) = match followed.follower.poll() {
+                        Ok(Followed::Unchanged) => (false, false),
+                        Ok(Followed::Grew) => (true, false),
+                        Ok(Followed::Reread) => (true, true),
                         Err(error) => {
                             tracing::warn!("mission {id} cannot be read: {error}");
                             self.missions.remove(&id);
@@ -167,7 +169,8 @@ impl Views {
                     if !grew && now_interrupted == followed.view.snapshot.interrupted {
                         continue;
                     }
-                    if let Some(view) = MissionView::after(Some(&followed.view), projection, now_interrupted) {
+                    let before = (!reread).then_some(followed.view.as_ref());
+                    if let Some(view) = MissionView::after(before, projection, now_interrupted) {
                         followed.view = Arc::new(view);
                         changed.push(id);
                     }

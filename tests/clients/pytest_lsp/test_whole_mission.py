@@ -116,7 +116,9 @@ async def test_a_whole_mission_speaks_only_valid_lsp(client: LanguageClient):
         )
         assert lenses is not None
 
-        # Progress was reported under tokens the client was asked to create, each once.
+        # Progress was reported under tokens the client was asked to create (a token created
+        # twice, or progress under an unknown one, is a specification warning), each beginning
+        # with `begin`.
         assert client.progress_reports, "no $/progress was sent"
         for token, reports in client.progress_reports.items():
             kinds = [report.kind for report in reports]

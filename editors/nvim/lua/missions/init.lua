@@ -188,7 +188,8 @@ end
 local function render(snapshot)
   local lines, targets = {}, {}
   local function add(line, target)
-    table.insert(lines, line)
+    -- A buffer line holds no line break; multi-line text (a detail, a description) is joined.
+    table.insert(lines, (line:gsub("\r?\n", " ⏎ ")))
     targets[#lines] = target
   end
   add(string.format("Mission %s — %s", snapshot.id, snapshot.title))
@@ -253,8 +254,22 @@ local function draw(buffer)
 end
 
 local function open_control(snapshot)
+  local name = "missions://" .. snapshot.id
+  -- Asked again for the same mission: show the buffer already open.
+  local existing = vim.fn.bufnr(name)
+  if existing ~= -1 and control_buffers[existing] then
+    local window = vim.fn.bufwinid(existing)
+    if window ~= -1 then
+      vim.api.nvim_set_current_win(window)
+    else
+      vim.cmd("botright split")
+      vim.api.nvim_win_set_buf(0, existing)
+    end
+    draw(existing)
+    return existing
+  end
   local buffer = vim.api.nvim_create_buf(false, true)
-  vim.api.nvim_buf_set_name(buffer, "missions://" .. snapshot.id)
+  vim.api.nvim_buf_set_name(buffer, name)
   vim.bo[buffer].bufhidden = "wipe"
   vim.bo[buffer].filetype = "missions"
   control_buffers[buffer] = { mission = snapshot.id, root = client() and client().root_dir }
@@ -333,7 +348,11 @@ local function commands()
     end)
   end)
   command("MissionRollback", function()
-    with_mission(live, "to roll back", function(snapshot)
+    -- Any mission but a completed or cancelled one may go back (a failed one too).
+    local function may_roll_back(s)
+      return s.state ~= "completed" and s.state ~= "cancelled"
+    end
+    with_mission(may_roll_back, "to roll back", function(snapshot)
       local started = vim.tbl_filter(function(m)
         return m.status ~= "pending"
       end, snapshot.plan and snapshot.plan.milestones or {})

@@ -88,12 +88,14 @@ impl Mission {
             milestone: milestone.clone(),
             feature: feature.clone(),
         })?;
-        self.shared.progress(
-            milestone.as_deref(),
-            feature.as_deref(),
-            Some(role),
-            Step::RunStarted { model: model.model.clone() },
-        );
+        (self.shared.progress)(&Progress {
+            mission: self.shared.mission_id.clone(),
+            milestone: milestone.clone(),
+            feature: feature.clone(),
+            role: Some(role),
+            run: Some(run_id.clone()),
+            step: Step::RunStarted { model: model.model.clone() },
+        });
         let transcript_path = missions_core::layout::transcript(&self.workspace, &self.shared.mission_id, &run_id);
         let transcript = TranscriptWriter::create(&transcript_path, self.config.redactor(self.options.env.as_ref()))
             .map_err(|e| EngineError::Io(e.to_string()))?;

@@ -98,8 +98,9 @@ impl Shared {
     }
 
     /// Puts the tree back to `head` when it holds only the mission's own recorded changes;
-    /// refuses when anything else changed. Changes beyond build caches are saved first (`why`
-    /// says where they came from); returns those files and where they were saved.
+    /// refuses when anything else changed. Whatever changed is saved first (`why` says where
+    /// it came from); returns the files changed beyond build caches and where the tree was
+    /// saved.
     pub(super) fn revert_to(&self, head: &str, why: &str) -> Result<Reverted, EngineError> {
         let dirty = self.git.dirty_files()?;
         if dirty.is_empty() {
@@ -110,7 +111,7 @@ impl Shared {
             return Err(EngineError::ForeignChanges { files: foreign });
         }
         let files: Vec<String> = dirty.into_iter().filter(|p| !super::worktree::is_cache_path(p)).collect();
-        let saved = if files.is_empty() { None } else { self.save_tree(why)? };
+        let saved = self.save_tree(why)?;
         self.git.reset_hard(head)?;
         Ok(Reverted { files, saved })
     }
