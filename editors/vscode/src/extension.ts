@@ -1,0 +1,275 @@
+// Missions for VS Code: one language client per window for every `file` document, palette
+// commands that act on the current mission, and a status bar item. Everything essential also
+// works through the server's own prompts, code actions and lenses (SPEC §8); this adds
+// pickers and a glance at the state. Command ids are `missionsClient.*`, never the server's
+// `missions.*` executeCommand ids.
+
+import * as path from "node:path";
+import * as vscode from "vscode";
+import { LanguageClient, LanguageClientOptions, ServerOptions, TransportKind } from "vscode-languageclient/node";
+
+import { BacklogItem, candidates, groupBacklog, isLive, itemLocation, shownMission, Snapshot, statusText, waitingMilestone } from "./missions";
+
+let client: LanguageClient | undefined;
+const missions = new Map<string, Snapshot>();
+let statusItem: vscode.StatusBarItem;
+
+/** The server binary: the `missions.server.path` setting, else `missions` on PATH. */
+function serverPath(): string {
+  const configured = vscode.workspace.getConfiguration("missions").get<string>("server.path", "").trim();
+  return configured || "missions";
+}
+
+/** Runs a server command (SPEC §8) with one object argument. */
+async function execute<T>(command: string, argument: object = {}): Promise<T> {
+  if (!client) {
+    throw new Error("the Missions language server is not running");
+  }
+  return client.sendRequest("workspace/executeCommand", { command, arguments: [argument] }) as Promise<T>;
+}
+
+async function refresh(): Promise<Snapshot[]> {
+  const snapshots = await execute<Snapshot[]>("missions.status");
+  for (const snapshot of snapshots) {
+    missions.set(snapshot.id, snapshot);
+  }
+  updateStatus();
+  return snapshots;
+}
+
+function updateStatus(): void {
+  const shown = shownMission([...missions.values()]);
+  statusItem.text = statusText(shown);
+  statusItem.tooltip = shown ? `${shown.title} — ${shown.findings.length} open finding(s)` : "Missions";
+  statusItem.show();
+}
+
+/** The mission a command acts on: the only one that fits, or the user's pick. */
+async function pickMission(wanted: (s: Snapshot) => boolean, what: string): Promise<Snapshot | undefined> {
+  const fitting = candidates(await refresh(), wanted);
+  if (fitting.length === 0) {
+    void vscode.window.showInformationMessage(`Missions: no mission ${what}.`);
+    return undefined;
+  }
+  if (fitting.length === 1) {
+    return fitting[0];
+  }
+  const picked = await vscode.window.showQuickPick(
+    fitting.map((s) => ({ label: s.id, description: s.title, detail: s.state, snapshot: s })),
+    { placeHolder: `Which mission ${what}?` },
+  );
+  return picked?.snapshot;
+}
+
+async function startFromBacklog(): Promise<void> {
+  const items = await execute<BacklogItem[]>("missions.backlog");
+  if (items.length === 0) {
+    void vscode.window.showInformationMessage(
+      "Missions: the backlog is empty. Add `- [ ] …` items to BACKLOG.md or TODO.md, or TODO comments in the code.",
+    );
+    return;
+  }
+  const picks: (vscode.QuickPickItem & { item?: BacklogItem })[] = [];
+  for (const group of groupBacklog(items)) {
+    picks.push({ label: group.source, kind: vscode.QuickPickItemKind.Separator });
+    for (const item of group.items) {
+      picks.push({ label: item.title, description: itemLocation(item), detail: item.description || undefined, item });
+    }
+  }
+  const picked = await vscode.window.showQuickPick(picks, { placeHolder: "Start a mission from…", matchOnDetail: true });
+  if (picked?.item) {
+    const { missionId } = await execute<{ missionId: string }>("missions.start", { itemId: picked.item.id });
+    void vscode.window.showInformationMessage(`Missions: mission ${missionId} started: ${picked.item.title}`);
+  }
+}
+
+async function startFromText(text?: string): Promise<void> {
+  const value = text ?? (await vscode.window.showInputBox({ prompt: "What should the mission do?" }));
+  if (value && value.trim()) {
+    const { missionId } = await execute<{ missionId: string }>("missions.start", { text: value });
+    void vscode.window.showInformationMessage(`Missions: mission ${missionId} started.`);
+  }
+}
+
+async function approvePlan(): Promise<void> {
+  const mission = await pickMission((s) => s.state === "awaiting_approval", "waits for plan approval");
+  if (!mission || !vscode.workspace.workspaceFolders?.length) {
+    return;
+  }
+  // The plan and its contract side by side, then the decision.
+  const root = vscode.workspace.workspaceFolders[0].uri.fsPath;
+  const plan = vscode.Uri.file(path.join(root, ".missions", mission.id, "plan.md"));
+  const contract = vscode.Uri.file(path.join(root, ".missions", mission.id, "contract.md"));
+  await vscode.window.showTextDocument(plan, { viewColumn: vscode.ViewColumn.One, preview: false });
+  await vscode.window.showTextDocument(contract, { viewColumn: vscode.ViewColumn.Two, preview: false });
+  const choice = await vscode.window.showInformationMessage(
+    `Approve the plan and validation contract of mission ${mission.id}?`,
+    "Approve",
+    "Cancel the mission",
+  );
+  if (choice === "Approve") {
+    await execute("missions.approvePlan", { missionId: mission.id });
+  } else if (choice === "Cancel the mission") {
+    await execute("missions.cancel", { missionId: mission.id });
+  }
+}
+
+async function milestoneCommand(reject: boolean): Promise<void> {
+  const mission = await pickMission((s) => waitingMilestone(s) !== undefined, "waits for acceptance");
+  const milestone = mission && waitingMilestone(mission);
+  if (!mission || !milestone) {
+    return;
+  }
+  if (!reject) {
+    await execute("missions.acceptMilestone", { missionId: mission.id, milestoneId: milestone.id });
+    return;
+  }
+  const feedback = await vscode.window.showInputBox({
+    prompt: `What should change in ${milestone.id} (${milestone.title})?`,
+    validateInput: (v) => (v.trim() ? undefined : "A rejection needs feedback."),
+  });
+  if (feedback) {
+    await execute("missions.rejectMilestone", { missionId: mission.id, milestoneId: milestone.id, feedback });
+  }
+}
+
+async function rollback(): Promise<void> {
+  const mission = await pickMission((s) => s.state !== "completed" && s.state !== "cancelled", "to roll back");
+  const started = mission?.plan?.milestones.filter((m) => m.status !== "pending") ?? [];
+  const picked = await vscode.window.showQuickPick(
+    started.map((m) => ({ label: m.id, description: m.title, milestone: m })),
+    { placeHolder: "Roll back to the start of… (the dropped commits are kept)" },
+  );
+  if (mission && picked) {
+    await execute("missions.rollback", { missionId: mission.id, milestoneId: picked.milestone.id });
+  }
+}
+
+async function findingCommand(command: "missions.fixFinding" | "missions.dismissFinding"): Promise<void> {
+  const mission = await pickMission((s) => s.findings.length > 0, "with open findings");
+  if (!mission) {
+    return;
+  }
+  const picked = await vscode.window.showQuickPick(
+    mission.findings.map((f) => ({
+      label: f.id,
+      description: f.path ? `${f.path}${f.line ? `:${f.line}` : ""}` : undefined,
+      detail: f.message.split("\n")[0],
+      finding: f,
+    })),
+    { placeHolder: command === "missions.fixFinding" ? "Fix which finding?" : "Dismiss which finding?" },
+  );
+  if (!picked) {
+    return;
+  }
+  const argument: Record<string, string> = { missionId: mission.id, findingId: picked.finding.id };
+  if (command === "missions.dismissFinding") {
+    const reason = await vscode.window.showInputBox({ prompt: "Why? (optional)" });
+    if (reason) {
+      argument.reason = reason;
+    }
+  }
+  await execute(command, argument);
+}
+
+function control(command: string, wanted: (s: Snapshot) => boolean, what: string): () => Promise<void> {
+  return async () => {
+    const mission = await pickMission(wanted, what);
+    if (mission) {
+      await execute(command, { missionId: mission.id });
+    }
+  };
+}
+
+/** Wraps a command so a failure is shown, not lost. */
+function guarded(run: (...args: never[]) => Promise<void>): (...args: never[]) => Promise<void> {
+  return async (...args) => {
+    try {
+      await run(...args);
+    } catch (error) {
+      void vscode.window.showErrorMessage(`Missions: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  };
+}
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Left, 50);
+  statusItem.command = "missionsClient.status";
+  context.subscriptions.push(statusItem);
+
+  const command = serverPath();
+  const serverOptions: ServerOptions = {
+    run: { command, args: ["lsp"], transport: TransportKind.stdio },
+    debug: { command, args: ["lsp"], transport: TransportKind.stdio },
+  };
+  const clientOptions: LanguageClientOptions = {
+    documentSelector: [{ scheme: "file" }],
+    initializationOptions: vscode.workspace.getConfiguration("missions").get("settings", {}),
+  };
+  client = new LanguageClient("missions", "Missions", serverOptions, clientOptions);
+  client.onNotification("missions/didChange", (snapshot: Snapshot) => {
+    missions.set(snapshot.id, snapshot);
+    updateStatus();
+  });
+  try {
+    await client.start();
+  } catch (error) {
+    client = undefined;
+    const choice = await vscode.window.showErrorMessage(
+      `Missions: cannot start the language server \`${command}\` (${error instanceof Error ? error.message : String(error)}). ` +
+        "Install it (see the README) or set `missions.server.path`.",
+      "Open Setting",
+    );
+    if (choice === "Open Setting") {
+      await vscode.commands.executeCommand("workbench.action.openSettings", "missions.server.path");
+    }
+    return;
+  }
+  context.subscriptions.push({ dispose: () => void client?.stop() });
+
+  const register = (id: string, run: (...args: never[]) => Promise<void>) =>
+    context.subscriptions.push(vscode.commands.registerCommand(id, guarded(run)));
+  register("missionsClient.startFromBacklog", startFromBacklog);
+  register("missionsClient.startFromText", () => startFromText());
+  register("missionsClient.startFromSelection", async () => {
+    const editor = vscode.window.activeTextEditor;
+    const text = editor?.document.getText(editor.selection);
+    await startFromText(text && text.trim() ? text : undefined);
+  });
+  register("missionsClient.approvePlan", approvePlan);
+  register("missionsClient.acceptMilestone", () => milestoneCommand(false));
+  register("missionsClient.rejectMilestone", () => milestoneCommand(true));
+  register("missionsClient.rollback", rollback);
+  register("missionsClient.pause", control("missions.pause", (s) => isLive(s) && s.state !== "paused", "to pause"));
+  register("missionsClient.resume", control("missions.resume", (s) => s.state === "paused" || !!s.interrupted, "to resume"));
+  register("missionsClient.cancel", control("missions.cancel", isLive, "to cancel"));
+  register("missionsClient.courseCorrect", async () => {
+    const mission = await pickMission(isLive, "to correct");
+    const note = mission && (await vscode.window.showInputBox({ prompt: "Course correction for the orchestrator and the next worker" }));
+    if (mission && note) {
+      await execute("missions.courseCorrect", { missionId: mission.id, note });
+    }
+  });
+  register("missionsClient.fixFinding", () => findingCommand("missions.fixFinding"));
+  register("missionsClient.dismissFinding", () => findingCommand("missions.dismissFinding"));
+  register("missionsClient.status", async () => {
+    const snapshots = await refresh();
+    const picked = await vscode.window.showQuickPick(
+      snapshots.map((s) => ({
+        label: s.id,
+        description: s.interrupted ? "interrupted" : s.state,
+        detail: `${s.title} — ${s.findings.length} open finding(s)`,
+      })),
+      { placeHolder: "Missions in this workspace" },
+    );
+    if (picked && vscode.workspace.workspaceFolders?.length) {
+      const root = vscode.workspace.workspaceFolders[0].uri.fsPath;
+      await vscode.window.showTextDocument(vscode.Uri.file(path.join(root, ".missions", picked.label, "plan.md")));
+    }
+  });
+  await refresh().catch(() => undefined);
+}
+
+export async function deactivate(): Promise<void> {
+  await client?.stop();
+}
