@@ -157,3 +157,62 @@ mod tests {
         assert_eq!(format!("{}.", joined.join("; ")), "Tests pass; left a TODO; none.");
     }
 }
+
+#[cfg(test)]
+mod subscriber_tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use missions_core::config::{Layer, LayerSource, LoadedConfig};
+    use missions_core::mission::{Source, SourceKind};
+    use missions_core::store::Record;
+
+    use super::{Command, Limits, Mission, Models, Options};
+
+    fn git(dir: &std::path::Path, args: &[&str]) {
+        let status = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t.invalid"])
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+
+    #[test]
+    fn subscribers_are_told_of_each_durable_event_with_its_mission() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("README.md"), "x\n").unwrap();
+        git(dir.path(), &["init", "-q", "-b", "main"]);
+        git(dir.path(), &["add", "-A"]);
+        git(dir.path(), &["commit", "-q", "-m", "init"]);
+        let loaded = LoadedConfig::from_layers(
+            vec![Layer::defaults().unwrap()],
+            vec![LayerSource { origin: "defaults".into(), loaded: true }],
+            Vec::new(),
+        )
+        .unwrap();
+        let told: Arc<Mutex<Vec<(String, u64, String)>>> = Arc::default();
+        let sink = told.clone();
+        let options = Options {
+            env: Arc::new(BTreeMap::<String, String>::new()),
+            progress: Arc::new(|_| {}),
+            sandbox: None,
+            write_guard: None,
+            limits: Limits::default(),
+            appended: Some(Arc::new(move |mission: &str, record: &Record| {
+                let kind = serde_json::to_value(&record.event).unwrap()["type"].as_str().unwrap_or_default().to_owned();
+                sink.lock().unwrap().push((mission.to_owned(), record.seq, kind));
+            })),
+        };
+        let source = Source { kind: SourceKind::Text, item_id: None, text: "Do a thing".into() };
+        let mission = Mission::start(dir.path(), loaded, Models::default(), source, false, options).unwrap();
+        let before = told.lock().unwrap().len();
+        mission.apply(Command::CourseCorrect { note: "smaller steps".into() }).unwrap();
+        let told = told.lock().unwrap();
+        let last = told.last().unwrap();
+        assert_eq!(told.len(), before + 1, "one event, one notice: {told:?}");
+        assert_eq!((last.0.as_str(), last.2.as_str()), (mission.id(), "course_correction_noted"));
+        assert_eq!(last.1, mission.projection().events, "told after it is in the log, with its sequence number");
+    }
+}
