@@ -4,15 +4,65 @@
 // pickers and a glance at the state. Command ids are `missionsClient.*`, never the server's
 // `missions.*` executeCommand ids.
 
+import { randomBytes } from "node:crypto";
 import * as path from "node:path";
 import * as vscode from "vscode";
 import { LanguageClient, LanguageClientOptions, ServerOptions, TransportKind } from "vscode-languageclient/node";
 
+import { ControlSnapshot, renderControl } from "./control";
 import { BacklogItem, candidates, groupBacklog, isLive, itemLocation, shownMission, Snapshot, statusText, waitingMilestone } from "./missions";
 
 let client: LanguageClient | undefined;
 const missions = new Map<string, Snapshot>();
 let statusItem: vscode.StatusBarItem;
+/** The Mission Control panel and the mission it shows. */
+let controlPanel: { panel: vscode.WebviewPanel; mission: string } | undefined;
+
+/** A fresh nonce for the page's one script. */
+function nonce(): string {
+  return randomBytes(16).toString("hex");
+}
+
+function drawControl(): void {
+  const snapshot = controlPanel && missions.get(controlPanel.mission);
+  if (controlPanel && snapshot) {
+    controlPanel.panel.webview.html = renderControl(snapshot as ControlSnapshot, controlPanel.panel.webview.cspSource, nonce());
+  }
+}
+
+/** Opens Mission Control for the current mission: live from `missions/didChange`, with the
+ * gates' buttons and findings that open their file. */
+async function openMissionControl(): Promise<void> {
+  const mission = await pickMission(() => true, "in this workspace");
+  if (!mission) {
+    return;
+  }
+  if (controlPanel) {
+    controlPanel.mission = mission.id;
+    controlPanel.panel.reveal();
+    drawControl();
+    return;
+  }
+  const panel = vscode.window.createWebviewPanel("missionsControl", `Mission ${mission.id}`, vscode.ViewColumn.Beside, {
+    enableScripts: true,
+    localResourceRoots: [],
+  });
+  controlPanel = { panel, mission: mission.id };
+  panel.onDidDispose(() => (controlPanel = undefined));
+  panel.webview.onDidReceiveMessage(async (message: { gate?: string; path?: string; line?: number }) => {
+    if (message.gate) {
+      await vscode.commands.executeCommand(`missionsClient.${message.gate}`);
+    } else if (message.path && vscode.workspace.workspaceFolders?.length) {
+      const root = vscode.workspace.workspaceFolders[0].uri.fsPath;
+      const line = Math.max((message.line ?? 1) - 1, 0);
+      await vscode.window.showTextDocument(vscode.Uri.file(path.join(root, message.path)), {
+        viewColumn: vscode.ViewColumn.One,
+        selection: new vscode.Range(line, 0, line, 0),
+      });
+    }
+  });
+  drawControl();
+}
 
 /** The server binary: the `missions.server.path` setting, else `missions` on PATH. */
 function serverPath(): string {
@@ -194,7 +244,7 @@ function guarded(run: (...args: never[]) => Promise<void>): (...args: never[]) =
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Left, 50);
-  statusItem.command = "missionsClient.status";
+  statusItem.command = "missionsClient.openMissionControl";
   context.subscriptions.push(statusItem);
 
   const command = serverPath();
@@ -210,6 +260,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   client.onNotification("missions/didChange", (snapshot: Snapshot) => {
     missions.set(snapshot.id, snapshot);
     updateStatus();
+    if (controlPanel?.mission === snapshot.id) {
+      drawControl();
+    }
   });
   try {
     await client.start();
@@ -252,6 +305,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   });
   register("missionsClient.fixFinding", () => findingCommand("missions.fixFinding"));
   register("missionsClient.dismissFinding", () => findingCommand("missions.dismissFinding"));
+  register("missionsClient.openMissionControl", openMissionControl);
   register("missionsClient.status", async () => {
     const snapshots = await refresh();
     const picked = await vscode.window.showQuickPick(
