@@ -39,7 +39,7 @@ async fn a_mission_driven_from_a_plain_lsp_client() {
         let id = started["result"]["missionId"].as_str().expect("a mission id").to_owned();
 
         // Gates are asked and answered through window/showMessageRequest.
-        editor.wait_for("the plan gate", |m| m["method"] == "window/showMessageRequest" && m["params"]["message"].as_str().unwrap_or("").contains("approval"));
+        editor.wait_for_prompt("the plan gate", "approval");
         // The failing assertion shows as a diagnostic linked to the contract, then clears.
         let failing = editor.wait_for("A1's diagnostic", |m| {
             m["method"] == "textDocument/publishDiagnostics" && m["params"]["diagnostics"].as_array().is_some_and(|d| d.iter().any(|d| d["code"] == "A1"))

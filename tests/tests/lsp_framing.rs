@@ -145,16 +145,10 @@ async fn a_restarted_server_offers_to_resume_a_mission_nothing_drives() {
         let mut editor = Editor::start(dir);
         editor.answers = vec![("nothing driving it", "Resume")];
         editor.initialize(dir);
-        let offer = editor.wait_for("the offer to resume", |m| {
-            m["method"] == "window/showMessageRequest"
-                && m["params"]["message"].as_str().unwrap_or("").contains(&format!("Mission {id} was left running"))
-        });
+        let offer = editor.wait_for_prompt("the offer to resume", &format!("Mission {id} was left running"));
         assert_eq!(offer["params"]["actions"][0]["title"], "Resume");
         // Answered Resume, the mission goes on to its next gate.
-        editor.wait_for("the milestone gate", |m| {
-            m["method"] == "window/showMessageRequest"
-                && m["params"]["message"].as_str().unwrap_or("").contains("waits for your acceptance")
-        });
+        editor.wait_for_prompt("the milestone gate", "waits for your acceptance");
         editor.stop();
     })
     .await
@@ -176,10 +170,7 @@ async fn a_dismissed_plan_prompt_is_not_a_dead_end() {
             .unwrap()
             .to_owned();
         // The gate's prompt comes and is dismissed (the editor answers nothing).
-        editor.wait_for("the plan gate", |m| {
-            m["method"] == "window/showMessageRequest"
-                && m["params"]["message"].as_str().unwrap_or("").contains("approval")
-        });
+        editor.wait_for_prompt("the plan gate", "approval");
         let any_file = format!("file://{}", dir.join("textkit/core.py").display());
         let range = json!({"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}});
         let actions = editor.request(
@@ -202,10 +193,7 @@ async fn a_dismissed_plan_prompt_is_not_a_dead_end() {
         });
         // The action approves, and the mission goes on to its next gate.
         assert_eq!(editor.command("missions.approvePlan", json!({"missionId": id}))["result"], json!({}));
-        editor.wait_for("the milestone gate", |m| {
-            m["method"] == "window/showMessageRequest"
-                && m["params"]["message"].as_str().unwrap_or("").contains("waits for your acceptance")
-        });
+        editor.wait_for_prompt("the milestone gate", "waits for your acceptance");
         editor.stop();
     })
     .await
@@ -241,10 +229,7 @@ async fn a_rejection_is_written_in_a_feedback_document_without_a_plugin() {
             .as_str()
             .unwrap()
             .to_owned();
-        editor.wait_for("the milestone gate", |m| {
-            m["method"] == "window/showMessageRequest"
-                && m["params"]["message"].as_str().unwrap_or("").contains("waits for your acceptance")
-        });
+        editor.wait_for_prompt("the milestone gate", "waits for your acceptance");
         // The code action's command, as a plain client runs it: no feedback yet.
         let opened = editor.command("missions.rejectMilestone", json!({"missionId": id, "milestoneId": "M1"}));
         let path =

@@ -143,6 +143,14 @@ impl Editor {
         panic!("never saw {what}; seen: {:#?}", self.seen.iter().map(|m| m["method"].clone()).collect::<Vec<_>>());
     }
 
+    /// Waits for a `window/showMessageRequest` whose message contains `text` (a gate's
+    /// question, an offer to resume).
+    pub fn wait_for_prompt(&mut self, what: &str, text: &str) -> Value {
+        self.wait_for(what, |m| {
+            m["method"] == "window/showMessageRequest" && m["params"]["message"].as_str().unwrap_or("").contains(text)
+        })
+    }
+
     pub fn initialize(&mut self, workspace: &Path) {
         let root = format!("file://{}", workspace.display());
         let capabilities = json!({
