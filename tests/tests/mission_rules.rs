@@ -27,9 +27,7 @@ async fn a_worker_that_claims_a_command_it_never_ran_gets_a_handoff_mismatch() {
         _ => None,
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let (dir, _) = run_slugify(&model, "", &["--approve", "--accept"], 0).await;
     let id = mission_id(dir.path());
     let findings = read_json(&dir.path().join(".missions").join(&id).join("findings.json"));
     let mismatches: Vec<&Value> =
@@ -153,9 +151,7 @@ async fn a_validator_that_edits_the_tree_is_reverted_and_reported() {
         _ => None,
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let (dir, _) = run_slugify(&model, "", &["--approve", "--accept"], 0).await;
     let id = mission_id(dir.path());
     let findings = read_json(&dir.path().join(".missions").join(&id).join("findings.json"));
     let changed = findings
@@ -382,9 +378,7 @@ async fn commands_agents_run_are_confined_by_the_operating_system() {
         _ => None,
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let (dir, _) = run_slugify(&model, "", &["--approve", "--accept"], 0).await;
     let calls = model.calls();
     let results = &calls.iter().find(|(c, _)| c.role == ScriptRole::Worker && c.turn == 1).unwrap().0.results;
     let outputs: Vec<&str> = results.iter().map(|(text, _)| text.as_str()).collect();
@@ -418,9 +412,7 @@ async fn the_contract_only_grows_after_approval() {
         _ => None,
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let (dir, _) = run_slugify(&model, "", &["--approve", "--accept"], 0).await;
     let calls = model.calls();
     let refusal = &calls.iter().find(|(c, _)| c.role == ScriptRole::Boundary && c.turn == 1).unwrap().0.results[0];
     assert!(refusal.1 && refusal.0.contains("`A1` is invalid or already used"), "{}", refusal.0);
@@ -495,9 +487,7 @@ async fn what_a_validator_left_behind_is_saved_before_it_is_reverted() {
         _ => None,
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let (dir, _) = run_slugify(&model, "", &["--approve", "--accept"], 0).await;
     let id = mission_id(dir.path());
     let refs = git(dir.path(), &["for-each-ref", "--format=%(refname)", &format!("refs/missions/{id}/saved/")]);
     let saved = refs.lines().next().expect("a saved ref");

@@ -35,9 +35,7 @@ async fn an_extra_verdict_never_voids_a_report_and_its_finding_is_recorded() {
         _ => None,
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let (dir, _) = run_slugify(&model, "", &["--approve", "--accept"], 0).await;
     let reviewer_calls = model.calls().iter().filter(|(c, _)| c.role == ScriptRole::Reviewer).count();
     assert_eq!(reviewer_calls, 2, "one report per feature, accepted the first time");
     let id = mission_id(dir.path());
@@ -121,9 +119,7 @@ async fn text_only_turns_unknown_tools_bad_fields_and_cut_off_calls_are_survived
         _ => None,
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let (_dir, _) = run_slugify(&model, "", &["--approve", "--accept"], 0).await;
     let calls = model.calls();
     let result_of_turn = |turn: usize| -> String {
         calls
@@ -175,9 +171,7 @@ async fn command_output_reaches_models_without_colour() {
         _ => None,
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let (_dir, _) = run_slugify(&model, "", &["--approve", "--accept"], 0).await;
     let calls = model.calls();
     let result = calls
         .iter()

@@ -192,9 +192,7 @@ async fn an_abbreviated_claim_is_matched_and_an_unrun_one_is_sent_back_first() {
         _ => None,
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
-    let dir = project_for(&model, "");
-    let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let (dir, _) = run_slugify(&model, "", &["--approve", "--accept"], 0).await;
     let calls = model.calls();
     let sent_back = calls
         .iter()
