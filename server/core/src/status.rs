@@ -49,7 +49,7 @@ impl StatusSnapshot {
 }
 
 /// Whether mission `dir` is mid-way with nothing driving it.
-fn interrupted(dir: &Path, mission: &Mission) -> bool {
+pub fn interrupted(dir: &Path, mission: &Mission) -> bool {
     use crate::mission::MissionState;
     matches!(mission.state, MissionState::Planning | MissionState::Running | MissionState::Validating)
         && !store::log::lock_is_held(&dir.join("events.lock"))

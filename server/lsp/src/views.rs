@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use missions_core::mission::{Finding, FindingStatus, Handoff, MissionState};
+use missions_core::mission::{Finding, FindingStatus, Handoff};
 use missions_core::status::StatusSnapshot;
 use missions_core::store::follow::{Followed, LogFollower};
 use missions_core::store::{self, Projection};
@@ -112,11 +112,7 @@ impl MissionView {
 
 /// Whether the mission in `dir` is mid-way with no live process driving it.
 fn interrupted(dir: &Path, projection: &Projection) -> bool {
-    let mid_way = projection
-        .mission
-        .as_ref()
-        .is_some_and(|m| matches!(m.state, MissionState::Planning | MissionState::Running | MissionState::Validating));
-    mid_way && !store::log::lock_is_held(&dir.join("events.lock"))
+    projection.mission.as_ref().is_some_and(|mission| missions_core::status::interrupted(dir, mission))
 }
 
 struct Tracked {
