@@ -20,7 +20,7 @@ use missions_tests::script::{Call, Script, ScriptRole, ScriptedModel, Turn};
 use serde_json::json;
 
 fn scenario(name: &str) -> (ScriptRole, Script) {
-    let base = slugify_script(Story { buggy_first: true, never_fixed: false });
+    let base = slugify_script(Story { buggy_first: true, ..Story::default() });
     let script: Script = match name {
         "worker" => Arc::new(move |call: &Call| match (call.role, call.first_line.starts_with("Feature F1:")) {
             (ScriptRole::Worker, true) => Turn::call("read_file", json!({"path": "does/not/exist.py"})),

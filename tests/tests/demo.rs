@@ -38,6 +38,8 @@ fn the_demo_runs_offline_and_shows_the_corrective_round() {
         "✓ A1   passing",
         "✓ A4   passing  user test",
         "[fixed · command] tests/test_slug.py",
+        // The review's warning stays open for the user to fix or dismiss: an editor shows it.
+        "[open · review] textkit/slug.py:5 A2: The docstring's example",
         "milestone M2: slug command",
         "F1-fix1: lower-case the slug",
         "Budget:",
@@ -72,8 +74,11 @@ fn demo_prepare_lays_out_a_project_a_mission_can_be_started_on() {
 #[tokio::test]
 #[ignore = "rewrites server/cli/demo/tape.jsonl"]
 async fn regenerate_the_demo_tape() {
-    let model =
-        ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: false }), Duration::ZERO).await;
+    let model = ScriptedModel::start(
+        slugify_script(Story { buggy_first: true, review_note: true, ..Story::default() }),
+        Duration::ZERO,
+    )
+    .await;
     let home = tempfile::tempdir().unwrap();
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("demo");

@@ -24,7 +24,7 @@ fn is(method: &'static str) -> impl Fn(&Value) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mission_driven_from_a_plain_lsp_client() {
     let model =
-        ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: false }), Duration::ZERO).await;
+        ScriptedModel::start(slugify_script(Story { buggy_first: true, ..Story::default() }), Duration::ZERO).await;
     let dir = project_for(&model, "");
     let dir_path = dir.path().canonicalize().unwrap();
     tokio::task::spawn_blocking(move || {
@@ -135,6 +135,40 @@ async fn a_worker_never_overwrites_an_unsaved_buffer() {
         let resumed = editor.command("missions.resume", json!({"missionId": id}));
         assert_eq!(resumed["result"], json!({}), "{resumed}");
         editor.wait_for("completion", |m| m["method"] == "window/showMessage" && m["params"]["message"].as_str().unwrap_or("").contains("is complete"));
+        editor.stop();
+    })
+    .await
+    .unwrap();
+}
+
+/// Mission Control shows what runs now: while the planner waits on the model, the snapshot in
+/// `missions/didChange` names the active run's model (from the log) and the tool it called last
+/// (which only the driving server knows), and the CLI's snapshot of the same log has the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_snapshot_names_the_active_runs_model_and_last_tool() {
+    // Each answer takes long enough for a refresh to fall between two calls.
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::from_millis(700)).await;
+    let dir = project_for(&model, "");
+    let dir_path = dir.path().canonicalize().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let dir = dir_path.as_path();
+        let mut editor = Editor::start(dir);
+        editor.initialize(dir);
+        editor.command("missions.start", json!({"itemId": "BACKLOG.md:3"}));
+        editor.wait_for_prompt("the plan gate", "approval");
+        let runs: Vec<Value> = editor
+            .seen
+            .iter()
+            .filter(|m| m["method"] == "missions/didChange")
+            .map(|m| m["params"]["active_run"].clone())
+            .filter(|run| !run.is_null())
+            .collect();
+        assert!(
+            runs.iter().any(|run| run["role"] == "orchestrator"
+                && run["model"] == "planner-model"
+                && run["tool"].as_str().is_some_and(|t| t.starts_with("list_files"))),
+            "{runs:#?}"
+        );
         editor.stop();
     })
     .await

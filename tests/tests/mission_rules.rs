@@ -299,7 +299,7 @@ fn final_state(dir: &std::path::Path, id: &str) -> (Vec<String>, Value, Value) {
 async fn kill_dash_nine_at_any_point_then_resume_reaches_the_same_final_state() {
     // The uninterrupted mission, for comparison.
     let model = ScriptedModel::start(
-        slugify_script(Story { buggy_first: true, never_fixed: false }),
+        slugify_script(Story { buggy_first: true, ..Story::default() }),
         Duration::from_millis(40),
     )
     .await;

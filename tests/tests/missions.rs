@@ -123,7 +123,7 @@ async fn gates_stop_the_run_until_the_user_approves_and_accepts() {
 #[tokio::test]
 async fn a_failed_validation_becomes_a_corrective_round_and_complete_is_refused_until_it_passes() {
     let model =
-        ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: false }), Duration::ZERO).await;
+        ScriptedModel::start(slugify_script(Story { buggy_first: true, ..Story::default() }), Duration::ZERO).await;
     let dir = project_for(&model, "");
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -162,8 +162,11 @@ async fn a_failed_validation_becomes_a_corrective_round_and_complete_is_refused_
 
 #[tokio::test]
 async fn corrective_rounds_are_bounded_then_the_mission_pauses_blocked() {
-    let model =
-        ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: true }), Duration::ZERO).await;
+    let model = ScriptedModel::start(
+        slugify_script(Story { buggy_first: true, never_fixed: true, ..Story::default() }),
+        Duration::ZERO,
+    )
+    .await;
     let dir = project_for(&model, "[mission]\nmax_correction_rounds = 2\n");
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));

@@ -40,7 +40,7 @@ fn assert_user_work_intact(dir: &std::path::Path, context: &str) {
 #[tokio::test]
 async fn a_resume_after_a_crash_never_destroys_the_users_edits() {
     let model = ScriptedModel::start(
-        slugify_script(Story { buggy_first: true, never_fixed: false }),
+        slugify_script(Story { buggy_first: true, ..Story::default() }),
         Duration::from_millis(30),
     )
     .await;

@@ -84,7 +84,7 @@ async fn a_worker_repeating_a_failing_call_is_stopped_by_the_loop_guard() {
 #[tokio::test]
 async fn an_orchestrator_repeating_a_refused_complete_is_stopped() {
     // F1 never fixes the bug; the boundary insists on "complete" forever.
-    let base = slugify_script(Story { buggy_first: true, never_fixed: false });
+    let base = slugify_script(Story { buggy_first: true, ..Story::default() });
     let script: missions_tests::script::Script =
         std::sync::Arc::new(move |call: &missions_tests::script::Call| match call.role {
             ScriptRole::Boundary => {
@@ -185,7 +185,7 @@ async fn command_output_reaches_models_without_colour() {
 #[tokio::test]
 async fn the_boundary_sees_the_checks_and_the_evidence_and_reviewers_see_commands_once() {
     let model =
-        ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: false }), Duration::ZERO).await;
+        ScriptedModel::start(slugify_script(Story { buggy_first: true, ..Story::default() }), Duration::ZERO).await;
     let dir = project_for(&model, "[mission]\nchecks = [\"python3 -m unittest\"]\n");
     let output = missions_async(dir.path(), &["run", "--text", "Add slugify", "--approve", "--accept"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));

@@ -34,7 +34,7 @@ fn open_findings(dir: &std::path::Path, id: &str) -> Vec<Value> {
 #[tokio::test]
 async fn progress_reports_every_outcome_on_one_line() {
     let model =
-        ScriptedModel::start(slugify_script(Story { buggy_first: true, never_fixed: false }), Duration::ZERO).await;
+        ScriptedModel::start(slugify_script(Story { buggy_first: true, ..Story::default() }), Duration::ZERO).await;
     let dir = project_for(&model, "[mission]\nchecks = [\"python3 -m unittest\"]\n");
     let output =
         missions_async(dir.path(), &["run", "--text", "Add slugify\nwith a second line", "--approve", "--accept"])
@@ -119,7 +119,7 @@ async fn a_completed_backlog_item_is_ticked_and_left_out_unless_all() {
 async fn projections_are_current_within_a_second_of_a_decision() {
     // Slow model turns: after the boundary's decision nothing else is recorded for a while.
     let model = ScriptedModel::start(
-        slugify_script(Story { buggy_first: true, never_fixed: false }),
+        slugify_script(Story { buggy_first: true, ..Story::default() }),
         Duration::from_millis(700),
     )
     .await;

@@ -5,11 +5,13 @@
 // `missions.*` executeCommand ids.
 
 import { randomBytes } from "node:crypto";
+import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import * as vscode from "vscode";
 import { LanguageClient, LanguageClientOptions, ServerOptions, TransportKind } from "vscode-languageclient/node";
 
 import { ControlSnapshot, renderControl } from "./control";
+import { completeLines, emptyHistory, foldLog, History } from "./history";
 import { BacklogItem, candidates, groupBacklog, isLive, itemLocation, shownMission, Snapshot, statusText, waitingMilestone } from "./missions";
 
 let client: LanguageClient | undefined;
@@ -23,10 +25,51 @@ function nonce(): string {
   return randomBytes(16).toString("hex");
 }
 
-function drawControl(): void {
-  const snapshot = controlPanel && missions.get(controlPanel.mission);
-  if (controlPanel && snapshot) {
-    controlPanel.panel.webview.html = renderControl(snapshot as ControlSnapshot, controlPanel.panel.webview.cspSource, nonce());
+/** What each mission's log has said so far, folded for Mission Control. */
+const histories = new Map<string, History>();
+
+/** Folds what the mission's log gained since it was last read. The log is append-only; one
+ * that got shorter was replaced, so it is read again from the start. */
+async function readHistory(mission: string): Promise<History> {
+  let history = histories.get(mission) ?? emptyHistory();
+  const root = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+  if (!root) {
+    return history;
+  }
+  const log = path.join(root, ".missions", mission, "events.jsonl");
+  try {
+    const file = await fs.open(log, "r");
+    try {
+      const { size } = await file.stat();
+      if (size < history.offset) {
+        history = emptyHistory();
+      }
+      if (size > history.offset) {
+        const buffer = Buffer.alloc(size - history.offset);
+        const { bytesRead } = await file.read(buffer, 0, buffer.length, history.offset);
+        const lines = completeLines(buffer.subarray(0, bytesRead));
+        history = foldLog(history, lines.text, lines.length);
+      }
+    } finally {
+      await file.close();
+    }
+  } catch {
+    // No log (yet) or one that cannot be read: the page shows the snapshot alone.
+  }
+  histories.set(mission, history);
+  return history;
+}
+
+async function drawControl(): Promise<void> {
+  const shown = controlPanel;
+  const snapshot = shown && missions.get(shown.mission);
+  if (!shown || !snapshot) {
+    return;
+  }
+  const history = await readHistory(shown.mission);
+  // The panel may have closed or moved to another mission while the log was read.
+  if (controlPanel === shown && shown.mission === snapshot.id) {
+    shown.panel.webview.html = renderControl(snapshot as ControlSnapshot, shown.panel.webview.cspSource, nonce(), history);
   }
 }
 
@@ -40,7 +83,7 @@ async function openMissionControl(): Promise<void> {
   if (controlPanel) {
     controlPanel.mission = mission.id;
     controlPanel.panel.reveal();
-    drawControl();
+    await drawControl();
     return;
   }
   const panel = vscode.window.createWebviewPanel("missionsControl", `Mission ${mission.id}`, vscode.ViewColumn.Beside, {
@@ -61,7 +104,7 @@ async function openMissionControl(): Promise<void> {
       });
     }
   });
-  drawControl();
+  await drawControl();
 }
 
 /** The server binary: the `missions.server.path` setting, else `missions` on PATH. */
@@ -261,7 +304,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     missions.set(snapshot.id, snapshot);
     updateStatus();
     if (controlPanel?.mission === snapshot.id) {
-      drawControl();
+      void drawControl();
     }
   });
   try {

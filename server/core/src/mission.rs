@@ -154,6 +154,14 @@ pub struct ActiveRun {
     pub milestone: Option<String>,
     pub feature: Option<String>,
     pub started_at: String,
+    /// The model the run talks to, once it has made a call (from the log's usage records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The tool the run called last, with its main argument (`run_command cargo test`). Tool
+    /// calls are not events, so only a front door that drives the run knows it; it is absent
+    /// elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
 }
 
 /// The `mission.json` projection.

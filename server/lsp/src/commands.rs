@@ -43,15 +43,22 @@ pub(crate) async fn execute(state: &Arc<State>, name: &str, argument: &Map<Strin
             let workspace = state.workspace()?;
             let value = match optional_string(name, argument, "missionId")? {
                 Some(id) => serde_json::to_value(
-                    mission_snapshot(&workspace, &id)
-                        .map_err(|e| match e {
-                            StoreError::NotFound { .. } => invalid_params(e.to_string()),
-                            other => internal(other.to_string()),
-                        })?
-                        .0,
+                    state.with_activity(
+                        mission_snapshot(&workspace, &id)
+                            .map_err(|e| match e {
+                                StoreError::NotFound { .. } => invalid_params(e.to_string()),
+                                other => internal(other.to_string()),
+                            })?
+                            .0,
+                    ),
                 ),
                 None => serde_json::to_value(
-                    workspace_snapshots(&workspace).map_err(|e| internal(e.to_string()))?.snapshots,
+                    workspace_snapshots(&workspace)
+                        .map_err(|e| internal(e.to_string()))?
+                        .snapshots
+                        .into_iter()
+                        .map(|snapshot| state.with_activity(snapshot))
+                        .collect::<Vec<_>>(),
                 ),
             };
             value.map_err(|e| internal(e.to_string()))

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use missions_engine::mission::{Command, Outcome};
+use missions_engine::mission::{Command, Outcome, Step};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tower_lsp_server::ls_types::{MessageActionItem, MessageType, NumberOrString, ShowDocumentParams};
 use tower_lsp_server::{NotCancellable, OngoingProgress, Unbounded};
@@ -58,6 +58,12 @@ pub(crate) async fn forward(state: Arc<State>, mut events: UnboundedReceiver<Dri
     while let Some(event) = events.recv().await {
         match event {
             DriverEvent::Progress(progress) => {
+                if let (Step::ToolCalled { .. }, Some(run)) = (&progress.step, &progress.run) {
+                    // One line, short enough for a status view.
+                    let step = progress.step.to_string();
+                    let tool: String = step.lines().next().unwrap_or_default().chars().take(160).collect();
+                    state.note_activity(&progress.mission, Some((run.clone(), tool)));
+                }
                 if current(&state.flags).work_done_progress {
                     match ongoing.get(&progress.mission) {
                         Some(running) => running.report(progress.to_string()).await,
@@ -92,6 +98,7 @@ pub(crate) async fn forward(state: Arc<State>, mut events: UnboundedReceiver<Dri
             }
             DriverEvent::Finished { mission, outcome } => {
                 missions_core::sync::lock(&state.driving).remove(&mission);
+                state.note_activity(&mission, None);
                 if let Some(running) = ongoing.remove(&mission) {
                     running.finish().await;
                 }

@@ -22,12 +22,13 @@ pub mod to_proto;
 pub mod transport;
 pub mod views;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use missions_core::config::{Layer, LoadedConfig, ProcessEnvironment};
 use missions_core::mission::Finding;
+use missions_core::status::StatusSnapshot;
 use missions_core::sync::{lock, read, write};
 use serde_json::Value;
 use tower_lsp_server::jsonrpc::{Error, ErrorCode, Result};
@@ -133,6 +134,9 @@ pub(crate) struct State {
     /// `.missions/editors/<pid>.json` once this server has written it, and what it holds;
     /// shared with [`run_stdio`], which removes the file when the server ends.
     editor_file: EditorFileSlot,
+    /// The tool each driven mission's active run called last: `(run id, "tool detail")` by
+    /// mission. Tool calls are not events, so this is what only a driver knows.
+    activity: Mutex<HashMap<String, (String, String)>>,
     /// Where drivers report; the receiving end is taken by the forwarding task.
     events: session::Events,
     events_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<session::DriverEvent>>>,
@@ -275,11 +279,32 @@ impl State {
         }
         for view in views.iter().filter(|v| changed == Some(v.id()) || !self.is_announced(v)) {
             lock(&self.announced).insert(view.id().to_owned(), view.clone());
-            if let Ok(value) = serde_json::to_value(view.status()) {
+            if let Ok(value) = serde_json::to_value(self.with_activity(view.status())) {
                 self.client.send_notification::<MissionsDidChange>(value).await;
             }
         }
         drop(published);
+    }
+
+    /// `snapshot` with the tool its active run called last, when this server drives that run.
+    pub(crate) fn with_activity(&self, mut snapshot: StatusSnapshot) -> StatusSnapshot {
+        if let Some(run) = snapshot.active_run.as_mut()
+            && let Some((run_id, tool)) = lock(&self.activity).get(&snapshot.mission.id)
+            && *run_id == run.run_id
+        {
+            run.tool = Some(tool.clone());
+        }
+        snapshot
+    }
+
+    /// Notes the tool a driven run called (`None`: the mission's driver finished); the next
+    /// refresh announces the mission again, so Mission Control shows what runs now.
+    pub(crate) fn note_activity(&self, mission: &str, activity: Option<(String, String)>) {
+        match activity {
+            Some(activity) => lock(&self.activity).insert(mission.to_owned(), activity),
+            None => lock(&self.activity).remove(mission),
+        };
+        lock(&self.announced).remove(mission);
     }
 
     /// Whether `view` is the view of its mission last sent in `missions/didChange`.
@@ -502,6 +527,7 @@ pub async fn run_stdio() -> u8 {
             flags: RwLock::new(ClientFlags::default()),
             views: Mutex::new(Views::default()),
             announced: Mutex::new(BTreeMap::new()),
+            activity: Mutex::new(HashMap::new()),
             published: tokio::sync::Mutex::new(BTreeMap::new()),
             refreshing: Default::default(),
             refresh_wanted: Default::default(),

@@ -153,11 +153,16 @@ pub fn asked(call: &Call) -> Vec<String> {
 }
 
 pub fn pass_all(call: &Call) -> Turn {
+    pass_all_noting(call, json!([]))
+}
+
+/// Passes every assertion asked, reporting `findings` beside the verdicts.
+pub fn pass_all_noting(call: &Call, findings: Value) -> Turn {
     let verdicts: Vec<Value> = asked(call)
         .iter()
         .map(|a| json!({"assertion": a, "pass": true, "evidence": "read the code and ran it"}))
         .collect();
-    Turn::call("report_findings", json!({"verdicts": verdicts, "findings": []}))
+    Turn::call("report_findings", json!({"verdicts": verdicts, "findings": findings}))
 }
 
 /// The F1 worker's turn that writes a correct slugify and its tests.
@@ -183,7 +188,13 @@ pub struct Story {
     pub buggy_first: bool,
     /// The corrective worker never really fixes the bug.
     pub never_fixed: bool,
+    /// The corrective feature's review leaves a warning on A2 (the docstring's example) that no
+    /// one fixes, so a finding is still open when the milestone waits for acceptance.
+    pub review_note: bool,
 }
+
+/// The warning F1-fix1's review leaves when the story has a review note.
+pub const REVIEW_NOTE: &str = "The docstring's example has no punctuation; show one such as slugify('a, b!') == 'a-b'.";
 
 /// The scripted model for the slugify mission.
 pub fn slugify_script(story: Story) -> Script {
@@ -237,6 +248,10 @@ pub fn slugify_script(story: Story) -> Script {
             ),
         },
         ScriptRole::Worker => handoff("Nothing to do.", json!([])),
+        ScriptRole::Reviewer if story.review_note && call.first_line.starts_with("Review feature F1-fix1 ") => {
+            let note = json!({"severity": "warning", "path": "textkit/slug.py", "line": 5, "assertion": "A2", "message": REVIEW_NOTE});
+            pass_all_noting(call, json!([note]))
+        }
         ScriptRole::Reviewer => pass_all(call),
         ScriptRole::UserTester => match call.turn {
             0 => Turn::call("run_command", json!({"command": "python3 -m textkit slug 'Hello World'"})),

@@ -205,7 +205,15 @@ local function render(snapshot)
   add(string.format("Budget: %d tokens, $%.2f", budget.used_tokens or 0, budget.used_usd or 0))
   if snapshot.active_run and snapshot.active_run ~= vim.NIL then
     local run = snapshot.active_run
-    add(string.format("Running: %s %s", run.role, run.feature ~= vim.NIL and run.feature or run.milestone or ""))
+    local where = (run.feature ~= vim.NIL and run.feature) or (run.milestone ~= vim.NIL and run.milestone) or ""
+    local line = string.format("Running: %s %s", run.role, where)
+    if run.model and run.model ~= vim.NIL then
+      line = line .. " on " .. run.model
+    end
+    if run.tool and run.tool ~= vim.NIL then
+      line = line .. " — " .. run.tool
+    end
+    add(line)
   end
   add("")
   if snapshot.plan and snapshot.plan ~= vim.NIL then

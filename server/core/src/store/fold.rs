@@ -301,6 +301,8 @@ impl Projection {
                     milestone: milestone.clone(),
                     feature: feature.clone(),
                     started_at: ts.clone(),
+                    model: None,
+                    tool: None,
                 });
             }
             Event::RunFinished { run_id, .. } => {
@@ -407,7 +409,10 @@ impl Projection {
                     f.status = *status;
                 }
             }
-            Event::UsageRecorded { role, usage, cost_usd, .. } => {
+            Event::UsageRecorded { role, run_id, model, usage, cost_usd, .. } => {
+                if let Some(run) = self.active_run.as_mut().filter(|run| &run.run_id == run_id) {
+                    run.model = Some(model.clone());
+                }
                 if let Some(mission) = &mut self.mission {
                     let budget = &mut mission.budget;
                     let tokens = usage.total();

@@ -112,6 +112,16 @@ pub(crate) fn sample_events(id: &str) -> Vec<Event> {
             milestone: Some("M1".into()),
             feature: Some("F1".into()),
         },
+        // A call of its own names the active run's model (and costs nothing here, so the
+        // budget's totals below are the other calls').
+        Event::UsageRecorded {
+            role: Role::Reviewer,
+            run_id: "review-1".into(),
+            provider: "p".into(),
+            model: "reviewer-model".into(),
+            usage: Usage::default(),
+            cost_usd: Some(0.0),
+        },
         Event::AssertionChecked { assertion: "A1".into(), status: AssertionStatus::Failing, evidence: "exit 1".into() },
         Event::FindingRecorded { finding: finding(1, FindingStatus::Open) },
         Event::FeaturesAdded {
@@ -208,6 +218,8 @@ fn the_fold_builds_every_projection() {
     assert_eq!(projection.milestone_commits["M1"], "fed789");
     // The reviewer's run started and never finished: it is the active run.
     assert_eq!(projection.active_run.as_ref().map(|r| r.run_id.as_str()), Some("review-1"));
+    // Its model is its own calls', not that of a call another run made after it.
+    assert_eq!(projection.active_run.as_ref().and_then(|r| r.model.as_deref()), Some("reviewer-model"));
 }
 
 #[test]
