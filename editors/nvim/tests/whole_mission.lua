@@ -24,8 +24,8 @@ local function check(condition, message)
   return condition
 end
 
--- The user: picks the demo's backlog item, approves the plan, accepts every milestone, and
--- says nothing else (a pause would not be resumed).
+-- The user: picks the demo's backlog item and dismisses the server's own gate prompts, so
+-- every gate is passed through the plugin's commands (:MissionApprove, :MissionAccept).
 local asked = {}
 vim.ui.select = function(items, opts, on_choice)
   local format = opts.format_item or tostring
@@ -35,7 +35,7 @@ vim.ui.select = function(items, opts, on_choice)
   end
   table.insert(asked, (opts.prompt or "") .. " [" .. table.concat(texts, " | ") .. "]")
   for i, item in ipairs(items) do
-    if texts[i] == "Approve" or texts[i] == "Accept" or (type(item) == "table" and item.id == DEMO_ITEM) then
+    if type(item) == "table" and item.id == DEMO_ITEM then
       return on_choice(item, i)
     end
   end
@@ -61,6 +61,51 @@ vim.api.nvim_create_autocmd("DiagnosticChanged", {
   end,
 })
 
+local statusline_seen = ""
+--- Waits until the only mission satisfies `wanted`, noting the statusline on the way.
+local function wait_for_mission(what, wanted)
+  local ok = vim.wait(120000, function()
+    local line = missions.statusline()
+    if line ~= "" then
+      statusline_seen = line
+    end
+    local _, snapshot = next(missions.missions)
+    return snapshot ~= nil and wanted(snapshot)
+  end, 50)
+  local _, snapshot = next(missions.missions)
+  return check(ok, "the mission never " .. what .. "; state " .. vim.inspect(snapshot and snapshot.state) .. "; asked: " .. vim.inspect(asked))
+end
+
+local function waits_for(milestone)
+  return function(snapshot)
+    if snapshot.state ~= "awaiting_acceptance" or not snapshot.plan or snapshot.plan == vim.NIL then
+      return false
+    end
+    return vim.iter(snapshot.plan.milestones):any(function(m)
+      return m.id == milestone and m.status == "validated"
+    end)
+  end
+end
+
+--- The text of the Mission Control buffer, opened with :MissionControl.
+local function control_text()
+  vim.cmd("MissionControl")
+  local control
+  vim.wait(10000, function()
+    for _, buffer in ipairs(vim.api.nvim_list_bufs()) do
+      if vim.api.nvim_buf_is_valid(buffer) and vim.api.nvim_buf_get_name(buffer):find("missions://", 1, true) then
+        control = buffer
+        return true
+      end
+    end
+    return false
+  end, 50)
+  if not check(control ~= nil, "Mission Control did not open") then
+    return nil, ""
+  end
+  return control, table.concat(vim.api.nvim_buf_get_lines(control, 0, -1, false), "\n")
+end
+
 vim.cmd.edit(vim.fn.fnameescape(demo .. "/BACKLOG.md"))
 local attached = vim.wait(30000, function()
   local c = vim.lsp.get_clients({ name = "missions", bufnr = 0 })[1]
@@ -68,45 +113,22 @@ local attached = vim.wait(30000, function()
 end, 50)
 check(attached, "the server did not attach to BACKLOG.md")
 
+-- Start from the backlog, approve with the command.
 vim.cmd("MissionStart")
-check(
-  vim.wait(60000, function()
-    return next(missions.missions) ~= nil
-  end, 50),
-  "no mission started within a minute; asked: " .. vim.inspect(asked)
-)
+wait_for_mission("waited for plan approval", function(s)
+  return s.state == "awaiting_approval"
+end)
+local id = next(missions.missions)
+vim.cmd("MissionApprove")
+wait_for_mission("waited for M1's acceptance", waits_for("M1"))
 
-local statusline_seen = ""
-local finished = #failures == 0 and vim.wait(300000, function()
-  local line = missions.statusline()
-  if line ~= "" then
-    statusline_seen = line
-  end
-  for _, snapshot in pairs(missions.missions) do
-    if ({ completed = true, failed = true, cancelled = true, paused = true })[snapshot.state] then
-      return true
-    end
-  end
-  return false
-end, 100)
-check(finished, "the mission did not finish; asked: " .. vim.inspect(asked))
-
-local id, snapshot = next(missions.missions)
-check(snapshot and snapshot.state == "completed", "final state: " .. vim.inspect(snapshot and snapshot.state))
+-- The review's finding, as a diagnostic with its assertion id.
 check(
-  vim.iter(asked):any(function(a)
-    return a:find("Approve", 1, true) ~= nil
+  vim.iter(seen_diagnostics):any(function(d)
+    return d.code == "A2" and d.message:find("^A2: The docstring's example") ~= nil
   end),
-  "the plan gate was never asked: " .. vim.inspect(asked)
+  "no diagnostic for the review's finding on A2: " .. vim.inspect(seen_diagnostics)
 )
-check(
-  vim.iter(asked):any(function(a)
-    return a:find("Accept", 1, true) ~= nil
-  end),
-  "no milestone gate was asked: " .. vim.inspect(asked)
-)
-check(#seen_diagnostics > 0, "no Missions diagnostic was ever published")
-check(statusline_seen:find("Missions " .. tostring(id), 1, true) ~= nil, "statusline while running: " .. statusline_seen)
 
 -- Hover on a line the first feature wrote.
 if id then
@@ -134,24 +156,52 @@ if id then
   end
 end
 
--- Mission Control.
-vim.cmd("MissionControl")
-local control
-vim.wait(10000, function()
-  for _, buffer in ipairs(vim.api.nvim_list_bufs()) do
-    if vim.api.nvim_buf_get_name(buffer):find("missions://", 1, true) then
-      control = buffer
-      return true
+-- Mission Control at the gate: the open finding, and <CR> on it jumps to its line.
+local control, text = control_text()
+check(text:find("Open findings (1)", 1, true), "Mission Control at M1's gate:\n" .. text)
+if control then
+  local lines = vim.api.nvim_buf_get_lines(control, 0, -1, false)
+  local row
+  for i, line in ipairs(lines) do
+    if line:find("textkit/slug.py:5", 1, true) then
+      row = i
     end
   end
-  return false
-end, 50)
-if check(control ~= nil, "Mission Control did not open") then
-  local text = table.concat(vim.api.nvim_buf_get_lines(control, 0, -1, false), "\n")
-  check(text:find("State: completed", 1, true), "Mission Control:\n" .. text)
-  check(text:find("Milestones", 1, true) and text:find("M1", 1, true), "Mission Control lists no milestones:\n" .. text)
-  check(text:find("Assertions", 1, true), "Mission Control lists no assertions:\n" .. text)
+  if check(row ~= nil, "Mission Control does not list the finding at textkit/slug.py:5:\n" .. text) then
+    vim.api.nvim_set_current_win(vim.fn.bufwinid(control))
+    vim.api.nvim_win_set_cursor(0, { row, 0 })
+    vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes("<CR>", true, false, true), "x", false)
+    local jumped = vim.api.nvim_buf_get_name(0)
+    check(jumped:find("textkit/slug.py", 1, true) and vim.api.nvim_win_get_cursor(0)[1] == 5, "<CR> went to " .. jumped .. ":" .. vim.api.nvim_win_get_cursor(0)[1])
+  end
 end
+
+-- A course correction, then accept both milestones with the command.
+vim.cmd("MissionCorrect Keep docstrings to one line.")
+check(
+  vim.wait(10000, function()
+    return id ~= nil and table.concat(vim.fn.readfile(demo .. "/.missions/" .. id .. "/events.jsonl"), "\n"):find("Keep docstrings to one line.", 1, true) ~= nil
+  end, 50),
+  "the course correction was not recorded"
+)
+vim.cmd("MissionAccept")
+wait_for_mission("waited for M2's acceptance", waits_for("M2"))
+vim.cmd("MissionAccept")
+wait_for_mission("completed", function(s)
+  return s.state == "completed"
+end)
+
+check(statusline_seen:find("Missions " .. tostring(id), 1, true) ~= nil, "statusline while running: " .. statusline_seen)
+local _, final = control_text()
+check(final:find("State: completed", 1, true), "Mission Control:\n" .. final)
+check(final:find("Milestones", 1, true) and final:find("M1", 1, true), "Mission Control lists no milestones:\n" .. final)
+check(final:find("Assertions", 1, true), "Mission Control lists no assertions:\n" .. final)
+
+-- :checkhealth finds the server and the workspace.
+vim.cmd.edit(vim.fn.fnameescape(demo .. "/BACKLOG.md"))
+vim.cmd("checkhealth missions")
+local health = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
+check(health:find("OK server: ", 1, true) and health:find("OK workspace: ", 1, true), ":checkhealth missions:\n" .. health)
 
 for _, c in ipairs(vim.lsp.get_clients({ name = "missions" })) do
   c:stop()
