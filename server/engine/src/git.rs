@@ -234,9 +234,16 @@ impl Git {
         Ok(parse_ranges(&diff))
     }
 
-    /// The diff between two commits, cut to `max_bytes`.
-    pub fn diff(&self, base: &str, commit: &str, max_bytes: usize) -> Result<String, GitError> {
-        let diff = self.run(&["diff", "--no-color", "--no-ext-diff", base, commit])?;
+    /// The diff from `base` to `commit`, of `paths` only when there are any (literal paths,
+    /// never patterns), cut to `max_bytes`.
+    pub fn diff(&self, base: &str, commit: &str, paths: &[String], max_bytes: usize) -> Result<String, GitError> {
+        let literal: Vec<String> = paths.iter().map(|p| format!(":(literal){p}")).collect();
+        let mut args = vec!["diff", "--no-color", "--no-ext-diff", base, commit];
+        if !literal.is_empty() {
+            args.push("--");
+            args.extend(literal.iter().map(String::as_str));
+        }
+        let diff = self.run(&args)?;
         if diff.len() <= max_bytes {
             return Ok(diff);
         }

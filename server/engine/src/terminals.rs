@@ -409,21 +409,35 @@ pub struct ReportedFinding {
 pub struct FindingsReport {
     pub verdicts: Vec<Verdict>,
     pub findings: Vec<ReportedFinding>,
+    /// Open findings the validator was shown and confirms fixed (SPEC §5).
+    #[serde(default)]
+    pub resolved: Vec<String>,
 }
 
-/// `report_findings`, for a run asked to judge `assertions`.
+/// `report_findings`, for a run asked to judge `assertions` and shown the open findings
+/// `shown` (its own from earlier validations, which only it can mark resolved).
 pub struct ReportFindings {
     pub assertions: Vec<String>,
+    pub shown: Vec<String>,
     /// The findings of the last report that could be read, accepted or not: a validator's
     /// findings are recorded even when its run never manages an acceptable report.
     pub last_findings: Vec<ReportedFinding>,
     /// Verdicts of the accepted report that were ignored (assertions not asked for or unknown).
     pub ignored: Vec<String>,
+    /// Ids in the accepted report's `resolved` that were ignored: findings the run was not
+    /// shown, which are not its to fix.
+    pub ignored_resolved: Vec<String>,
 }
 
 impl ReportFindings {
-    pub fn new(assertions: Vec<String>) -> ReportFindings {
-        ReportFindings { assertions, last_findings: Vec::new(), ignored: Vec::new() }
+    pub fn new(assertions: Vec<String>, shown: Vec<String>) -> ReportFindings {
+        ReportFindings {
+            assertions,
+            shown,
+            last_findings: Vec::new(),
+            ignored: Vec::new(),
+            ignored_resolved: Vec::new(),
+        }
     }
 }
 
@@ -445,7 +459,9 @@ impl Terminal for ReportFindings {
                         "severity": {"type": "string", "enum": ["error", "warning", "info"]},
                         "path": {"type": "string"}, "line": {"type": "integer"}, "end_line": {"type": "integer"},
                         "message": {"type": "string"}, "assertion": {"type": "string"}
-                    }, "required": ["severity", "message"]}}
+                    }, "required": ["severity", "message"]}},
+                    "resolved": {"type": "array", "items": {"type": "string"},
+                        "description": "Ids of the open findings you were shown that the code now fixes. A finding you do not list stays open."}
                 },
                 "required": ["verdicts", "findings"]
             }),
@@ -462,6 +478,11 @@ impl Terminal for ReportFindings {
             report.verdicts.into_iter().partition(|v| self.assertions.contains(&v.assertion));
         report.verdicts = asked;
         self.ignored = ignored.into_iter().map(|v| v.assertion).collect();
+        // Likewise an id in `resolved` the run was not shown: dropped, never a refusal.
+        let (resolved, ignored_resolved): (Vec<String>, Vec<String>) =
+            std::mem::take(&mut report.resolved).into_iter().partition(|id| self.shown.contains(id));
+        report.resolved = resolved;
+        self.ignored_resolved = ignored_resolved;
         let mut reasons = Vec::new();
         let missing: Vec<&str> = self
             .assertions
@@ -723,7 +744,7 @@ mod tests {
 
     #[test]
     fn reports_must_judge_exactly_the_assertions_asked() {
-        let mut terminal = ReportFindings::new(vec!["A1".into(), "A2".into()]);
+        let mut terminal = ReportFindings::new(vec!["A1".into(), "A2".into()], Vec::new());
         let error = terminal.accept_now(&json!({"verdicts": [{"assertion": "A1", "pass": true, "evidence": "ran it"}, {"assertion": "A7", "pass": true, "evidence": "x"}], "findings": []}))
             .unwrap_err();
         assert!(
@@ -731,7 +752,7 @@ mod tests {
             "{error}"
         );
         // An extra verdict never voids a report: it is dropped, and the findings stand.
-        let mut only_findings = ReportFindings::new(Vec::new());
+        let mut only_findings = ReportFindings::new(Vec::new(), Vec::new());
         let report = only_findings
             .accept_now(&json!({"verdicts": [{"assertion": "AS-3", "pass": false, "evidence": "x"}],
                             "findings": [{"severity": "warning", "path": "a.py", "line": 3, "message": "m"}]}))
@@ -742,6 +763,19 @@ mod tests {
         let ok = json!({"verdicts": [{"assertion": "A1", "pass": true, "evidence": "e"}, {"assertion": "A2", "pass": false, "evidence": "e"}],
                         "findings": [{"severity": "error", "path": "a.py", "line": 3, "message": "m", "assertion": "A2"}]});
         assert_eq!(terminal.accept_now(&ok).unwrap().findings[0].line, Some(3));
+    }
+
+    #[test]
+    fn a_report_resolves_only_the_findings_its_run_was_shown() {
+        let mut terminal = ReportFindings::new(Vec::new(), vec!["finding-2".into()]);
+        let report = terminal
+            .accept_now(&json!({"verdicts": [], "findings": [], "resolved": ["finding-2", "finding-9"]}))
+            .unwrap();
+        assert_eq!(report.resolved, vec!["finding-2"]);
+        assert_eq!(terminal.ignored_resolved, vec!["finding-9"]);
+        // `resolved` may be left out: nothing is resolved.
+        let silent = terminal.accept_now(&json!({"verdicts": [], "findings": []})).unwrap();
+        assert!(silent.resolved.is_empty());
     }
 
     #[test]

@@ -290,7 +290,12 @@ pub fn slugify_script(story: Story) -> Script {
 
 /// The slugify story with one role's answers replaced.
 pub fn with(override_fn: impl Fn(&Call) -> Option<Turn> + Send + Sync + 'static) -> Script {
-    let base = slugify_script(Story::default());
+    with_story(Story::default(), override_fn)
+}
+
+/// The slugify mission told as `story`, with the answers `override_fn` gives replaced.
+pub fn with_story(story: Story, override_fn: impl Fn(&Call) -> Option<Turn> + Send + Sync + 'static) -> Script {
+    let base = slugify_script(story);
     Arc::new(move |call: &Call| override_fn(call).unwrap_or_else(|| base(call)))
 }
 

@@ -234,6 +234,12 @@ pub enum Event {
     CourseCorrectionNoted {
         note: String,
     },
+    /// A review agent's report on a feature was recorded, with the commit it reviewed: in a
+    /// later validation the feature is reviewed again only if its files changed since then.
+    FeatureReviewed {
+        feature: String,
+        commit: String,
+    },
     /// Recorded before a worker's file tool writes, and after each command a run started: the
     /// content each changed path has now (`sha256` absent: the path was deleted). A resume
     /// resets only what it can prove is the mission's own unfinished work this way.
@@ -353,6 +359,7 @@ impl Event {
             Event::AutoAcceptSet { .. } => "auto_accept_set",
             Event::BudgetSet { .. } => "budget_set",
             Event::CourseCorrectionNoted { .. } => "course_correction_noted",
+            Event::FeatureReviewed { .. } => "feature_reviewed",
             Event::WorkRecorded { .. } => "work_recorded",
             Event::UserChangesCommitted { .. } => "user_changes_committed",
             Event::ProjectCheckRan { .. } => "project_check_ran",

@@ -72,6 +72,12 @@ pub struct Projection {
     pub findings_revision: u64,
     /// The evidence of each assertion's latest check.
     pub assertion_evidence: BTreeMap<String, String>,
+    /// When each assertion was last checked: the number of events folded when its check was
+    /// recorded, so a validation knows which verdicts are its own.
+    pub assertion_checked_at: BTreeMap<String, u64>,
+    /// The commit each feature's code was last reviewed at (SPEC §5: a feature whose files did
+    /// not change since is not reviewed again). A feature that starts again loses it.
+    pub reviewed: BTreeMap<String, String>,
     /// The project's checks in each milestone's latest validation: (command, exit code,
     /// findings).
     pub check_runs: BTreeMap<String, Vec<(String, Option<i32>, u32)>>,
@@ -287,6 +293,7 @@ impl Projection {
             }
             Event::FeatureStarted { milestone: _, feature, base_commit, run_id: _ } => {
                 self.feature_bases.insert(feature.clone(), base_commit.clone());
+                self.reviewed.remove(feature);
                 self.head = Some(base_commit.clone());
                 self.unfinished_work.clear();
                 self.conflict_pause = false;
@@ -388,6 +395,7 @@ impl Projection {
             }
             Event::AssertionChecked { assertion, status, evidence } => {
                 self.assertion_evidence.insert(assertion.clone(), evidence.clone());
+                self.assertion_checked_at.insert(assertion.clone(), self.events);
                 // A waiver is the user's and outlasts any verdict.
                 if let Some(a) = self.contract.assertions.iter_mut().find(|a| &a.id == assertion)
                     && a.status != AssertionStatus::Waived
@@ -440,6 +448,9 @@ impl Projection {
                 }
             }
             Event::CourseCorrectionNoted { note } => self.course_corrections.push(note.clone()),
+            Event::FeatureReviewed { feature, commit } => {
+                self.reviewed.insert(feature.clone(), commit.clone());
+            }
             Event::WorkRecorded { files } => {
                 for file in files {
                     self.unfinished_work.entry(file.path.clone()).or_default().insert(file.sha256.clone());

@@ -19,18 +19,34 @@ pub(super) fn worker(feature: &Feature) -> String {
     )
 }
 
+/// What a review agent is shown of a feature's code.
+pub(super) enum ReviewDiff<'a> {
+    /// The first review: the feature's whole diff.
+    First(&'a str),
+    /// A review after the feature's files changed: the diff since the last review.
+    SinceLastReview(&'a str),
+}
+
 /// A review agent's first message: the feature, the assertions it judges, the worker's
-/// handoff and the feature's diff.
+/// handoff, the feature's diff, and (reviewing again) its open findings on the feature.
 pub(super) fn review(
     projection: &Projection,
     milestone: &Milestone,
     feature: &Feature,
     asked: &[String],
     handoff_text: &str,
-    diff: &str,
+    diff: ReviewDiff<'_>,
+    open: &[&Finding],
 ) -> String {
+    let code = match diff {
+        ReviewDiff::First(diff) => format!("The feature's diff:\n```diff\n{diff}\n```"),
+        ReviewDiff::SinceLastReview(diff) => format!(
+            "This feature was reviewed before; its files changed since.\n\n{}\n\nThe diff since your last review:\n```diff\n{diff}\n```",
+            shown_findings(open)
+        ),
+    };
     format!(
-        "Review feature {} ({}) of milestone {}.\n\nAssertions to judge: {}\n{}\n\nThe feature:\n{}\n\nThe worker's handoff:\n{}\n\nThe feature's diff:\n```diff\n{}\n```",
+        "Review feature {} ({}) of milestone {}.\n\nAssertions to judge: {}\n{}\n\nThe feature:\n{}\n\nThe worker's handoff:\n{}\n\n{code}",
         feature.id,
         feature.title,
         milestone.id,
@@ -38,19 +54,45 @@ pub(super) fn review(
         assertions_text(projection, asked),
         feature.description.trim(),
         clip(handoff_text, 8_000),
-        diff
     )
 }
 
-/// The user-testing agent's first message: the milestone and the assertions it judges.
-pub(super) fn user_test(projection: &Projection, milestone: &Milestone, asked: &[String]) -> String {
-    format!(
+/// The user-testing agent's first message: the milestone, the assertions it judges, and its
+/// open findings from earlier validations.
+pub(super) fn user_test(projection: &Projection, milestone: &Milestone, asked: &[String], open: &[&Finding]) -> String {
+    let mut message = format!(
         "User-test milestone {} ({}).\n\nAssertions to judge: {}\n{}",
         milestone.id,
         milestone.title,
         asked.join(", "),
         assertions_text(projection, asked)
-    )
+    );
+    if !open.is_empty() {
+        message.push_str("\n\n");
+        message.push_str(&shown_findings(open));
+    }
+    message
+}
+
+/// A validator's own open findings as its later run is shown them: only the validator can say
+/// one is fixed, by listing it in `resolved` (silence is not a fix).
+fn shown_findings(open: &[&Finding]) -> String {
+    if open.is_empty() {
+        return "You have no open findings from earlier validations.".into();
+    }
+    let mut text = "Your open findings from earlier validations (list in `resolved` the ids of those the code now \
+                    fixes; a finding you do not list stays open, so repeat none of them as new findings):"
+        .to_owned();
+    for finding in open {
+        let place = match (&finding.path, finding.line) {
+            (Some(path), Some(line)) => format!(", {path}:{line}"),
+            (Some(path), None) => format!(", {path}"),
+            _ => String::new(),
+        };
+        let first_line = finding.message.lines().next().unwrap_or_default();
+        text.push_str(&format!("\n- {} ({}{place}): {first_line}", finding.id, finding.severity.as_str()));
+    }
+    text
 }
 
 /// The boundary run's first message: the milestone and its round (and the user's feedback

@@ -21,8 +21,8 @@ use super::rules;
 use super::{CheckKind, Step};
 use super::{EngineError, Mission, RunRequest, clip};
 
-/// The outcome of one feature's review.
-type ReviewResult = Result<(Feature, Vec<String>, RunEnd<FindingsReport>), EngineError>;
+/// A feature's review: `None` when its files did not change since its last one.
+type ReviewResult = Result<(Feature, Vec<String>, Option<RunEnd<FindingsReport>>), EngineError>;
 
 /// The words every finding that was already there before the mission begins with.
 pub(super) const PRE_EXISTING: &str = "pre-existing (";
@@ -161,6 +161,7 @@ impl Mission {
             self.take_back_tree(projection, &head, "found in the tree when validation began")?;
         }
         let findings_before = projection.findings.len();
+        let events_before = projection.events;
         let assertions: Vec<Assertion> = projection
             .contract
             .assertions
@@ -322,9 +323,10 @@ impl Mission {
         let concurrency = self.options.limits.review_concurrency.max(1);
         let this = &*self;
         let milestone_ref = &milestone;
+        let head_ref = head.as_str();
         let reports: Vec<ReviewResult> = futures_util::stream::iter(reviews)
             .map(|(feature, asked)| async move {
-                let end = this.review(projection, milestone_ref, &feature, &asked).await?;
+                let end = this.review(projection, milestone_ref, &feature, &asked, head_ref).await?;
                 Ok((feature, asked, end))
             })
             .buffer_unordered(concurrency)
@@ -333,9 +335,12 @@ impl Mission {
         let mut stop = None;
         for report in reports {
             let (feature, asked, end) = report?;
+            // A feature whose files did not change since its last review keeps that review.
+            let Some(end) = end else { continue };
             match end {
                 RunEnd::Finished(report) => {
-                    self.record_report(&milestone.id, Some(&feature.id), Validator::Review, report)?
+                    self.record_report(&milestone.id, Some(&feature.id), Validator::Review, report)?;
+                    self.shared.append(Event::FeatureReviewed { feature: feature.id.clone(), commit: head.clone() })?;
                 }
                 RunEnd::GaveUp(reason) => self.unverified(
                     &milestone.id,
@@ -369,37 +374,66 @@ impl Mission {
             }
         }
 
-        self.mark_fixed(&milestone.id, findings_before)?;
+        self.mark_fixed(&milestone.id, findings_before, events_before)?;
         self.boundary(&milestone).await
     }
 
+    /// Reviews `feature` at commit `head`: the first time with its whole diff; again only when
+    /// its files changed since its last review, with the diff since then and its open findings
+    /// (SPEC §5). `None`: nothing changed, so the last review stands.
     pub(super) async fn review(
         &self,
         projection: &Projection,
         milestone: &Milestone,
         feature: &Feature,
         asked: &[String],
-    ) -> Result<RunEnd<FindingsReport>, EngineError> {
+        head: &str,
+    ) -> Result<Option<RunEnd<FindingsReport>>, EngineError> {
         let handoff = projection.handoffs.get(&feature.id);
-        let diff = match (projection.feature_bases.get(&feature.id), handoff.and_then(|h| h.commit.clone())) {
-            (Some(base), Some(commit)) => self.shared.git.diff(base, &commit, 60_000)?,
-            _ => "(no commit recorded for this feature)".into(),
-        };
         let handoff_text = handoff.map(super::handoff_for_review).unwrap_or_else(|| "(no handoff)".into());
-        let first = super::messages::review(projection, milestone, feature, asked, &handoff_text, &diff);
-        self.judge(Role::Reviewer, first, asked, &feature.description, milestone, Some(feature)).await
+        let git = &self.shared.git;
+        let (diff, open) = match projection.reviewed.get(&feature.id) {
+            Some(reviewed_at) => {
+                let paths: Vec<String> =
+                    handoff.iter().flat_map(|h| h.files_changed.iter().map(|c| c.path.clone())).collect();
+                let since = if paths.is_empty() { String::new() } else { git.diff(reviewed_at, head, &paths, 60_000)? };
+                if since.trim().is_empty() {
+                    return Ok(None);
+                }
+                (since, validator_findings(projection, &milestone.id, Validator::Review, Some(&feature.id)))
+            }
+            None => {
+                let diff = match (projection.feature_bases.get(&feature.id), handoff.and_then(|h| h.commit.clone())) {
+                    (Some(base), Some(commit)) => git.diff(base, &commit, &[], 60_000)?,
+                    _ => "(no commit recorded for this feature)".into(),
+                };
+                (diff, Vec::new())
+            }
+        };
+        let shown_diff = if projection.reviewed.contains_key(&feature.id) {
+            super::messages::ReviewDiff::SinceLastReview(&diff)
+        } else {
+            super::messages::ReviewDiff::First(&diff)
+        };
+        let first = super::messages::review(projection, milestone, feature, asked, &handoff_text, shown_diff, &open);
+        let shown = open.iter().map(|f| f.id.clone()).collect();
+        let end = self.judge(Role::Reviewer, first, asked, shown, milestone, Some(feature)).await?;
+        Ok(Some(end))
     }
 
-    /// Runs a validator agent (a reviewer, or the user tester) asked to judge `asked`.
+    /// Runs a validator agent (a reviewer of `feature`, or the user tester of `milestone`)
+    /// asked to judge `asked`, shown its open findings `shown`.
     pub(super) async fn judge(
         &self,
         role: Role,
         first_message: String,
         asked: &[String],
-        focus: &str,
+        shown: Vec<String>,
         milestone: &Milestone,
         feature: Option<&Feature>,
     ) -> Result<RunEnd<FindingsReport>, EngineError> {
+        // What the run's tools rank first: the feature it reviews, or the milestone it tests.
+        let focus = feature.map(|f| f.description.as_str()).unwrap_or(milestone.title.as_str());
         let (template, set, max_turns) = match role {
             Role::UserTester => (Template::UserTester, ToolSet::UserTester, self.options.limits.user_tester_turns),
             Role::Reviewer | Role::Orchestrator | Role::Worker => {
@@ -409,7 +443,7 @@ impl Mission {
         let values = BTreeMap::from([("project_instructions", prompts::project_instructions(&self.workspace))]);
         let system = prompts::render(template, &self.workspace, &values)?;
         let tools = self.toolbox(set, focus, self.run_tmp()?)?;
-        let mut terminal = ReportFindings::new(asked.to_vec());
+        let mut terminal = ReportFindings::new(asked.to_vec(), shown);
         let label = match feature {
             Some(feature) => format!("review-{}", feature.id),
             None => format!("user-test-{}", milestone.id),
@@ -437,7 +471,7 @@ impl Mission {
         // acceptable report still leaves what it found.
         if matches!(end, RunEnd::GaveUp(_)) && !terminal.last_findings.is_empty() {
             let findings = std::mem::take(&mut terminal.last_findings);
-            let report = FindingsReport { verdicts: Vec::new(), findings };
+            let report = FindingsReport { verdicts: Vec::new(), findings, resolved: Vec::new() };
             self.record_report(&milestone.id, feature.map(|f| f.id.as_str()), validator, report)?;
         }
         Ok(end)
@@ -449,8 +483,10 @@ impl Mission {
         milestone: &Milestone,
         asked: &[String],
     ) -> Result<RunEnd<FindingsReport>, EngineError> {
-        let first = super::messages::user_test(projection, milestone, asked);
-        self.judge(Role::UserTester, first, asked, &milestone.title, milestone, None).await
+        let open = validator_findings(projection, &milestone.id, Validator::UserTest, None);
+        let first = super::messages::user_test(projection, milestone, asked, &open);
+        let shown = open.iter().map(|f| f.id.clone()).collect();
+        self.judge(Role::UserTester, first, asked, shown, milestone, None).await
     }
 
     pub(super) fn record_report(
@@ -488,6 +524,18 @@ impl Mission {
                     })?;
                 }
             }
+        }
+        // Only the validator that reported a finding, shown it again, fixes it by saying so.
+        for id in &report.resolved {
+            let by = match feature {
+                Some(feature) => format!("confirmed fixed by the reviewer of {feature}"),
+                None => "confirmed fixed by the user-testing agent".to_owned(),
+            };
+            self.shared.append(Event::FindingStatusChanged {
+                finding: id.clone(),
+                status: FindingStatus::Fixed,
+                reason: Some(by),
+            })?;
         }
         for reported in report.findings {
             let message = match &reported.assertion {
@@ -534,34 +582,69 @@ impl Mission {
         Ok(())
     }
 
-    /// Findings of earlier validations of `milestone` that this one did not reproduce.
-    pub(super) fn mark_fixed(&self, milestone: &str, findings_before: usize) -> Result<(), EngineError> {
+    /// Settles the open findings of earlier validations of `milestone` (SPEC §4): one tied to
+    /// an assertion is fixed when this validation checked the assertion and it passed; one of a
+    /// project check when the check no longer reports it. A review or user-test finding with no
+    /// assertion is fixed only by its validator listing it as resolved ([`Self::record_report`]),
+    /// never by silence; handoff mismatches are facts about a past run and stay until dismissed.
+    pub(super) fn mark_fixed(
+        &self,
+        milestone: &str,
+        findings_before: usize,
+        events_before: u64,
+    ) -> Result<(), EngineError> {
         let projection = self.shared.projection();
         let key = |f: &Finding| (f.validator, f.assertion.clone(), f.path.clone(), f.message.clone());
         let current: BTreeSet<_> = projection.findings[findings_before..].iter().map(key).collect();
-        let passing: BTreeSet<&str> =
-            projection.contract.assertions.iter().filter(|a| a.status.holds()).map(|a| a.id.as_str()).collect();
+        let passed_now = |assertion: &str| {
+            projection.assertion_checked_at.get(assertion).is_some_and(|at| *at > events_before)
+                && projection.contract.assertions.iter().any(|a| a.id == assertion && a.status.holds())
+        };
         for finding in &projection.findings[..findings_before] {
-            // Engine findings about an assertion ("not verified") are fixed once it passes;
-            // handoff mismatches are facts about a past run and stay until dismissed.
-            let revalidated = matches!(
-                finding.validator,
-                Validator::Command | Validator::ProjectCheck | Validator::Review | Validator::UserTest
-            ) || (finding.validator == Validator::Engine && finding.assertion.is_some());
-            if finding.milestone != milestone || finding.status != FindingStatus::Open || !revalidated {
+            if finding.milestone != milestone || finding.status != FindingStatus::Open {
                 continue;
             }
-            let assertion_passes = finding.assertion.as_deref().is_some_and(|a| passing.contains(a));
-            if assertion_passes || !current.contains(&key(finding)) {
+            let fixed = match (&finding.assertion, finding.validator) {
+                (_, Validator::HandoffMismatch) => false,
+                (Some(assertion), _) => passed_now(assertion),
+                (None, Validator::ProjectCheck | Validator::Command) => !current.contains(&key(finding)),
+                (None, _) => false,
+            };
+            if fixed {
+                let reason = match &finding.assertion {
+                    Some(assertion) => format!("{assertion} passed in the next validation"),
+                    None => "the check no longer reports it".to_owned(),
+                };
                 self.shared.append(Event::FindingStatusChanged {
                     finding: finding.id.clone(),
                     status: FindingStatus::Fixed,
-                    reason: Some("not reproduced by the next validation".into()),
+                    reason: Some(reason),
                 })?;
             }
         }
         Ok(())
     }
+}
+
+/// The open findings of `validator` on `milestone` (on `feature` when given) that have no
+/// assertion: the ones only that validator can declare fixed, so its next run is shown them.
+fn validator_findings<'a>(
+    projection: &'a Projection,
+    milestone: &str,
+    validator: Validator,
+    feature: Option<&str>,
+) -> Vec<&'a Finding> {
+    projection
+        .findings
+        .iter()
+        .filter(|f| {
+            f.status == FindingStatus::Open
+                && f.milestone == milestone
+                && f.validator == validator
+                && f.assertion.is_none()
+                && (feature.is_none() || f.feature.as_deref() == feature)
+        })
+        .collect()
 }
 
 #[cfg(test)]
