@@ -30,6 +30,9 @@ pub fn resolve_program() {
     let _ = git_program();
 }
 
+/// How many times a lock file's staleness is tried before it counts as possibly live.
+const PROOF_TRIES: usize = 5;
+
 static GIT_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static GIT_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -421,7 +424,10 @@ impl Git {
         Ok(candidates
             .into_iter()
             .map(|path| {
-                let stale = crate::procs::nobody_holds(&path, &self.root, &git_dir);
+                // One look at `/proc` proves nothing when a process starts or exits while it is
+                // read (the proof is conservative), which on a busy machine is common; each look
+                // is a whole proof, so a few are as safe as one.
+                let stale = (0..PROOF_TRIES).any(|_| crate::procs::nobody_holds(&path, &self.root, &git_dir));
                 (path, stale)
             })
             .collect())
