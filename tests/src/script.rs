@@ -22,6 +22,7 @@ pub enum ScriptRole {
     Worker,
     Reviewer,
     UserTester,
+    TestAuthor,
 }
 
 /// What the script sees of a request.
@@ -85,6 +86,8 @@ pub fn parse_call(body: &Value) -> Call {
         ScriptRole::Boundary
     } else if has("submit_handoff") {
         ScriptRole::Worker
+    } else if has("submit_acceptance_tests") {
+        ScriptRole::TestAuthor
     } else if has("start_process") {
         ScriptRole::UserTester
     } else {

@@ -137,6 +137,8 @@ enum Command {
         allow_network: bool,
         #[arg(long)]
         writable: Vec<PathBuf>,
+        #[arg(long)]
+        hide: Vec<PathBuf>,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -155,8 +157,8 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Sandbox { root, allow_network, writable, command } = &cli.command {
-        return sandbox::exec(root, *allow_network, writable, command);
+    if let Command::Sandbox { root, allow_network, writable, hide, command } = &cli.command {
+        return sandbox::exec(root, *allow_network, writable, hide, command);
     }
     let log_filter = tracing_subscriber::EnvFilter::try_from_env("MISSIONS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

@@ -10,8 +10,14 @@ use std::process::ExitCode;
 
 use missions_tools::sandbox::{Policy, enter};
 
-pub fn exec(root: &Path, allow_network: bool, writable: &[PathBuf], command: &[String]) -> ExitCode {
-    let policy = Policy { root: root.to_owned(), allow_network, writable: writable.to_vec() };
+pub fn exec(
+    root: &Path,
+    allow_network: bool,
+    writable: &[PathBuf],
+    hidden: &[PathBuf],
+    command: &[String],
+) -> ExitCode {
+    let policy = Policy { root: root.to_owned(), allow_network, writable: writable.to_vec(), hidden: hidden.to_vec() };
     let report = enter(&policy);
     if std::env::var_os("MISSIONS_SANDBOX_REPORT").is_some()
         && let Ok(json) = serde_json::to_string(&report)

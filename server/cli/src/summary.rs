@@ -62,6 +62,7 @@ pub fn mission_control(workspace: &Path, projection: &Projection) -> String {
                 Check::Command { .. } => "command",
                 Check::Review { .. } => "review",
                 Check::UserTest { .. } => "user test",
+                Check::Acceptance { .. } => "acceptance",
             };
             let mark = match assertion.status {
                 AssertionStatus::Passing => "✓",

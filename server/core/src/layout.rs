@@ -72,6 +72,22 @@ pub fn parse_feedback_document(path: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// The name of a mission's folder of acceptance tests: `.missions/<id>/acceptance/<assertion>/`.
+pub const ACCEPTANCE: &str = "acceptance";
+
+/// Mission `id`'s acceptance tests: workers never see this folder (SPEC §2 rule 9).
+pub fn acceptance_dir(workspace: &Path, id: &str) -> PathBuf {
+    mission_dir(workspace, id).join(ACCEPTANCE)
+}
+
+/// `path` as a relative path made only of plain names (no root, no `..`, no `.`), or `None`:
+/// the only shape a file the engine places from a model's word may have.
+pub fn plain_relative(path: &str) -> Option<PathBuf> {
+    let path = Path::new(path);
+    let plain = path.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    (plain && path.components().next().is_some()).then(|| path.to_owned())
+}
+
 /// Whether a workspace-relative path (with `/` separators) lies in `.missions/`.
 pub fn is_inside(relative: &str) -> bool {
     relative == DIR || relative.strip_prefix(DIR).is_some_and(|rest| rest.starts_with('/'))
@@ -80,6 +96,14 @@ pub fn is_inside(relative: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_relative_paths_are_placed() {
+        assert_eq!(plain_relative("tests/test_a.py"), Some(PathBuf::from("tests/test_a.py")));
+        for bad in ["", "/etc/passwd", "../x.py", "tests/../../x.py", "./x.py"] {
+            assert_eq!(plain_relative(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn feedback_documents_are_named_and_read_back() {

@@ -79,10 +79,13 @@ pub enum Role {
     Worker,
     Reviewer,
     UserTester,
+    /// Writes the acceptance tests behind the contract's `acceptance` assertions, before any
+    /// code (SPEC §1).
+    TestAuthor,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Orchestrator, Role::Worker, Role::Reviewer, Role::UserTester];
+    pub const ALL: [Role; 5] = [Role::Orchestrator, Role::Worker, Role::Reviewer, Role::UserTester, Role::TestAuthor];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -90,6 +93,7 @@ impl Role {
             Role::Worker => "worker",
             Role::Reviewer => "reviewer",
             Role::UserTester => "user_tester",
+            Role::TestAuthor => "test_author",
         }
     }
 }
@@ -265,6 +269,26 @@ pub enum Check {
     UserTest {
         steps: String,
     },
+    /// Judged by running the tests the test author wrote for it before any code (SPEC §2 rule
+    /// 9). The planner writes only `behaviour`; `files` and `command` are filled in when the
+    /// test author's tests are recorded.
+    Acceptance {
+        behaviour: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<AcceptanceFile>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<String>,
+    },
+}
+
+/// One file of an acceptance test: where it sits in the workspace while the test runs, and
+/// the SHA-256 of its content (kept under `.missions/<id>/acceptance/<assertion>/`), so the
+/// contract's digest covers the tests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptanceFile {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,6 +398,8 @@ pub struct Handoff {
 #[serde(rename_all = "kebab-case")]
 pub enum Validator {
     Command,
+    /// An acceptance test the test author wrote before the work.
+    Acceptance,
     ProjectCheck,
     Review,
     UserTest,
@@ -457,6 +483,7 @@ impl Validator {
     pub fn as_str(self) -> &'static str {
         match self {
             Validator::Command => "command",
+            Validator::Acceptance => "acceptance",
             Validator::ProjectCheck => "project-check",
             Validator::Review => "review",
             Validator::UserTest => "user-test",

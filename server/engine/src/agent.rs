@@ -27,6 +27,16 @@ pub trait Terminal: Send {
     /// so it can fix what the message says and call again. Asynchronous because a check may
     /// run commands (the plan's dry run).
     fn accept(&mut self, input: &Value) -> impl std::future::Future<Output = Result<Self::Output, String>> + Send;
+    /// Tools that feed the terminal call and belong to it, offered beside the run's other
+    /// tools (the test author's `write_acceptance_test`).
+    fn side_specs(&self) -> Vec<ToolSpec> {
+        Vec::new()
+    }
+    /// Answers a call of one of [`Terminal::side_specs`]: `None` when `name` is not one of
+    /// them; `Err` is returned to the model as a failed tool call.
+    fn side_call(&mut self, _name: &str, _input: &Value) -> Option<Result<String, String>> {
+        None
+    }
 }
 
 /// Why a run was stopped from outside the conversation.
@@ -203,6 +213,7 @@ pub async fn run_agent<T: Terminal>(
 ) -> RunEnd<T::Output> {
     let mut specs = tools.specs();
     specs.push(terminal.spec());
+    specs.extend(terminal.side_specs());
     let terminal_name = terminal.spec().name;
     let mut messages = vec![Message::user_text(config.first_message.clone())];
     let fixed_size = (config.system.len() + serde_json::to_string(&specs).map(|s| s.len()).unwrap_or(0)) / 4;
@@ -295,6 +306,11 @@ pub async fn run_agent<T: Terminal>(
                 match terminal.accept(&input).await {
                     Ok(output) => return RunEnd::Finished(output),
                     Err(reasons) => (reasons, true, config.max_repeated_refusals),
+                }
+            } else if let Some(answer) = terminal.side_call(&name, &input) {
+                match answer {
+                    Ok(content) => (content, false, config.max_repeated_failures),
+                    Err(content) => (content, true, config.max_repeated_failures),
                 }
             } else {
                 let output = tools.call(&name, &input).await;

@@ -5,6 +5,7 @@
 //! and the tools through `missions_tools::ToolBox`; front ends (the CLI, the language server)
 //! send [`mission::Command`]s and read the store's events and snapshots.
 
+pub(crate) mod acceptance;
 pub(crate) mod agent;
 pub mod backlog;
 pub(crate) mod checks;

@@ -16,16 +16,18 @@ pub enum Template {
     Worker,
     Reviewer,
     UserTester,
+    TestAuthor,
 }
 
 impl Template {
     #[cfg(test)]
-    pub const ALL: [Template; 5] = [
+    pub const ALL: [Template; 6] = [
         Template::OrchestratorPlan,
         Template::OrchestratorBoundary,
         Template::Worker,
         Template::Reviewer,
         Template::UserTester,
+        Template::TestAuthor,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +37,7 @@ impl Template {
             Template::Worker => "worker",
             Template::Reviewer => "reviewer",
             Template::UserTester => "user-tester",
+            Template::TestAuthor => "test-author",
         }
     }
 
@@ -45,6 +48,7 @@ impl Template {
             Template::Worker => include_str!("../../../prompts/worker.md"),
             Template::Reviewer => include_str!("../../../prompts/reviewer.md"),
             Template::UserTester => include_str!("../../../prompts/user-tester.md"),
+            Template::TestAuthor => include_str!("../../../prompts/test-author.md"),
         }
     }
 
@@ -68,6 +72,7 @@ impl Template {
                 "repo_map",
             ],
             Template::Reviewer | Template::UserTester => &["project_instructions"],
+            Template::TestAuthor => &["project_instructions", "repo_map"],
         }
     }
 

@@ -29,6 +29,14 @@ fn check_check(check: &Check, id: &str, reasons: &mut Vec<String>) {
         Check::Command { command, .. } => command.trim().is_empty(),
         Check::Review { rubric } => rubric.trim().is_empty(),
         Check::UserTest { steps } => steps.trim().is_empty(),
+        Check::Acceptance { behaviour, files, command } => {
+            if !files.is_empty() || command.is_some() {
+                reasons.push(format!(
+                    "assertion {id}: an acceptance check states only its `behaviour`; the test author writes its files and command"
+                ));
+            }
+            behaviour.trim().is_empty()
+        }
     };
     if empty {
         reasons.push(format!("assertion {id}: its check is empty"));
@@ -44,13 +52,14 @@ fn assertion_schema() -> Value {
             "description": {"type": "string"},
             "check": {
                 "type": "object",
-                "description": "{\"kind\":\"command\",\"command\":\"...\",\"expect_exit\":0} | {\"kind\":\"review\",\"rubric\":\"...\"} | {\"kind\":\"user_test\",\"steps\":\"...\"}",
+                "description": "{\"kind\":\"command\",\"command\":\"...\",\"expect_exit\":0} | {\"kind\":\"review\",\"rubric\":\"...\"} | {\"kind\":\"user_test\",\"steps\":\"...\"} | {\"kind\":\"acceptance\",\"behaviour\":\"...\"} (planning only: a test author writes its test before any code)",
                 "properties": {
-                    "kind": {"type": "string", "enum": ["command", "review", "user_test"]},
+                    "kind": {"type": "string", "enum": ["command", "review", "user_test", "acceptance"]},
                     "command": {"type": "string"},
                     "expect_exit": {"type": "integer"},
                     "rubric": {"type": "string"},
-                    "steps": {"type": "string"}
+                    "steps": {"type": "string"},
+                    "behaviour": {"type": "string"}
                 },
                 "required": ["kind"]
             }
@@ -81,16 +90,22 @@ pub struct SubmitPlan {
     pub dry_run: Option<DryRun>,
 }
 
-/// How the plan's command checks are tried on the base commit.
-pub struct DryRun {
+/// How commands are tried on the base commit before any work: the plan's checks, the
+/// acceptance tests.
+pub struct Trial {
     pub environment: missions_tools::CommandEnvironment,
     pub timeout: std::time::Duration,
     pub recorder: std::sync::Arc<dyn missions_tools::WorkRecorder>,
-    /// The already-passing checks of the last refused submission, as (assertion, command).
-    pub refused: Option<BTreeSet<(String, String)>>,
-    /// Puts the tree back to the base commit after the checks ran (what they left is the
+    /// Puts the tree back to the base commit after the commands ran (what they left is the
     /// mission's, recorded by `recorder`); an `Err` says why it could not.
     pub revert: std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
+}
+
+/// How the plan's command checks are tried on the base commit.
+pub struct DryRun {
+    pub trial: Trial,
+    /// The already-passing checks of the last refused submission, as (assertion, command).
+    pub refused: Option<BTreeSet<(String, String)>>,
 }
 
 #[derive(Deserialize)]
@@ -209,8 +224,8 @@ impl Terminal for SubmitPlan {
         let mut evidence = Vec::new();
         for assertion in &input.contract {
             let Check::Command { command, expect_exit } = &assertion.check else { continue };
-            let result =
-                crate::checks::run_check(&dry_run.environment, command, dry_run.timeout, &dry_run.recorder).await;
+            let trial = &dry_run.trial;
+            let result = crate::checks::run_check(&trial.environment, command, trial.timeout, &trial.recorder).await;
             let passed = !result.timed_out && result.exit_code == Some(*expect_exit);
             if passed {
                 let tail: String = result
@@ -234,7 +249,7 @@ impl Terminal for SubmitPlan {
         }
         // Every check runs on the base commit: what one left behind never decides the next, nor
         // the next submission's.
-        (dry_run.revert)()?;
+        (dry_run.trial.revert)()?;
         let passing: BTreeSet<(String, String)> =
             results.iter().filter(|r| r.passed).map(|r| (r.assertion.clone(), r.command.clone())).collect();
         // Checks already reported and submitted again are confirmed as regression guards.
@@ -579,6 +594,13 @@ impl Terminal for DecideMilestone {
                 ));
             }
             check_check(&assertion.check, &assertion.id, &mut reasons);
+            if matches!(assertion.check, Check::Acceptance { .. }) {
+                // Its test would have to be written, and shown to fail, before the work.
+                reasons.push(format!(
+                    "new assertion {}: acceptance checks are written before any code, at planning; add a command, review or user_test check",
+                    assertion.id
+                ));
+            }
         }
         let mut statuses = self.statuses.clone();
         for assertion in input.new_assertions.iter().filter(|a| a.milestone == self.milestone) {

@@ -394,7 +394,8 @@ mod tests {
             });
         }
         let view = MissionView::new(&projection, false).unwrap();
-        let rendered = missions_core::store::render_contract_markdown(&projection.contract);
+        let rendered =
+            missions_core::store::render_contract_markdown(&projection.contract, Some(&projection.acceptance_tests));
         let lines: Vec<&str> = rendered.lines().collect();
         assert!(lines[view.contract_lines["A1"] as usize].starts_with("### A1 "));
         assert!(lines[view.contract_lines["A2"] as usize].starts_with("### A2 "));

@@ -80,15 +80,15 @@ impl MissionView {
         }
         // The contract as `contract.md` shows it, rendered from the same projection the
         // driver renders the file from, so no request reads the file.
-        let contract_md = store::render_contract_markdown(&projection.contract);
-        let contract_lines = contract_md
-            .lines()
-            .enumerate()
-            .filter_map(|(index, line)| {
-                let id = line.strip_prefix("### ")?.split(' ').next()?;
-                Some((id.to_owned(), index as u32))
-            })
-            .collect();
+        let contract_md = store::render_contract_markdown(&projection.contract, Some(&projection.acceptance_tests));
+        // An assertion's heading comes before anything quoted under it (an acceptance test's
+        // file may hold a line that looks like one), so the first match is the heading.
+        let mut contract_lines = HashMap::new();
+        for (index, line) in contract_md.lines().enumerate() {
+            if let Some(id) = line.strip_prefix("### ").and_then(|rest| rest.split(' ').next()) {
+                contract_lines.entry(id.to_owned()).or_insert(index as u32);
+            }
+        }
         Some(MissionView {
             snapshot,
             findings,

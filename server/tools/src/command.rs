@@ -128,13 +128,15 @@ pub fn spawn(
 }
 
 /// A launcher that confines a command before running it (see [`crate::sandbox`]): called as
-/// `PROGRAM ARGS… --root ROOT [--allow-network] [--writable PATH]… -- sh -c COMMAND`.
+/// `PROGRAM ARGS… --root ROOT [--allow-network] [--writable PATH]… [--hide DIR]… -- sh -c COMMAND`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sandbox {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub allow_network: bool,
     pub writable: Vec<PathBuf>,
+    /// Directories the command must not see at all (a worker's view of `.missions/`).
+    pub hidden: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +217,9 @@ pub fn shell_command(
             }
             for path in sandbox.writable.iter().chain(environment.tmp.as_ref()) {
                 c.arg("--writable").arg(path);
+            }
+            for path in &sandbox.hidden {
+                c.arg("--hide").arg(path);
             }
             c.arg("--").args(&shell_args);
             c

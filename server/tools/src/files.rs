@@ -94,7 +94,7 @@ pub fn list_files(confinement: &Confinement, path: Option<&str>, glob: Option<&s
     let walker = ignore::WalkBuilder::new(&base)
         .hidden(false)
         .require_git(false)
-        .filter_entry(|entry| entry.file_name() != ".git")
+        .filter_entry(confinement.walk_filter())
         .sort_by_file_name(|a, b| a.cmp(b))
         .build();
     for entry in walker.filter_map(Result::ok) {

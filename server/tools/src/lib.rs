@@ -132,6 +132,10 @@ pub struct ToolSettings {
     pub map_tokens: usize,
     pub write_guard: Option<Arc<dyn WriteGuard>>,
     pub work_recorder: Option<Arc<dyn WorkRecorder>>,
+    /// Directories the run may not see (see [`Confinement::hiding`]).
+    pub hidden: Vec<std::path::PathBuf>,
+    /// Workspace-relative paths the run may not write, each with the reason it is told.
+    pub reserved: std::collections::BTreeMap<String, String>,
 }
 
 pub struct ToolBox {
@@ -316,7 +320,7 @@ pub fn tool_spec(name: &str) -> Option<ToolSpec> {
 impl ToolBox {
     pub fn new(root: &Path, set: ToolSet, settings: ToolSettings) -> std::io::Result<ToolBox> {
         Ok(ToolBox {
-            confinement: Confinement::new(root)?,
+            confinement: Confinement::new(root)?.hiding(&settings.hidden),
             set,
             settings,
             observed: Arc::new(Mutex::new(Vec::new())),
@@ -434,6 +438,9 @@ impl ToolBox {
             Err(refused) => return ToolOutput::error(refused.0),
         };
         let relative = self.confinement.relative(&resolved);
+        if let Some(reason) = self.settings.reserved.get(&relative) {
+            return ToolOutput::error(reason.clone());
+        }
         if let Some(guard) = &self.settings.write_guard
             && let Err(reason) = guard.check(&relative)
         {

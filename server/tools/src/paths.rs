@@ -16,12 +16,40 @@ pub struct PathRefused(pub String);
 #[derive(Debug, Clone)]
 pub struct Confinement {
     root: PathBuf,
+    /// Directories this run may not see at all: reads are refused and listings, searches and
+    /// maps skip them (a worker's view of `.missions/`, where the acceptance tests are).
+    hidden: std::sync::Arc<Vec<PathBuf>>,
 }
 
 impl Confinement {
     /// Confines to `root`, which must exist.
     pub fn new(root: &Path) -> std::io::Result<Confinement> {
-        Ok(Confinement { root: root.canonicalize()? })
+        Ok(Confinement { root: root.canonicalize()?, hidden: Default::default() })
+    }
+
+    /// The same confinement, with `dirs` (absolute, or relative to the root) hidden.
+    pub fn hiding(mut self, dirs: &[PathBuf]) -> Confinement {
+        let hidden = dirs
+            .iter()
+            .map(|dir| {
+                let dir = self.root.join(dir);
+                dir.canonicalize().unwrap_or(dir)
+            })
+            .collect();
+        self.hidden = std::sync::Arc::new(hidden);
+        self
+    }
+
+    /// Whether `path` (absolute, resolved) is outside every hidden directory.
+    pub fn visible(&self, path: &Path) -> bool {
+        !self.hidden.iter().any(|dir| path.starts_with(dir))
+    }
+
+    /// The filter of every walk over the workspace: never into `.git`, nor into a hidden
+    /// directory.
+    pub fn walk_filter(&self) -> impl Fn(&ignore::DirEntry) -> bool + Send + Sync + 'static {
+        let hidden = self.hidden.clone();
+        move |entry| entry.file_name() != ".git" && !hidden.iter().any(|dir| entry.path().starts_with(dir))
     }
 
     pub fn root(&self) -> &Path {
@@ -82,6 +110,11 @@ impl Confinement {
         let resolved =
             lexical.canonicalize().map_err(|error| PathRefused(format!("`{path}`: {}", describe_io(&error))))?;
         self.inside(&resolved, path)?;
+        if !self.visible(&resolved) {
+            return Err(PathRefused(format!(
+                "`{path}` is hidden from this run: .missions/ holds the mission's own records and its acceptance tests, which workers do not read"
+            )));
+        }
         Ok(resolved)
     }
 

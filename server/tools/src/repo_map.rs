@@ -244,7 +244,7 @@ pub fn repo_map(
     let mut files = Vec::new();
     let walker = ignore::WalkBuilder::new(&base)
         .require_git(false)
-        .filter_entry(|entry| entry.file_name() != ".git")
+        .filter_entry(confinement.walk_filter())
         .sort_by_file_name(|a, b| a.cmp(b))
         .build();
     for entry in walker.filter_map(Result::ok).take(MAX_FILES) {

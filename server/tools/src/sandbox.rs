@@ -22,6 +22,9 @@ pub struct Policy {
     /// Paths outside the workspace that commands may write (temporary directories, tool
     /// caches).
     pub writable: Vec<PathBuf>,
+    /// Directories replaced by an empty read-only one for the command: what it must not see
+    /// (a worker's commands never see `.missions/`, where the acceptance tests are).
+    pub hidden: Vec<PathBuf>,
 }
 
 /// Which layers are in force.
@@ -41,6 +44,15 @@ fn protect(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("bind {}: {e}", path.display()))?;
     mount(None::<&str>, path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
         .map_err(|e| format!("read-only {}: {e}", path.display()))
+}
+
+/// Mounts an empty, read-only file system over `path`, so nothing under it can be read.
+#[cfg(target_os = "linux")]
+fn hide(path: &Path) -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some("size=4k,mode=0555"))
+        .map_err(|e| format!("hide {}: {e}", path.display()))
 }
 
 #[cfg(target_os = "linux")]
@@ -105,6 +117,11 @@ pub fn enter(policy: &Policy) -> Report {
                     }
                 }
                 report.protected_git = protected;
+                for path in policy.hidden.iter().filter(|p| p.is_dir()) {
+                    if let Err(problem) = hide(path) {
+                        report.problems.push(problem);
+                    }
+                }
             }
             Err(error) => report.problems.push(format!("private mounts: {error}")),
         }
@@ -185,6 +202,7 @@ pub fn launcher(mission: &missions_core::config::MissionConfig) -> Option<crate:
         None => default_writable(home.as_deref()),
     };
     Some(crate::command::Sandbox {
+        hidden: Vec::new(),
         program,
         args: vec!["__sandbox".into()],
         allow_network: mission.allow_network,

@@ -52,10 +52,8 @@ pub fn search_matches(
     let found = Mutex::new(Vec::new());
     let count = AtomicUsize::new(0);
     let overflow = AtomicUsize::new(0);
-    let walker = ignore::WalkBuilder::new(base)
-        .require_git(false)
-        .filter_entry(|entry| entry.file_name() != ".git")
-        .build_parallel();
+    let walker =
+        ignore::WalkBuilder::new(base).require_git(false).filter_entry(confinement.walk_filter()).build_parallel();
     walker.run(|| {
         let matcher = matcher.clone();
         let mut searcher = SearcherBuilder::new().binary_detection(BinaryDetection::quit(0)).line_number(true).build();

@@ -253,6 +253,8 @@ pub fn slugify_script(story: Story) -> Script {
             pass_all_noting(call, json!([note]))
         }
         ScriptRole::Reviewer => pass_all(call),
+        // The slugify plan has no acceptance assertions; a plan that does says what to write.
+        ScriptRole::TestAuthor => Turn::call("submit_acceptance_tests", json!({"tests": []})),
         ScriptRole::UserTester => match call.turn {
             0 => Turn::call("run_command", json!({"command": "python3 -m textkit slug 'Hello World'"})),
             _ => {

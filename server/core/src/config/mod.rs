@@ -168,6 +168,8 @@ pub struct RolesConfig {
     pub worker: Option<String>,
     pub reviewer: Option<String>,
     pub user_tester: Option<String>,
+    /// Unset: the reviewer's model (SPEC §7).
+    pub test_author: Option<String>,
 }
 
 impl RolesConfig {
@@ -177,6 +179,7 @@ impl RolesConfig {
             Role::Worker => self.worker.as_deref(),
             Role::Reviewer => self.reviewer.as_deref(),
             Role::UserTester => self.user_tester.as_deref(),
+            Role::TestAuthor => self.test_author.as_deref().or(self.reviewer.as_deref()),
         }
     }
 }

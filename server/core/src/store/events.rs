@@ -234,6 +234,12 @@ pub enum Event {
     CourseCorrectionNoted {
         note: String,
     },
+    /// The test author's tests for the contract's `acceptance` assertions, each shown to fail
+    /// on the base commit, recorded before the plan gate (SPEC §2 rule 9). Approving the plan
+    /// approves them; their contents' digests are part of the contract's.
+    AcceptanceTestsRecorded {
+        tests: Vec<AcceptanceTest>,
+    },
     /// A review agent's report on a feature was recorded, with the commit it reviewed: in a
     /// later validation the feature is reviewed again only if its files changed since then.
     FeatureReviewed {
@@ -276,6 +282,38 @@ pub enum Event {
         commit: String,
         files: Vec<String>,
     },
+}
+
+/// The acceptance test of one assertion, as its author wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptanceTest {
+    pub assertion: String,
+    /// Run in the workspace root with the files in place; exit 0 passes.
+    pub command: String,
+    #[serde(default)]
+    pub notes: String,
+    pub files: Vec<AcceptanceTestFile>,
+    /// What the command did on the base commit, before any work: it must have failed.
+    #[serde(default)]
+    pub base_exit: Option<i32>,
+    #[serde(default)]
+    pub base_output: String,
+}
+
+/// One file of an acceptance test: its place in the workspace while the test runs, and its
+/// content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptanceTestFile {
+    pub path: String,
+    pub content: String,
+}
+
+impl AcceptanceTestFile {
+    /// The SHA-256 of the content, as the contract records it.
+    pub fn sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(self.content.as_bytes()))
+    }
 }
 
 /// One command check tried on the base commit.
@@ -360,6 +398,7 @@ impl Event {
             Event::BudgetSet { .. } => "budget_set",
             Event::CourseCorrectionNoted { .. } => "course_correction_noted",
             Event::FeatureReviewed { .. } => "feature_reviewed",
+            Event::AcceptanceTestsRecorded { .. } => "acceptance_tests_recorded",
             Event::WorkRecorded { .. } => "work_recorded",
             Event::UserChangesCommitted { .. } => "user_changes_committed",
             Event::ProjectCheckRan { .. } => "project_check_ran",

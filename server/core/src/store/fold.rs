@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use super::events::{AssertionDraft, Event, FeatureDraft, Record};
 use crate::mission::{
-    Assertion, AssertionStatus, Budget, Contract, Cursor, Feature, Finding, Handoff, Milestone, Mission, MissionState,
-    Plan, RoleSpend, WorkStatus,
+    Assertion, AssertionStatus, Budget, Check, Contract, Cursor, Feature, Finding, Handoff, Milestone, Mission,
+    MissionState, Plan, RoleSpend, WorkStatus,
 };
 
 /// Everything a mission's log says, folded.
@@ -75,6 +75,8 @@ pub struct Projection {
     /// When each assertion was last checked: the number of events folded when its check was
     /// recorded, so a validation knows which verdicts are its own.
     pub assertion_checked_at: BTreeMap<String, u64>,
+    /// The test author's tests, by assertion.
+    pub acceptance_tests: BTreeMap<String, super::events::AcceptanceTest>,
     /// The commit each feature's code was last reviewed at (SPEC §5: a feature whose files did
     /// not change since is not reviewed again). A feature that starts again loses it.
     pub reviewed: BTreeMap<String, String>,
@@ -448,6 +450,21 @@ impl Projection {
                 }
             }
             Event::CourseCorrectionNoted { note } => self.course_corrections.push(note.clone()),
+            Event::AcceptanceTestsRecorded { tests } => {
+                for test in tests {
+                    if let Some(assertion) = self.contract.assertions.iter_mut().find(|a| a.id == test.assertion)
+                        && let Check::Acceptance { files, command, .. } = &mut assertion.check
+                    {
+                        *files = test
+                            .files
+                            .iter()
+                            .map(|f| crate::mission::AcceptanceFile { path: f.path.clone(), sha256: f.sha256() })
+                            .collect();
+                        *command = Some(test.command.clone());
+                    }
+                    self.acceptance_tests.insert(test.assertion.clone(), test.clone());
+                }
+            }
             Event::FeatureReviewed { feature, commit } => {
                 self.reviewed.insert(feature.clone(), commit.clone());
             }

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use events::{
-    AssertionDraft, Author, BaselineCheck, BoundaryDecision, DryRunResult, Event, FeatureDraft, MilestoneDraft,
-    PlanDraft, Record, RunOutcome, WorkFile,
+    AcceptanceTest, AcceptanceTestFile, AssertionDraft, Author, BaselineCheck, BoundaryDecision, DryRunResult, Event,
+    FeatureDraft, MilestoneDraft, PlanDraft, Record, RunOutcome, WorkFile,
 };
 pub use fold::Projection;
 pub use render::{contract_markdown as render_contract_markdown, plan_markdown as render_plan_markdown};

@@ -37,8 +37,18 @@ pub fn projection_files(dir: &Path, projection: &Projection) -> Result<Vec<(Path
         }
         files.push((dir.join("plan.md"), markdown.into_bytes()));
         files.push((dir.join("contract.json"), json(&projection.contract)?));
-        let contract = contract_markdown(&projection.contract) + &tried;
+        let contract = contract_markdown(&projection.contract, Some(&projection.acceptance_tests)) + &tried;
         files.push((dir.join("contract.md"), contract.into_bytes()));
+    }
+    // The acceptance tests, kept where workers never look (SPEC §4): written from the log like
+    // every projection, at the path each will have in the workspace.
+    for test in projection.acceptance_tests.values() {
+        let folder = dir.join(crate::layout::ACCEPTANCE).join(&test.assertion);
+        for file in &test.files {
+            if let Some(relative) = crate::layout::plain_relative(&file.path) {
+                files.push((folder.join(relative), file.content.clone().into_bytes()));
+            }
+        }
     }
     for (feature, handoff) in &projection.handoffs {
         files.push((dir.join("handoffs").join(format!("{}.json", file_stem(feature))), json(handoff)?));
@@ -108,7 +118,13 @@ pub fn plan_markdown(plan: &Plan) -> String {
 
 /// `contract.md`. Each assertion starts with a `### <id>` heading, which is what editors
 /// link to from a diagnostic.
-pub fn contract_markdown(contract: &Contract) -> String {
+///
+/// `acceptance` holds the acceptance tests to show with their assertions; `None` leaves their
+/// files out (for a reader who must not pass them on to a worker).
+pub fn contract_markdown(
+    contract: &Contract,
+    acceptance: Option<&std::collections::BTreeMap<String, super::events::AcceptanceTest>>,
+) -> String {
     let mut out = String::from("# Validation contract\n\n");
     match &contract.sha256 {
         Some(sha) => {
@@ -137,7 +153,48 @@ pub fn contract_markdown(contract: &Contract) -> String {
             Check::UserTest { steps } => {
                 let _ = writeln!(out, "Check: user test: {}", steps.trim());
             }
+            Check::Acceptance { behaviour, .. } => {
+                let _ = writeln!(out, "Check: acceptance test of this behaviour: {}", behaviour.trim());
+                match acceptance.map(|tests| tests.get(&assertion.id)) {
+                    Some(Some(test)) => out.push_str(&acceptance_markdown(test)),
+                    Some(None) => out.push_str("\nIts test is written by the test author before the plan gate.\n"),
+                    None => {}
+                }
+            }
         }
     }
     out
+}
+
+/// An acceptance test as the plan gate shows it: the command, what it printed on the base
+/// commit (where it must fail), and each file.
+fn acceptance_markdown(test: &super::events::AcceptanceTest) -> String {
+    let mut out = format!("\nWritten before the work by the test author: run `{}`, expect exit 0.", test.command);
+    if !test.notes.trim().is_empty() {
+        let _ = write!(out, " {}", test.notes.trim());
+    }
+    let exit = test.base_exit.map_or_else(|| "no exit code".to_owned(), |code| format!("exit {code}"));
+    let _ = write!(
+        out,
+        "\n\nIt fails on the base commit ({exit}):\n\n```text\n{}\n```\n",
+        clip_tail(&test.base_output, 2_000)
+    );
+    for file in &test.files {
+        let fence = if file.content.contains("```") { "~~~~" } else { "```" };
+        let _ = write!(out, "\n`{}`:\n\n{fence}\n{}\n{fence}\n", file.path, file.content.trim_end());
+    }
+    out
+}
+
+/// The end of `text`, at most `max` bytes, where a test's verdict is.
+fn clip_tail(text: &str, max: usize) -> &str {
+    let text = text.trim_end();
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
 }

@@ -39,7 +39,8 @@ impl Mission {
             ("round", (round + 1).to_string()),
             ("max_correction_rounds", max_rounds.to_string()),
             ("plan", plan.as_ref().map(missions_core::store::render_plan_markdown).unwrap_or_default()),
-            ("contract", missions_core::store::render_contract_markdown(&projection.contract)),
+            // Without the acceptance tests' files: the orchestrator writes what workers read.
+            ("contract", missions_core::store::render_contract_markdown(&projection.contract, None)),
             ("project_instructions", prompts::project_instructions(&self.workspace)),
         ]);
         let system = prompts::render(Template::OrchestratorBoundary, &self.workspace, &values)?;

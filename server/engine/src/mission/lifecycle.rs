@@ -345,7 +345,54 @@ impl Mission {
         }
     }
 
+    /// Planning: the plan and its contract, then (SPEC §2 rule 9) the acceptance tests of its
+    /// `acceptance` assertions, before the plan gate. A plan already submitted (the test author
+    /// was interrupted) is not made again.
     pub(super) async fn plan(&mut self) -> Result<(), EngineError> {
+        if self.shared.projection().plan.is_none() && !self.make_plan().await? {
+            return Ok(());
+        }
+        let projection = self.shared.projection();
+        let needed: BTreeMap<String, String> = projection
+            .contract
+            .assertions
+            .iter()
+            .filter(|a| !projection.acceptance_tests.contains_key(&a.id))
+            .filter_map(|a| match &a.check {
+                Check::Acceptance { behaviour, .. } => Some((a.id.clone(), behaviour.clone())),
+                _ => None,
+            })
+            .collect();
+        if !needed.is_empty() {
+            match self.write_acceptance_tests(&projection, needed).await? {
+                RunEnd::Finished(tests) => self.shared.append(Event::AcceptanceTestsRecorded { tests })?,
+                RunEnd::GaveUp(reason) => {
+                    let detail = format!("the test author could not write the acceptance tests: {reason}");
+                    return self.shared.set_state(MissionState::Failed, None, Some(detail));
+                }
+                RunEnd::Stopped(stop) => return self.stopped(stop),
+            }
+        }
+        self.shared.progress(None, None, Some(Role::Orchestrator), Step::PlanSubmitted);
+        self.shared.set_state(MissionState::AwaitingApproval, None, None)
+    }
+
+    /// A way to try commands on commit `head` before any work, putting the tree back after
+    /// (what they left is saved, as `what`).
+    fn trial(&self, head: &str, what: &'static str) -> Result<crate::terminals::Trial, EngineError> {
+        let shared = self.shared.clone();
+        let head = head.to_owned();
+        Ok(crate::terminals::Trial {
+            environment: self.command_environment(None, self.run_tmp()?),
+            timeout: Duration::from_secs(self.config.config.mission.max_command_timeout_s.max(1)),
+            recorder: self.work_log(),
+            revert: Arc::new(move || shared.revert_to(&head, what).map(drop).map_err(|e| e.to_string())),
+        })
+    }
+
+    /// The planning run; `false` when it did not end with a plan (the mission failed or
+    /// stopped, as recorded).
+    async fn make_plan(&mut self) -> Result<bool, EngineError> {
         let mission = self.shared.mission()?;
         if self.shared.projection().baseline.is_none() {
             self.record_baseline().await?;
@@ -363,17 +410,8 @@ impl Mission {
         let head = self.shared.git.head()?;
         let mut terminal = SubmitPlan {
             dry_run: Some(crate::terminals::DryRun {
-                environment: self.command_environment(None, tmp),
-                timeout: Duration::from_secs(self.config.config.mission.max_command_timeout_s.max(1)),
-                recorder: self.work_log(),
+                trial: self.trial(&head, "left by the plan's dry run")?,
                 refused: None,
-                revert: {
-                    let shared = self.shared.clone();
-                    let head = head.clone();
-                    Arc::new(move || {
-                        shared.revert_to(&head, "left by the plan's dry run").map(drop).map_err(|e| e.to_string())
-                    })
-                },
             }),
         };
         let limit = self.options.limits.planning_turns;
@@ -393,14 +431,52 @@ impl Mission {
             RunEnd::Finished((plan, contract, tried)) => {
                 self.shared.append(Event::PlanSubmitted { plan, contract })?;
                 self.shared.append(Event::DryRunRecorded { results: tried })?;
-                self.shared.progress(None, None, Some(Role::Orchestrator), Step::PlanSubmitted);
-                self.shared.set_state(MissionState::AwaitingApproval, None, None)
+                Ok(true)
             }
             RunEnd::GaveUp(reason) => {
-                self.shared.set_state(MissionState::Failed, None, Some(format!("planning failed: {reason}")))
+                self.shared.set_state(MissionState::Failed, None, Some(format!("planning failed: {reason}")))?;
+                Ok(false)
             }
-            RunEnd::Stopped(stop) => self.stopped(stop),
+            RunEnd::Stopped(stop) => {
+                self.stopped(stop)?;
+                Ok(false)
+            }
         }
+    }
+
+    /// The test author's run for the `needed` acceptance assertions (id → behaviour), from the
+    /// plan and the contract alone; its tests are tried on the base commit, where each must
+    /// fail, and kept out of the tree.
+    async fn write_acceptance_tests(
+        &mut self,
+        projection: &Projection,
+        needed: BTreeMap<String, String>,
+    ) -> Result<RunEnd<Vec<missions_core::store::AcceptanceTest>>, EngineError> {
+        let focus: String = needed.values().cloned().collect::<Vec<_>>().join("\n");
+        let values = BTreeMap::from([
+            ("project_instructions", prompts::project_instructions(&self.workspace)),
+            ("repo_map", self.repo_map(&focus)),
+        ]);
+        let system = prompts::render(Template::TestAuthor, &self.workspace, &values)?;
+        let first = messages::test_author(projection, &needed);
+        let tmp = self.run_tmp()?;
+        // Read-only tools and `run_command` (reverted), as the planner has.
+        let tools = self.toolbox(ToolSet::Planner, &focus, tmp)?;
+        let head = self.shared.git.head()?;
+        let trial = self.trial(&head, "left by an acceptance test on the base commit")?;
+        let mut terminal = crate::acceptance::SubmitAcceptanceTests::new(self.workspace.clone(), needed, trial);
+        let request = RunRequest {
+            role: Role::TestAuthor,
+            label: "test-author".into(),
+            system,
+            first_message: first,
+            max_turns: self.options.limits.planning_turns,
+            milestone: None,
+            feature: None,
+        };
+        let end = self.run(request, &tools, &mut terminal).await?;
+        self.shared.revert_to(&head, "left by the test author's commands")?;
+        Ok(end)
     }
 
     /// One step of a running milestone: the next feature, or on to validation.

@@ -9,6 +9,33 @@ pub(super) fn planning(source: &Source) -> String {
     format!("Plan this backlog item:\n\n{}", source.text.trim())
 }
 
+/// The test author's first message: the plan and the `acceptance` assertions to cover
+/// (`needed`: id → behaviour), with the milestone and features each belongs to.
+pub(super) fn test_author(projection: &Projection, needed: &BTreeMap<String, String>) -> String {
+    let plan = projection.plan.as_ref().map(missions_core::store::render_plan_markdown).unwrap_or_default();
+    let mut out =
+        format!("Write the acceptance tests of this plan.\n\n{}\n\nThe acceptance assertions to cover:", plan.trim());
+    for (id, behaviour) in needed {
+        let assertion = projection.contract.assertions.iter().find(|a| &a.id == id);
+        let claimed_by: Vec<String> = projection
+            .plan
+            .iter()
+            .flat_map(|p| p.features())
+            .filter(|f| f.assertions.contains(id))
+            .map(|f| format!("{} ({})", f.id, f.title))
+            .collect();
+        out.push_str(&format!(
+            "\n- {id} (milestone {}): {}\n  Behaviour: {}\n  Made true by: {}",
+            assertion.map(|a| a.milestone.as_str()).unwrap_or_default(),
+            assertion.map(|a| a.description.trim()).unwrap_or_default(),
+            behaviour.trim(),
+            if claimed_by.is_empty() { "(no feature)".to_owned() } else { claimed_by.join(", ") }
+        ));
+    }
+    out.push_str("\n\nWrite each test's files with write_acceptance_test, then call submit_acceptance_tests.");
+    out
+}
+
 /// A worker's first message: its feature's id, title and description.
 pub(super) fn worker(feature: &Feature) -> String {
     format!(
@@ -318,6 +345,10 @@ pub(super) fn assertions_text(projection: &Projection, ids: &[String]) -> String
                 Check::Command { command, expect_exit } => format!("run `{command}`, expect exit {expect_exit}"),
                 Check::Review { rubric } => format!("review: {rubric}"),
                 Check::UserTest { steps } => format!("user test: {steps}"),
+                // The behaviour only: the test itself is hidden from workers (SPEC §2 rule 9).
+                Check::Acceptance { behaviour, .. } => {
+                    format!("an acceptance test written before the work, which you cannot see, checks: {behaviour}")
+                }
             };
             format!("- {}: {}\n  Check: {check}", a.id, a.description.trim())
         })

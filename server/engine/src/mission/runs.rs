@@ -13,7 +13,11 @@ impl Mission {
             root: self.workspace.clone(),
             secret_env: self.config.secret_env_vars(),
             redactor: self.config.redactor(self.options.env.as_ref()),
-            sandbox: self.options.sandbox.clone().map(|sandbox| Sandbox { allow_network, ..sandbox }),
+            sandbox: self.options.sandbox.clone().map(|sandbox| Sandbox {
+                allow_network,
+                hidden: if set == Some(ToolSet::Worker) { self.hidden_from_workers() } else { Vec::new() },
+                ..sandbox
+            }),
             tmp: Some(tmp.to_owned()),
             registry: Some(self.process_registry()),
         }
@@ -50,9 +54,35 @@ impl Mission {
                 ToolSet::ReadOnly => None,
                 ToolSet::Worker | ToolSet::Planner | ToolSet::Reviewer | ToolSet::UserTester => Some(self.work_log()),
             },
+            hidden: if set == ToolSet::Worker { self.hidden_from_workers() } else { Vec::new() },
+            reserved: if set == ToolSet::Worker { self.acceptance_paths() } else { Default::default() },
         };
         ToolBox::new(&self.workspace, set, settings)
             .map_err(|e| EngineError::Io(format!("{}: {e}", self.workspace.display())))
+    }
+
+    /// What a worker never sees (SPEC §2 rule 9): all of `.missions/`, where the acceptance
+    /// tests are kept, and where the log, the transcripts and `contract.md` quote them.
+    fn hidden_from_workers(&self) -> Vec<std::path::PathBuf> {
+        vec![missions_core::layout::root(&self.workspace)]
+    }
+
+    /// The workspace paths where acceptance tests are placed while they run, which workers may
+    /// not write.
+    fn acceptance_paths(&self) -> std::collections::BTreeMap<String, String> {
+        let projection = self.shared.projection();
+        let mut reserved = std::collections::BTreeMap::new();
+        for test in projection.acceptance_tests.values() {
+            for file in &test.files {
+                let reason = format!(
+                    "`{}` is where the acceptance test of {} is placed while it runs; workers may not write it. Put your \
+                     own tests at another path.",
+                    file.path, test.assertion
+                );
+                reserved.insert(file.path.clone(), reason);
+            }
+        }
+        reserved
     }
 
     pub(super) fn repo_map(&self, focus: &str) -> String {

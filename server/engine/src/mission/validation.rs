@@ -226,6 +226,83 @@ impl Mission {
             )?;
         }
 
+        // The acceptance tests, placed in the tree only while each runs (SPEC §2 rule 9). A
+        // failure's evidence is the test's output, so a corrective worker learns what failed,
+        // never the test's code.
+        for assertion in &assertions {
+            let Check::Acceptance { .. } = &assertion.check else { continue };
+            let Some(test) = projection.acceptance_tests.get(&assertion.id) else {
+                self.unverified(
+                    &milestone.id,
+                    None,
+                    std::slice::from_ref(&assertion.id),
+                    "no acceptance test was recorded for it",
+                )?;
+                continue;
+            };
+            let kind = CheckKind::Assertion { id: assertion.id.clone(), expect_exit: 0 };
+            let started = Step::CheckStarted { check: kind.clone(), command: test.command.clone() };
+            self.shared.progress(Some(&milestone.id), None, None, started);
+            let result =
+                crate::acceptance::run_with_files(&self.workspace, test, &environment, timeout, &recorder).await;
+            self.revert_validator_changes(
+                &milestone.id,
+                &head,
+                Validator::Acceptance,
+                &format!("the acceptance test of {}", assertion.id),
+            )?;
+            let (passed, outcome, evidence, problems) = match &result {
+                Ok(result) => {
+                    let test_files: Vec<&str> = test.files.iter().map(|f| f.path.as_str()).collect();
+                    // A place in the project's code, never in the test itself.
+                    let problems: Vec<_> = crate::checks::parse_output(&self.workspace, &result.output)
+                        .into_iter()
+                        .filter(|p| !test_files.contains(&p.path.as_str()))
+                        .collect();
+                    (
+                        !result.timed_out && result.exit_code == Some(0),
+                        result.outcome(),
+                        clip(&result.describe(timeout), 8_000),
+                        problems,
+                    )
+                }
+                Err(problem) => (false, "could not run".to_owned(), problem.clone(), Vec::new()),
+            };
+            let finished = Step::CheckFinished {
+                check: kind,
+                command: test.command.clone(),
+                result: outcome.clone(),
+                passed,
+                problems: 0,
+            };
+            self.shared.progress(Some(&milestone.id), None, None, finished);
+            self.shared.append(Event::AssertionChecked {
+                assertion: assertion.id.clone(),
+                status: if passed { AssertionStatus::Passing } else { AssertionStatus::Failing },
+                evidence: evidence.clone(),
+            })?;
+            if !passed {
+                let place = problems.iter().rev().find(|p| p.severity == Severity::Error).or(problems.last());
+                self.shared.record_finding(FindingDraft {
+                    assertion: Some(assertion.id.clone()),
+                    path: place.map(|p| p.path.clone()),
+                    line: place.map(|p| p.line),
+                    end_line: place.and_then(|p| p.end_line),
+                    evidence,
+                    ..FindingDraft::new(
+                        &milestone.id,
+                        Validator::Acceptance,
+                        Severity::Error,
+                        format!(
+                            "{}: the acceptance test written before the work fails ({outcome}): {}",
+                            assertion.id,
+                            assertion.description.trim()
+                        ),
+                    )
+                })?;
+            }
+        }
+
         // The project's own checks, parsed into file:line findings.
         let mut excused = Baseline::new(projection.baseline.as_deref());
         for check in self.config.config.mission.checks.clone() {
@@ -436,7 +513,7 @@ impl Mission {
         let focus = feature.map(|f| f.description.as_str()).unwrap_or(milestone.title.as_str());
         let (template, set, max_turns) = match role {
             Role::UserTester => (Template::UserTester, ToolSet::UserTester, self.options.limits.user_tester_turns),
-            Role::Reviewer | Role::Orchestrator | Role::Worker => {
+            Role::Reviewer | Role::Orchestrator | Role::Worker | Role::TestAuthor => {
                 (Template::Reviewer, ToolSet::Reviewer, self.options.limits.reviewer_turns)
             }
         };
