@@ -11,60 +11,16 @@ use common::project::*;
 use missions_tests::script::{Call, ScriptRole, ScriptedModel, Turn};
 use serde_json::{Value, json};
 
-const BEHAVIOUR: &str = "slugify lower-cases what it slugs: slugify('Hello World') == 'hello-world'";
-const ACCEPTANCE_PATH: &str = "tests/test_acceptance_slug.py";
-const ACCEPTANCE_COMMAND: &str = "python3 -m unittest tests.test_acceptance_slug";
-const ACCEPTANCE_TEST: &str = "import unittest\nfrom textkit.slug import slugify\n\n\nclass AcceptanceSlug(unittest.TestCase):\n    def test_lower_case(self):\n        self.assertEqual(slugify('Hello World'), 'hello-world')\n";
-/// The worker's own test: it checks punctuation only, so it passes on the buggy slugify.
-const WEAK_TEST: &str = "import unittest\nfrom textkit.slug import slugify\n\n\nclass TestSlug(unittest.TestCase):\n    def test_punctuation(self):\n        self.assertEqual(slugify('a, b!'), 'a-b')\n";
-
-/// The slugify plan with A1 an acceptance assertion.
-fn acceptance_plan() -> Value {
-    let mut plan = plan();
-    plan["contract"][0] = json!({"id": "A1", "milestone": "M1", "description": "slugify lower-cases",
-                                 "check": {"kind": "acceptance", "behaviour": BEHAVIOUR}});
-    plan
-}
-
-fn write_the_test() -> Turn {
-    Turn::call("write_acceptance_test", json!({"assertion": "A1", "path": ACCEPTANCE_PATH, "content": ACCEPTANCE_TEST}))
-}
-
-fn submit_the_test() -> Turn {
-    Turn::call(
-        "submit_acceptance_tests",
-        json!({"tests": [{"assertion": "A1", "command": ACCEPTANCE_COMMAND, "notes": "pins the lower-casing"}]}),
-    )
-}
-
-/// The acceptance story: the planner writes an acceptance assertion, the test author its test,
-/// the worker a slugify that forgets to lower-case with a test of its own that passes anyway;
-/// `worker` and `test_author` replace those roles' turns when they answer.
+/// The acceptance story (the planner writes an acceptance assertion, the test author its test,
+/// the worker a slugify that forgets to lower-case with a test of its own that passes anyway),
+/// with `worker` and `test_author` replacing those roles' turns when they answer.
 fn story(
     test_author: impl Fn(&Call) -> Option<Turn> + Send + Sync + 'static,
     worker: impl Fn(&Call) -> Option<Turn> + Send + Sync + 'static,
 ) -> missions_tests::script::Script {
-    with_story(Story { buggy_first: true, ..Story::default() }, move |call| match call.role {
-        ScriptRole::Planner if call.turn > 0 => Some(Turn::call("submit_plan", acceptance_plan())),
-        ScriptRole::TestAuthor => test_author(call).or_else(|| {
-            Some(match call.turn {
-                0 => write_the_test(),
-                _ => submit_the_test(),
-            })
-        }),
-        ScriptRole::Worker if call.first_line.starts_with("Feature F1:") => worker(call).or_else(|| {
-            Some(match call.turn {
-                0 => Turn::calls(vec![
-                    ("write_file", json!({"path": "textkit/slug.py", "content": SLUG_BUGGY})),
-                    ("write_file", json!({"path": "tests/test_slug.py", "content": WEAK_TEST})),
-                ]),
-                1 => Turn::call("run_command", json!({"command": "python3 -m unittest tests.test_slug"})),
-                _ => handoff(
-                    "Added slugify and its tests.",
-                    json!([{"command": "python3 -m unittest tests.test_slug", "exit_code": 0}]),
-                ),
-            })
-        }),
+    with_story(Story { buggy_first: true, acceptance: true, ..Story::default() }, move |call| match call.role {
+        ScriptRole::TestAuthor => test_author(call),
+        ScriptRole::Worker if call.first_line.starts_with("Feature F1:") => worker(call),
         _ => None,
     })
 }
@@ -139,9 +95,9 @@ async fn an_acceptance_test_that_passes_before_the_work_is_sent_back() {
                 "write_acceptance_test",
                 json!({"assertion": "A1", "path": ACCEPTANCE_PATH, "content": trivial}),
             ),
-            1 => submit_the_test(),
-            2 => write_the_test(),
-            _ => submit_the_test(),
+            1 => submit_the_acceptance_test(),
+            2 => write_the_acceptance_test(),
+            _ => submit_the_acceptance_test(),
         })
     };
     let model = ScriptedModel::start(story(author, |_| None), Duration::ZERO).await;

@@ -22,7 +22,7 @@ fn demo(args: &[&str], home: &Path) -> std::process::Output {
 }
 
 #[test]
-fn the_demo_runs_offline_and_shows_the_corrective_round() {
+fn the_demo_runs_offline_and_shows_an_acceptance_test_and_the_corrective_round() {
     let home = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
     let output = demo(&["demo"], home.path());
@@ -35,9 +35,13 @@ fn the_demo_runs_offline_and_shows_the_corrective_round() {
         "M1 slugify() — accepted · 1 correction round",
         "✓ F1-fix1",
         "M2 slug command — accepted",
-        "✓ A1   passing",
+        "✓ A1   passing  acceptance",
         "✓ A4   passing  user test",
-        "[fixed · command] tests/test_slug.py",
+        // The acceptance test, written before the code, caught what the worker's own test
+        // missed; the corrective round fixed it.
+        "[fixed · acceptance]",
+        "A1: the acceptance test written before the work fails (exit 1)",
+        "test author",
         // The review's warning stays open for the user to fix or dismiss: an editor shows it.
         "[open · review] textkit/slug.py:5 A2: The docstring's example",
         "milestone M2: slug command",
@@ -75,7 +79,7 @@ fn demo_prepare_lays_out_a_project_a_mission_can_be_started_on() {
 #[ignore = "rewrites server/cli/demo/tape.jsonl"]
 async fn regenerate_the_demo_tape() {
     let model = ScriptedModel::start(
-        slugify_script(Story { buggy_first: true, review_note: true, ..Story::default() }),
+        slugify_script(Story { buggy_first: true, acceptance: true, review_note: true, ..Story::default() }),
         Duration::ZERO,
     )
     .await;

@@ -72,7 +72,7 @@ pub fn mission_control(workspace: &Path, projection: &Projection) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {mark} {:<4} {:<8} {:<10} {}",
+                "  {mark} {:<4} {:<8} {:<11}{}",
                 assertion.id,
                 status_word(&assertion.status),
                 kind,

@@ -188,9 +188,41 @@ pub struct Story {
     pub buggy_first: bool,
     /// The corrective worker never really fixes the bug.
     pub never_fixed: bool,
+    /// A1 is an acceptance assertion: the test author writes [`ACCEPTANCE_TEST`] before the
+    /// work, and F1's worker tests its code with [`WEAK_TEST`], which passes on the buggy
+    /// slugify, so only the hidden test catches the bug.
+    pub acceptance: bool,
     /// The corrective feature's review leaves a warning on A2 (the docstring's example) that no
     /// one fixes, so a finding is still open when the milestone waits for acceptance.
     pub review_note: bool,
+}
+
+/// The behaviour of A1 as an acceptance assertion.
+pub const BEHAVIOUR: &str = "slugify lower-cases what it slugs: slugify('Hello World') == 'hello-world'";
+pub const ACCEPTANCE_PATH: &str = "tests/test_acceptance_slug.py";
+pub const ACCEPTANCE_COMMAND: &str = "python3 -m unittest tests.test_acceptance_slug";
+pub const ACCEPTANCE_TEST: &str = "import unittest\nfrom textkit.slug import slugify\n\n\nclass AcceptanceSlug(unittest.TestCase):\n    def test_lower_case(self):\n        self.assertEqual(slugify('Hello World'), 'hello-world')\n";
+/// F1's own test in the acceptance story: it checks punctuation only, so it passes on the
+/// buggy slugify.
+pub const WEAK_TEST: &str = "import unittest\nfrom textkit.slug import slugify\n\n\nclass TestSlug(unittest.TestCase):\n    def test_punctuation(self):\n        self.assertEqual(slugify('a, b!'), 'a-b')\n";
+
+/// The slugify plan with A1 an acceptance assertion.
+pub fn acceptance_plan() -> Value {
+    let mut plan = plan();
+    plan["contract"][0] = json!({"id": "A1", "milestone": "M1", "description": "slugify lower-cases",
+                                 "check": {"kind": "acceptance", "behaviour": BEHAVIOUR}});
+    plan
+}
+
+pub fn write_the_acceptance_test() -> Turn {
+    Turn::call("write_acceptance_test", json!({"assertion": "A1", "path": ACCEPTANCE_PATH, "content": ACCEPTANCE_TEST}))
+}
+
+pub fn submit_the_acceptance_test() -> Turn {
+    Turn::call(
+        "submit_acceptance_tests",
+        json!({"tests": [{"assertion": "A1", "command": ACCEPTANCE_COMMAND, "notes": "pins the lower-casing"}]}),
+    )
 }
 
 /// The warning F1-fix1's review leaves when the story has a review note.
@@ -201,15 +233,20 @@ pub fn slugify_script(story: Story) -> Script {
     Arc::new(move |call: &Call| match call.role {
         ScriptRole::Planner => match call.turn {
             0 => Turn::call("list_files", json!({})),
-            _ => Turn::call("submit_plan", plan()),
+            _ => Turn::call("submit_plan", if story.acceptance { acceptance_plan() } else { plan() }),
         },
         ScriptRole::Worker if call.first_line.starts_with("Feature F1:") => {
             let slug = if story.buggy_first { SLUG_BUGGY } else { SLUG_GOOD };
-            let test_exit = if story.buggy_first { 1 } else { 0 };
+            // The worker's own test fails on its buggy code, unless it is the weak one.
+            let (test, test_exit) = match (story.acceptance, story.buggy_first) {
+                (true, _) => (WEAK_TEST, 0),
+                (false, true) => (SLUG_TEST, 1),
+                (false, false) => (SLUG_TEST, 0),
+            };
             match call.turn {
                 0 => Turn::calls(vec![
                     ("write_file", json!({"path": "textkit/slug.py", "content": slug})),
-                    ("write_file", json!({"path": "tests/test_slug.py", "content": SLUG_TEST})),
+                    ("write_file", json!({"path": "tests/test_slug.py", "content": test})),
                 ]),
                 1 => Turn::call("run_command", json!({"command": "python3 -m unittest tests.test_slug"})),
                 _ => handoff(
@@ -253,8 +290,10 @@ pub fn slugify_script(story: Story) -> Script {
             pass_all_noting(call, json!([note]))
         }
         ScriptRole::Reviewer => pass_all(call),
-        // The slugify plan has no acceptance assertions; a plan that does says what to write.
-        ScriptRole::TestAuthor => Turn::call("submit_acceptance_tests", json!({"tests": []})),
+        ScriptRole::TestAuthor => match call.turn {
+            0 => write_the_acceptance_test(),
+            _ => submit_the_acceptance_test(),
+        },
         ScriptRole::UserTester => match call.turn {
             0 => Turn::call("run_command", json!({"command": "python3 -m textkit slug 'Hello World'"})),
             _ => {
