@@ -128,6 +128,8 @@ async fn workers_cannot_see_the_acceptance_tests_and_reviewers_can() {
             ("search", json!({"pattern": "AcceptanceSlug"})),
             ("read_file", json!({"path": ACCEPTANCE_PATH})),
             ("write_file", json!({"path": ACCEPTANCE_PATH, "content": "import unittest\n"})),
+            ("edit_file", json!({"path": ".missions/config.toml", "old": "[", "new": "["})),
+            ("repo_map", json!({"path": ".missions"})),
             (
                 "run_command",
                 json!({"command": "cat .missions/*/acceptance/A1/tests/*.py; find . -name 'test_acceptance*'; ls -R .missions; grep -r AcceptanceSlug . 2>/dev/null"}),
@@ -156,12 +158,14 @@ async fn workers_cannot_see_the_acceptance_tests_and_reviewers_can() {
         .map(|(c, _)| c)
         .find(|c| c.role == ScriptRole::Worker && c.first_line.starts_with("Feature F1:") && c.turn == 1)
         .expect("the worker's tools answered");
-    assert_eq!(snooped.results.len(), 5);
+    assert_eq!(snooped.results.len(), 7);
     for (i, (text, _)) in snooped.results.iter().enumerate() {
         assert!(!text.contains("AcceptanceSlug"), "tool call {i} showed the acceptance test:\n{text}");
     }
     let (write, refused) = &snooped.results[3];
     assert!(*refused && write.contains("acceptance"), "writing at the test's path is refused: {write}");
+    let (listed, listing_refused) = &snooped.results[0];
+    assert!(*listing_refused && listed.contains("hidden"), ".missions/ is hidden from workers: {listed}");
     let reviewed = model
         .calls()
         .into_iter()
@@ -169,4 +173,20 @@ async fn workers_cannot_see_the_acceptance_tests_and_reviewers_can() {
         .find(|c| c.role == ScriptRole::Reviewer && c.first_line.starts_with("Review feature F1 ") && c.turn == 1)
         .expect("the reviewer's command answered");
     assert!(reviewed.results[0].0.contains("class AcceptanceSlug"), "{}", reviewed.results[0].0);
+}
+
+#[tokio::test]
+async fn a_wrong_acceptance_test_is_the_users_to_waive() {
+    let model = ScriptedModel::start(story(|_| None, |_| None), Duration::ZERO).await;
+    let (dir, id) = run_slugify(&model, "", &[], 3).await;
+    let output = missions_async(dir.path(), &["waive", &id, "A1", "--reason", "it pins the wrong casing"]).await;
+    // Applied; the mission still waits at its plan gate (exit 3, SPEC §6).
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let contract = read_json(&mission_dir(dir.path(), &id).join("contract.json"));
+    let a1 = contract["assertions"].as_array().unwrap().iter().find(|a| a["id"] == "A1").unwrap().clone();
+    assert_eq!(a1["status"], "waived", "{a1}");
+    let waived = events(dir.path(), &id).into_iter().find(|e| e["type"] == "assertion_waived").expect("recorded");
+    assert_eq!(waived["reason"], "it pins the wrong casing");
+    let refused = missions_async(dir.path(), &["waive", &id, "A1", "--reason", " "]).await;
+    assert_eq!(refused.status.code(), Some(2), "a waiver needs a reason: {}", stderr(&refused));
 }

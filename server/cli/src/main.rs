@@ -109,6 +109,14 @@ enum Command {
     },
     /// Turn an open finding into a corrective feature of its milestone, and drive on.
     Fix { id: String, finding: String },
+    /// Waive an assertion you judge wrong (an acceptance test that tests the wrong thing):
+    /// recorded with the reason; it no longer counts for its milestone.
+    Waive {
+        id: String,
+        assertion: String,
+        #[arg(long)]
+        reason: String,
+    },
     /// Print the repository map that models are given.
     Map {
         path: Option<String>,
@@ -235,6 +243,9 @@ fn main() -> ExitCode {
         )),
         Command::Fix { id, finding } => {
             runtime.block_on(missions::control(&workspace, &id, vec![EngineCommand::FixFinding { finding }]))
+        }
+        Command::Waive { id, assertion, reason } => {
+            runtime.block_on(missions::control(&workspace, &id, vec![EngineCommand::Waive { assertion, reason }]))
         }
         Command::Map { path, tokens, focus } => missions::map(&workspace, path.as_deref(), tokens, &focus),
         Command::Demo { prepare: Some(dir) } => demo::run_prepare(&dir),

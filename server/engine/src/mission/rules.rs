@@ -56,7 +56,10 @@ pub fn is_last_milestone(projection: &Projection, milestone: &str) -> bool {
 /// The state a paused mission goes back to.
 pub fn resume_state(projection: &Projection) -> MissionState {
     let Some(mission) = &projection.mission else { return MissionState::Planning };
-    if projection.plan.is_none() {
+    // A plan whose acceptance tests are not all written goes back to its test author.
+    if projection.plan.is_none()
+        || (mission.contract_sha256.is_none() && !missing_acceptance_tests(projection).is_empty())
+    {
         return MissionState::Planning;
     }
     if mission.contract_sha256.is_none() {
@@ -68,6 +71,21 @@ pub fn resume_state(projection: &Projection) -> MissionState {
         Some(m) if projection.boundary_pending.as_deref() == Some(m.id.as_str()) => MissionState::Validating,
         _ => MissionState::Running,
     }
+}
+
+/// The `acceptance` assertions whose tests the test author has not recorded yet (SPEC §2 rule
+/// 9): a plan with any of them cannot be approved, since approving it approves the tests.
+pub fn missing_acceptance_tests(projection: &Projection) -> Vec<String> {
+    projection
+        .contract
+        .assertions
+        .iter()
+        .filter(|a| {
+            matches!(a.check, missions_core::mission::Check::Acceptance { .. })
+                && !projection.acceptance_tests.contains_key(&a.id)
+        })
+        .map(|a| a.id.clone())
+        .collect()
 }
 
 /// A feature id not yet used in the plan: `base`, else `base-2`, `base-3`, …
@@ -92,6 +110,13 @@ pub fn decide(projection: &Projection, command: &Command) -> Result<Ruling, Refu
         Command::Approve => {
             if state != MissionState::AwaitingApproval {
                 return not_now("approve the plan");
+            }
+            let missing = missing_acceptance_tests(projection);
+            if !missing.is_empty() {
+                return refuse(format!(
+                    "the acceptance tests of {} are not written yet; resume the mission so the test author finishes them",
+                    missing.join(", ")
+                ));
             }
             // One event: the fold moves the mission on to running with it (rule 1: the digest
             // locks the contract).

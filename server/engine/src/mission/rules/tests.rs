@@ -131,6 +131,55 @@ fn a_plan_is_approved_only_while_it_waits_and_the_digest_locks_the_contract() {
     check(approved(), Command::Approve, "refused: cannot approve the plan: the mission is running");
 }
 
+/// `planned()` with A2 an acceptance assertion, its test recorded when `written`.
+fn planned_with_an_acceptance_test(written: bool) -> Vec<Event> {
+    let mut events = planned();
+    if let Event::PlanSubmitted { contract, .. } = &mut events[1] {
+        contract[1].check = Check::Acceptance { behaviour: "b".into(), files: Vec::new(), command: None };
+    }
+    if written {
+        let test = missions_core::store::AcceptanceTest {
+            assertion: "A2".into(),
+            command: "python3 -m unittest tests.test_b".into(),
+            notes: String::new(),
+            files: vec![missions_core::store::AcceptanceTestFile {
+                path: "tests/test_b.py".into(),
+                content: "x".into(),
+            }],
+            base_exit: Some(1),
+            base_output: "FAILED".into(),
+        };
+        events.insert(2, Event::AcceptanceTestsRecorded { tests: vec![test] });
+    }
+    events
+}
+
+#[test]
+fn a_plan_whose_acceptance_tests_are_missing_is_not_approved_and_resumes_to_its_test_author() {
+    check(
+        planned_with_an_acceptance_test(false),
+        Command::Approve,
+        "refused: the acceptance tests of A2 are not written yet; resume the mission so the test author finishes them",
+    );
+    let written = fold(planned_with_an_acceptance_test(true));
+    assert!(matches!(decide(&written, &Command::Approve), Ok(Ruling::Record(_))));
+    // The digest the approval locks covers the test's files.
+    let Check::Acceptance { files, command, .. } = &written.contract.assertions[1].check else { panic!() };
+    assert_eq!(command.as_deref(), Some("python3 -m unittest tests.test_b"));
+    assert_eq!(files[0].path, "tests/test_b.py");
+    assert_ne!(
+        store::contract_digest(&written.contract.assertions),
+        store::contract_digest(&fold(planned_with_an_acceptance_test(false)).contract.assertions)
+    );
+    // Paused while the test author worked: resuming goes back to it, not to the gate.
+    let interrupted = fold(with(planned_with_an_acceptance_test(false), [paused()]));
+    assert_eq!(resume_state(&interrupted), MissionState::Planning);
+    assert_eq!(
+        resume_state(&fold(with(planned_with_an_acceptance_test(true), [paused()]))),
+        MissionState::AwaitingApproval
+    );
+}
+
 #[test]
 fn only_the_waiting_milestone_is_accepted_or_rejected_and_a_rejection_needs_feedback() {
     let accept = |milestone: Option<&str>| Command::Accept { milestone: milestone.map(str::to_owned) };
