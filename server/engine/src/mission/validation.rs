@@ -190,34 +190,15 @@ impl Mission {
                 problems: 0,
             };
             self.shared.progress(Some(&milestone.id), None, None, finished);
-            let evidence = clip(&result.describe(timeout), 8_000);
-            self.shared.append(Event::AssertionChecked {
-                assertion: assertion.id.clone(),
-                status: if passed { AssertionStatus::Passing } else { AssertionStatus::Failing },
-                evidence: evidence.clone(),
-            })?;
-            if !passed {
-                let problems = crate::checks::parse_output(&self.workspace, &result.output);
-                let place = problems.iter().rev().find(|p| p.severity == Severity::Error).or(problems.last());
-                let outcome = result.outcome();
-                self.shared.record_finding(FindingDraft {
-                    assertion: Some(assertion.id.clone()),
-                    path: place.map(|p| p.path.clone()),
-                    line: place.map(|p| p.line),
-                    end_line: place.and_then(|p| p.end_line),
-                    evidence,
-                    ..FindingDraft::new(
-                        &milestone.id,
-                        Validator::Command,
-                        Severity::Error,
-                        format!(
-                            "{}: `{command}` {outcome} (expected {expect_exit}): {}",
-                            assertion.id,
-                            assertion.description.trim()
-                        ),
-                    )
-                })?;
-            }
+            let problems = crate::checks::parse_output(&self.workspace, &result.output);
+            let outcome = result.outcome();
+            let message = format!(
+                "{}: `{command}` {outcome} (expected {expect_exit}): {}",
+                assertion.id,
+                assertion.description.trim()
+            );
+            let failure = FindingDraft::new(&milestone.id, Validator::Command, Severity::Error, message);
+            self.record_verdict(&assertion.id, passed, clip(&result.describe(timeout), 8_000), &problems, failure)?;
             self.revert_validator_changes(
                 &milestone.id,
                 &head,
@@ -276,31 +257,13 @@ impl Mission {
                 problems: 0,
             };
             self.shared.progress(Some(&milestone.id), None, None, finished);
-            self.shared.append(Event::AssertionChecked {
-                assertion: assertion.id.clone(),
-                status: if passed { AssertionStatus::Passing } else { AssertionStatus::Failing },
-                evidence: evidence.clone(),
-            })?;
-            if !passed {
-                let place = problems.iter().rev().find(|p| p.severity == Severity::Error).or(problems.last());
-                self.shared.record_finding(FindingDraft {
-                    assertion: Some(assertion.id.clone()),
-                    path: place.map(|p| p.path.clone()),
-                    line: place.map(|p| p.line),
-                    end_line: place.and_then(|p| p.end_line),
-                    evidence,
-                    ..FindingDraft::new(
-                        &milestone.id,
-                        Validator::Acceptance,
-                        Severity::Error,
-                        format!(
-                            "{}: the acceptance test written before the work fails ({outcome}): {}",
-                            assertion.id,
-                            assertion.description.trim()
-                        ),
-                    )
-                })?;
-            }
+            let message = format!(
+                "{}: the acceptance test written before the work fails ({outcome}): {}",
+                assertion.id,
+                assertion.description.trim()
+            );
+            let failure = FindingDraft::new(&milestone.id, Validator::Acceptance, Severity::Error, message);
+            self.record_verdict(&assertion.id, passed, evidence, &problems, failure)?;
         }
 
         // The project's own checks, parsed into file:line findings.
@@ -626,6 +589,35 @@ impl Mission {
                 line: reported.line,
                 end_line: reported.end_line,
                 ..FindingDraft::new(milestone, validator, reported.severity, message)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Records the verdict on `assertion` of a check the engine ran itself; a failure is also
+    /// `failure`, with the evidence, placed at the last error the check's output names.
+    fn record_verdict(
+        &self,
+        assertion: &str,
+        passed: bool,
+        evidence: String,
+        problems: &[crate::checks::CheckProblem],
+        failure: FindingDraft,
+    ) -> Result<(), EngineError> {
+        self.shared.append(Event::AssertionChecked {
+            assertion: assertion.to_owned(),
+            status: if passed { AssertionStatus::Passing } else { AssertionStatus::Failing },
+            evidence: evidence.clone(),
+        })?;
+        if !passed {
+            let place = problems.iter().rev().find(|p| p.severity == Severity::Error).or(problems.last());
+            self.shared.record_finding(FindingDraft {
+                assertion: Some(assertion.to_owned()),
+                path: place.map(|p| p.path.clone()),
+                line: place.map(|p| p.line),
+                end_line: place.and_then(|p| p.end_line),
+                evidence,
+                ..failure
             })?;
         }
         Ok(())
