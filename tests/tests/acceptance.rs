@@ -25,6 +25,11 @@ fn story(
     })
 }
 
+/// The first call the model was asked that `wanted` picks.
+fn first_call(model: &ScriptedModel, wanted: impl Fn(&Call) -> bool) -> Option<Call> {
+    model.calls().into_iter().map(|(call, _)| call).find(|call| wanted(call))
+}
+
 fn mission_dir(dir: &std::path::Path, id: &str) -> std::path::PathBuf {
     dir.join(".missions").join(id)
 }
@@ -71,11 +76,7 @@ async fn a_hidden_acceptance_test_catches_what_the_workers_own_tests_missed() {
     for call in model.calls().into_iter().map(|(c, _)| c).filter(|c| c.role == ScriptRole::Worker) {
         assert!(!call.system.contains("AcceptanceSlug") && !call.first_message.contains("AcceptanceSlug"));
     }
-    let fixer = model
-        .calls()
-        .into_iter()
-        .map(|(c, _)| c)
-        .find(|c| c.role == ScriptRole::Worker && c.first_line.starts_with("Feature F1-fix1"))
+    let fixer = first_call(&model, |c| c.role == ScriptRole::Worker && c.first_line.starts_with("Feature F1-fix1"))
         .expect("a corrective worker");
     assert!(fixer.system.contains(BEHAVIOUR), "the worker's assertions carry the behaviour");
 
@@ -102,12 +103,8 @@ async fn an_acceptance_test_that_passes_before_the_work_is_sent_back() {
     };
     let model = ScriptedModel::start(story(author, |_| None), Duration::ZERO).await;
     let (dir, id) = run_slugify(&model, "", &[], 3).await;
-    let refused = model
-        .calls()
-        .into_iter()
-        .map(|(c, _)| c)
-        .find(|c| c.role == ScriptRole::TestAuthor && c.turn == 2)
-        .expect("the test author was answered");
+    let refused =
+        first_call(&model, |c| c.role == ScriptRole::TestAuthor && c.turn == 2).expect("the test author was answered");
     let (text, is_error) = refused.results[0].clone();
     assert!(is_error, "{text}");
     assert!(text.contains("A1") && text.contains("passes on the base commit"), "{text}");
@@ -152,12 +149,9 @@ async fn workers_cannot_see_the_acceptance_tests_and_reviewers_can() {
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
     let (_dir, _id) = run_slugify(&model, "", &["--approve", "--accept"], 0).await;
-    let snooped = model
-        .calls()
-        .into_iter()
-        .map(|(c, _)| c)
-        .find(|c| c.role == ScriptRole::Worker && c.first_line.starts_with("Feature F1:") && c.turn == 1)
-        .expect("the worker's tools answered");
+    let snooped =
+        first_call(&model, |c| c.role == ScriptRole::Worker && c.first_line.starts_with("Feature F1:") && c.turn == 1)
+            .expect("the worker's tools answered");
     assert_eq!(snooped.results.len(), 7);
     for (i, (text, _)) in snooped.results.iter().enumerate() {
         assert!(!text.contains("AcceptanceSlug"), "tool call {i} showed the acceptance test:\n{text}");
@@ -166,12 +160,10 @@ async fn workers_cannot_see_the_acceptance_tests_and_reviewers_can() {
     assert!(*refused && write.contains("acceptance"), "writing at the test's path is refused: {write}");
     let (listed, listing_refused) = &snooped.results[0];
     assert!(*listing_refused && listed.contains("hidden"), ".missions/ is hidden from workers: {listed}");
-    let reviewed = model
-        .calls()
-        .into_iter()
-        .map(|(c, _)| c)
-        .find(|c| c.role == ScriptRole::Reviewer && c.first_line.starts_with("Review feature F1 ") && c.turn == 1)
-        .expect("the reviewer's command answered");
+    let reviewed = first_call(&model, |c| {
+        c.role == ScriptRole::Reviewer && c.first_line.starts_with("Review feature F1 ") && c.turn == 1
+    })
+    .expect("the reviewer's command answered");
     assert!(reviewed.results[0].0.contains("class AcceptanceSlug"), "{}", reviewed.results[0].0);
 }
 

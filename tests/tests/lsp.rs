@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::editor::Editor;
+use common::editor::with_editor;
 use common::project::*;
 use missions_tests::script::ScriptedModel;
 use serde_json::{Value, json};
@@ -26,12 +26,7 @@ async fn a_mission_driven_from_a_plain_lsp_client() {
     let model =
         ScriptedModel::start(slugify_script(Story { buggy_first: true, ..Story::default() }), Duration::ZERO).await;
     let dir = project_for(&model, "");
-    let dir_path = dir.path().canonicalize().unwrap();
-    tokio::task::spawn_blocking(move || {
-        let dir = dir_path.as_path();
-        let mut editor = Editor::start(dir);
-        editor.answers = vec![("ready for your approval", "Approve"), ("waits for your acceptance", "Accept")];
-        editor.initialize(dir);
+    with_editor(dir.path(), vec![("ready for your approval", "Approve"), ("waits for your acceptance", "Accept")], move |mut editor, dir| {
 
         let backlog = editor.command("missions.backlog", json!({}));
         assert_eq!(backlog["result"][0]["id"], "BACKLOG.md:3", "{backlog}");
@@ -100,20 +95,14 @@ async fn a_mission_driven_from_a_plain_lsp_client() {
         assert!(bad["error"]["message"].as_str().unwrap().contains("needs `feedback`"), "{bad}");
         editor.stop();
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_never_overwrites_an_unsaved_buffer() {
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
     let dir = project_for(&model, "");
-    let dir_path = dir.path().canonicalize().unwrap();
-    tokio::task::spawn_blocking(move || {
-        let dir = dir_path.as_path();
-        let mut editor = Editor::start(dir);
-        editor.answers = vec![("ready for your approval", "Approve"), ("waits for your acceptance", "Accept")];
-        editor.initialize(dir);
+    with_editor(dir.path(), vec![("ready for your approval", "Approve"), ("waits for your acceptance", "Accept")], move |mut editor, dir| {
         // The user is drafting textkit/slug.py and has not saved it.
         let file = uri(dir, "textkit/slug.py");
         editor.notify("textDocument/didOpen", json!({"textDocument": {"uri": file, "languageId": "python", "version": 1, "text": ""}}));
@@ -137,8 +126,7 @@ async fn a_worker_never_overwrites_an_unsaved_buffer() {
         editor.wait_for("completion", |m| m["method"] == "window/showMessage" && m["params"]["message"].as_str().unwrap_or("").contains("is complete"));
         editor.stop();
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 /// Mission Control shows what runs now: while the planner waits on the model, the snapshot in
@@ -149,11 +137,7 @@ async fn the_status_snapshot_names_the_active_runs_model_and_last_tool() {
     // Each answer takes long enough for a refresh to fall between two calls.
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::from_millis(700)).await;
     let dir = project_for(&model, "");
-    let dir_path = dir.path().canonicalize().unwrap();
-    tokio::task::spawn_blocking(move || {
-        let dir = dir_path.as_path();
-        let mut editor = Editor::start(dir);
-        editor.initialize(dir);
+    with_editor(dir.path(), Vec::new(), move |mut editor, _dir| {
         editor.command("missions.start", json!({"itemId": "BACKLOG.md:3"}));
         editor.wait_for_prompt("the plan gate", "approval");
         let runs: Vec<Value> = editor
@@ -171,6 +155,5 @@ async fn the_status_snapshot_names_the_active_runs_model_and_last_tool() {
         );
         editor.stop();
     })
-    .await
-    .unwrap();
+    .await;
 }

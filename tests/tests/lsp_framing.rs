@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::editor::Editor;
+use common::editor::{Editor, with_editor};
 use common::project::*;
 use serde_json::{Value, json};
 
@@ -109,11 +109,7 @@ async fn a_mission_the_server_drives_is_paused_when_the_editor_closes() {
     // Slow model turns, so the editor closes while a run is under way.
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::from_millis(300)).await;
     let dir = project_for(&model, "");
-    let dir_path = dir.path().canonicalize().unwrap();
-    tokio::task::spawn_blocking(move || {
-        let dir = dir_path.as_path();
-        let mut editor = Editor::start(dir);
-        editor.initialize(dir);
+    with_editor(dir.path(), Vec::new(), move |mut editor, dir| {
         let started = editor.command("missions.start", json!({"text": "Add slugify"}));
         let id = started["result"]["missionId"].as_str().expect("a mission id").to_owned();
         editor.wait_for("the planner at work", |m| m["method"] == "$/progress" || m["method"] == "missions/didChange");
@@ -123,8 +119,7 @@ async fn a_mission_the_server_drives_is_paused_when_the_editor_closes() {
         assert_eq!(mission["pause_reason"], "user");
         assert_eq!(mission["detail"], "the editor closed");
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,20 +134,14 @@ async fn a_restarted_server_offers_to_resume_a_mission_nothing_drives() {
     let id = wait_for_event(dir.path(), |e| e["type"] == "run_started" && e["feature"] == "F1").await;
     driver.start_kill().unwrap();
     driver.wait().await.unwrap();
-    let dir_path = dir.path().canonicalize().unwrap();
-    tokio::task::spawn_blocking(move || {
-        let dir = dir_path.as_path();
-        let mut editor = Editor::start(dir);
-        editor.answers = vec![("nothing driving it", "Resume")];
-        editor.initialize(dir);
+    with_editor(dir.path(), vec![("nothing driving it", "Resume")], move |mut editor, _dir| {
         let offer = editor.wait_for_prompt("the offer to resume", &format!("Mission {id} was left running"));
         assert_eq!(offer["params"]["actions"][0]["title"], "Resume");
         // Answered Resume, the mission goes on to its next gate.
         editor.wait_for_prompt("the milestone gate", "waits for your acceptance");
         editor.stop();
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,11 +149,7 @@ async fn a_dismissed_plan_prompt_is_not_a_dead_end() {
     use missions_tests::script::ScriptedModel;
     let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
     let dir = project_for(&model, "");
-    let dir_path = dir.path().canonicalize().unwrap();
-    tokio::task::spawn_blocking(move || {
-        let dir = dir_path.as_path();
-        let mut editor = Editor::start(dir);
-        editor.initialize(dir);
+    with_editor(dir.path(), Vec::new(), move |mut editor, dir| {
         let id = editor.command("missions.start", json!({"text": "Add slugify"}))["result"]["missionId"]
             .as_str()
             .unwrap()
@@ -196,8 +181,7 @@ async fn a_dismissed_plan_prompt_is_not_a_dead_end() {
         editor.wait_for_prompt("the milestone gate", "waits for your acceptance");
         editor.stop();
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,12 +203,7 @@ async fn a_rejection_is_written_in_a_feedback_document_without_a_plugin() {
     });
     let model = ScriptedModel::start(script, Duration::ZERO).await;
     let dir = project_for(&model, "");
-    let dir_path = dir.path().canonicalize().unwrap();
-    tokio::task::spawn_blocking(move || {
-        let dir = dir_path.as_path();
-        let mut editor = Editor::start(dir);
-        editor.answers = vec![("ready for your approval", "Approve")];
-        editor.initialize(dir);
+    with_editor(dir.path(), vec![("ready for your approval", "Approve")], move |mut editor, dir| {
         let id = editor.command("missions.start", json!({"text": "Add slugify"}))["result"]["missionId"]
             .as_str()
             .unwrap()
@@ -263,6 +242,5 @@ async fn a_rejection_is_written_in_a_feedback_document_without_a_plugin() {
         }
         editor.stop();
     })
-    .await
-    .unwrap();
+    .await;
 }

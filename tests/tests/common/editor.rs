@@ -178,3 +178,22 @@ impl Editor {
         panic!("the server did not exit");
     }
 }
+
+/// Runs `body` with an editor started on `dir` and initialized, off the async runtime (the
+/// editor blocks on the server's messages); `answers` are its choices at prompts, set before
+/// `initialize` since a restarted server asks right away.
+pub async fn with_editor(
+    dir: &Path,
+    answers: Vec<(&'static str, &'static str)>,
+    body: impl FnOnce(Editor, &Path) + Send + 'static,
+) {
+    let dir = dir.canonicalize().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut editor = Editor::start(&dir);
+        editor.answers = answers;
+        editor.initialize(&dir);
+        body(editor, &dir);
+    })
+    .await
+    .unwrap();
+}
