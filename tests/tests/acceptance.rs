@@ -80,10 +80,12 @@ async fn a_hidden_acceptance_test_catches_what_the_workers_own_tests_missed() {
         .expect("a corrective worker");
     assert!(fixer.system.contains(BEHAVIOUR), "the worker's assertions carry the behaviour");
 
-    // The test was never committed nor left in the tree.
+    // The test was never committed nor left in the tree, not even compiled by its runs.
     assert!(!dir.join(ACCEPTANCE_PATH).exists());
     let touched = git(dir, &["log", "--all", "--format=%H", "--", ACCEPTANCE_PATH]);
     assert!(touched.trim().is_empty(), "commits touching the acceptance test: {touched}");
+    let left: Vec<String> = walk(dir).into_iter().filter(|p| p.contains("test_acceptance_slug")).collect();
+    assert!(left.is_empty(), "left in the tree: {left:?}");
 }
 
 #[tokio::test]
@@ -92,10 +94,15 @@ async fn an_acceptance_test_that_passes_before_the_work_is_sent_back() {
         "import unittest\n\n\nclass AcceptanceSlug(unittest.TestCase):\n    def test_nothing(self):\n        pass\n";
     let author = move |call: &Call| {
         Some(match call.turn {
-            0 => Turn::call(
-                "write_acceptance_test",
-                json!({"assertion": "A1", "path": ACCEPTANCE_PATH, "content": trivial}),
-            ),
+            // A draft tried with run_command first: what the author's commands leave is
+            // dropped, never saved where a worker could read it in git.
+            0 => Turn::calls(vec![
+                (
+                    "run_command",
+                    json!({"command": "printf 'class AcceptanceSlugDraft: pass\\n' > tests/draft_acceptance.py"}),
+                ),
+                ("write_acceptance_test", json!({"assertion": "A1", "path": ACCEPTANCE_PATH, "content": trivial})),
+            ]),
             1 => submit_the_acceptance_test(),
             2 => write_the_acceptance_test(),
             _ => submit_the_acceptance_test(),
@@ -115,6 +122,30 @@ async fn an_acceptance_test_that_passes_before_the_work_is_sent_back() {
         std::fs::read_to_string(mission_dir(dir.path(), &id).join("acceptance/A1").join(ACCEPTANCE_PATH)).unwrap();
     assert_eq!(kept, ACCEPTANCE_TEST, "the test kept is the one that fails before the work");
     assert!(!dir.path().join(ACCEPTANCE_PATH).exists(), "not left in the tree");
+    assert!(!dir.path().join("tests/draft_acceptance.py").exists(), "the author's draft is gone");
+    let history = git(dir.path(), &["log", "--all", "-p"]);
+    assert!(!history.contains("AcceptanceSlug"), "a draft or a test reached git:\n{history}");
+}
+
+/// Every file under `dir` but `.git` and `.missions`, relative.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().filter_map(Result::ok) {
+            let path = entry.path();
+            let name = entry.file_name();
+            if name == ".git" || name == ".missions" {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    found
 }
 
 #[tokio::test]

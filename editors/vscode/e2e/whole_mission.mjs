@@ -105,7 +105,9 @@ async function startCodeServer() {
       "--disable-workspace-trust",
       "--disable-getting-started-override",
     ),
-    { env: environment(), stdio: ["ignore", "pipe", "pipe"] },
+    // Its own process group, so the extension host and the language server it starts end
+    // with it.
+    { env: environment(), stdio: ["ignore", "pipe", "pipe"], detached: true },
   );
   let output = "";
   await new Promise((resolve, reject) => {
@@ -294,5 +296,11 @@ try {
   process.exitCode = 1;
 } finally {
   await browser?.close().catch(() => undefined);
-  server?.kill();
+  if (server?.pid) {
+    try {
+      process.kill(-server.pid, "SIGTERM");
+    } catch {
+      // Already gone.
+    }
+  }
 }

@@ -60,15 +60,20 @@ async function readHistory(mission: string): Promise<History> {
   return history;
 }
 
+/** Counts redraws, so a slow one never draws over a newer one. */
+let redraws = 0;
+
 async function drawControl(): Promise<void> {
   const shown = controlPanel;
   const snapshot = shown && missions.get(shown.mission);
   if (!shown || !snapshot) {
     return;
   }
+  const redraw = ++redraws;
   const history = await readHistory(shown.mission);
-  // The panel may have closed or moved to another mission while the log was read.
-  if (controlPanel === shown && shown.mission === snapshot.id) {
+  // The panel may have closed, moved to another mission or been redrawn since while the log
+  // was read.
+  if (redraw === redraws && controlPanel === shown && shown.mission === snapshot.id) {
     shown.panel.webview.html = renderControl(snapshot as ControlSnapshot, shown.panel.webview.cspSource, nonce(), history);
   }
 }

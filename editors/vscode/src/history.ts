@@ -172,6 +172,6 @@ export function foldLog(history: History, chunk: string, length: number): Histor
     offset: history.offset + length,
     timeline: keepLast(timeline),
     budget: thin(budget),
-    corrections,
+    corrections: keepLast(corrections),
   };
 }

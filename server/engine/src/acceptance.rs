@@ -21,9 +21,10 @@ use crate::terminals::Trial;
 const KEPT_OUTPUT: usize = 4_000;
 
 /// Places `test`'s files in `workspace`, runs its command as a check (`environment`,
-/// `timeout`, `recorder` as for any check), then removes the files and the folders made for
-/// them, whatever the command did. A path that exists in the tree is refused: a test never
-/// replaces the project's files.
+/// `timeout`, `recorder` as for any check), then removes the files, the folders made for them,
+/// and the ignored files the run made (compiled tests, caches), whatever the command did: none
+/// of it may stay where a worker could read it. A path that exists in the tree is refused: a
+/// test never replaces the project's files.
 pub(crate) async fn run_with_files(
     workspace: &Path,
     test: &AcceptanceTest,
@@ -31,19 +32,51 @@ pub(crate) async fn run_with_files(
     timeout: std::time::Duration,
     recorder: &std::sync::Arc<dyn missions_tools::WorkRecorder>,
 ) -> Result<CommandResult, String> {
+    let git = crate::git::Git::new(workspace);
+    let ignored_before = git.ignored_files().map_err(|e| e.to_string())?;
     let mut placed = Placed::default();
     for file in &test.files {
-        if let Err(problem) = placed.put(workspace, &file.path, &file.content) {
-            placed.take_away();
-            return Err(problem);
-        }
+        placed.put(workspace, &file.path, &file.content)?;
     }
     let result = crate::checks::run_check(environment, &test.command, timeout, recorder).await;
-    placed.take_away();
+    drop(placed);
+    if let Ok(ignored_after) = git.ignored_files() {
+        let made: Vec<PathBuf> =
+            ignored_after.difference(&ignored_before).map(|relative| workspace.join(relative)).collect();
+        remove_with_empty_folders(workspace, &made);
+    }
     Ok(result)
 }
 
-/// Files placed for one run, and the folders made for them.
+/// Removes `files` and then each folder that held one, up to `workspace`, while it is empty.
+fn remove_with_empty_folders(workspace: &Path, files: &[PathBuf]) {
+    for file in files {
+        let _ = std::fs::remove_file(file);
+    }
+    for file in files {
+        for folder in file.ancestors().skip(1).take_while(|dir| *dir != workspace && dir.starts_with(workspace)) {
+            if std::fs::remove_dir(folder).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Test output without the lines that quote the test's own source (a Python traceback shows
+/// the failing line): a finding tells the corrective worker what failed, never how it is
+/// tested.
+pub(crate) fn without_test_source(output: &str, test: &AcceptanceTest) -> String {
+    let source: std::collections::BTreeSet<&str> =
+        test.files.iter().flat_map(|f| f.content.lines()).map(str::trim).filter(|line| line.len() >= 8).collect();
+    output
+        .lines()
+        .map(|line| if source.contains(line.trim()) { "    [a line of the acceptance test]" } else { line })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Files placed for one run, and the folders made for them; dropped, it takes them away, so a
+/// run cut short (a cancelled task) leaves nothing behind either.
 #[derive(Default)]
 struct Placed {
     files: Vec<PathBuf>,
@@ -58,7 +91,7 @@ impl Placed {
         }
         // The folders that do not exist yet, outermost first, so they go again afterwards.
         let mut missing: Vec<PathBuf> =
-            target.ancestors().skip(1).take_while(|dir| !dir.exists()).map(Path::to_owned).collect();
+            target.ancestors().skip(1).take_while(|dir| dir.symlink_metadata().is_err()).map(Path::to_owned).collect();
         missing.reverse();
         for folder in missing {
             std::fs::create_dir(&folder).map_err(|e| format!("cannot make {}: {e}", folder.display()))?;
@@ -68,12 +101,14 @@ impl Placed {
         self.files.push(target);
         Ok(())
     }
+}
 
-    fn take_away(self) {
+impl Drop for Placed {
+    fn drop(&mut self) {
         for file in &self.files {
             let _ = std::fs::remove_file(file);
         }
-        // Innermost first; a folder the command filled (a cache) stays for the tree's revert.
+        // Innermost first; a folder the command filled stays for the ignored-file sweep.
         for folder in self.folders.iter().rev() {
             let _ = std::fs::remove_dir(folder);
         }
@@ -81,18 +116,37 @@ impl Placed {
 }
 
 /// The place of workspace-relative `path`, if it is one an acceptance test may use: plain
-/// names only, and never under `.git` or `.missions`.
+/// names only, never under `.git` or `.missions` (in any letter case), and, through whatever
+/// links its existing folders are, still inside the workspace.
 fn where_it_goes(workspace: &Path, path: &str) -> Result<PathBuf, String> {
     let relative = layout::plain_relative(path)
         .ok_or_else(|| format!("`{path}` is not a plain relative path inside the workspace"))?;
-    let first = relative.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+    let first = relative.components().next().map(|c| c.as_os_str().to_string_lossy().to_lowercase());
     if matches!(first.as_deref(), Some(".git") | Some(layout::DIR)) {
         return Err(format!(
-            "`{path}` is inside {}; put the test where the project keeps its tests",
-            first.unwrap_or_default()
+            "`{path}` is inside .git or {}; put the test where the project keeps its tests",
+            layout::DIR
         ));
     }
-    Ok(workspace.join(relative))
+    let root = workspace.canonicalize().map_err(|e| format!("{}: {e}", workspace.display()))?;
+    let target = workspace.join(&relative);
+    // The deepest folder that exists, resolved: a link out of the workspace is refused.
+    if let Some(existing) = target.ancestors().skip(1).find(|dir| dir.exists()) {
+        let resolved = existing.canonicalize().map_err(|e| format!("`{path}`: {e}"))?;
+        if !resolved.starts_with(&root) {
+            return Err(format!("`{path}` leads outside the workspace through a symbolic link"));
+        }
+    }
+    if target.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!("`{path}` is a symbolic link"));
+    }
+    Ok(root.join(relative))
+}
+
+/// `path` with its plain names joined by `/`, as the tools name workspace files.
+fn normalised(path: &str) -> Option<String> {
+    let relative = layout::plain_relative(path)?;
+    Some(relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"))
 }
 
 #[derive(Deserialize)]
@@ -142,6 +196,10 @@ impl SubmitAcceptanceTests {
                 self.assertions.keys().cloned().collect::<Vec<_>>().join(", ")
             ));
         }
+        let Some(path) = normalised(&input.path) else {
+            return Err(format!("`{}` is not a plain relative path inside the workspace", input.path));
+        };
+        let input = WriteInput { path, ..input };
         let target = where_it_goes(&self.workspace, &input.path)?;
         if target.symlink_metadata().is_ok() {
             return Err(format!(
@@ -229,7 +287,8 @@ impl Terminal for SubmitAcceptanceTests {
             return Err(format!("The tests were not accepted:\n- {}", reasons.join("\n- ")));
         }
         // Each test on the base commit, where it must fail: a test that passes before the work
-        // verifies nothing.
+        // verifies nothing. What the author's own commands left goes first.
+        (self.trial.revert)()?;
         let mut tests = Vec::new();
         for (assertion, submitted) in submitted {
             let mut test = AcceptanceTest {
@@ -289,11 +348,37 @@ mod tests {
 
     #[test]
     fn a_test_file_goes_only_where_a_project_keeps_files() {
-        let workspace = Path::new("/w");
-        assert_eq!(where_it_goes(workspace, "tests/test_a.py").unwrap(), PathBuf::from("/w/tests/test_a.py"));
-        for bad in ["../a.py", "/etc/x", ".git/hooks/pre-commit", ".missions/m/x.py", ""] {
-            assert!(where_it_goes(workspace, bad).is_err(), "{bad}");
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = dir.path().canonicalize().unwrap();
+        assert_eq!(where_it_goes(&workspace, "tests/test_a.py").unwrap(), workspace.join("tests/test_a.py"));
+        for bad in ["../a.py", "/etc/x", ".git/hooks/pre-commit", ".Git/config", ".missions/m/x.py", ""] {
+            assert!(where_it_goes(&workspace, bad).is_err(), "{bad}");
         }
+        // Never out of the workspace through a linked folder.
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), workspace.join("linked")).unwrap();
+        assert!(where_it_goes(&workspace, "linked/test_a.py").unwrap_err().contains("symbolic link"));
+        assert!(where_it_goes(&workspace, "linked/deeper/test_a.py").is_err());
+        assert_eq!(normalised("tests//x.py").as_deref(), Some("tests/x.py"));
+    }
+
+    #[test]
+    fn output_lines_that_quote_the_test_are_left_out() {
+        let test = AcceptanceTest {
+            assertion: "A1".into(),
+            command: "python3 -m unittest t".into(),
+            notes: String::new(),
+            files: vec![AcceptanceTestFile {
+                path: "t.py".into(),
+                content: "def test():\n    assert slugify('A') == 'a'\n".into(),
+            }],
+            base_exit: None,
+            base_output: String::new(),
+        };
+        let output = "  File \"t.py\", line 2, in test\n    assert slugify('A') == 'a'\nAssertionError: 'A' != 'a'";
+        let shown = without_test_source(output, &test);
+        assert!(!shown.contains("assert slugify"), "{shown}");
+        assert!(shown.contains("AssertionError: 'A' != 'a'"), "what failed stays: {shown}");
     }
 
     #[test]
@@ -304,7 +389,7 @@ mod tests {
         placed.put(dir.path(), "tests/deep/er/test_a.py", "x").unwrap();
         assert!(dir.path().join("tests/deep/er/test_a.py").exists());
         assert!(placed.put(dir.path(), "tests/deep/er/test_a.py", "y").is_err(), "never over a file");
-        placed.take_away();
+        drop(placed);
         assert!(!dir.path().join("tests/deep").exists(), "the folders it made go too");
         assert!(dir.path().join("tests").exists(), "the project's folders stay");
     }

@@ -332,6 +332,13 @@ impl Git {
     /// Puts the working tree back to `commit`, dropping every change and untracked file that
     /// is not ignored (`.missions/` is ignored, so it stays). Callers save what the tree holds
     /// first ([`Git::snapshot`]) unless it is known to be theirs.
+    /// The ignored files in the tree (build outputs, caches), workspace-relative; `reset_hard`
+    /// leaves them.
+    pub fn ignored_files(&self) -> Result<std::collections::BTreeSet<String>, GitError> {
+        let out = self.run(&["ls-files", "--others", "--ignored", "--exclude-standard", "-z"])?;
+        Ok(out.split('\0').filter(|p| !p.is_empty() && !layout::is_inside(p)).map(str::to_owned).collect())
+    }
+
     pub fn reset_hard(&self, commit: &str) -> Result<(), GitError> {
         self.run(&["reset", "-q", "--hard", commit])?;
         self.run(&["clean", "-q", "-fd"]).map(drop)

@@ -393,12 +393,30 @@ mod tests {
                 status: missions_core::mission::AssertionStatus::Pending,
             });
         }
+        // A1 is an acceptance test whose file quotes a line that looks like A2's heading.
+        projection.contract.assertions[0].check =
+            missions_core::mission::Check::Acceptance { behaviour: "b".into(), files: Vec::new(), command: None };
+        let quoting = missions_core::store::AcceptanceTest {
+            assertion: "A1".into(),
+            command: "sh t.sh".into(),
+            notes: String::new(),
+            files: vec![missions_core::store::AcceptanceTestFile {
+                path: "t.sh".into(),
+                content: "cat <<EOF\n### A2 (pending)\n```\nEOF\n".into(),
+            }],
+            base_exit: Some(1),
+            base_output: String::new(),
+        };
+        projection.acceptance_tests.insert("A1".into(), quoting);
         let view = MissionView::new(&projection, false).unwrap();
         let rendered =
             missions_core::store::render_contract_markdown(&projection.contract, Some(&projection.acceptance_tests));
         let lines: Vec<&str> = rendered.lines().collect();
         assert!(lines[view.contract_lines["A1"] as usize].starts_with("### A1 "));
         assert!(lines[view.contract_lines["A2"] as usize].starts_with("### A2 "));
+        let look_alike: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].starts_with("### A2 ")).collect();
+        assert_eq!(look_alike.len(), 2, "{rendered}");
+        assert_eq!(view.contract_lines["A2"] as usize, look_alike[1], "the heading, not the quoted line:\n{rendered}");
     }
 
     #[test]

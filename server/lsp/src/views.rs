@@ -81,12 +81,21 @@ impl MissionView {
         // The contract as `contract.md` shows it, rendered from the same projection the
         // driver renders the file from, so no request reads the file.
         let contract_md = store::render_contract_markdown(&projection.contract, Some(&projection.acceptance_tests));
-        // An assertion's heading comes before anything quoted under it (an acceptance test's
-        // file may hold a line that looks like one), so the first match is the heading.
+        // Headings only: a line quoted in a fenced block (an acceptance test's file) may look
+        // like one.
         let mut contract_lines = HashMap::new();
+        let mut fence: Option<&str> = None;
         for (index, line) in contract_md.lines().enumerate() {
-            if let Some(id) = line.strip_prefix("### ").and_then(|rest| rest.split(' ').next()) {
-                contract_lines.entry(id.to_owned()).or_insert(index as u32);
+            let marker = ["```", "~~~~"].into_iter().find(|m| line.starts_with(m));
+            match (fence, marker) {
+                (None, Some(opened)) => fence = Some(opened),
+                (Some(open), Some(closing)) if open == closing => fence = None,
+                (None, None) => {
+                    if let Some(id) = line.strip_prefix("### ").and_then(|rest| rest.split(' ').next()) {
+                        contract_lines.entry(id.to_owned()).or_insert(index as u32);
+                    }
+                }
+                _ => {}
             }
         }
         Some(MissionView {

@@ -83,7 +83,11 @@ pub fn missions_command(dir: &Path, args: &[&str]) -> Command {
         .env("MISSIONS_TEST_KEY", KEY)
         .env("ANTHROPIC_API_KEY", KEY)
         .env_remove("MISSIONS_CONFIG")
-        .env_remove("OPENAI_API_KEY");
+        .env_remove("OPENAI_API_KEY")
+        // Python writes its bytecode caches as on a user's machine, whatever this one's
+        // settings, so tests see what commands really leave.
+        .env_remove("PYTHONDONTWRITEBYTECODE")
+        .env_remove("PYTHONPYCACHEPREFIX");
     command
 }
 

@@ -377,16 +377,23 @@ impl Mission {
         self.shared.set_state(MissionState::AwaitingApproval, None, None)
     }
 
-    /// A way to try commands on commit `head` before any work, putting the tree back after
-    /// (what they left is saved, as `what`).
-    fn trial(&self, head: &str, what: &'static str) -> Result<crate::terminals::Trial, EngineError> {
+    /// A way to try commands on commit `head` before any work, putting the tree back after:
+    /// what they left is saved as `Some(what)`, or dropped unsaved with `None` (for acceptance
+    /// tests, see [`Shared::discard_to`]).
+    fn trial(&self, head: &str, what: Option<&'static str>) -> Result<crate::terminals::Trial, EngineError> {
         let shared = self.shared.clone();
         let head = head.to_owned();
         Ok(crate::terminals::Trial {
             environment: self.command_environment(None, self.run_tmp()?),
             timeout: Duration::from_secs(self.config.config.mission.max_command_timeout_s.max(1)),
             recorder: self.work_log(),
-            revert: Arc::new(move || shared.revert_to(&head, what).map(drop).map_err(|e| e.to_string())),
+            revert: Arc::new(move || {
+                let reverted = match what {
+                    Some(why) => shared.revert_to(&head, why),
+                    None => shared.discard_to(&head),
+                };
+                reverted.map(drop).map_err(|e| e.to_string())
+            }),
         })
     }
 
@@ -410,7 +417,7 @@ impl Mission {
         let head = self.shared.git.head()?;
         let mut terminal = SubmitPlan {
             dry_run: Some(crate::terminals::DryRun {
-                trial: self.trial(&head, "left by the plan's dry run")?,
+                trial: self.trial(&head, Some("left by the plan's dry run"))?,
                 refused: None,
             }),
         };
@@ -463,7 +470,7 @@ impl Mission {
         // Read-only tools and `run_command` (reverted), as the planner has.
         let tools = self.toolbox(ToolSet::Planner, &focus, tmp)?;
         let head = self.shared.git.head()?;
-        let trial = self.trial(&head, "left by an acceptance test on the base commit")?;
+        let trial = self.trial(&head, None)?;
         let mut terminal = crate::acceptance::SubmitAcceptanceTests::new(self.workspace.clone(), needed, trial);
         let request = RunRequest {
             role: Role::TestAuthor,
@@ -475,7 +482,8 @@ impl Mission {
             feature: None,
         };
         let end = self.run(request, &tools, &mut terminal).await?;
-        self.shared.revert_to(&head, "left by the test author's commands")?;
+        // Not saved: the test author's leftovers may be drafts of the tests.
+        self.shared.discard_to(&head)?;
         Ok(end)
     }
 

@@ -47,11 +47,11 @@ pub(super) fn worker(feature: &Feature) -> String {
 }
 
 /// What a review agent is shown of a feature's code.
-pub(super) enum ReviewDiff<'a> {
+pub(super) enum ReviewDiff {
     /// The first review: the feature's whole diff.
-    First(&'a str),
-    /// A review after the feature's files changed: the diff since the last review.
-    SinceLastReview(&'a str),
+    First(String),
+    /// A later review: the diff since the last one.
+    SinceLastReview(String),
 }
 
 /// A review agent's first message: the feature, the assertions it judges, the worker's
@@ -62,13 +62,13 @@ pub(super) fn review(
     feature: &Feature,
     asked: &[String],
     handoff_text: &str,
-    diff: ReviewDiff<'_>,
+    diff: ReviewDiff,
     open: &[&Finding],
 ) -> String {
     let code = match diff {
         ReviewDiff::First(diff) => format!("The feature's diff:\n```diff\n{diff}\n```"),
         ReviewDiff::SinceLastReview(diff) => format!(
-            "This feature was reviewed before; its files changed since.\n\n{}\n\nThe diff since your last review:\n```diff\n{diff}\n```",
+            "This feature was reviewed before.\n\n{}\n\nThe diff since your last review:\n```diff\n{diff}\n```",
             shown_findings(open)
         ),
     };

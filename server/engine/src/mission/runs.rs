@@ -54,7 +54,13 @@ impl Mission {
                 ToolSet::ReadOnly => None,
                 ToolSet::Worker | ToolSet::Planner | ToolSet::Reviewer | ToolSet::UserTester => Some(self.work_log()),
             },
-            hidden: if set == ToolSet::Worker { self.hidden_from_workers() } else { Vec::new() },
+            // The boundary's run (read-only tools) writes the corrective features workers read,
+            // so it does not see the acceptance tests either.
+            hidden: if matches!(set, ToolSet::Worker | ToolSet::ReadOnly) {
+                self.hidden_from_workers()
+            } else {
+                Vec::new()
+            },
             reserved: if set == ToolSet::Worker { self.acceptance_paths() } else { Default::default() },
         };
         ToolBox::new(&self.workspace, set, settings)

@@ -102,6 +102,18 @@ impl Shared {
     /// it came from); returns the files changed beyond build caches and where the tree was
     /// saved.
     pub(super) fn revert_to(&self, head: &str, why: &str) -> Result<Reverted, EngineError> {
+        self.reset_own_work(head, Some(why))
+    }
+
+    /// Like [`Shared::revert_to`], but what is reverted is not saved: for what the test author's
+    /// commands leave, which may hold drafts of the acceptance tests. Saved, they would be in
+    /// git's objects, which workers' commands can read. Only the mission's own recorded changes
+    /// are ever dropped this way: anything else is refused as in `revert_to`.
+    pub(super) fn discard_to(&self, head: &str) -> Result<Reverted, EngineError> {
+        self.reset_own_work(head, None)
+    }
+
+    fn reset_own_work(&self, head: &str, save_as: Option<&str>) -> Result<Reverted, EngineError> {
         let dirty = self.git.dirty_files()?;
         if dirty.is_empty() {
             return Ok(Reverted::default());
@@ -111,7 +123,10 @@ impl Shared {
             return Err(EngineError::ForeignChanges { files: foreign });
         }
         let files: Vec<String> = dirty.into_iter().filter(|p| !super::worktree::is_cache_path(p)).collect();
-        let saved = self.save_tree(why)?;
+        let saved = match save_as {
+            Some(why) => self.save_tree(why)?,
+            None => None,
+        };
         self.git.reset_hard(head)?;
         Ok(Reverted { files, saved })
     }

@@ -21,6 +21,10 @@ use super::rules;
 use super::{CheckKind, Step};
 use super::{EngineError, Mission, RunRequest, clip};
 
+/// How the finding about a validator that changed the tree ends: a fact about one run, fixed
+/// when a later validation runs without it happening again.
+const TREE_REVERTED: &str = "; validators must not, and the changes were reverted";
+
 /// A feature's review: `None` when its files did not change since its last one.
 type ReviewResult = Result<(Feature, Vec<String>, Option<RunEnd<FindingsReport>>), EngineError>;
 
@@ -122,7 +126,7 @@ impl Mission {
                 milestone,
                 validator,
                 Severity::Warning,
-                format!("{who} changed the working tree ({files}); validators must not, and the changes were reverted"),
+                format!("{who} changed the working tree ({files}){TREE_REVERTED}"),
             )
         })?;
         Ok(())
@@ -243,7 +247,7 @@ impl Mission {
                     (
                         !result.timed_out && result.exit_code == Some(0),
                         result.outcome(),
-                        clip(&result.describe(timeout), 8_000),
+                        clip(&crate::acceptance::without_test_source(&result.describe(timeout), test), 8_000),
                         problems,
                     )
                 }
@@ -437,25 +441,31 @@ impl Mission {
                 let paths: Vec<String> =
                     handoff.iter().flat_map(|h| h.files_changed.iter().map(|c| c.path.clone())).collect();
                 let since = if paths.is_empty() { String::new() } else { git.diff(reviewed_at, head, &paths, 60_000)? };
-                if since.trim().is_empty() {
+                // A verdict that does not hold is judged again even on unchanged code: the
+                // assertion may be this feature's to judge only now (a correction claimed
+                // another), and a failing verdict must never be stuck.
+                let verdicts_hold = asked
+                    .iter()
+                    .all(|id| projection.contract.assertions.iter().any(|a| &a.id == id && a.status.holds()));
+                if since.trim().is_empty() && verdicts_hold {
                     return Ok(None);
                 }
-                (since, validator_findings(projection, &milestone.id, Validator::Review, Some(&feature.id)))
+                let since =
+                    if since.trim().is_empty() { "(no change since your last review)".to_owned() } else { since };
+                (
+                    super::messages::ReviewDiff::SinceLastReview(since),
+                    validator_findings(projection, &milestone.id, Validator::Review, Some(&feature.id)),
+                )
             }
             None => {
                 let diff = match (projection.feature_bases.get(&feature.id), handoff.and_then(|h| h.commit.clone())) {
                     (Some(base), Some(commit)) => git.diff(base, &commit, &[], 60_000)?,
                     _ => "(no commit recorded for this feature)".into(),
                 };
-                (diff, Vec::new())
+                (super::messages::ReviewDiff::First(diff), Vec::new())
             }
         };
-        let shown_diff = if projection.reviewed.contains_key(&feature.id) {
-            super::messages::ReviewDiff::SinceLastReview(&diff)
-        } else {
-            super::messages::ReviewDiff::First(&diff)
-        };
-        let first = super::messages::review(projection, milestone, feature, asked, &handoff_text, shown_diff, &open);
+        let first = super::messages::review(projection, milestone, feature, asked, &handoff_text, diff, &open);
         let shown = open.iter().map(|f| f.id.clone()).collect();
         let end = self.judge(Role::Reviewer, first, asked, shown, milestone, Some(feature)).await?;
         Ok(Some(end))
@@ -677,6 +687,7 @@ impl Mission {
                 (_, Validator::HandoffMismatch) => false,
                 (Some(assertion), _) => passed_now(assertion),
                 (None, Validator::ProjectCheck | Validator::Command) => !current.contains(&key(finding)),
+                (None, _) if finding.message.ends_with(TREE_REVERTED) => !current.contains(&key(finding)),
                 (None, _) => false,
             };
             if fixed {
