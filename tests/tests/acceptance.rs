@@ -213,3 +213,45 @@ async fn a_wrong_acceptance_test_is_the_users_to_waive() {
     let refused = missions_async(dir.path(), &["waive", &id, "A1", "--reason", " "]).await;
     assert_eq!(refused.status.code(), Some(2), "a waiver needs a reason: {}", stderr(&refused));
 }
+
+#[tokio::test]
+async fn the_user_adds_an_assertion_and_the_waiting_milestone_is_validated_again() {
+    let model = ScriptedModel::start(slugify_script(Story::default()), Duration::ZERO).await;
+    let (dir, id) = run_slugify(&model, "", &["--approve"], 3).await;
+    let add = |args: &[&str]| {
+        let mut all = vec!["add-assertion", id.as_str()];
+        all.extend_from_slice(args);
+        all.iter().map(|s| s.to_string()).collect::<Vec<String>>()
+    };
+    let run = |args: Vec<String>| {
+        let dir = dir.path().to_owned();
+        async move { missions_async(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+    // Refused, with nothing recorded: an id in use, a milestone not in the plan.
+    let clash = run(add(&["A1", "--milestone", "M1", "--description", "d", "--command", "true"])).await;
+    assert_eq!(clash.status.code(), Some(2), "an id in use: {}", stderr(&clash));
+    let nowhere = run(add(&["A9", "--milestone", "M7", "--description", "d", "--command", "true"])).await;
+    assert_eq!(nowhere.status.code(), Some(2), "{}", stderr(&nowhere));
+    // Added to M1, which waits: M1 is validated again with it, and waits again.
+    let output = run(add(&[
+        "A9",
+        "--milestone",
+        "M1",
+        "--description",
+        "the core still shouts",
+        "--command",
+        "python3 -m unittest tests.test_core",
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let events = events(dir.path(), &id);
+    let added = events.iter().position(|e| e["type"] == "assertions_added" && e["by"] == "user").expect("recorded");
+    assert!(
+        events[added..]
+            .iter()
+            .any(|e| e["type"] == "assertion_checked" && e["assertion"] == "A9" && e["status"] == "passing"),
+        "A9 was checked"
+    );
+    let mission = read_json(&mission_dir(dir.path(), &id).join("mission.json"));
+    assert_eq!(mission["state"], "awaiting_acceptance", "{mission}");
+}

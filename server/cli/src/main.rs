@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use missions_core::mission::Check;
+use missions_core::store::AssertionDraft;
 use missions_engine::mission::Command as EngineCommand;
 
 #[derive(Parser)]
@@ -116,6 +118,28 @@ enum Command {
         assertion: String,
         #[arg(long)]
         reason: String,
+    },
+    /// Add an assertion of your own to a milestone not yet accepted (checked by a command, a
+    /// review rubric or user-test steps); a milestone waiting for you is validated again.
+    #[command(group(clap::ArgGroup::new("check").required(true).args(["command", "rubric", "steps"])))]
+    AddAssertion {
+        id: String,
+        assertion: String,
+        #[arg(long)]
+        milestone: String,
+        #[arg(long)]
+        description: String,
+        /// A command the engine runs; it passes when it exits with `--expect-exit`.
+        #[arg(long)]
+        command: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        expect_exit: i32,
+        /// What a review agent judges.
+        #[arg(long)]
+        rubric: Option<String>,
+        /// What the user-testing agent does and expects.
+        #[arg(long)]
+        steps: Option<String>,
     },
     /// Print the repository map that models are given.
     Map {
@@ -243,6 +267,15 @@ fn main() -> ExitCode {
         )),
         Command::Fix { id, finding } => {
             runtime.block_on(missions::control(&workspace, &id, vec![EngineCommand::FixFinding { finding }]))
+        }
+        Command::AddAssertion { id, assertion, milestone, description, command, expect_exit, rubric, steps } => {
+            let check = match (command, rubric, steps) {
+                (Some(command), _, _) => Check::Command { command, expect_exit },
+                (None, Some(rubric), _) => Check::Review { rubric },
+                (None, None, steps) => Check::UserTest { steps: steps.unwrap_or_default() },
+            };
+            let draft = AssertionDraft { id: assertion, milestone, description, check };
+            runtime.block_on(missions::control(&workspace, &id, vec![EngineCommand::AddAssertion { assertion: draft }]))
         }
         Command::Waive { id, assertion, reason } => {
             runtime.block_on(missions::control(&workspace, &id, vec![EngineCommand::Waive { assertion, reason }]))

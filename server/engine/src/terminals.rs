@@ -24,7 +24,9 @@ pub fn valid_id(id: &str) -> bool {
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn check_check(check: &Check, id: &str, reasons: &mut Vec<String>) {
+/// Adds to `reasons` what is wrong with assertion `id`'s check (an empty one, an acceptance
+/// check that names its own files).
+pub(crate) fn check_check(check: &Check, id: &str, reasons: &mut Vec<String>) {
     let empty = match check {
         Check::Command { command, .. } => command.trim().is_empty(),
         Check::Review { rubric } => rubric.trim().is_empty(),

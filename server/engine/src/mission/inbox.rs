@@ -21,6 +21,7 @@ impl Shared {
                     | Command::CourseCorrect { .. }
                     | Command::DismissFinding { .. }
                     | Command::Waive { .. }
+                    | Command::AddAssertion { .. }
             )
         });
         lock(&self.stop).clone()

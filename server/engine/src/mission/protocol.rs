@@ -122,6 +122,11 @@ pub enum Command {
         assertion: String,
         reason: String,
     },
+    /// An assertion of the user's own (SPEC §2 rule 1: the contract only grows). Added to a
+    /// milestone that waits for acceptance, it sends the milestone back to validation.
+    AddAssertion {
+        assertion: missions_core::store::AssertionDraft,
+    },
     SetAutoAccept {
         auto_accept: bool,
     },
@@ -138,6 +143,7 @@ impl Command {
                 | Command::Reject { .. }
                 | Command::Resume
                 | Command::FixFinding { .. }
+                | Command::AddAssertion { .. }
         )
     }
 }

@@ -9,8 +9,8 @@
 //! `terminals::ReportFindings`.
 
 use missions_core::mission::{
-    AssertionStatus, ClaimedCommand, FindingStatus, Milestone, MissionState, ObservedCommand, PauseReason, Severity,
-    Validator, WorkStatus,
+    AssertionStatus, Check, ClaimedCommand, FindingStatus, Milestone, MissionState, ObservedCommand, PauseReason,
+    Severity, Validator, WorkStatus,
 };
 use missions_core::store::{self, Author, Event, FeatureDraft, Projection};
 
@@ -80,10 +80,7 @@ pub fn missing_acceptance_tests(projection: &Projection) -> Vec<String> {
         .contract
         .assertions
         .iter()
-        .filter(|a| {
-            matches!(a.check, missions_core::mission::Check::Acceptance { .. })
-                && !projection.acceptance_tests.contains_key(&a.id)
-        })
+        .filter(|a| matches!(a.check, Check::Acceptance { .. }) && !projection.acceptance_tests.contains_key(&a.id))
         .map(|a| a.id.clone())
         .collect()
 }
@@ -218,6 +215,7 @@ pub fn decide(projection: &Projection, command: &Command) -> Result<Ruling, Refu
             }
             record(vec![Event::AssertionWaived { assertion: assertion.clone(), reason: reason.clone() }])
         }
+        Command::AddAssertion { assertion } => add_assertion(projection, assertion),
         Command::SetAutoAccept { auto_accept } => {
             if mission.auto_accept == *auto_accept {
                 return Ok(Ruling::Nothing);
@@ -225,6 +223,47 @@ pub fn decide(projection: &Projection, command: &Command) -> Result<Ruling, Refu
             record(vec![Event::AutoAcceptSet { auto_accept: *auto_accept }])
         }
     }
+}
+
+/// The user's own assertion: on a milestone that is not accepted yet, with a new id and a
+/// check the engine or a validator can judge now (an acceptance test is written before any
+/// work, at planning). A milestone that waits for acceptance is validated again with it.
+fn add_assertion(projection: &Projection, draft: &store::AssertionDraft) -> Result<Ruling, Refusal> {
+    let state = projection.mission.as_ref().map(|m| m.state);
+    let Some(plan) = projection.plan.as_ref().filter(|_| state.is_some_and(|s| !s.is_terminal())) else {
+        return refuse("assertions are added to a mission with a plan that has not ended");
+    };
+    let Some(milestone) = plan.milestone(&draft.milestone) else {
+        return refuse(format!("no milestone {} in the plan", draft.milestone));
+    };
+    if milestone.status == WorkStatus::Accepted {
+        return refuse(format!("milestone {} is already accepted; add the assertion to a later one", milestone.id));
+    }
+    let used = projection.contract.assertions.iter().map(|a| &a.id).chain(plan.milestones.iter().map(|m| &m.id));
+    if !crate::terminals::valid_id(&draft.id) || used.chain(plan.features().map(|f| &f.id)).any(|id| *id == draft.id) {
+        return refuse(format!("assertion id `{}` is not valid or already used", draft.id));
+    }
+    if matches!(draft.check, Check::Acceptance { .. }) {
+        return refuse(
+            "an acceptance test is written before any code, at planning; add a command, review or user-test check",
+        );
+    }
+    let mut reasons = Vec::new();
+    crate::terminals::check_check(&draft.check, &draft.id, &mut reasons);
+    if draft.description.trim().is_empty() {
+        reasons.push(format!("assertion {}: its description is empty", draft.id));
+    }
+    if !reasons.is_empty() {
+        return refuse(reasons.join("; "));
+    }
+    let mut events = vec![Event::AssertionsAdded { assertions: vec![draft.clone()], by: Author::User }];
+    if matches!(milestone.status, WorkStatus::Validated | WorkStatus::Validating) {
+        events.push(Event::MilestoneStatusChanged { milestone: milestone.id.clone(), status: WorkStatus::InProgress });
+    }
+    if state == Some(MissionState::AwaitingAcceptance) {
+        events.push(Event::StateChanged { state: MissionState::Running, pause_reason: None, detail: None });
+    }
+    Ok(Ruling::Record(events))
 }
 
 /// "Fix this finding": a corrective feature for the finding's milestone, which has work again.
