@@ -79,6 +79,9 @@ async fn a_hidden_acceptance_test_catches_what_the_workers_own_tests_missed() {
     let fixer = first_call(&model, |c| c.role == ScriptRole::Worker && c.first_line.starts_with("Feature F1-fix1"))
         .expect("a corrective worker");
     assert!(fixer.system.contains(BEHAVIOUR), "the worker's assertions carry the behaviour");
+    let first = first_call(&model, |c| c.role == ScriptRole::Worker && c.first_line.starts_with("Feature F1:"))
+        .expect("F1's worker");
+    assert!(first.first_message.contains(BEHAVIOUR), "its first message too: {}", first.first_message);
 
     // The test was never committed nor left in the tree, not even compiled by its runs.
     assert!(!dir.join(ACCEPTANCE_PATH).exists());

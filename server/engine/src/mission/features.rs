@@ -61,7 +61,7 @@ impl Mission {
             ("repo_map", self.repo_map(&focus)),
         ]);
         let system = prompts::render(Template::Worker, &self.workspace, &values)?;
-        let first = messages::worker(feature);
+        let first = messages::worker(projection, feature);
         let tmp = self.run_tmp()?;
         let tools = self.toolbox(ToolSet::Worker, &focus, tmp)?;
         self.shared.append(Event::FeatureStarted {

@@ -36,10 +36,30 @@ pub(super) fn test_author(projection: &Projection, needed: &BTreeMap<String, Str
     out
 }
 
-/// A worker's first message: its feature's id, title and description.
-pub(super) fn worker(feature: &Feature) -> String {
+/// A worker's first message: its feature's id, title and description, and the behaviour each
+/// of its acceptance assertions pins down (the test itself stays hidden, SPEC §2 rule 9).
+pub(super) fn worker(projection: &Projection, feature: &Feature) -> String {
+    let behaviours: Vec<String> = projection
+        .contract
+        .assertions
+        .iter()
+        .filter(|a| feature.assertions.contains(&a.id))
+        .filter_map(|a| match &a.check {
+            Check::Acceptance { behaviour, .. } => Some(format!("- {}: {}", a.id, behaviour.trim())),
+            _ => None,
+        })
+        .collect();
+    let hidden = if behaviours.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n\nAcceptance tests written before the work check this behaviour; you cannot see them, so make the \
+             behaviour true, not a test pass:\n{}",
+            behaviours.join("\n")
+        )
+    };
     format!(
-        "Feature {}: {}\n\n{}\n\nImplement this feature, then call submit_handoff.",
+        "Feature {}: {}\n\n{}{hidden}\n\nImplement this feature, then call submit_handoff.",
         feature.id,
         feature.title,
         feature.description.trim()
