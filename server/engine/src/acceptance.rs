@@ -22,9 +22,11 @@ const KEPT_OUTPUT: usize = 4_000;
 
 /// Places `test`'s files in `workspace`, runs its command as a check (`environment`,
 /// `timeout`, `recorder` as for any check), then removes the files, the folders made for them,
-/// and the ignored files the run made (compiled tests, caches), whatever the command did: none
-/// of it may stay where a worker could read it. A path that exists in the tree is refused: a
-/// test never replaces the project's files.
+/// and the ignored files the run made that are named after a test file (a compiled test such
+/// as `__pycache__/test_x.cpython-311.pyc`), whatever the command did: none of it may stay
+/// where a worker could read it. Other new ignored files are left alone: the user may have
+/// made them meanwhile. A path that exists in the tree is refused: a test never replaces the
+/// project's files.
 pub(crate) async fn run_with_files(
     workspace: &Path,
     test: &AcceptanceTest,
@@ -41,8 +43,20 @@ pub(crate) async fn run_with_files(
     let result = crate::checks::run_check(environment, &test.command, timeout, recorder).await;
     drop(placed);
     if let Ok(ignored_after) = git.ignored_files() {
-        let made: Vec<PathBuf> =
-            ignored_after.difference(&ignored_before).map(|relative| workspace.join(relative)).collect();
+        let stems: Vec<String> = test
+            .files
+            .iter()
+            .filter_map(|f| Path::new(&f.path).file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .filter(|stem| stem.len() >= 4)
+            .collect();
+        let made: Vec<PathBuf> = ignored_after
+            .difference(&ignored_before)
+            .filter(|relative| {
+                let name = relative.rsplit('/').next().unwrap_or(relative);
+                stems.iter().any(|stem| name.contains(stem.as_str()))
+            })
+            .map(|relative| workspace.join(relative))
+            .collect();
         remove_with_empty_folders(workspace, &made);
     }
     Ok(result)
