@@ -83,23 +83,32 @@ pub fn parse_after(path: &Path, bytes: &[u8], records_before: u64, prev_hash: &s
 
 /// Reads and verifies a log without locking it (for `status` and other readers).
 pub fn read_log(path: &Path) -> Result<LogContents, StoreError> {
+    // The projection first: a driver may append while this reads, and a log read after
+    // `mission.json` holds at least every event that file shows.
+    let shown = projection_time(path);
     let bytes = std::fs::read(path).map_err(|source| StoreError::Io { path: path.to_owned(), source })?;
     let contents = parse_log(path, &bytes)?;
-    check_against_projection(path, &contents)?;
+    check_against_projection(path, &contents, shown)?;
     Ok(contents)
 }
 
-/// A log that ends before the events its projection shows has lost whole events, not only a
-/// torn last line: `mission.json` is written only after the events it shows are durable, so
-/// its `updated_at` is never later than the log's last event. Such a log is corrupt, and left
-/// untouched for the user to restore.
-fn check_against_projection(path: &Path, contents: &LogContents) -> Result<(), StoreError> {
+/// When `mission.json` beside the log `path` says the mission was last updated, as it says it.
+fn projection_time(path: &Path) -> Option<String> {
+    let projection = path.parent()?.join("mission.json");
+    let bytes = super::read_bounded(&projection, 16 * 1024 * 1024).ok()?;
+    let value = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?;
+    value["updated_at"].as_str().map(str::to_owned)
+}
+
+/// A log that ends before the events its projection shows (`shown`, its `updated_at`, read
+/// before the log) has lost whole events, not only a torn last line: `mission.json` is written
+/// only after the events it shows are durable, so its `updated_at` is never later than the
+/// log's last event. Such a log is corrupt, and left untouched for the user to restore.
+fn check_against_projection(path: &Path, contents: &LogContents, shown: Option<String>) -> Result<(), StoreError> {
     let Some(last) = contents.records.last() else { return Ok(()) };
-    let Some(projection) = path.parent().map(|dir| dir.join("mission.json")) else { return Ok(()) };
-    let Ok(bytes) = super::read_bounded(&projection, 16 * 1024 * 1024) else { return Ok(()) };
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return Ok(()) };
+    let Some(shown_text) = shown else { return Ok(()) };
     let parse = |text: &str| time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok();
-    let (Some(shown), Some(logged)) = (value["updated_at"].as_str().and_then(parse), parse(&last.ts)) else {
+    let (Some(shown), Some(logged)) = (parse(&shown_text), parse(&last.ts)) else {
         return Ok(());
     };
     if shown > logged {
@@ -109,9 +118,7 @@ fn check_against_projection(path: &Path, contents: &LogContents) -> Result<(), S
             message: format!(
                 "the log ends with event {} ({}), but mission.json shows the mission as of {}: whole events were \
                  lost, not only a torn last line",
-                last.seq,
-                last.ts,
-                value["updated_at"].as_str().unwrap_or_default()
+                last.seq, last.ts, shown_text
             ),
         });
     }

@@ -488,6 +488,36 @@ fn a_rollback_resets_the_milestones_correction_rounds() {
 }
 
 #[test]
+fn a_reader_never_takes_a_log_being_appended_to_for_a_corrupt_one() {
+    // A driver appends and rewrites mission.json while another process reads: the reader must
+    // never see a projection newer than the log it read (it reads mission.json first).
+    let (_dir, mission_dir) = workspace_with_log("m1");
+    let (mut store, _) = MissionStore::open(&mission_dir).unwrap();
+    let reader_dir = mission_dir.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reading = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) || reads == 0 {
+                if let Err(error) = load_projection(&reader_dir) {
+                    return Err(format!("read {reads}: {error}"));
+                }
+                reads += 1;
+            }
+            Ok(reads)
+        })
+    };
+    for n in 0..300 {
+        store.append(Event::CourseCorrectionNoted { note: format!("note {n}") }).unwrap();
+        store.flush();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reads = reading.join().unwrap().unwrap_or_else(|error| panic!("a live log was called corrupt: {error}"));
+    assert!(reads > 0);
+}
+
+#[test]
 fn a_log_that_lost_whole_events_is_corrupt_and_left_untouched() {
     let (_dir, mission_dir) = workspace_with_log("m1");
     let path = mission_dir.join("events.jsonl");
