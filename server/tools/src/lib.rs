@@ -17,6 +17,7 @@ pub mod files;
 pub mod output;
 pub mod paths;
 pub mod process;
+pub mod rank;
 pub mod repo_map;
 pub mod sandbox;
 pub mod search;

@@ -4,9 +4,10 @@
 //! For Rust, Python, JavaScript, TypeScript (and TSX) and Go, each file is parsed and a query
 //! collects its definitions (functions, methods, types, classes, traits, interfaces); each is
 //! shown by its line number and the first line of its source, indented by nesting. Files are
-//! ranked by how many words of the focus text appear in their path and definition names, so a
-//! worker on "add slugify to utils" sees `utils` and `slug` first; the map is then cut at a
-//! budget of about four characters per token.
+//! ranked by [`crate::rank`]: a personalised PageRank over the references between files,
+//! tilted toward the focus text (its words, the files it names, which come first even when they
+//! are not code) and away from tests, benches and examples; the map is then cut at a budget of
+//! about four characters per token.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -220,7 +221,19 @@ fn words(text: &str) -> HashSet<String> {
 struct FileOutline {
     path: String,
     definitions: Vec<Definition>,
-    score: usize,
+    score: f64,
+}
+
+/// The workspace files that `focus` names by path (`docs/filesize.md`, `src/lib.rs`), as
+/// workspace-relative paths.
+fn named_files(confinement: &Confinement, focus: &str) -> std::collections::HashSet<String> {
+    focus
+        .split(|c: char| c.is_whitespace() || matches!(c, '`' | '"' | '\'' | '(' | ')' | ',' | ';' | '<' | '>'))
+        .map(|token| token.trim_end_matches(['.', ':', '!', '?']))
+        .filter(|token| token.contains('.') || token.contains('/'))
+        .filter_map(|token| confinement.resolve_read(token).ok().filter(|p| p.is_file()))
+        .map(|resolved| confinement.relative(&resolved))
+        .collect()
 }
 
 fn render_file(file: &FileOutline) -> String {
@@ -240,8 +253,9 @@ pub fn repo_map(
     max_tokens: usize,
 ) -> Result<String, String> {
     let base = confinement.resolve_read(path.unwrap_or(".")).map_err(|e| e.0)?;
-    let focus_words = words(focus);
+    let purpose = crate::rank::Purpose { words: words(focus), named: named_files(confinement, focus) };
     let mut files = Vec::new();
+    let mut facts = Vec::new();
     let walker = ignore::WalkBuilder::new(&base)
         .require_git(false)
         .filter_entry(confinement.walk_filter())
@@ -258,21 +272,38 @@ pub fn repo_map(
             continue;
         };
         let definitions = outline(lang, &source);
-        if definitions.is_empty() {
-            continue;
-        }
         let relative = confinement.relative(entry.path());
-        let path_hits = words(&relative).intersection(&focus_words).count();
-        let name_hits: usize = definitions.iter().map(|d| words(&d.name).intersection(&focus_words).count()).sum();
-        files.push(FileOutline { path: relative, definitions, score: path_hits * 3 + name_hits });
+        // A file that defines nothing still links to what it uses.
+        facts.push(crate::rank::FileFacts {
+            path: relative.clone(),
+            defines: definitions.iter().map(|d| d.name.clone()).collect(),
+            mentions: crate::rank::mentions(&source),
+        });
+        if !definitions.is_empty() {
+            files.push(FileOutline { path: relative, definitions, score: 0.0 });
+        }
     }
-    if files.is_empty() {
+    if files.is_empty() && purpose.named.is_empty() {
         return Ok("no definitions found (the map covers Rust, Python, JavaScript, TypeScript and Go)".into());
     }
+    let scores: std::collections::HashMap<String, f64> = facts
+        .iter()
+        .map(|f| f.path.clone())
+        .zip(crate::rank::rank(&facts, &purpose, |text| words(text).into_iter().collect()))
+        .collect();
+    for file in &mut files {
+        file.score = scores.get(&file.path).copied().unwrap_or_default();
+    }
     // Stable: equal scores keep path order.
-    files.sort_by_key(|file| std::cmp::Reverse(file.score));
+    files.sort_by(|a, b| b.score.total_cmp(&a.score));
     let budget_chars = max_tokens.saturating_mul(4);
     let mut out = String::new();
+    // Files the purpose names come first, by name, whatever they hold (docs, configuration).
+    let mut named: Vec<&String> = purpose.named.iter().filter(|p| !files.iter().any(|f| &f.path == *p)).collect();
+    named.sort();
+    for path in named {
+        out.push_str(&format!("{path} (named in the task)\n"));
+    }
     let mut shown = 0usize;
     for file in &files {
         let block = render_file(file);
@@ -384,6 +415,45 @@ mod tests {
         let small = repo_map(&c, None, "slugify", 12).unwrap();
         assert!(small.starts_with("src/text_utils.py:\n    1│def slugify(text):\n"), "{small}");
         assert!(small.contains("files shown in full"), "{small}");
+    }
+
+    /// The files of a map, in order.
+    fn files_of(map: &str) -> Vec<&str> {
+        map.lines().filter(|l| !l.starts_with(' ') && !l.starts_with('(')).map(|l| l.trim_end_matches(':')).collect()
+    }
+
+    #[test]
+    fn without_a_focus_the_core_comes_before_tests_benches_and_examples() {
+        // A small client laid out like `requests`: what a human names as its core (sessions,
+        // models) must lead the map, and support files come last.
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minireq");
+        let c = Confinement::new(&fixture).unwrap();
+        let map = repo_map(&c, None, "", 4096).unwrap();
+        let files = files_of(&map);
+        let position = |path: &str| files.iter().position(|f| *f == path).unwrap_or_else(|| panic!("{path} in\n{map}"));
+        let last_core = ["minireq/sessions.py", "minireq/models.py", "minireq/adapters.py", "minireq/api.py"]
+            .iter()
+            .map(|p| position(p))
+            .max()
+            .unwrap();
+        for support in ["tests/test_sessions.py", "tests/test_api.py", "benches/bench_get.py", "examples/demo.py"] {
+            assert!(position(support) > last_core, "{support} before the core:\n{map}");
+        }
+        assert!(position("minireq/models.py") < position("minireq/exceptions.py"), "{map}");
+        // A tight budget keeps the core.
+        let small = files_of(&repo_map(&c, None, "", 60).unwrap()).join(" ");
+        assert!(small.contains("minireq/models.py") || small.contains("minireq/sessions.py"), "{small}");
+        assert!(!small.contains("tests/"), "{small}");
+    }
+
+    #[test]
+    fn a_file_the_focus_names_is_in_the_map_even_when_it_is_not_code() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minireq");
+        let c = Confinement::new(&fixture).unwrap();
+        let map = repo_map(&c, None, "Document the json() method in docs/usage.md.", 40).unwrap();
+        assert!(map.starts_with("docs/usage.md (named in the task)\n"), "{map}");
+        let tests_map = repo_map(&c, None, "Speed up `tests/test_api.py`", 4096).unwrap();
+        assert_eq!(files_of(&tests_map)[0], "tests/test_api.py", "{tests_map}");
     }
 
     #[test]
