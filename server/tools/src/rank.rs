@@ -92,14 +92,16 @@ pub fn rank(files: &[FileFacts], purpose: &Purpose, words_of: impl Fn(&str) -> H
         }
     }
     // Where a random reader starts and jumps back to: every file a little, the files the
-    // purpose is about much more.
+    // purpose is about much more (with a purpose, the rest barely: in a large repository their
+    // sum would drown it).
+    let base = if purpose.words.is_empty() && purpose.named.is_empty() { 1.0 } else { 0.02 };
     let personal: Vec<f64> = files
         .iter()
         .map(|file| {
             let path_hits = words_of(&file.path).intersection(&purpose.words).count() as f64;
             let name_hits = file.defines.iter().filter(|d| purpose.words.contains(&d.to_lowercase())).count() as f64;
             let named = if purpose.named.contains(&file.path) { 100.0 } else { 0.0 };
-            1.0 + 10.0 * path_hits + 5.0 * name_hits + named
+            base + 10.0 * path_hits + 5.0 * name_hits + named
         })
         .collect();
     let total: f64 = personal.iter().sum();
