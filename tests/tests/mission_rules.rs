@@ -569,10 +569,10 @@ async fn cancel_ends_a_mission_for_good() {
 async fn map_prints_the_ranked_repository_map() {
     let dir = project();
     std::fs::write(dir.path().join("textkit/slug.py"), SLUG_GOOD).unwrap();
-    let output = missions_async(dir.path(), &["map", "--focus", "slugify a title", "--tokens", "12"]).await;
+    let output = missions_async(dir.path(), &["map", "--focus", "slugify a title", "--tokens", "45"]).await;
     assert_eq!(output.status.code(), Some(0));
     let map = String::from_utf8_lossy(&output.stdout);
     assert!(map.starts_with("textkit/slug.py:\n    4│def slugify(text):"), "{map}");
-    assert!(map.contains("files shown in full"), "{map}");
+    assert!(map.contains("files shown; the rest"), "{map}");
     assert_eq!(missions_async(dir.path(), &["map", "../"]).await.status.code(), Some(2));
 }

@@ -6,8 +6,8 @@
 //! shown by its line number and the first line of its source, indented by nesting. Files are
 //! ranked by [`crate::rank`]: a personalised PageRank over the references between files,
 //! tilted toward the focus text (its words, the files it names, which come first even when they
-//! are not code) and away from tests, benches and examples; the map is then cut at a budget of
-//! about four characters per token.
+//! are not code) and away from tests, benches and examples; the map is then cut to its budget
+//! as the o200k tokenizer counts tokens ([`tokens`]), never over it.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -218,6 +218,17 @@ fn words(text: &str) -> HashSet<String> {
     out
 }
 
+/// The tokens `text` takes as OpenAI's o200k tokenizer counts them (the one of the models most
+/// likely to read the map; others differ by a few per cent). The tokenizer loads once per
+/// process; should it fail to, four characters a token is the fallback.
+pub fn tokens(text: &str) -> usize {
+    static TOKENIZER: OnceLock<Option<tiktoken_rs::CoreBPE>> = OnceLock::new();
+    match TOKENIZER.get_or_init(|| tiktoken_rs::o200k_base().ok()) {
+        Some(bpe) => bpe.encode_ordinary(text).len(),
+        None => text.len().div_ceil(4),
+    }
+}
+
 struct FileOutline {
     path: String,
     definitions: Vec<Definition>,
@@ -236,10 +247,24 @@ fn named_files(confinement: &Confinement, focus: &str) -> std::collections::Hash
         .collect()
 }
 
+/// At most this many definitions of one file are shown (outer ones first), so one large file
+/// never fills the map alone and the map stays broad.
+const MAX_DEFINITIONS_SHOWN: usize = 24;
+
 fn render_file(file: &FileOutline) -> String {
     let mut out = format!("{}:\n", file.path);
-    for def in &file.definitions {
+    // The outermost definitions first when there are too many: they say what the file is.
+    let mut shown: Vec<&Definition> = file.definitions.iter().collect();
+    if shown.len() > MAX_DEFINITIONS_SHOWN {
+        shown.sort_by_key(|d| d.depth);
+        shown.truncate(MAX_DEFINITIONS_SHOWN);
+        shown.sort_by_key(|d| d.line);
+    }
+    for def in &shown {
         out.push_str(&format!("{:>5}│{}{}\n", def.line, "  ".repeat(def.depth), def.signature));
+    }
+    if shown.len() < file.definitions.len() {
+        out.push_str(&format!("     │… {} more\n", file.definitions.len() - shown.len()));
     }
     out
 }
@@ -296,7 +321,6 @@ pub fn repo_map(
     }
     // Stable: equal scores keep path order.
     files.sort_by(|a, b| b.score.total_cmp(&a.score));
-    let budget_chars = max_tokens.saturating_mul(4);
     let mut out = String::new();
     // Files the purpose names come first, by name, whatever they hold (docs, configuration).
     let mut named: Vec<&String> = purpose.named.iter().filter(|p| !files.iter().any(|f| &f.path == *p)).collect();
@@ -304,30 +328,40 @@ pub fn repo_map(
     for path in named {
         out.push_str(&format!("{path} (named in the task)\n"));
     }
+    // Lines are added while the map, with room kept for the closing note, stays within the
+    // budget as the tokenizer counts it; a map that fits whole needs no note.
+    let note = |shown: usize| {
+        format!(
+            "({shown} of {} files shown; the rest did not fit in {max_tokens} tokens — pass a path to map a part)\n",
+            files.len()
+        )
+    };
+    let room = max_tokens.saturating_sub(tokens(&note(files.len())));
+    let mut used = tokens(&out);
     let mut shown = 0usize;
-    for file in &files {
+    'files: for file in &files {
         let block = render_file(file);
-        if out.len() + block.len() <= budget_chars {
+        let cost = tokens(&block);
+        if used + cost <= room || (used + cost <= max_tokens && shown + 1 == files.len()) {
             out.push_str(&block);
+            used += cost;
             shown += 1;
             continue;
         }
-        // Show as much of the next file as fits, then stop.
+        // As much of the next file as fits, then stop.
         for line in block.lines() {
-            if out.len() + line.len() + 1 > budget_chars {
-                break;
+            let line_cost = tokens(line) + 1;
+            if used + line_cost > room {
+                break 'files;
             }
             out.push_str(line);
             out.push('\n');
+            used += line_cost;
         }
         break;
     }
     if shown < files.len() {
-        out.push_str(&format!(
-            "({} of {} files shown in full; the rest did not fit in {max_tokens} tokens — pass a path to map a part)\n",
-            shown,
-            files.len()
-        ));
+        out.push_str(&note(shown));
     }
     Ok(out)
 }
@@ -412,9 +446,9 @@ mod tests {
             map,
             "src/text_utils.py:\n    1│def slugify(text):\n    4│def titlecase(text):\nsrc/a_billing.py:\n    1│def charge():\n"
         );
-        let small = repo_map(&c, None, "slugify", 12).unwrap();
+        let small = repo_map(&c, None, "slugify", 45).unwrap();
         assert!(small.starts_with("src/text_utils.py:\n    1│def slugify(text):\n"), "{small}");
-        assert!(small.contains("files shown in full"), "{small}");
+        assert!(small.contains("files shown; the rest"), "{small}");
     }
 
     /// The files of a map, in order.
@@ -444,6 +478,23 @@ mod tests {
         let small = files_of(&repo_map(&c, None, "", 60).unwrap()).join(" ");
         assert!(small.contains("minireq/models.py") || small.contains("minireq/sessions.py"), "{small}");
         assert!(!small.contains("tests/"), "{small}");
+    }
+
+    #[test]
+    fn the_map_is_never_over_its_budget_as_the_tokenizer_counts() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minireq");
+        let c = Confinement::new(&fixture).unwrap();
+        let whole = repo_map(&c, None, "", 100_000).unwrap();
+        for budget in [30, 45, 60, 90, 130, 200, 300, tokens(&whole)] {
+            let map = repo_map(&c, None, "Session", budget).unwrap();
+            assert!(tokens(&map) <= budget, "{} tokens at a budget of {budget}:\n{map}", tokens(&map));
+        }
+        // Close to the budget, not far under it: at most one line's worth of slack plus the note.
+        let map = repo_map(&c, None, "", 200).unwrap();
+        assert!(tokens(&map) > 150, "{} tokens:\n{map}", tokens(&map));
+        assert!(!whole.contains("files shown; the rest"), "a map that fits whole has no note:\n{whole}");
+        // The tokenizer is o200k's: a known count.
+        assert_eq!(tokens("def slugify(text):"), 5);
     }
 
     #[test]
