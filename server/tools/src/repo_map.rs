@@ -235,6 +235,17 @@ struct FileOutline {
     score: f64,
 }
 
+/// One file's definitions and the identifiers it uses, with its workspace-relative path;
+/// `None` when it cannot be read as text.
+fn study(
+    confinement: &Confinement,
+    path: &Path,
+    lang: Lang,
+) -> Option<(String, Vec<Definition>, std::collections::HashMap<String, u32>)> {
+    let source = std::fs::read_to_string(path).ok()?;
+    Some((confinement.relative(path), outline(lang, &source), crate::rank::mentions(&source)))
+}
+
 /// The workspace files that `focus` names by path (`docs/filesize.md`, `src/lib.rs`), as
 /// workspace-relative paths.
 fn named_files(confinement: &Confinement, focus: &str) -> std::collections::HashSet<String> {
@@ -279,30 +290,38 @@ pub fn repo_map(
 ) -> Result<String, String> {
     let base = confinement.resolve_read(path.unwrap_or(".")).map_err(|e| e.0)?;
     let purpose = crate::rank::Purpose { words: words(focus), named: named_files(confinement, focus) };
-    let mut files = Vec::new();
-    let mut facts = Vec::new();
     let walker = ignore::WalkBuilder::new(&base)
         .require_git(false)
         .filter_entry(confinement.walk_filter())
         .sort_by_file_name(|a, b| a.cmp(b))
         .build();
-    for entry in walker.filter_map(Result::ok).take(MAX_FILES) {
-        let Some(lang) = Lang::from_path(entry.path()) else {
-            continue;
-        };
-        if entry.metadata().map(|m| m.len() > MAX_FILE_BYTES || !m.is_file()).unwrap_or(true) {
-            continue;
-        }
-        let Ok(source) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        let definitions = outline(lang, &source);
-        let relative = confinement.relative(entry.path());
+    let candidates: Vec<(std::path::PathBuf, Lang)> = walker
+        .filter_map(Result::ok)
+        .take(MAX_FILES)
+        .filter(|entry| entry.metadata().is_ok_and(|m| m.is_file() && m.len() <= MAX_FILE_BYTES))
+        .filter_map(|entry| Lang::from_path(entry.path()).map(|lang| (entry.into_path(), lang)))
+        .collect();
+    // Files are parsed in parallel, a share per core, and kept in walk order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let share = candidates.len().div_ceil(threads).max(1);
+    let studied: Vec<(String, Vec<Definition>, std::collections::HashMap<String, u32>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = candidates
+            .chunks(share)
+            .map(|part| {
+                scope.spawn(move || part.iter().filter_map(|(path, lang)| study(confinement, path, *lang)).collect())
+            })
+            .collect();
+        // A thread that panicked leaves its share out of the map rather than failing it.
+        workers.into_iter().flat_map(|worker| worker.join().unwrap_or_else(|_| Vec::new())).collect()
+    });
+    let mut files = Vec::new();
+    let mut facts = Vec::new();
+    for (relative, definitions, mentions) in studied {
         // A file that defines nothing still links to what it uses.
         facts.push(crate::rank::FileFacts {
             path: relative.clone(),
             defines: definitions.iter().map(|d| d.name.clone()).collect(),
-            mentions: crate::rank::mentions(&source),
+            mentions,
         });
         if !definitions.is_empty() {
             files.push(FileOutline { path: relative, definitions, score: 0.0 });
