@@ -130,31 +130,14 @@ impl Drop for Placed {
 }
 
 /// The place of workspace-relative `path`, if it is one an acceptance test may use: plain
-/// names only, never under `.git` or `.missions` (in any letter case), and, through whatever
-/// links its existing folders are, still inside the workspace.
+/// names only, and a place a write may go (`Confinement::resolve_write`: inside the workspace
+/// through whatever links its folders are, never under `.git` or `.missions`).
 fn where_it_goes(workspace: &Path, path: &str) -> Result<PathBuf, String> {
-    let relative = layout::plain_relative(path)
+    layout::plain_relative(path)
         .ok_or_else(|| format!("`{path}` is not a plain relative path inside the workspace"))?;
-    let first = relative.components().next().map(|c| c.as_os_str().to_string_lossy().to_lowercase());
-    if matches!(first.as_deref(), Some(".git") | Some(layout::DIR)) {
-        return Err(format!(
-            "`{path}` is inside .git or {}; put the test where the project keeps its tests",
-            layout::DIR
-        ));
-    }
-    let root = workspace.canonicalize().map_err(|e| format!("{}: {e}", workspace.display()))?;
-    let target = workspace.join(&relative);
-    // The deepest folder that exists, resolved: a link out of the workspace is refused.
-    if let Some(existing) = target.ancestors().skip(1).find(|dir| dir.exists()) {
-        let resolved = existing.canonicalize().map_err(|e| format!("`{path}`: {e}"))?;
-        if !resolved.starts_with(&root) {
-            return Err(format!("`{path}` leads outside the workspace through a symbolic link"));
-        }
-    }
-    if target.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(format!("`{path}` is a symbolic link"));
-    }
-    Ok(root.join(relative))
+    let confinement =
+        missions_tools::Confinement::new(workspace).map_err(|e| format!("{}: {e}", workspace.display()))?;
+    confinement.resolve_write(path).map_err(|refused| refused.0)
 }
 
 /// `path` with its plain names joined by `/`, as the tools name workspace files.

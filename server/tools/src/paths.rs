@@ -8,6 +8,11 @@
 
 use std::path::{Component, Path, PathBuf};
 
+/// Whether `path` lies under none of the directories `hidden`.
+fn outside(hidden: &[PathBuf], path: &Path) -> bool {
+    !hidden.iter().any(|dir| path.starts_with(dir))
+}
+
 /// Why a path was refused; the message is shown to the model as the tool result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -42,14 +47,14 @@ impl Confinement {
 
     /// Whether `path` (absolute, resolved) is outside every hidden directory.
     pub fn visible(&self, path: &Path) -> bool {
-        !self.hidden.iter().any(|dir| path.starts_with(dir))
+        outside(&self.hidden, path)
     }
 
     /// The filter of every walk over the workspace: never into `.git`, nor into a hidden
     /// directory.
     pub fn walk_filter(&self) -> impl Fn(&ignore::DirEntry) -> bool + Send + Sync + 'static {
         let hidden = self.hidden.clone();
-        move |entry| entry.file_name() != ".git" && !hidden.iter().any(|dir| entry.path().starts_with(dir))
+        move |entry| entry.file_name() != ".git" && outside(&hidden, entry.path())
     }
 
     pub fn root(&self) -> &Path {
@@ -139,7 +144,8 @@ impl Confinement {
             resolved.push(name);
         }
         let relative = resolved.strip_prefix(&self.root).unwrap_or(&resolved);
-        let mut components = relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned());
+        // In any letter case: on a case-insensitive file system `.Git` is `.git`.
+        let mut components = relative.components().map(|c| c.as_os_str().to_string_lossy().to_lowercase());
         let first = components.next();
         let protected = first.as_deref() == Some(missions_core::layout::DIR)
             || first.as_deref() == Some(".git")

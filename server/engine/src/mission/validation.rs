@@ -194,7 +194,6 @@ impl Mission {
                 problems: 0,
             };
             self.shared.progress(Some(&milestone.id), None, None, finished);
-            let problems = crate::checks::parse_output(&self.workspace, &result.output);
             let outcome = result.outcome();
             let message = format!(
                 "{}: `{command}` {outcome} (expected {expect_exit}): {}",
@@ -202,7 +201,8 @@ impl Mission {
                 assertion.description.trim()
             );
             let failure = FindingDraft::new(&milestone.id, Validator::Command, Severity::Error, message);
-            self.record_verdict(&assertion.id, passed, clip(&result.describe(timeout), 8_000), &problems, failure)?;
+            let problems = || crate::checks::parse_output(&self.workspace, &result.output);
+            self.record_verdict(&assertion.id, passed, clip(&result.describe(timeout), 8_000), problems, failure)?;
             self.revert_validator_changes(
                 &milestone.id,
                 &head,
@@ -236,22 +236,21 @@ impl Mission {
                 Validator::Acceptance,
                 &format!("the acceptance test of {}", assertion.id),
             )?;
-            let (passed, outcome, evidence, problems) = match &result {
-                Ok(result) => {
-                    let test_files: Vec<&str> = test.files.iter().map(|f| f.path.as_str()).collect();
-                    // A place in the project's code, never in the test itself.
-                    let problems: Vec<_> = crate::checks::parse_output(&self.workspace, &result.output)
-                        .into_iter()
-                        .filter(|p| !test_files.contains(&p.path.as_str()))
-                        .collect();
-                    (
-                        !result.timed_out && result.exit_code == Some(0),
-                        result.outcome(),
-                        clip(&crate::acceptance::without_test_source(&result.describe(timeout), test), 8_000),
-                        problems,
-                    )
-                }
-                Err(problem) => (false, "could not run".to_owned(), problem.clone(), Vec::new()),
+            let (passed, outcome, evidence) = match &result {
+                Ok(result) => (
+                    !result.timed_out && result.exit_code == Some(0),
+                    result.outcome(),
+                    clip(&crate::acceptance::without_test_source(&result.describe(timeout), test), 8_000),
+                ),
+                Err(problem) => (false, "could not run".to_owned(), problem.clone()),
+            };
+            // A place in the project's code, never in the test itself.
+            let problems = || match &result {
+                Ok(result) => crate::checks::parse_output(&self.workspace, &result.output)
+                    .into_iter()
+                    .filter(|p| !test.files.iter().any(|f| f.path == p.path))
+                    .collect(),
+                Err(_) => Vec::new(),
             };
             let finished = Step::CheckFinished {
                 check: kind,
@@ -267,7 +266,7 @@ impl Mission {
                 assertion.description.trim()
             );
             let failure = FindingDraft::new(&milestone.id, Validator::Acceptance, Severity::Error, message);
-            self.record_verdict(&assertion.id, passed, evidence, &problems, failure)?;
+            self.record_verdict(&assertion.id, passed, evidence, problems, failure)?;
         }
 
         // The project's own checks, parsed into file:line findings.
@@ -605,13 +604,14 @@ impl Mission {
     }
 
     /// Records the verdict on `assertion` of a check the engine ran itself; a failure is also
-    /// `failure`, with the evidence, placed at the last error the check's output names.
+    /// `failure`, with the evidence, placed at the last error of the check's output `problems`
+    /// (parsed only then).
     fn record_verdict(
         &self,
         assertion: &str,
         passed: bool,
         evidence: String,
-        problems: &[crate::checks::CheckProblem],
+        problems: impl FnOnce() -> Vec<crate::checks::CheckProblem>,
         failure: FindingDraft,
     ) -> Result<(), EngineError> {
         self.shared.append(Event::AssertionChecked {
@@ -620,6 +620,7 @@ impl Mission {
             evidence: evidence.clone(),
         })?;
         if !passed {
+            let problems = problems();
             let place = problems.iter().rev().find(|p| p.severity == Severity::Error).or(problems.last());
             self.shared.record_finding(FindingDraft {
                 assertion: Some(assertion.to_owned()),
