@@ -329,14 +329,11 @@ impl Terminal for SubmitAcceptanceTests {
 /// The last `max` bytes of `text`, where a test run's verdict is.
 fn tail(text: &str, max: usize) -> String {
     let text = text.trim_end();
-    if text.len() <= max {
-        return text.to_owned();
+    let kept = missions_core::store::clip_tail(text, max);
+    match text.len() - kept.len() {
+        0 => kept.to_owned(),
+        cut => format!("[… {cut} bytes before]\n{kept}"),
     }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("[… {start} bytes before]\n{}", &text[start..])
 }
 
 #[cfg(test)]

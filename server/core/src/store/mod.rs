@@ -23,7 +23,7 @@ pub use events::{
     FeatureDraft, MilestoneDraft, PlanDraft, Record, RunOutcome, WorkFile,
 };
 pub use fold::Projection;
-pub use render::{contract_markdown as render_contract_markdown, plan_markdown as render_plan_markdown};
+pub use render::{clip_tail, contract_markdown as render_contract_markdown, plan_markdown as render_plan_markdown};
 
 /// Errors of the store. Callers branch on `Locked` (tell the user who holds the mission),
 /// `NotFound` (unknown mission id: exit 2) and `Corrupt` (stop; never overwrite).

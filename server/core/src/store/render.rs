@@ -186,8 +186,9 @@ fn acceptance_markdown(test: &super::events::AcceptanceTest) -> String {
     out
 }
 
-/// The end of `text`, at most `max` bytes, where a test's verdict is.
-fn clip_tail(text: &str, max: usize) -> &str {
+/// The end of `text` (trailing whitespace aside), at most `max` bytes and cut at a character,
+/// where a test's verdict is.
+pub fn clip_tail(text: &str, max: usize) -> &str {
     let text = text.trim_end();
     if text.len() <= max {
         return text;
