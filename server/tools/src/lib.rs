@@ -14,6 +14,7 @@
 
 pub mod command;
 pub mod files;
+pub mod map_cache;
 pub mod output;
 pub mod paths;
 pub mod process;

@@ -6,14 +6,14 @@
 use std::collections::{HashMap, HashSet};
 
 /// What the ranking knows of one file.
-#[derive(Debug, Clone, Default)]
-pub struct FileFacts {
+#[derive(Debug, Clone)]
+pub struct FileFacts<'a> {
     /// Workspace-relative, with `/` separators.
     pub path: String,
     /// The names it defines.
     pub defines: Vec<String>,
     /// The identifiers it uses, with how often.
-    pub mentions: HashMap<String, u32>,
+    pub mentions: &'a HashMap<String, u32>,
 }
 
 /// What the run is for, as the ranking uses it.
@@ -83,7 +83,7 @@ pub fn rank(files: &[FileFacts], purpose: &Purpose, words_of: impl Fn(&str) -> H
     // Edges from a file to the files defining what it uses.
     let mut edges: Vec<HashMap<usize, f64>> = vec![HashMap::new(); n];
     for (from, file) in files.iter().enumerate() {
-        for (name, count) in &file.mentions {
+        for (name, count) in file.mentions {
             let Some(targets) = definers.get(name.as_str()) else { continue };
             let weight = name_weight(name, targets.len(), purpose) * f64::from(*count).sqrt() / targets.len() as f64;
             for &to in targets.iter().filter(|&&to| to != from) {
@@ -168,11 +168,12 @@ pub fn mentions(source: &str) -> HashMap<String, u32> {
 mod tests {
     use super::*;
 
-    fn file(path: &str, defines: &[&str], source: &str) -> FileFacts {
+    fn file(path: &str, defines: &[&str], source: &str) -> FileFacts<'static> {
         FileFacts {
             path: path.into(),
             defines: defines.iter().map(|d| (*d).to_owned()).collect(),
-            mentions: mentions(source),
+            // Each test's few facts live as long as the test process.
+            mentions: Box::leak(Box::new(mentions(source))),
         }
     }
 

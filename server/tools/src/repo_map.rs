@@ -105,16 +105,7 @@ impl Lang {
     }
 }
 
-/// One definition in a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Definition {
-    /// 1-based line of the definition's first line.
-    pub line: usize,
-    /// How many definitions enclose this one.
-    pub depth: usize,
-    pub name: String,
-    pub signature: String,
-}
+pub use crate::map_cache::Definition;
 
 /// Compiling a query costs far more than running it, so each is compiled once per process.
 fn compiled(cache: &'static QueryCache, lang: Lang, text: &str) -> Option<&'static Query> {
@@ -229,21 +220,22 @@ pub fn tokens(text: &str) -> usize {
     }
 }
 
-struct FileOutline {
-    path: String,
-    definitions: Vec<Definition>,
+struct FileOutline<'a> {
+    path: &'a str,
+    definitions: &'a [Definition],
     score: f64,
 }
 
-/// One file's definitions and the identifiers it uses, with its workspace-relative path;
-/// `None` when it cannot be read as text.
-fn study(
-    confinement: &Confinement,
-    path: &Path,
-    lang: Lang,
-) -> Option<(String, Vec<Definition>, std::collections::HashMap<String, u32>)> {
-    let source = std::fs::read_to_string(path).ok()?;
-    Some((confinement.relative(path), outline(lang, &source), crate::rank::mentions(&source)))
+/// One file's definitions and the identifiers it uses.
+fn study(lang: Lang, source: &str) -> crate::map_cache::Facts {
+    crate::map_cache::Facts { definitions: outline(lang, source), mentions: crate::rank::mentions(source) }
+}
+
+/// How many threads parse: one per core, at most eight. Looked up once, since each look
+/// reads the cgroup's files.
+fn parse_threads() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8))
 }
 
 /// The workspace files that `focus` names by path (`docs/filesize.md`, `src/lib.rs`), as
@@ -281,12 +273,24 @@ fn render_file(file: &FileOutline) -> String {
 }
 
 /// The repository map of `path` (the whole workspace by default), ranked toward `focus` and
-/// cut to about `max_tokens` tokens.
+/// cut to `max_tokens` tokens, with what was learned of each file kept in the user's cache
+/// directory ([`crate::map_cache`]).
 pub fn repo_map(
     confinement: &Confinement,
     path: Option<&str>,
     focus: &str,
     max_tokens: usize,
+) -> Result<String, String> {
+    repo_map_cached(confinement, path, focus, max_tokens, crate::map_cache::cache_dir().as_deref())
+}
+
+/// [`repo_map`] with its cache under `cache_dir` (none with `None`).
+pub fn repo_map_cached(
+    confinement: &Confinement,
+    path: Option<&str>,
+    focus: &str,
+    max_tokens: usize,
+    cache_dir: Option<&Path>,
 ) -> Result<String, String> {
     let base = confinement.resolve_read(path.unwrap_or(".")).map_err(|e| e.0)?;
     let purpose = crate::rank::Purpose { words: words(focus), named: named_files(confinement, focus) };
@@ -295,36 +299,57 @@ pub fn repo_map(
         .filter_entry(confinement.walk_filter())
         .sort_by_file_name(|a, b| a.cmp(b))
         .build();
-    let candidates: Vec<(std::path::PathBuf, Lang)> = walker
+    let candidates: Vec<(std::path::PathBuf, String, std::fs::Metadata, Lang)> = walker
         .filter_map(Result::ok)
         .take(MAX_FILES)
-        .filter(|entry| entry.metadata().is_ok_and(|m| m.is_file() && m.len() <= MAX_FILE_BYTES))
-        .filter_map(|entry| Lang::from_path(entry.path()).map(|lang| (entry.into_path(), lang)))
+        .filter_map(|entry| {
+            let lang = Lang::from_path(entry.path())?;
+            let metadata = entry.metadata().ok().filter(|m| m.is_file() && m.len() <= MAX_FILE_BYTES)?;
+            let relative = confinement.relative(entry.path());
+            Some((entry.into_path(), relative, metadata, lang))
+        })
         .collect();
-    // Files are parsed in parallel, a share per core, and kept in walk order.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-    let share = candidates.len().div_ceil(threads).max(1);
-    let studied: Vec<(String, Vec<Definition>, std::collections::HashMap<String, u32>)> = std::thread::scope(|scope| {
+    // Files are studied in parallel, a share per core, and kept in walk order.
+    let mut cache = crate::map_cache::MapCache::open(cache_dir, confinement.root());
+    let share = candidates.len().div_ceil(parse_threads()).max(1);
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let cache = &cache;
         let workers: Vec<_> = candidates
             .chunks(share)
             .map(|part| {
-                scope.spawn(move || part.iter().filter_map(|(path, lang)| study(confinement, path, *lang)).collect())
+                scope.spawn(move || {
+                    part.iter()
+                        .filter_map(|(path, relative, metadata, lang)| {
+                            let (facts, learned) =
+                                cache.facts(path, relative, metadata, |source| study(*lang, source))?;
+                            Some((relative.clone(), facts, learned))
+                        })
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         // A thread that panicked leaves its share out of the map rather than failing it.
-        workers.into_iter().flat_map(|worker| worker.join().unwrap_or_else(|_| Vec::new())).collect()
+        workers.into_iter().flat_map(|worker| worker.join().unwrap_or_default()).collect()
     });
+    let mut studied = Vec::with_capacity(results.len());
+    for (relative, facts, learned) in results {
+        if let Some(learned) = learned {
+            cache.record(learned);
+        }
+        studied.push((relative, facts));
+    }
+    cache.save(&studied.iter().map(|(relative, _)| relative.clone()).collect());
     let mut files = Vec::new();
     let mut facts = Vec::new();
-    for (relative, definitions, mentions) in studied {
+    for (relative, found) in &studied {
         // A file that defines nothing still links to what it uses.
         facts.push(crate::rank::FileFacts {
             path: relative.clone(),
-            defines: definitions.iter().map(|d| d.name.clone()).collect(),
-            mentions,
+            defines: found.definitions.iter().map(|d| d.name.clone()).collect(),
+            mentions: &found.mentions,
         });
-        if !definitions.is_empty() {
-            files.push(FileOutline { path: relative, definitions, score: 0.0 });
+        if !found.definitions.is_empty() {
+            files.push(FileOutline { path: relative, definitions: &found.definitions, score: 0.0 });
         }
     }
     if files.is_empty() && purpose.named.is_empty() {
@@ -336,13 +361,14 @@ pub fn repo_map(
         .zip(crate::rank::rank(&facts, &purpose, |text| words(text).into_iter().collect()))
         .collect();
     for file in &mut files {
-        file.score = scores.get(&file.path).copied().unwrap_or_default();
+        file.score = scores.get(file.path).copied().unwrap_or_default();
     }
     // Stable: equal scores keep path order.
     files.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut out = String::new();
     // Files the purpose names come first, by name, whatever they hold (docs, configuration).
-    let mut named: Vec<&String> = purpose.named.iter().filter(|p| !files.iter().any(|f| &f.path == *p)).collect();
+    let mut named: Vec<&String> =
+        purpose.named.iter().filter(|p| !files.iter().any(|f| f.path == p.as_str())).collect();
     named.sort();
     for path in named {
         out.push_str(&format!("{path} (named in the task)\n"));
@@ -524,6 +550,22 @@ mod tests {
         assert!(map.starts_with("docs/usage.md (named in the task)\n"), "{map}");
         let tests_map = repo_map(&c, None, "Speed up `tests/test_api.py`", 4096).unwrap();
         assert_eq!(files_of(&tests_map)[0], "tests/test_api.py", "{tests_map}");
+    }
+
+    #[test]
+    fn a_map_from_the_cache_is_the_map_from_the_files() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minireq");
+        let c = Confinement::new(&fixture).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let uncached = repo_map_cached(&c, None, "Session", 300, None).unwrap();
+        let cold = repo_map_cached(&c, None, "Session", 300, Some(cache.path())).unwrap();
+        crate::map_cache::forget_loaded();
+        let warm = repo_map_cached(&c, None, "Session", 300, Some(cache.path())).unwrap();
+        let in_memory = repo_map_cached(&c, None, "Session", 300, Some(cache.path())).unwrap();
+        assert_eq!(cold, uncached);
+        assert_eq!(warm, uncached);
+        assert_eq!(in_memory, uncached);
+        assert!(cache.path().join("repo-map").read_dir().unwrap().next().is_some());
     }
 
     #[test]

@@ -1,0 +1,258 @@
+//! What the repository map learned of each file (its definitions and the identifiers it
+//! uses), kept between runs so an unchanged file is never parsed twice.
+//!
+//! One cache file per workspace, `$XDG_CACHE_HOME/missions/repo-map/<digest of the root>.json`
+//! (`~/.cache/...` without `XDG_CACHE_HOME`), holds an entry per source file keyed by its
+//! workspace-relative path and checked against the file's size and modification time; when
+//! those differ, the file is read and its content hash decides (a checkout that touched a file
+//! without changing it costs a read, not a parse). The cache is only ever a shortcut: one that
+//! is missing, unreadable, from another version or not writable is ignored, and the map is
+//! the same with or without it. Within one process the loaded cache is also kept in memory, so
+//! a mission building a map per run reads the file once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Bumped whenever what is cached, or how it is computed (the queries, the parser
+/// versions), changes; an entry of another version is never used.
+const FORMAT: &str = concat!("repo-map-1/", env!("CARGO_PKG_VERSION"));
+
+/// One definition in a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Definition {
+    /// 1-based line of the definition's first line.
+    pub line: usize,
+    /// How many definitions enclose this one.
+    pub depth: usize,
+    pub name: String,
+    pub signature: String,
+}
+
+/// What one file holds, as the map uses it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Facts {
+    pub definitions: Vec<Definition>,
+    pub mentions: HashMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    size: u64,
+    /// Nanoseconds since the epoch.
+    modified: u128,
+    /// SHA-256 of the content, hex.
+    sha256: String,
+    facts: Arc<Facts>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Stored {
+    format: String,
+    files: HashMap<String, Entry>,
+}
+
+/// A file's entry, new or refreshed, for [`MapCache::record`].
+#[derive(Debug)]
+pub struct Learned(String, Entry);
+
+/// The cache of one workspace, for one map.
+#[derive(Debug)]
+pub struct MapCache {
+    path: Option<PathBuf>,
+    stored: Stored,
+    changed: bool,
+}
+
+/// Caches loaded in this process, by cache file.
+static LOADED: Mutex<Option<HashMap<PathBuf, Stored>>> = Mutex::new(None);
+
+/// The user's cache directory for Missions, if the environment names one.
+pub fn cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|home| PathBuf::from(home).join(".cache"))
+        })?;
+    Some(base.join("missions"))
+}
+
+/// The content hash the cache keys on.
+pub fn content_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn modified_nanos(metadata: &std::fs::Metadata) -> u128 {
+    metadata.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos())
+}
+
+impl MapCache {
+    /// The cache of the workspace at `root` under `dir` (no cache at all with `None`).
+    pub fn open(dir: Option<&Path>, root: &Path) -> MapCache {
+        let Some(dir) = dir else { return MapCache { path: None, stored: Stored::default(), changed: false } };
+        let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
+        let name = content_hash(root.to_string_lossy().as_bytes());
+        let path = dir.join("repo-map").join(format!("{}.json", &name[..32]));
+        let in_memory = LOADED.lock().ok().and_then(|mut loaded| loaded.get_or_insert_with(HashMap::new).remove(&path));
+        let stored = in_memory
+            .or_else(|| {
+                let bytes = std::fs::read(&path).ok()?;
+                serde_json::from_slice::<Stored>(&bytes).ok()
+            })
+            .filter(|stored| stored.format == FORMAT)
+            .unwrap_or_else(|| Stored { format: FORMAT.to_owned(), files: HashMap::new() });
+        MapCache { path: Some(path), stored, changed: false }
+    }
+
+    /// The facts of the file at `absolute` (`relative` in the workspace), from the cache when
+    /// the file is unchanged, else computed by `study` from its text, with the entry to
+    /// [`MapCache::record`] then. `None` when the file cannot be read as text. Takes `&self`,
+    /// so the files of one map are studied on several threads at once.
+    pub fn facts(
+        &self,
+        absolute: &Path,
+        relative: &str,
+        metadata: &std::fs::Metadata,
+        study: impl FnOnce(&str) -> Facts,
+    ) -> Option<(Arc<Facts>, Option<Learned>)> {
+        let modified = modified_nanos(metadata);
+        let known = self.stored.files.get(relative);
+        if let Some(entry) = known
+            && entry.size == metadata.len()
+            && entry.modified == modified
+        {
+            return Some((entry.facts.clone(), None));
+        }
+        let bytes = std::fs::read(absolute).ok()?;
+        let sha256 = content_hash(&bytes);
+        let facts = match known {
+            Some(entry) if entry.sha256 == sha256 => entry.facts.clone(),
+            _ => Arc::new(study(&String::from_utf8(bytes).ok()?)),
+        };
+        let entry = Entry { size: metadata.len(), modified, sha256, facts: facts.clone() };
+        Some((facts, Some(Learned(relative.to_owned(), entry))))
+    }
+
+    /// Remembers what [`MapCache::facts`] learned.
+    pub fn record(&mut self, learned: Learned) {
+        self.stored.files.insert(learned.0, learned.1);
+        self.changed = true;
+    }
+
+    /// Forgets the files not in `present` (deleted or no longer mapped), writes the cache back
+    /// if it changed (whole, renamed into place; a failure only costs the next map a parse),
+    /// and keeps it in memory for the next map of this process.
+    pub fn save(mut self, present: &std::collections::HashSet<String>) {
+        let Some(path) = self.path.take() else { return };
+        let before = self.stored.files.len();
+        self.stored.files.retain(|relative, _| present.contains(relative));
+        if (self.changed || self.stored.files.len() != before)
+            && let Err(error) = write(&path, &self.stored)
+        {
+            tracing::debug!("the repository map's cache was not written to {}: {error}", path.display());
+        }
+        if let Ok(mut loaded) = LOADED.lock() {
+            loaded.get_or_insert_with(HashMap::new).insert(path, std::mem::take(&mut self.stored));
+        }
+    }
+}
+
+fn write(path: &Path, stored: &Stored) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let mut temp = tempfile::NamedTempFile::new_in(parent)?;
+    serde_json::to_writer(std::io::BufWriter::new(temp.as_file_mut()), stored)?;
+    temp.as_file_mut().flush()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Drops what this process keeps in memory, so the next map reads the cache file (for tests
+/// and benchmarks that measure a fresh process).
+pub fn forget_loaded() {
+    if let Ok(mut loaded) = LOADED.lock() {
+        *loaded = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// Studies `file` through a cache under `dir` (read from disk, not memory), counting the
+    /// parses in `parses`, and saves the cache.
+    fn look(dir: &Path, root: &Path, file: &str, parses: &Cell<usize>) -> Arc<Facts> {
+        forget_loaded();
+        let mut cache = MapCache::open(Some(dir), root);
+        let absolute = root.join(file);
+        let metadata = std::fs::metadata(&absolute).unwrap();
+        let (facts, learned) = cache
+            .facts(&absolute, file, &metadata, |source| {
+                parses.set(parses.get() + 1);
+                Facts { definitions: Vec::new(), mentions: HashMap::from([(source.trim().to_owned(), 1)]) }
+            })
+            .unwrap();
+        if let Some(learned) = learned {
+            cache.record(learned);
+        }
+        cache.save(&std::collections::HashSet::from([file.to_owned()]));
+        facts
+    }
+
+    #[test]
+    fn a_file_is_parsed_once_until_its_content_changes() {
+        let workspace = tempfile::tempdir().unwrap();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let root = workspace.path();
+        std::fs::write(root.join("a.py"), "first").unwrap();
+        let parses = Cell::new(0);
+        assert!(look(cache_dir.path(), root, "a.py", &parses).mentions.contains_key("first"));
+        assert!(look(cache_dir.path(), root, "a.py", &parses).mentions.contains_key("first"));
+        assert_eq!(parses.get(), 1, "the second look is served by the cache file");
+        // Touched but unchanged (a checkout): read and hashed, not parsed.
+        let file = std::fs::File::options().append(true).open(root.join("a.py")).unwrap();
+        file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+        drop(file);
+        look(cache_dir.path(), root, "a.py", &parses);
+        assert_eq!(parses.get(), 1);
+        // Changed, even at the same size and time: the hash sees it once the time differs;
+        // here the size and time both change.
+        std::fs::write(root.join("a.py"), "second one").unwrap();
+        assert!(look(cache_dir.path(), root, "a.py", &parses).mentions.contains_key("second one"));
+        assert_eq!(parses.get(), 2);
+        // The cache lives in the directory it was given, one file per workspace.
+        let stored: Vec<_> = std::fs::read_dir(cache_dir.path().join("repo-map")).unwrap().collect();
+        assert_eq!(stored.len(), 1);
+    }
+
+    #[test]
+    fn a_cache_that_is_damaged_or_from_another_version_is_ignored() {
+        let workspace = tempfile::tempdir().unwrap();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let root = workspace.path();
+        std::fs::write(root.join("a.py"), "first").unwrap();
+        let parses = Cell::new(0);
+        look(cache_dir.path(), root, "a.py", &parses);
+        let stored = std::fs::read_dir(cache_dir.path().join("repo-map")).unwrap().next().unwrap().unwrap().path();
+        let text = std::fs::read_to_string(&stored).unwrap();
+        std::fs::write(&stored, text.replace(FORMAT, "repo-map-0/0.0.0")).unwrap();
+        look(cache_dir.path(), root, "a.py", &parses);
+        assert_eq!(parses.get(), 2, "another version's entries are not used");
+        std::fs::write(&stored, "{ not json").unwrap();
+        assert!(look(cache_dir.path(), root, "a.py", &parses).mentions.contains_key("first"));
+        assert_eq!(parses.get(), 3);
+        // Without a cache directory nothing is kept.
+        forget_loaded();
+        let cache = MapCache::open(None, root);
+        let metadata = std::fs::metadata(root.join("a.py")).unwrap();
+        assert!(cache.facts(&root.join("a.py"), "a.py", &metadata, |_| Facts::default()).is_some());
+        cache.save(&Default::default());
+    }
+}
