@@ -96,7 +96,9 @@ impl Git {
             .arg("-C")
             .arg(&self.root)
             // Nothing a repository's configuration names runs on the engine's behalf: no
-            // hooks, no file-system monitor, no signing program, no external diff.
+            // hooks, no file-system monitor, no signing program, no external diff. Nor does
+            // git's housekeeping: a commit would start `git maintenance` (a process, and at
+            // times a repack) after every feature; the user's own git does it in its time.
             .args([
                 "-c",
                 "core.hooksPath=/dev/null",
@@ -106,6 +108,10 @@ impl Git {
                 "commit.gpgsign=false",
                 "-c",
                 "core.quotepath=false",
+                "-c",
+                "maintenance.auto=false",
+                "-c",
+                "gc.auto=0",
             ])
             .env("GIT_TERMINAL_PROMPT", "0");
         command

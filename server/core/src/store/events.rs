@@ -348,6 +348,24 @@ pub struct WorkFile {
 impl Event {
     /// Whether people look at the projection right after this event (a gate, a decision, the
     /// end of a run): the projection files are written at once, not on the next throttle tick.
+    /// Whether the log makes this event durable before it counts as recorded. Events that
+    /// only report progress do not: losing them (and what follows) to a power cut makes the
+    /// engine redo or re-report work, never act on something that did not happen, and a
+    /// process crash never loses them (the line is written at once). The spend a lost
+    /// `usage_recorded` reported is the one exception, and it is bounded by the calls since
+    /// the last durable event.
+    pub fn syncs(&self) -> bool {
+        !matches!(
+            self,
+            Event::RunStarted { .. }
+                | Event::RunFinished { .. }
+                | Event::UsageRecorded { .. }
+                | Event::CursorMoved { .. }
+                | Event::FeatureStarted { .. }
+                | Event::FeatureReviewed { .. }
+        )
+    }
+
     pub fn settles_view(&self) -> bool {
         matches!(
             self,
@@ -355,7 +373,6 @@ impl Event {
                 | Event::PlanSubmitted { .. }
                 | Event::PlanApproved { .. }
                 | Event::DecisionRecorded { .. }
-                | Event::RunFinished { .. }
                 | Event::MilestoneCommitted { .. }
                 | Event::MilestoneAccepted { .. }
                 | Event::MilestoneRejected { .. }

@@ -138,6 +138,9 @@ pub struct EventLog {
     /// Set when a failed append could not be cut back off: the file's tail is unknown, so no
     /// further append may land after it until the log is reopened (and verified).
     poisoned: Option<String>,
+    /// Whether lines were written since the last `fdatasync` (events that only report
+    /// progress; see [`Event::syncs`]).
+    unsynced: bool,
 }
 
 /// Who holds a mission's lock: written into the lock file so a refused process can say who.
@@ -221,8 +224,16 @@ impl EventLog {
             sync_dir(directory)?;
         }
         let file = OpenOptions::new().append(true).open(&path).map_err(io(&path))?;
-        let log =
-            EventLog { path, file, _lock: lock, len: line.len() as u64, next_seq: 2, last_hash: hash, poisoned: None };
+        let log = EventLog {
+            path,
+            file,
+            _lock: lock,
+            len: line.len() as u64,
+            next_seq: 2,
+            last_hash: hash,
+            poisoned: None,
+            unsynced: false,
+        };
         Ok((log, record))
     }
 
@@ -249,22 +260,30 @@ impl EventLog {
             next_seq: contents.records.len() as u64 + 1,
             last_hash: contents.last_hash.clone(),
             poisoned: None,
+            unsynced: false,
         };
         Ok((log, contents))
     }
 
-    /// Appends one event and makes it durable (fsync) before returning: nobody hears of a
-    /// state change that a crash could still take back.
+    /// Appends one event. The line is written at once, so every reader and a later process
+    /// see it even if this one dies the next instant. An event that records a decision or a
+    /// result ([`Event::syncs`]) is also made durable (`fdatasync`) before this returns, and
+    /// with it every line written before it: nobody hears of a state change that a power cut
+    /// could still take back. An event that only reports progress (a run started, a call's
+    /// usage) waits for the next such sync; a power cut before it loses at most that tail,
+    /// which leaves the log as a crash just before it would have.
     pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
         if let Some(reason) = &self.poisoned {
             return Err(StoreError::Poisoned { path: self.path.clone(), reason: reason.clone() });
         }
+        let durable = event.syncs();
         let record = Record { seq: self.next_seq, ts: crate::now_rfc3339(), prev: self.last_hash.clone(), event };
         let mut line =
             serde_json::to_vec(&record).map_err(|error| StoreError::Encode { message: error.to_string() })?;
         let hash = line_hash(&line);
         line.push(b'\n');
-        if let Err(source) = self.file.write_all(&line).and_then(|()| self.file.sync_data()) {
+        let written = self.file.write_all(&line).and_then(|()| if durable { self.file.sync_data() } else { Ok(()) });
+        if let Err(source) = written {
             // Cut a partly written line back off, so the log stays a sequence of whole events
             // and the next append does not glue onto garbage.
             if let Err(cut) = self.file.set_len(self.len) {
@@ -272,10 +291,20 @@ impl EventLog {
             }
             return Err(StoreError::Io { path: self.path.clone(), source });
         }
+        self.unsynced = !durable;
         self.len += line.len() as u64;
         self.next_seq += 1;
         self.last_hash = hash;
         Ok(record)
+    }
+
+    /// Makes every line written so far durable.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if self.unsynced {
+            self.file.sync_data().map_err(|source| StoreError::Io { path: self.path.clone(), source })?;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {

@@ -11,9 +11,8 @@ pub mod fold;
 pub mod follow;
 pub mod log;
 mod render;
+mod views;
 
-use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -122,18 +121,12 @@ pub struct MissionStore {
     dir: PathBuf,
     log: log::EventLog,
     projection: Projection,
-    /// SHA-256 of what was last written to each projection file, so unchanged files are not
-    /// rewritten after every event.
-    written: HashMap<PathBuf, [u8; 32]>,
-    /// Events folded since the projection files were last written, and when that was.
-    stale: bool,
-    last_written: Option<std::time::Instant>,
+    /// Writes the projection files.
+    views: views::ViewWriter,
+    /// The projection files that events folded since they were last written can have
+    /// changed; `None` when all are up to date.
+    stale: Option<render::Views>,
 }
-
-/// While events come in quick succession, projection files are rewritten at most this often;
-/// [`MissionStore::flush`] writes them at once. Each rewrite is a new file renamed into place,
-/// which costs far more than the append itself, and the files are only a view of the log.
-const PROJECTION_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl MissionStore {
     /// Creates `<workspace>/.missions/<id>/` with its first event, which must be
@@ -148,9 +141,8 @@ impl MissionStore {
             dir,
             log,
             projection: Projection::default(),
-            written: HashMap::new(),
-            stale: true,
-            last_written: None,
+            views: views::ViewWriter::default(),
+            stale: Some(render::Views::all()),
         };
         store.projection.apply(&record);
         store.flush();
@@ -165,17 +157,10 @@ impl MissionStore {
         if projection.mission.is_none() {
             return Err(StoreError::Empty { path: log.path().to_owned() });
         }
-        let mut store = MissionStore {
-            dir: dir.to_owned(),
-            log,
-            projection,
-            written: HashMap::new(),
-            stale: true,
-            last_written: None,
-        };
-        store.write_projections()?;
-        store.stale = false;
-        store.last_written = Some(std::time::Instant::now());
+        let mut store =
+            MissionStore { dir: dir.to_owned(), log, projection, views: views::ViewWriter::default(), stale: None };
+        let files = render::projection_files(&store.dir, &store.projection, &render::Views::all())?;
+        store.views.write_now(files)?;
         Ok((store, contents.warnings))
     }
 
@@ -187,73 +172,71 @@ impl MissionStore {
         &self.projection
     }
 
-    /// Records an event durably and folds it. An `Err` means the event was *not* recorded;
-    /// once the event is durable this returns `Ok`. The projection files follow within
-    /// [`PROJECTION_INTERVAL`], or at the next [`MissionStore::flush`]; a projection that cannot
-    /// be written is logged and written again later, since projections are rebuilt from the
+    /// Records an event and folds it. An `Err` means the event was *not* recorded; once the
+    /// log holds it this returns `Ok` (durably so for every event but those that only report
+    /// progress: see [`EventLog::append`](log::EventLog::append)). After an event that settles
+    /// what people look at, the projection files it changed are written in the background;
+    /// the others follow with the next such event or [`MissionStore::flush`]. A projection that
+    /// cannot be written is logged and written again later: projections are rebuilt from the
     /// log anyway.
     pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
         let record = self.log.append(event)?;
         self.projection.apply(&record);
-        self.stale = true;
+        self.stale.get_or_insert_with(render::Views::default).add(&record.event);
         if record.event.settles_view() {
-            self.flush();
-        } else {
-            self.flush_if_due();
+            self.refresh_views();
         }
         Ok(record)
     }
 
-    /// Writes the projection files if they are stale and were last written more than
-    /// [`PROJECTION_INTERVAL`] ago.
-    pub fn flush_if_due(&mut self) {
-        if self.last_written.is_none_or(|at| at.elapsed() >= PROJECTION_INTERVAL) {
-            self.flush();
+    /// Renders the projection files that changed and has them written in the background.
+    pub fn refresh_views(&mut self) {
+        // A view that could not be written is written again (its digest was forgotten).
+        if self.views.take_failure() {
+            self.stale = Some(render::Views::all());
         }
-    }
-
-    /// Brings the projection files up to date with every event recorded so far.
-    pub fn flush(&mut self) {
-        if !self.stale {
-            return;
-        }
-        match self.write_projections() {
-            Ok(()) => self.stale = false,
-            Err(error) => tracing::warn!("projections of {} are stale: {error}", self.dir.display()),
-        }
-        self.last_written = Some(std::time::Instant::now());
-    }
-
-    /// Writes every projection file whose content changed, each atomically.
-    pub fn write_projections(&mut self) -> Result<(), StoreError> {
-        for (path, bytes) in render::projection_files(&self.dir, &self.projection)? {
-            let digest: [u8; 32] = Sha256::digest(&bytes).into();
-            if self.written.get(&path) == Some(&digest) && path.exists() {
-                continue;
+        let Some(views) = self.stale.take() else { return };
+        match render::projection_files(&self.dir, &self.projection, &views) {
+            Ok(files) => self.views.write_later(files),
+            Err(error) => {
+                tracing::warn!("projections of {} are stale: {error}", self.dir.display());
+                self.stale = Some(views);
             }
-            write_atomically(&path, &bytes)?;
-            self.written.insert(path, digest);
         }
-        Ok(())
+    }
+
+    /// Brings the projection files up to date with every event recorded so far, and returns
+    /// once they are written.
+    pub fn flush(&mut self) {
+        // What is queued first, so a failure among it is seen and written again now.
+        self.views.wait();
+        self.refresh_views();
+        self.views.wait();
+    }
+
+    /// Makes every event recorded so far durable, and brings the projection files up to
+    /// date.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.flush();
+        self.log.sync()
     }
 }
 
 impl Drop for MissionStore {
     fn drop(&mut self) {
-        self.flush();
+        if let Err(error) = self.sync() {
+            tracing::warn!("the log of {} may not be durable: {error}", self.dir.display());
+        }
+        self.views.finish();
     }
 }
 
-/// Writes `bytes` to `path` so that a reader sees either the old file or the whole new one:
-/// a temporary file in the same directory, fsync'd, then renamed over the target.
+/// Writes `bytes` to `path` so that a reader sees either the old file or the whole new one,
+/// and a crash never brings back the old one once this returned: a temporary file in the
+/// same directory, fsync'd, renamed over the target, and the directory fsync'd.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let io = |source| StoreError::Io { path: path.to_owned(), source };
+    views::write_aside(path, bytes, true)?;
     let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io)?;
-    let mut temp = tempfile::NamedTempFile::new_in(parent).map_err(io)?;
-    temp.write_all(bytes).map_err(io)?;
-    temp.as_file().sync_all().map_err(io)?;
-    temp.persist(path).map_err(|error| io(error.error))?;
     // The rename is only durable once the directory entry is; without this a crash can bring
     // back the old file even though the new one was acknowledged.
     log::sync_dir(parent)

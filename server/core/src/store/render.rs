@@ -21,39 +21,89 @@ fn file_stem(id: &str) -> String {
     if stem.starts_with('.') { format!("_{stem}") } else { stem }
 }
 
-/// Every projection file of a mission and its bytes.
-pub fn projection_files(dir: &Path, projection: &Projection) -> Result<Vec<(PathBuf, Vec<u8>)>, StoreError> {
+/// Which projection files to render: `mission.json` always, the rest (plan, contract,
+/// acceptance tests, findings) when `rest`, and the handoffs of the features named (all of
+/// them when `all_handoffs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Views {
+    pub rest: bool,
+    pub all_handoffs: bool,
+    pub handoffs: std::collections::BTreeSet<String>,
+}
+
+impl Views {
+    /// Every file.
+    pub fn all() -> Views {
+        Views { rest: true, all_handoffs: true, handoffs: Default::default() }
+    }
+
+    /// Adds the files `event` can change. Most events change the plan, the contract or the
+    /// findings, and anything not known to leave them alone counts as changing them; the
+    /// events that come with every model turn change `mission.json` alone.
+    pub fn add(&mut self, event: &super::Event) {
+        use super::Event;
+        match event {
+            Event::RunStarted { .. }
+            | Event::RunFinished { .. }
+            | Event::UsageRecorded { .. }
+            | Event::CursorMoved { .. }
+            | Event::StateChanged { .. }
+            | Event::BudgetSet { .. }
+            | Event::AutoAcceptSet { .. }
+            | Event::FeatureReviewed { .. }
+            | Event::WorkRecorded { .. } => {}
+            // A handoff changes its own file and nothing else's.
+            Event::HandoffRecorded { handoff } => {
+                self.handoffs.insert(handoff.feature.clone());
+            }
+            _ => self.rest = true,
+        }
+    }
+
+    fn handoff(&self, feature: &str) -> bool {
+        self.all_handoffs || self.handoffs.contains(feature)
+    }
+}
+
+/// The projection files of a mission that `views` selects, with their bytes.
+pub fn projection_files(
+    dir: &Path,
+    projection: &Projection,
+    views: &Views,
+) -> Result<Vec<(PathBuf, Vec<u8>)>, StoreError> {
     let mut files = Vec::new();
     if let Some(mission) = &projection.mission {
         files.push((dir.join("mission.json"), json(mission)?));
     }
-    if let Some(plan) = &projection.plan {
-        files.push((dir.join("plan.json"), json(plan)?));
-        let tried = dry_run_markdown(&projection.dry_run);
-        let mut markdown = plan_markdown(plan);
-        markdown.push_str(&tried);
-        if let Some(baseline) = &projection.baseline {
-            markdown.push_str(&baseline_markdown(baseline));
+    if views.rest {
+        if let Some(plan) = &projection.plan {
+            files.push((dir.join("plan.json"), json(plan)?));
+            let tried = dry_run_markdown(&projection.dry_run);
+            let mut markdown = plan_markdown(plan);
+            markdown.push_str(&tried);
+            if let Some(baseline) = &projection.baseline {
+                markdown.push_str(&baseline_markdown(baseline));
+            }
+            files.push((dir.join("plan.md"), markdown.into_bytes()));
+            files.push((dir.join("contract.json"), json(&projection.contract)?));
+            let contract = contract_markdown(&projection.contract, Some(&projection.acceptance_tests)) + &tried;
+            files.push((dir.join("contract.md"), contract.into_bytes()));
         }
-        files.push((dir.join("plan.md"), markdown.into_bytes()));
-        files.push((dir.join("contract.json"), json(&projection.contract)?));
-        let contract = contract_markdown(&projection.contract, Some(&projection.acceptance_tests)) + &tried;
-        files.push((dir.join("contract.md"), contract.into_bytes()));
-    }
-    // The acceptance tests, kept where workers never look (SPEC §4): written from the log like
-    // every projection, at the path each will have in the workspace.
-    for test in projection.acceptance_tests.values() {
-        let folder = dir.join(crate::layout::ACCEPTANCE).join(&test.assertion);
-        for file in &test.files {
-            if let Some(relative) = crate::layout::plain_relative(&file.path) {
-                files.push((folder.join(relative), file.content.clone().into_bytes()));
+        // The acceptance tests, kept where workers never look (SPEC §4): written from the log
+        // like every projection, at the path each will have in the workspace.
+        for test in projection.acceptance_tests.values() {
+            let folder = dir.join(crate::layout::ACCEPTANCE).join(&test.assertion);
+            for file in &test.files {
+                if let Some(relative) = crate::layout::plain_relative(&file.path) {
+                    files.push((folder.join(relative), file.content.clone().into_bytes()));
+                }
             }
         }
+        files.push((dir.join("findings.json"), json(&projection.findings)?));
     }
-    for (feature, handoff) in &projection.handoffs {
+    for (feature, handoff) in projection.handoffs.iter().filter(|(feature, _)| views.handoff(feature)) {
         files.push((dir.join("handoffs").join(format!("{}.json", file_stem(feature))), json(handoff)?));
     }
-    files.push((dir.join("findings.json"), json(&projection.findings)?));
     Ok(files)
 }
 

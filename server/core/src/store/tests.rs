@@ -577,3 +577,28 @@ fn typed_fields_keep_the_words_logs_were_written_with() {
     .unwrap();
     assert_eq!(written["outcome"], "finished");
 }
+
+#[test]
+fn progress_events_are_not_synced_alone_yet_no_process_crash_loses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = sample_events("m1").into_iter();
+    let mut store = MissionStore::create(dir.path(), events.next().unwrap()).unwrap();
+    let usage = Event::UsageRecorded {
+        role: Role::Worker,
+        run_id: "r1".into(),
+        provider: "anthropic".into(),
+        model: "m".into(),
+        usage: Usage { input: 10, output: 5, ..Usage::default() },
+        cost_usd: Some(0.01),
+    };
+    assert!(!usage.syncs(), "usage only reports progress");
+    assert!(events.clone().next().is_some_and(|e| e.syncs()), "a plan is a decision");
+    store.append(usage).unwrap();
+    // The process dies without closing the store: the line is in the file all the same.
+    let path = store.dir().join("events.jsonl");
+    std::mem::forget(store);
+    let read = log::read_log(&path).unwrap();
+    assert_eq!(read.records.len(), 2);
+    assert!(matches!(read.records[1].event, Event::UsageRecorded { .. }));
+    assert!(read.warnings.is_empty(), "{:?}", read.warnings);
+}

@@ -20,9 +20,10 @@ pub(super) struct RunScope<'a> {
 
 impl RunHooks for RunScope<'_> {
     fn before_call(&self, role: Role, model: &str, input_tokens: u64, max_output_tokens: u32) -> Result<u32, Stop> {
-        let projection = self.shared.projection();
-        let Some(mission) = projection.mission else { return Ok(max_output_tokens) };
-        let budget = mission.budget;
+        let budget = match &lock(&self.shared.store).projection().mission {
+            Some(mission) => mission.budget.clone(),
+            None => return Ok(max_output_tokens),
+        };
         let mut reserved = lock(&self.shared.reserved);
         // A model without a known price cannot be estimated in dollars; the token cap still
         // holds for it.

@@ -290,22 +290,12 @@ impl Mission {
         }
         self.prepare_to_drive()?;
         *lock(&self.shared.stop) = None;
-        // Projection files are throttled while events come fast; this keeps them within a
-        // second of the log when events stop coming (a long model call, a long command).
-        let _flusher = Flusher(tokio::spawn({
-            let shared = self.shared.clone();
-            async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(500));
-                loop {
-                    tick.tick().await;
-                    lock(&shared.store).flush_if_due();
-                }
-            }
-        }));
         loop {
             self.shared.process_inbox(|_| true);
             *lock(&self.shared.stop) = None;
-            lock(&self.shared.store).flush_if_due();
+            // Each step may wait long (on models, on commands): what people look at is brought
+            // up to date before it, in the background.
+            lock(&self.shared.store).refresh_views();
             let projection = self.shared.projection();
             let mission = self.shared.mission()?;
             match mission.state {

@@ -75,15 +75,6 @@ use shared::Shared;
 /// taken by then stays queued and applies when the driver next looks.
 pub const DRIVER_ACK_LIMIT: Duration = Duration::from_secs(10);
 
-/// Stops the projection flusher when a drive ends.
-struct Flusher(tokio::task::JoinHandle<()>);
-
-impl Drop for Flusher {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// What one agent run is for.
 struct RunRequest {
     role: Role,
