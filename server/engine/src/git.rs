@@ -72,11 +72,36 @@ pub struct Git {
     root: PathBuf,
     /// `-c user.*` arguments for repositories without an identity, looked up once.
     identity: std::sync::Arc<std::sync::OnceLock<Vec<String>>>,
+    /// The repository opened in-process for reading refs, once; `None` when gix cannot
+    /// open it (the command line answers then).
+    reader: std::sync::Arc<std::sync::OnceLock<Option<gix::ThreadSafeRepository>>>,
+    /// Whole diffs between two commits, kept for the next question about the same pair.
+    diffs: std::sync::Arc<std::sync::Mutex<DiffMemo>>,
+}
+
+/// Diffs between two commits (which never change), oldest first, within a size bound.
+#[derive(Debug, Default)]
+struct DiffMemo {
+    entries: std::collections::VecDeque<((String, String), std::sync::Arc<String>)>,
+    bytes: usize,
+}
+
+/// How much diff text is kept in memory.
+const DIFF_MEMO_BYTES: usize = 16 * 1024 * 1024;
+
+/// Whether `name` is a full object id (and so names the same commit forever).
+fn is_object_id(name: &str) -> bool {
+    matches!(name.len(), 40 | 64) && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl Git {
     pub fn new(root: &Path) -> Git {
-        Git { root: root.to_owned(), identity: Default::default() }
+        Git {
+            root: root.to_owned(),
+            identity: Default::default(),
+            reader: Default::default(),
+            diffs: Default::default(),
+        }
     }
 
     /// The working tree this runs in.
@@ -137,8 +162,22 @@ impl Git {
         self.run(&["rev-parse", "--is-inside-work-tree"]).is_ok_and(|out| out.trim() == "true")
     }
 
+    /// The commit `HEAD` points at. The engine asks after every step, and a git process per
+    /// question was a large part of its cost, so it is read in-process (gix reads `HEAD` and
+    /// the ref afresh on every call); the command line answers when gix cannot (a repository
+    /// format it does not read, an unborn branch).
     pub fn head(&self) -> Result<String, GitError> {
+        if let Some(id) = self.read_head() {
+            return Ok(id);
+        }
         Ok(self.run(&["rev-parse", "HEAD"])?.trim().to_owned())
+    }
+
+    fn read_head(&self) -> Option<String> {
+        let reader = self.reader.get_or_init(|| gix::discover(&self.root).ok().map(gix::Repository::into_sync));
+        let repository = reader.as_ref()?.to_thread_local();
+        let id = repository.head_id().ok()?.detach();
+        Some(id.to_string())
     }
 
     /// The commit a ref or branch name points at.
@@ -239,20 +278,47 @@ impl Git {
 
     /// The line ranges each file has in `commit` that changed since `base`.
     pub fn changed_ranges(&self, base: &str, commit: &str) -> Result<Vec<FileChange>, GitError> {
-        let diff = self.run(&["diff", "--unified=0", "--no-color", "--no-renames", "--no-ext-diff", base, commit])?;
-        Ok(parse_ranges(&diff))
+        Ok(parse_ranges(&self.whole_diff(base, commit)?))
+    }
+
+    /// The whole diff from `base` to `commit`, a renamed file shown as a deletion and an
+    /// addition (all of its lines are the feature's). A feature's diff is asked for when it
+    /// is committed (its changed ranges) and again when it is reviewed, so the diff between
+    /// two commit ids is kept in memory and git runs once.
+    fn whole_diff(&self, base: &str, commit: &str) -> Result<std::sync::Arc<String>, GitError> {
+        let key = (base.to_owned(), commit.to_owned());
+        let memorable = is_object_id(base) && is_object_id(commit);
+        if memorable {
+            let memo = missions_core::sync::lock(&self.diffs);
+            if let Some((_, diff)) = memo.entries.iter().find(|(k, _)| *k == key) {
+                return Ok(diff.clone());
+            }
+        }
+        let diff =
+            std::sync::Arc::new(self.run(&["diff", "--no-color", "--no-ext-diff", "--no-renames", base, commit])?);
+        if memorable && diff.len() <= DIFF_MEMO_BYTES {
+            let mut memo = missions_core::sync::lock(&self.diffs);
+            memo.bytes += diff.len();
+            memo.entries.push_back((key, diff.clone()));
+            while memo.bytes > DIFF_MEMO_BYTES {
+                let Some((_, dropped)) = memo.entries.pop_front() else { break };
+                memo.bytes -= dropped.len();
+            }
+        }
+        Ok(diff)
     }
 
     /// The diff from `base` to `commit`, of `paths` only when there are any (literal paths,
     /// never patterns), cut to `max_bytes`.
     pub fn diff(&self, base: &str, commit: &str, paths: &[String], max_bytes: usize) -> Result<String, GitError> {
-        let literal: Vec<String> = paths.iter().map(|p| format!(":(literal){p}")).collect();
-        let mut args = vec!["diff", "--no-color", "--no-ext-diff", base, commit];
-        if !literal.is_empty() {
-            args.push("--");
+        let diff = if paths.is_empty() {
+            self.whole_diff(base, commit)?.as_str().to_owned()
+        } else {
+            let literal: Vec<String> = paths.iter().map(|p| format!(":(literal){p}")).collect();
+            let mut args = vec!["diff", "--no-color", "--no-ext-diff", "--no-renames", base, commit, "--"];
             args.extend(literal.iter().map(String::as_str));
-        }
-        let diff = self.run(&args)?;
+            self.run(&args)?
+        };
         if diff.len() <= max_bytes {
             return Ok(diff);
         }
@@ -480,27 +546,52 @@ fn trailer_block(trailers: &[(&str, &str)]) -> String {
 pub fn parse_ranges(diff: &str) -> Vec<FileChange> {
     let mut changes: Vec<FileChange> = Vec::new();
     let mut current: Option<usize> = None;
+    // Inside a hunk: the next line's number on the new side, and how many lines of each side
+    // the hunk still holds (a body line is never taken for a header, whatever it starts with).
+    let mut new_line = 0u32;
+    let (mut old_left, mut new_left) = (0u32, 0u32);
     for line in diff.lines() {
-        if let Some(path) = line.strip_prefix("+++ ") {
+        if old_left > 0 || new_left > 0 {
+            match line.as_bytes().first() {
+                Some(b'+') => {
+                    if let Some(index) = current {
+                        let ranges = &mut changes[index].ranges;
+                        match ranges.last_mut() {
+                            Some(last) if last[1] + 1 == new_line => last[1] = new_line,
+                            _ => ranges.push([new_line, new_line]),
+                        }
+                    }
+                    new_line += 1;
+                    new_left = new_left.saturating_sub(1);
+                }
+                Some(b'-') => old_left = old_left.saturating_sub(1),
+                Some(b'\\') => {}
+                _ => {
+                    new_line += 1;
+                    new_left = new_left.saturating_sub(1);
+                    old_left = old_left.saturating_sub(1);
+                }
+            }
+            continue;
+        }
+        if line.starts_with("diff --git ") {
+            current = None;
+        } else if let Some(path) = line.strip_prefix("+++ ") {
             current = path.strip_prefix("b/").map(|path| {
                 changes.push(FileChange { path: path.to_owned(), ranges: Vec::new() });
                 changes.len() - 1
             });
-        } else if let Some(hunk) = line.strip_prefix("@@ ")
-            && let Some(index) = current
-            && let Some(new_side) = hunk.split(' ').find(|part| part.starts_with('+'))
-        {
-            let mut numbers = new_side[1..].split(',');
-            let start: u32 = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            let count: u32 = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(1);
-            if count == 0 || start == 0 {
-                continue;
-            }
-            let range = [start, start + count - 1];
-            let ranges = &mut changes[index].ranges;
-            match ranges.last_mut() {
-                Some(last) if last[1] + 1 >= range[0] => last[1] = last[1].max(range[1]),
-                _ => ranges.push(range),
+        } else if let Some(hunk) = line.strip_prefix("@@ ") {
+            // `@@ -a,b +c,d @@`: a count left out is 1.
+            let side = |sign: char| {
+                let part = hunk.split(' ').find(|part| part.starts_with(sign))?;
+                let mut numbers = part[1..].split(',');
+                let start: u32 = numbers.next()?.parse().ok()?;
+                let count: u32 = numbers.next().map_or(Some(1), |n| n.parse().ok())?;
+                Some((start, count))
+            };
+            if let (Some((_, old_count)), Some((start, new_count))) = (side('-'), side('+')) {
+                (old_left, new_left, new_line) = (old_count, new_count, start);
             }
         }
     }
@@ -519,6 +610,74 @@ mod tests {
         std::fs::write(dir.path().join("a.txt"), "one\ntwo\nthree\n").unwrap();
         git.commit("initial", &[]).unwrap();
         (dir, git)
+    }
+
+    #[test]
+    fn ranges_are_read_from_hunk_bodies_whatever_the_lines_hold() {
+        let diff = "diff --git a/a.rs b/a.rs\n--- a/a.rs\n+++ b/a.rs\n@@ -1,4 +1,6 @@ fn main() {\n one\n-two\n++++ not a header\n+@@ nor this\n three\n+four\n four-old\n\\ No newline at end of file\n@@ -20,2 +22,0 @@\n-gone\n-gone\ndiff --git a/old.rs b/old.rs\ndeleted file mode 100644\n--- a/old.rs\n+++ /dev/null\n@@ -1 +0,0 @@\n-x\ndiff --git a/new.rs b/new.rs\nnew file mode 100644\n--- /dev/null\n+++ b/new.rs\n@@ -0,0 +1,2 @@\n+a\n+b\n";
+        assert_eq!(
+            parse_ranges(diff),
+            vec![
+                FileChange { path: "a.rs".into(), ranges: vec![[2, 3], [5, 5]] },
+                FileChange { path: "new.rs".into(), ranges: vec![[1, 2]] }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_features_diff_is_read_once_for_its_ranges_and_its_review() {
+        let (dir, git) = repository();
+        let base = git.head().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "one\nTWO\nthree\n").unwrap();
+        let commit = git.commit("F1", &[]).unwrap();
+        let ranges = git.changed_ranges(&base, &commit).unwrap();
+        assert_eq!(ranges, vec![FileChange { path: "a.txt".into(), ranges: vec![[2, 2]] }]);
+        // Other tests run git meanwhile, so the count is of many reads: fewer processes than
+        // reads means the reads ran none.
+        let (before, _) = git_stats();
+        for _ in 0..100 {
+            let diff = git.diff(&base, &commit, &[], 60_000).unwrap();
+            assert!(diff.contains("+TWO"), "{diff}");
+        }
+        assert!(git_stats().0 - before < 100, "the diff was read again");
+        // Names that can move (a branch) are never remembered.
+        assert!(!is_object_id("main") && is_object_id(&commit));
+    }
+
+    #[test]
+    fn head_is_read_in_process_and_always_agrees_with_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = Git::new(dir.path());
+        git.run(&["init", "-q", "-b", "main"]).unwrap();
+        assert!(git.head().is_err(), "an unborn branch has no head");
+        std::fs::write(dir.path().join("a.txt"), "one\n").unwrap();
+        git.commit("initial", &[]).unwrap();
+        let agrees = |why: &str| {
+            assert_eq!(git.head().unwrap(), git.run(&["rev-parse", "HEAD"]).unwrap().trim(), "{why}");
+            // Other tests run git meanwhile, so the count is of many reads: fewer processes
+            // than reads means the reads ran none.
+            let (before, _) = git_stats();
+            for _ in 0..200 {
+                git.head().unwrap();
+            }
+            let (after, _) = git_stats();
+            assert!(after - before < 200, "{why}: head() ran git");
+        };
+        agrees("after a commit");
+        std::fs::write(dir.path().join("a.txt"), "two\n").unwrap();
+        let second = git.commit("second", &[]).unwrap();
+        agrees("after another commit");
+        git.run(&["checkout", "-q", "-b", "side"]).unwrap();
+        std::fs::write(dir.path().join("a.txt"), "three\n").unwrap();
+        git.commit("on side", &[]).unwrap();
+        agrees("on another branch");
+        git.run(&["pack-refs", "--all"]).unwrap();
+        agrees("with packed refs");
+        git.run(&["checkout", "-q", &second]).unwrap();
+        agrees("detached");
+        assert_eq!(git.head().unwrap(), second);
+        git.reset_hard("main").unwrap();
+        agrees("after a reset");
     }
 
     #[test]

@@ -57,14 +57,21 @@ struct Stored {
 
 /// A file's entry, new or refreshed, for [`MapCache::record`].
 #[derive(Debug)]
-pub struct Learned(String, Entry);
+pub struct Learned {
+    relative: String,
+    entry: Entry,
+    /// Whether the file was parsed (rather than found unchanged by its hash).
+    parsed: bool,
+}
 
 /// The cache of one workspace, for one map.
 #[derive(Debug)]
 pub struct MapCache {
     path: Option<PathBuf>,
     stored: Stored,
-    changed: bool,
+    /// Files parsed, and files found unchanged by their hash, since the cache was opened.
+    parsed: usize,
+    rehashed: usize,
 }
 
 /// Caches loaded in this process, by cache file.
@@ -94,7 +101,7 @@ fn modified_nanos(metadata: &std::fs::Metadata) -> u128 {
 impl MapCache {
     /// The cache of the workspace at `root` under `dir` (no cache at all with `None`).
     pub fn open(dir: Option<&Path>, root: &Path) -> MapCache {
-        let Some(dir) = dir else { return MapCache { path: None, stored: Stored::default(), changed: false } };
+        let Some(dir) = dir else { return MapCache { path: None, stored: Stored::default(), parsed: 0, rehashed: 0 } };
         let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
         let name = content_hash(root.to_string_lossy().as_bytes());
         let path = dir.join("repo-map").join(format!("{}.json", &name[..32]));
@@ -106,7 +113,7 @@ impl MapCache {
             })
             .filter(|stored| stored.format == FORMAT)
             .unwrap_or_else(|| Stored { format: FORMAT.to_owned(), files: HashMap::new() });
-        MapCache { path: Some(path), stored, changed: false }
+        MapCache { path: Some(path), stored, parsed: 0, rehashed: 0 }
     }
 
     /// The facts of the file at `absolute` (`relative` in the workspace), from the cache when
@@ -130,28 +137,36 @@ impl MapCache {
         }
         let bytes = std::fs::read(absolute).ok()?;
         let sha256 = content_hash(&bytes);
-        let facts = match known {
-            Some(entry) if entry.sha256 == sha256 => entry.facts.clone(),
-            _ => Arc::new(study(&String::from_utf8(bytes).ok()?)),
+        let (facts, parsed) = match known {
+            Some(entry) if entry.sha256 == sha256 => (entry.facts.clone(), false),
+            _ => (Arc::new(study(&String::from_utf8(bytes).ok()?)), true),
         };
         let entry = Entry { size: metadata.len(), modified, sha256, facts: facts.clone() };
-        Some((facts, Some(Learned(relative.to_owned(), entry))))
+        Some((facts, Some(Learned { relative: relative.to_owned(), entry, parsed })))
     }
 
     /// Remembers what [`MapCache::facts`] learned.
     pub fn record(&mut self, learned: Learned) {
-        self.stored.files.insert(learned.0, learned.1);
-        self.changed = true;
+        if learned.parsed {
+            self.parsed += 1;
+        } else {
+            self.rehashed += 1;
+        }
+        self.stored.files.insert(learned.relative, learned.entry);
     }
 
-    /// Forgets the files not in `present` (deleted or no longer mapped), writes the cache back
-    /// if it changed (whole, renamed into place; a failure only costs the next map a parse),
-    /// and keeps it in memory for the next map of this process.
+    /// Forgets the files not in `present` (deleted or no longer mapped), keeps the cache in
+    /// memory for the next map of this process, and writes it back (whole, renamed into
+    /// place; a failure only costs the next process a parse) when that saves the next process
+    /// more than it costs now: writing costs in proportion to every file, so a map that
+    /// parsed one file of hundreds (a mission's worker wrote it) leaves that parse to the next
+    /// process rather than rewriting the whole cache after every feature.
     pub fn save(mut self, present: &std::collections::HashSet<String>) {
         let Some(path) = self.path.take() else { return };
-        let before = self.stored.files.len();
         self.stored.files.retain(|relative, _| present.contains(relative));
-        if (self.changed || self.stored.files.len() != before)
+        let work = self.parsed * 8 + self.rehashed;
+        if work > 0
+            && (work >= self.stored.files.len() || self.parsed >= 64)
             && let Err(error) = write(&path, &self.stored)
         {
             tracing::debug!("the repository map's cache was not written to {}: {error}", path.display());

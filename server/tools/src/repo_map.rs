@@ -309,28 +309,28 @@ pub fn repo_map_cached(
             Some((entry.into_path(), relative, metadata, lang))
         })
         .collect();
-    // Files are studied in parallel, a share per core, and kept in walk order.
+    // Files are studied in parallel, a share per core (a few on this thread: starting threads
+    // would cost more), and kept in walk order.
     let mut cache = crate::map_cache::MapCache::open(cache_dir, confinement.root());
-    let share = candidates.len().div_ceil(parse_threads()).max(1);
-    let results: Vec<_> = std::thread::scope(|scope| {
-        let cache = &cache;
-        let workers: Vec<_> = candidates
-            .chunks(share)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .filter_map(|(path, relative, metadata, lang)| {
-                            let (facts, learned) =
-                                cache.facts(path, relative, metadata, |source| study(*lang, source))?;
-                            Some((relative.clone(), facts, learned))
-                        })
-                        .collect::<Vec<_>>()
-                })
+    let study_part = |part: &[(std::path::PathBuf, String, std::fs::Metadata, Lang)]| {
+        part.iter()
+            .filter_map(|(path, relative, metadata, lang)| {
+                let (facts, learned) = cache.facts(path, relative, metadata, |source| study(*lang, source))?;
+                Some((relative.clone(), facts, learned))
             })
-            .collect();
-        // A thread that panicked leaves its share out of the map rather than failing it.
-        workers.into_iter().flat_map(|worker| worker.join().unwrap_or_default()).collect()
-    });
+            .collect::<Vec<_>>()
+    };
+    let results: Vec<_> = if candidates.len() < 64 {
+        study_part(&candidates)
+    } else {
+        let share = candidates.len().div_ceil(parse_threads()).max(1);
+        std::thread::scope(|scope| {
+            let study_part = &study_part;
+            let workers: Vec<_> = candidates.chunks(share).map(|part| scope.spawn(move || study_part(part))).collect();
+            // A thread that panicked leaves its share out of the map rather than failing it.
+            workers.into_iter().flat_map(|worker| worker.join().unwrap_or_default()).collect()
+        })
+    };
     let mut studied = Vec::with_capacity(results.len());
     for (relative, facts, learned) in results {
         if let Some(learned) = learned {

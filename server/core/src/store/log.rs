@@ -273,10 +273,16 @@ impl EventLog {
     /// usage) waits for the next such sync; a power cut before it loses at most that tail,
     /// which leaves the log as a crash just before it would have.
     pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
+        let durable = event.syncs();
+        self.append_with(event, durable)
+    }
+
+    /// Appends one event, made durable before this returns only when `durable`; otherwise it
+    /// is by the next durable append or [`EventLog::sync`].
+    pub fn append_with(&mut self, event: Event, durable: bool) -> Result<Record, StoreError> {
         if let Some(reason) = &self.poisoned {
             return Err(StoreError::Poisoned { path: self.path.clone(), reason: reason.clone() });
         }
-        let durable = event.syncs();
         let record = Record { seq: self.next_seq, ts: crate::now_rfc3339(), prev: self.last_hash.clone(), event };
         let mut line =
             serde_json::to_vec(&record).map_err(|error| StoreError::Encode { message: error.to_string() })?;

@@ -126,6 +126,9 @@ pub struct MissionStore {
     /// The projection files that events folded since they were last written can have
     /// changed; `None` when all are up to date.
     stale: Option<render::Views>,
+    /// While set, no append syncs by itself: a group of events is made durable together by
+    /// [`MissionStore::sync`].
+    grouping: bool,
 }
 
 impl MissionStore {
@@ -143,6 +146,7 @@ impl MissionStore {
             projection: Projection::default(),
             views: views::ViewWriter::default(),
             stale: Some(render::Views::all()),
+            grouping: false,
         };
         store.projection.apply(&record);
         store.flush();
@@ -157,8 +161,14 @@ impl MissionStore {
         if projection.mission.is_none() {
             return Err(StoreError::Empty { path: log.path().to_owned() });
         }
-        let mut store =
-            MissionStore { dir: dir.to_owned(), log, projection, views: views::ViewWriter::default(), stale: None };
+        let mut store = MissionStore {
+            dir: dir.to_owned(),
+            log,
+            projection,
+            views: views::ViewWriter::default(),
+            stale: None,
+            grouping: false,
+        };
         let files = render::projection_files(&store.dir, &store.projection, &render::Views::all())?;
         store.views.write_now(files)?;
         Ok((store, contents.warnings))
@@ -180,7 +190,8 @@ impl MissionStore {
     /// cannot be written is logged and written again later: projections are rebuilt from the
     /// log anyway.
     pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
-        let record = self.log.append(event)?;
+        let durable = event.syncs() && !self.grouping;
+        let record = self.log.append_with(event, durable)?;
         self.projection.apply(&record);
         self.stale.get_or_insert_with(render::Views::default).add(&record.event);
         if record.event.settles_view() {
@@ -212,6 +223,14 @@ impl MissionStore {
         self.views.wait();
         self.refresh_views();
         self.views.wait();
+    }
+
+    /// Starts (`true`) or ends (`false`) a group of appends that are made durable together, by
+    /// one sync when the group ends, rather than one each. Whoever groups tells nobody of the
+    /// group's events before it ended (see the engine's `Shared::together`).
+    pub fn group(&mut self, grouping: bool) -> Result<(), StoreError> {
+        self.grouping = grouping;
+        if grouping { Ok(()) } else { self.log.sync() }
     }
 
     /// Makes every event recorded so far durable, and brings the projection files up to

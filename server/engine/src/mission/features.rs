@@ -138,38 +138,47 @@ impl Mission {
             commit: Some(commit.clone()),
             observed_commands: observed.clone(),
         };
-        self.shared.append(Event::HandoffRecorded { handoff: record })?;
-        // SPEC §2 rule 6.
-        let observed_list = if observed.is_empty() {
-            "none".to_owned()
-        } else {
-            observed
-                .iter()
-                .map(|o| format!("`{}` → {}", o.command, missions_core::mission::exit_text(o.exit_code)))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        for found in rules::check_handoff(&feature.id, &claimed_commands, &observed) {
-            self.shared.record_finding(FindingDraft {
-                feature: Some(feature.id.clone()),
-                evidence: format!("observed commands: {observed_list}"),
-                ..FindingDraft::new(&milestone.id, found.validator, found.severity, found.message)
+        // The handoff, its findings and the feature's new status are durable together.
+        self.shared.together(|| {
+            self.shared.append(Event::HandoffRecorded { handoff: record })?;
+            // SPEC §2 rule 6.
+            let observed_list = if observed.is_empty() {
+                "none".to_owned()
+            } else {
+                observed
+                    .iter()
+                    .map(|o| format!("`{}` → {}", o.command, missions_core::mission::exit_text(o.exit_code)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            for found in rules::check_handoff(&feature.id, &claimed_commands, &observed) {
+                self.shared.record_finding(FindingDraft {
+                    feature: Some(feature.id.clone()),
+                    evidence: format!("observed commands: {observed_list}"),
+                    ..FindingDraft::new(&milestone.id, found.validator, found.severity, found.message)
+                })?;
+            }
+            if let Some(summary) = gave_up {
+                self.shared.record_finding(FindingDraft {
+                    feature: Some(feature.id.clone()),
+                    evidence: summary,
+                    ..FindingDraft::new(
+                        &milestone.id,
+                        Validator::Engine,
+                        Severity::Warning,
+                        format!("the worker for {} ended without a handoff", feature.id),
+                    )
+                })?;
+            }
+            self.shared
+                .append(Event::FeatureStatusChanged { feature: feature.id.clone(), status: WorkStatus::Done })?;
+            self.shared.append(Event::CursorMoved {
+                milestone: Some(milestone.id.clone()),
+                feature: None,
+                role: None,
             })?;
-        }
-        if let Some(summary) = gave_up {
-            self.shared.record_finding(FindingDraft {
-                feature: Some(feature.id.clone()),
-                evidence: summary,
-                ..FindingDraft::new(
-                    &milestone.id,
-                    Validator::Engine,
-                    Severity::Warning,
-                    format!("the worker for {} ended without a handoff", feature.id),
-                )
-            })?;
-        }
-        self.shared.append(Event::FeatureStatusChanged { feature: feature.id.clone(), status: WorkStatus::Done })?;
-        self.shared.append(Event::CursorMoved { milestone: Some(milestone.id.clone()), feature: None, role: None })?;
+            Ok(())
+        })?;
         let committed = Step::FeatureCommitted { commit: commit.clone() };
         self.shared.progress(Some(&milestone.id), Some(&feature.id), Some(Role::Worker), committed);
         Ok(())

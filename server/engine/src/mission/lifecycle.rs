@@ -30,6 +30,7 @@ impl Mission {
             stop: Mutex::new(None),
             reserved: Mutex::new((0, 0.0)),
             min_output_tokens: config.config.budget.min_output_tokens(),
+            held: Mutex::new(None),
         };
         Ok(Mission {
             workspace: workspace.to_owned(),

@@ -42,16 +42,51 @@ pub(super) struct Shared {
     pub(super) reserved: Mutex<(u64, f64)>,
     /// The least output a call may be granted before the mission pauses for budget.
     pub(super) min_output_tokens: u32,
+    /// While events are recorded [`Shared::together`], the records the subscriber hears of
+    /// once they are durable.
+    pub(super) held: Mutex<Option<Vec<missions_core::store::Record>>>,
 }
 
 impl Shared {
     /// Records `event` durably, then tells the front end's subscriber.
     pub(super) fn append(&self, event: Event) -> Result<(), EngineError> {
         let record = lock(&self.store).append(event)?;
-        if let Some(appended) = &self.appended {
-            appended(&self.mission_id, &record);
+        match &mut *lock(&self.held) {
+            Some(held) => held.push(record),
+            None => {
+                if let Some(appended) = &self.appended {
+                    appended(&self.mission_id, &record);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Runs `record`, whose events (a handoff and the feature's new status; a report's
+    /// verdicts and findings) are made durable together by one sync at its end rather than
+    /// one each, and heard of by the subscriber only then. Events recorded before a failure
+    /// are kept, and made durable all the same.
+    pub(super) fn together<T>(&self, record: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineError> {
+        let nested = {
+            let mut held = lock(&self.held);
+            let nested = held.is_some();
+            held.get_or_insert_with(Vec::new);
+            nested
+        };
+        if nested {
+            return record();
+        }
+        lock(&self.store).group(true)?;
+        let result = record();
+        let synced = lock(&self.store).group(false);
+        let records = lock(&self.held).take().unwrap_or_default();
+        synced?;
+        if let Some(appended) = &self.appended {
+            for record in &records {
+                appended(&self.mission_id, record);
+            }
+        }
+        result
     }
 
     pub(super) fn projection(&self) -> Projection {

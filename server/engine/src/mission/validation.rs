@@ -381,10 +381,10 @@ impl Mission {
             // A feature whose files did not change since its last review keeps that review.
             let Some(end) = end else { continue };
             match end {
-                RunEnd::Finished(report) => {
+                RunEnd::Finished(report) => self.shared.together(|| {
                     self.record_report(&milestone.id, Some(&feature.id), Validator::Review, report)?;
-                    self.shared.append(Event::FeatureReviewed { feature: feature.id.clone(), commit: head.clone() })?;
-                }
+                    self.shared.append(Event::FeatureReviewed { feature: feature.id.clone(), commit: head.clone() })
+                })?,
                 RunEnd::GaveUp(reason) => self.unverified(
                     &milestone.id,
                     Some(&feature.id),
