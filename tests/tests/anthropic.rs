@@ -371,6 +371,7 @@ async fn transcripts_hold_requests_and_responses_but_never_the_key() {
     leaky.messages.push(missions_core::model::Message::user_text(format!("the key is {KEY}")));
     let context = CallContext { transcript: Some(&transcript), observer: None };
     provider(&config(ProviderKind::Anthropic, server.url())).complete(&leaky, context).await.unwrap();
+    transcript.flush();
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.contains(KEY), "the key leaked into the transcript");
     assert!(!text.to_lowercase().contains("x-api-key"));

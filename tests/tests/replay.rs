@@ -159,6 +159,8 @@ async fn parallel_runs_get_their_own_recorded_answers_in_any_order() {
             })
             .unwrap();
     }
+    // The tape is whole once its writer is done with it.
+    drop(writer);
     let config = missions_core::config::ProviderConfig {
         kind: Some(ProviderKind::Replay),
         transcript: Some("tape.jsonl".into()),

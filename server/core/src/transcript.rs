@@ -32,9 +32,58 @@ pub enum TranscriptError {
 #[derive(Debug)]
 pub struct TranscriptWriter {
     path: PathBuf,
-    /// The file, and how many conversation messages the requests written so far held.
-    file: Mutex<(File, usize)>,
+    /// Where lines go, and how many conversation messages the requests written so far held.
+    file: Mutex<(Sink, usize)>,
     redactor: Redactor,
+}
+
+/// Where a transcript's lines go. Creating a file costs more than the rest of a model turn's
+/// bookkeeping, so the file is created on a thread of its own while the run's first call is
+/// under way, and the lines written before it is open wait in memory.
+#[derive(Debug)]
+enum Sink {
+    Opening {
+        opened: std::thread::JoinHandle<std::io::Result<File>>,
+        waiting: Vec<u8>,
+    },
+    Open(File),
+    /// The file could not be created (said once, in the log); lines are dropped.
+    Failed,
+}
+
+impl Sink {
+    fn write(&mut self, path: &Path, line: &[u8], wait: bool) -> std::io::Result<()> {
+        if let Sink::Opening { opened, waiting } = self {
+            waiting.extend_from_slice(line);
+            if !wait && !opened.is_finished() {
+                return Ok(());
+            }
+            let waiting = std::mem::take(waiting);
+            let Sink::Opening { opened, .. } = std::mem::replace(self, Sink::Failed) else { return Ok(()) };
+            match opened.join() {
+                Ok(Ok(file)) => *self = Sink::Open(file),
+                Ok(Err(error)) => {
+                    tracing::warn!("cannot create transcript {}: {error}", path.display());
+                    return Ok(());
+                }
+                Err(_) => {
+                    tracing::warn!("creating transcript {} panicked", path.display());
+                    return Ok(());
+                }
+            }
+            return self.write(path, &waiting, wait);
+        }
+        match self {
+            Sink::Open(file) => file.write_all(line),
+            Sink::Opening { .. } | Sink::Failed => Ok(()),
+        }
+    }
+}
+
+impl Drop for TranscriptWriter {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 impl ExchangeRecorder for TranscriptWriter {
@@ -49,8 +98,23 @@ impl TranscriptWriter {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
-        Ok(TranscriptWriter { path: path.to_owned(), file: Mutex::new((file, 0)), redactor })
+        let open = {
+            let path = path.to_owned();
+            move || OpenOptions::new().create(true).append(true).open(path)
+        };
+        let sink = match std::thread::Builder::new().name("missions-transcript".into()).spawn(open.clone()) {
+            Ok(opened) => Sink::Opening { opened, waiting: Vec::new() },
+            Err(_) => Sink::Open(open().map_err(io)?),
+        };
+        Ok(TranscriptWriter { path: path.to_owned(), file: Mutex::new((sink, 0)), redactor })
+    }
+
+    /// Writes whatever waits for the file to be created.
+    pub fn flush(&self) {
+        let mut guard = lock(&self.file);
+        if let Err(error) = guard.0.write(&self.path, &[], true) {
+            tracing::warn!("cannot write transcript {}: {error}", self.path.display());
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -86,7 +150,7 @@ impl TranscriptWriter {
         }
         let mut line = self.redactor.redact(&value.to_string());
         line.push('\n');
-        file.write_all(line.as_bytes()).map_err(io)
+        file.write(&self.path, line.as_bytes(), false).map_err(io)
     }
 }
 
@@ -142,6 +206,7 @@ mod tests {
                 })
                 .unwrap();
         }
+        writer.flush();
         let lines: Vec<serde_json::Value> =
             std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let recorded: Vec<(u64, Vec<u64>)> = lines
@@ -153,6 +218,37 @@ mod tests {
             })
             .collect();
         assert_eq!(recorded, vec![(0, vec![0]), (1, vec![1, 2]), (3, vec![3, 4])]);
+    }
+
+    #[test]
+    fn lines_written_before_the_file_exists_are_kept_in_order_and_a_failure_fails_no_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.jsonl");
+        let request = |attempt| TranscriptEntry::Request {
+            ts: "t".into(),
+            provider: "p".into(),
+            url: "u".into(),
+            attempt,
+            body: serde_json::json!({}),
+        };
+        let writer = TranscriptWriter::create(&path, Redactor::default()).unwrap();
+        for attempt in 1..=50 {
+            writer.append(&request(attempt)).unwrap();
+        }
+        drop(writer);
+        let attempts: Vec<u64> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["attempt"].as_u64().unwrap())
+            .collect();
+        assert_eq!(attempts, (1..=50).collect::<Vec<u64>>());
+        // A file that cannot be created (a directory is in the way) costs the record, not the run.
+        let blocked = dir.path().join("blocked.jsonl");
+        std::fs::create_dir(&blocked).unwrap();
+        let writer = TranscriptWriter::create(&blocked, Redactor::default()).unwrap();
+        writer.append(&request(1)).unwrap();
+        writer.flush();
+        writer.append(&request(2)).unwrap();
     }
 
     #[test]
@@ -186,6 +282,9 @@ mod tests {
                 response: response.clone(),
             })
             .unwrap();
+        // The file is created in the background; what waits for it is written on flush (and
+        // when the writer is dropped).
+        writer.flush();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("sk-very-secret-key"));
         assert!(text.contains("[REDACTED:KEY_ENV]"));
