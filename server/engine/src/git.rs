@@ -174,6 +174,14 @@ impl Git {
     }
 
     fn read_head(&self) -> Option<String> {
+        // git's environment can point it at another repository than the one found from the
+        // root; the command line, which follows it, answers then.
+        if ["GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_INDEX_FILE"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some())
+        {
+            return None;
+        }
         let reader = self.reader.get_or_init(|| gix::discover(&self.root).ok().map(gix::Repository::into_sync));
         let repository = reader.as_ref()?.to_thread_local();
         let id = repository.head_id().ok()?.detach();
@@ -294,8 +302,16 @@ impl Git {
                 return Ok(diff.clone());
             }
         }
-        let diff =
-            std::sync::Arc::new(self.run(&["diff", "--no-color", "--no-ext-diff", "--no-renames", base, commit])?);
+        let diff = std::sync::Arc::new(self.run(&[
+            "diff",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-renames",
+            "--src-prefix=a/",
+            "--dst-prefix=b/",
+            base,
+            commit,
+        ])?);
         if memorable && diff.len() <= DIFF_MEMO_BYTES {
             let mut memo = missions_core::sync::lock(&self.diffs);
             memo.bytes += diff.len();
@@ -543,6 +559,46 @@ fn trailer_block(trailers: &[(&str, &str)]) -> String {
 }
 
 /// Parses `git diff --unified=0` into the changed line ranges of the new side.
+/// The path of a `+++ ` header as git writes it: C-quoted when it holds a quote, a backslash
+/// or a control character, and followed by a tab when it holds a space. `None` for
+/// `/dev/null`.
+fn diff_path(header: &str) -> Option<String> {
+    let header = header.strip_suffix('\t').unwrap_or(header);
+    if header == "/dev/null" {
+        return None;
+    }
+    let Some(quoted) = header.strip_prefix('"').and_then(|h| h.strip_suffix('"')) else {
+        return Some(header.to_owned());
+    };
+    let mut bytes = Vec::new();
+    let mut chars = quoted.bytes().peekable();
+    while let Some(byte) = chars.next() {
+        if byte != b'\\' {
+            bytes.push(byte);
+            continue;
+        }
+        match chars.next()? {
+            b'n' => bytes.push(b'\n'),
+            b't' => bytes.push(b'\t'),
+            b'r' => bytes.push(b'\r'),
+            b'a' => bytes.push(7),
+            b'b' => bytes.push(8),
+            b'f' => bytes.push(12),
+            b'v' => bytes.push(11),
+            digit @ b'0'..=b'7' => {
+                let mut value = u32::from(digit - b'0');
+                for _ in 0..2 {
+                    let next = chars.next_if(|b| (b'0'..=b'7').contains(b))?;
+                    value = value * 8 + u32::from(next - b'0');
+                }
+                bytes.push(u8::try_from(value).ok()?);
+            }
+            other => bytes.push(other),
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
 pub fn parse_ranges(diff: &str) -> Vec<FileChange> {
     let mut changes: Vec<FileChange> = Vec::new();
     let mut current: Option<usize> = None;
@@ -577,8 +633,8 @@ pub fn parse_ranges(diff: &str) -> Vec<FileChange> {
         if line.starts_with("diff --git ") {
             current = None;
         } else if let Some(path) = line.strip_prefix("+++ ") {
-            current = path.strip_prefix("b/").map(|path| {
-                changes.push(FileChange { path: path.to_owned(), ranges: Vec::new() });
+            current = diff_path(path).and_then(|path| path.strip_prefix("b/").map(str::to_owned)).map(|path| {
+                changes.push(FileChange { path, ranges: Vec::new() });
                 changes.len() - 1
             });
         } else if let Some(hunk) = line.strip_prefix("@@ ") {
@@ -622,6 +678,21 @@ mod tests {
                 FileChange { path: "new.rs".into(), ranges: vec![[1, 2]] }
             ]
         );
+    }
+
+    #[test]
+    fn ranges_name_files_whatever_their_names_hold_and_whatever_the_users_diff_settings() {
+        let (dir, git) = repository();
+        // A user's setting that drops the a/ b/ prefixes must not drop the ranges.
+        git.run(&["config", "diff.noprefix", "true"]).unwrap();
+        let base = git.head().unwrap();
+        for name in ["my file.rs", "q\"t.rs", "tab\there.rs", "naïve.rs"] {
+            std::fs::write(dir.path().join(name), "one\n").unwrap();
+        }
+        let commit = git.commit("F1", &[]).unwrap();
+        let mut paths: Vec<String> = git.changed_ranges(&base, &commit).unwrap().into_iter().map(|c| c.path).collect();
+        paths.sort();
+        assert_eq!(paths, vec!["my file.rs", "naïve.rs", "q\"t.rs", "tab\there.rs"]);
     }
 
     #[test]

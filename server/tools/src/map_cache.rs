@@ -17,9 +17,15 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Bumped whenever what is cached, or how it is computed (the queries, the parser
-/// versions), changes; an entry of another version is never used.
+/// Part of every cache's format: bumped whenever what is cached changes shape. The caller adds
+/// what the facts are computed with (its queries), and entries of any other format are never
+/// used.
 const FORMAT: &str = concat!("repo-map-1/", env!("CARGO_PKG_VERSION"));
+
+/// How close to the moment an entry was made a file's modification time must be for the
+/// time to prove nothing (a file rewritten at the same size within the file system's clock
+/// tick keeps its time: git's "racily clean" case); such a file is hashed again.
+const RACY_NANOS: u128 = 2_000_000_000;
 
 /// One definition in a file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +50,8 @@ struct Entry {
     size: u64,
     /// Nanoseconds since the epoch.
     modified: u128,
+    /// When the entry was made, in nanoseconds since the epoch.
+    recorded: u128,
     /// SHA-256 of the content, hex.
     sha256: String,
     facts: Arc<Facts>,
@@ -99,8 +107,10 @@ fn modified_nanos(metadata: &std::fs::Metadata) -> u128 {
 }
 
 impl MapCache {
-    /// The cache of the workspace at `root` under `dir` (no cache at all with `None`).
-    pub fn open(dir: Option<&Path>, root: &Path) -> MapCache {
+    /// The cache of the workspace at `root` under `dir` (no cache at all with `None`), for facts
+    /// computed as `computed_with` says (say, a digest of the queries).
+    pub fn open(dir: Option<&Path>, root: &Path, computed_with: &str) -> MapCache {
+        let format = format!("{FORMAT}/{computed_with}");
         let Some(dir) = dir else { return MapCache { path: None, stored: Stored::default(), parsed: 0, rehashed: 0 } };
         let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
         let name = content_hash(root.to_string_lossy().as_bytes());
@@ -111,8 +121,8 @@ impl MapCache {
                 let bytes = std::fs::read(&path).ok()?;
                 serde_json::from_slice::<Stored>(&bytes).ok()
             })
-            .filter(|stored| stored.format == FORMAT)
-            .unwrap_or_else(|| Stored { format: FORMAT.to_owned(), files: HashMap::new() });
+            .filter(|stored| stored.format == format)
+            .unwrap_or_else(|| Stored { format, files: HashMap::new() });
         MapCache { path: Some(path), stored, parsed: 0, rehashed: 0 }
     }
 
@@ -132,6 +142,8 @@ impl MapCache {
         if let Some(entry) = known
             && entry.size == metadata.len()
             && entry.modified == modified
+            && modified != 0
+            && modified + RACY_NANOS < entry.recorded
         {
             return Some((entry.facts.clone(), None));
         }
@@ -141,7 +153,8 @@ impl MapCache {
             Some(entry) if entry.sha256 == sha256 => (entry.facts.clone(), false),
             _ => (Arc::new(study(&String::from_utf8(bytes).ok()?)), true),
         };
-        let entry = Entry { size: metadata.len(), modified, sha256, facts: facts.clone() };
+        let recorded = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let entry = Entry { size: metadata.len(), modified, recorded, sha256, facts: facts.clone() };
         Some((facts, Some(Learned { relative: relative.to_owned(), entry, parsed })))
     }
 
@@ -161,9 +174,13 @@ impl MapCache {
     /// more than it costs now: writing costs in proportion to every file, so a map that
     /// parsed one file of hundreds (a mission's worker wrote it) leaves that parse to the next
     /// process rather than rewriting the whole cache after every feature.
-    pub fn save(mut self, present: &std::collections::HashSet<String>) {
+    /// `whole` says the map covered the whole workspace (a map of one folder forgets nothing
+    /// outside it).
+    pub fn save(mut self, present: &std::collections::HashSet<String>, whole: bool) {
         let Some(path) = self.path.take() else { return };
-        self.stored.files.retain(|relative, _| present.contains(relative));
+        if whole {
+            self.stored.files.retain(|relative, _| present.contains(relative));
+        }
         let work = self.parsed * 8 + self.rehashed;
         if work > 0
             && (work >= self.stored.files.len() || self.parsed >= 64)
@@ -205,7 +222,7 @@ mod tests {
     /// parses in `parses`, and saves the cache.
     fn look(dir: &Path, root: &Path, file: &str, parses: &Cell<usize>) -> Arc<Facts> {
         forget_loaded();
-        let mut cache = MapCache::open(Some(dir), root);
+        let mut cache = MapCache::open(Some(dir), root, "test");
         let absolute = root.join(file);
         let metadata = std::fs::metadata(&absolute).unwrap();
         let (facts, learned) = cache
@@ -217,7 +234,7 @@ mod tests {
         if let Some(learned) = learned {
             cache.record(learned);
         }
-        cache.save(&std::collections::HashSet::from([file.to_owned()]));
+        cache.save(&std::collections::HashSet::from([file.to_owned()]), true);
         facts
     }
 
@@ -248,6 +265,22 @@ mod tests {
     }
 
     #[test]
+    fn a_file_rewritten_at_the_same_size_and_time_is_not_taken_for_unchanged() {
+        let workspace = tempfile::tempdir().unwrap();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let root = workspace.path();
+        std::fs::write(root.join("a.py"), "aaaa").unwrap();
+        let time = std::fs::metadata(root.join("a.py")).unwrap().modified().unwrap();
+        let parses = Cell::new(0);
+        look(cache_dir.path(), root, "a.py", &parses);
+        // Within the same clock tick: same size, same modification time, new content.
+        std::fs::write(root.join("a.py"), "bbbb").unwrap();
+        std::fs::File::options().append(true).open(root.join("a.py")).unwrap().set_modified(time).unwrap();
+        assert!(look(cache_dir.path(), root, "a.py", &parses).mentions.contains_key("bbbb"));
+        assert_eq!(parses.get(), 2);
+    }
+
+    #[test]
     fn a_cache_that_is_damaged_or_from_another_version_is_ignored() {
         let workspace = tempfile::tempdir().unwrap();
         let cache_dir = tempfile::tempdir().unwrap();
@@ -265,9 +298,9 @@ mod tests {
         assert_eq!(parses.get(), 3);
         // Without a cache directory nothing is kept.
         forget_loaded();
-        let cache = MapCache::open(None, root);
+        let cache = MapCache::open(None, root, "test");
         let metadata = std::fs::metadata(root.join("a.py")).unwrap();
         assert!(cache.facts(&root.join("a.py"), "a.py", &metadata, |_| Facts::default()).is_some());
-        cache.save(&Default::default());
+        cache.save(&Default::default(), true);
     }
 }

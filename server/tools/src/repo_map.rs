@@ -231,6 +231,14 @@ fn study(lang: Lang, source: &str) -> crate::map_cache::Facts {
     crate::map_cache::Facts { definitions: outline(lang, source), mentions: crate::rank::mentions(source) }
 }
 
+/// What a file's cached facts are computed with: every language's query, so a changed query
+/// never serves facts found with the old one.
+fn computed_with() -> String {
+    let langs = [Lang::Rust, Lang::Python, Lang::JavaScript, Lang::TypeScript, Lang::Tsx, Lang::Go];
+    let queries: String = langs.iter().map(|lang| lang.query()).collect();
+    crate::map_cache::content_hash(queries.as_bytes())[..16].to_owned()
+}
+
 /// How many threads parse: one per core, at most eight. Looked up once, since each look
 /// reads the cgroup's files.
 fn parse_threads() -> usize {
@@ -311,7 +319,7 @@ pub fn repo_map_cached(
         .collect();
     // Files are studied in parallel, a share per core (a few on this thread: starting threads
     // would cost more), and kept in walk order.
-    let mut cache = crate::map_cache::MapCache::open(cache_dir, confinement.root());
+    let mut cache = crate::map_cache::MapCache::open(cache_dir, confinement.root(), &computed_with());
     let study_part = |part: &[(std::path::PathBuf, String, std::fs::Metadata, Lang)]| {
         part.iter()
             .filter_map(|(path, relative, metadata, lang)| {
@@ -338,7 +346,8 @@ pub fn repo_map_cached(
         }
         studied.push((relative, facts));
     }
-    cache.save(&studied.iter().map(|(relative, _)| relative.clone()).collect());
+    let whole = base == confinement.root();
+    cache.save(&studied.iter().map(|(relative, _)| relative.clone()).collect(), whole);
     let mut files = Vec::new();
     let mut facts = Vec::new();
     for (relative, found) in &studied {

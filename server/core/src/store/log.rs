@@ -260,7 +260,9 @@ impl EventLog {
             next_seq: contents.records.len() as u64 + 1,
             last_hash: contents.last_hash.clone(),
             poisoned: None,
-            unsynced: false,
+            // A writer that died may have left lines that were never synced: they are made
+            // durable before anything (a view) shows them.
+            unsynced: true,
         };
         Ok((log, contents))
     }
@@ -288,13 +290,19 @@ impl EventLog {
             serde_json::to_vec(&record).map_err(|error| StoreError::Encode { message: error.to_string() })?;
         let hash = line_hash(&line);
         line.push(b'\n');
-        let written = self.file.write_all(&line).and_then(|()| if durable { self.file.sync_data() } else { Ok(()) });
-        if let Err(source) = written {
+        if let Err(source) = self.file.write_all(&line) {
             // Cut a partly written line back off, so the log stays a sequence of whole events
             // and the next append does not glue onto garbage.
             if let Err(cut) = self.file.set_len(self.len) {
                 self.poisoned = Some(format!("a failed append ({source}) could not be cut back off ({cut})"));
             }
+            return Err(StoreError::Io { path: self.path.clone(), source });
+        }
+        if durable && let Err(source) = self.file.sync_data() {
+            // A failed sync may have dropped earlier unsynced lines from the page cache as
+            // well: what the file holds is unknown until it is reopened and verified.
+            let _ = self.file.set_len(self.len);
+            self.poisoned = Some(format!("a sync failed ({source}); the log is verified again when reopened"));
             return Err(StoreError::Io { path: self.path.clone(), source });
         }
         self.unsynced = !durable;
@@ -306,11 +314,22 @@ impl EventLog {
 
     /// Makes every line written so far durable.
     pub fn sync(&mut self) -> Result<(), StoreError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(StoreError::Poisoned { path: self.path.clone(), reason: reason.clone() });
+        }
         if self.unsynced {
-            self.file.sync_data().map_err(|source| StoreError::Io { path: self.path.clone(), source })?;
+            if let Err(source) = self.file.sync_data() {
+                self.poisoned = Some(format!("a sync failed ({source}); the log is verified again when reopened"));
+                return Err(StoreError::Io { path: self.path.clone(), source });
+            }
             self.unsynced = false;
         }
         Ok(())
+    }
+
+    /// Whether lines were written since the last sync.
+    pub fn unsynced(&self) -> bool {
+        self.unsynced
     }
 
     pub fn path(&self) -> &Path {

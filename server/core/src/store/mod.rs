@@ -169,6 +169,7 @@ impl MissionStore {
             stale: None,
             grouping: false,
         };
+        store.log.sync()?;
         let files = render::projection_files(&store.dir, &store.projection, &render::Views::all())?;
         store.views.write_now(files)?;
         Ok((store, contents.warnings))
@@ -201,7 +202,19 @@ impl MissionStore {
     }
 
     /// Renders the projection files that changed and has them written in the background.
+    /// Views are written only once the events they show are durable (`read_log` takes a
+    /// `mission.json` newer than the log's last event for lost events): within a group they
+    /// wait for its end, and lines not yet synced are synced first.
     pub fn refresh_views(&mut self) {
+        if self.grouping {
+            return;
+        }
+        if self.log.unsynced()
+            && let Err(error) = self.log.sync()
+        {
+            tracing::warn!("projections of {} wait for the log: {error}", self.dir.display());
+            return;
+        }
         // A view that could not be written is written again (its digest was forgotten).
         if self.views.take_failure() {
             self.stale = Some(render::Views::all());
@@ -230,14 +243,21 @@ impl MissionStore {
     /// group's events before it ended (see the engine's `Shared::together`).
     pub fn group(&mut self, grouping: bool) -> Result<(), StoreError> {
         self.grouping = grouping;
-        if grouping { Ok(()) } else { self.log.sync() }
+        if grouping {
+            return Ok(());
+        }
+        self.log.sync()?;
+        self.refresh_views();
+        Ok(())
     }
 
     /// Makes every event recorded so far durable, and brings the projection files up to
-    /// date.
+    /// date (in that order: a view never shows an event the log could still lose).
     pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.grouping = false;
+        let synced = self.log.sync();
         self.flush();
-        self.log.sync()
+        synced
     }
 }
 

@@ -602,3 +602,29 @@ fn progress_events_are_not_synced_alone_yet_no_process_crash_loses_them() {
     assert!(matches!(read.records[1].event, Event::UsageRecorded { .. }));
     assert!(read.warnings.is_empty(), "{:?}", read.warnings);
 }
+
+#[test]
+fn views_never_show_events_before_they_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = sample_events("m1");
+    let mut store = MissionStore::create(dir.path(), events[0].clone()).unwrap();
+    for event in &events[1..11] {
+        store.append(event.clone()).unwrap();
+    }
+    store.flush();
+    let handoffs = store.dir().join("handoffs");
+    // A handoff recorded within a group settles the view only once the group is durable.
+    store.group(true).unwrap();
+    assert!(matches!(events[11], Event::HandoffRecorded { .. }));
+    store.append(events[11].clone()).unwrap();
+    store.flush();
+    assert!(!handoffs.exists(), "a view showed an event of a group not yet durable");
+    store.group(false).unwrap();
+    store.flush();
+    assert_eq!(std::fs::read_dir(&handoffs).unwrap().count(), 1);
+    // After progress events (not synced alone) the views are brought up to date only once
+    // the log is synced; either way, a reader never finds mission.json ahead of the log.
+    store.append(events[12].clone()).unwrap();
+    store.flush();
+    assert!(log::read_log(&store.dir().join("events.jsonl")).is_ok());
+}

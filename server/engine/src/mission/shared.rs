@@ -47,17 +47,55 @@ pub(super) struct Shared {
     pub(super) held: Mutex<Option<Vec<missions_core::store::Record>>>,
 }
 
+/// A group of appends [`Shared::together`] makes durable as one; ended (synced, heard of)
+/// when dropped too, so a panic inside cannot leave the store grouping.
+struct Group<'a> {
+    shared: &'a Shared,
+    ended: bool,
+}
+
+impl Group<'_> {
+    fn end(mut self) -> Result<(), EngineError> {
+        self.ended = true;
+        self.finish()
+    }
+
+    fn finish(&self) -> Result<(), EngineError> {
+        let synced = lock(&self.shared.store).group(false);
+        let records = lock(&self.shared.held).take().unwrap_or_default();
+        synced?;
+        if let Some(appended) = &self.shared.appended {
+            for record in &records {
+                appended(&self.shared.mission_id, record);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        if !self.ended
+            && let Err(error) = self.finish()
+        {
+            tracing::error!("a group of events may not be durable: {error}");
+        }
+    }
+}
+
 impl Shared {
     /// Records `event` durably, then tells the front end's subscriber.
     pub(super) fn append(&self, event: Event) -> Result<(), EngineError> {
         let record = lock(&self.store).append(event)?;
-        match &mut *lock(&self.held) {
-            Some(held) => held.push(record),
-            None => {
-                if let Some(appended) = &self.appended {
-                    appended(&self.mission_id, &record);
-                }
+        let record = match &mut *lock(&self.held) {
+            Some(held) => {
+                held.push(record);
+                return Ok(());
             }
+            None => record,
+        };
+        if let Some(appended) = &self.appended {
+            appended(&self.mission_id, &record);
         }
         Ok(())
     }
@@ -65,27 +103,21 @@ impl Shared {
     /// Runs `record`, whose events (a handoff and the feature's new status; a report's
     /// verdicts and findings) are made durable together by one sync at its end rather than
     /// one each, and heard of by the subscriber only then. Events recorded before a failure
-    /// are kept, and made durable all the same.
+    /// (or a panic) are kept, and made durable all the same. Callers record one group at a
+    /// time (the engine's steps that do are sequential); a group within a group is part of it.
     pub(super) fn together<T>(&self, record: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineError> {
-        let nested = {
+        {
             let mut held = lock(&self.held);
-            let nested = held.is_some();
-            held.get_or_insert_with(Vec::new);
-            nested
-        };
-        if nested {
-            return record();
+            if held.is_some() {
+                drop(held);
+                return record();
+            }
+            *held = Some(Vec::new());
         }
         lock(&self.store).group(true)?;
+        let group = Group { shared: self, ended: false };
         let result = record();
-        let synced = lock(&self.store).group(false);
-        let records = lock(&self.held).take().unwrap_or_default();
-        synced?;
-        if let Some(appended) = &self.appended {
-            for record in &records {
-                appended(&self.mission_id, record);
-            }
-        }
+        group.end()?;
         result
     }
 
