@@ -3,6 +3,43 @@
 
 use super::*;
 
+/// A driver's scratch directory is `missions-tmp-<pid>-…` in the system's temporary
+/// directory, removed when the mission is dropped; the pid lets the next driver recognise and
+/// remove one whose process died without dropping it (a crash, a kill).
+const SCRATCH_PREFIX: &str = "missions-tmp-";
+
+/// How long a dead driver's scratch directory is left alone: a pid that does not exist here
+/// may be a live driver's in another pid namespace sharing the same `/tmp` (a container), and
+/// such a directory is written to while its mission runs.
+const SCRATCH_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// Removes from `dir` the scratch directories of drivers that are no longer running and have
+/// not been touched for [`SCRATCH_GRACE`].
+fn sweep_scratch(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(SCRATCH_PREFIX)) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        if pid <= 0 || pid as u32 == std::process::id() {
+            continue;
+        }
+        // Only a process that provably does not exist (not one this user may not signal).
+        let dead =
+            matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH));
+        let stale = entry
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_dir)
+            .and_then(|m| m.modified().ok())
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > SCRATCH_GRACE);
+        if dead && stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl Mission {
     pub(super) fn assemble(
         workspace: &Path,
@@ -12,8 +49,9 @@ impl Mission {
         store: MissionStore,
         workspace_lock: Option<std::fs::File>,
     ) -> Result<Mission, EngineError> {
+        sweep_scratch(&std::env::temp_dir());
         let tmp = tempfile::Builder::new()
-            .prefix("missions-tmp-")
+            .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
             .tempdir()
             .map_err(|e| EngineError::Io(format!("cannot make a temporary directory: {e}")))?;
         let mission_id = store.projection().mission.as_ref().map(|m| m.id.clone()).unwrap_or_default();
@@ -497,5 +535,38 @@ impl Mission {
                 self.shared.set_state(MissionState::Validating, None, None)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod scratch_tests {
+    use super::*;
+
+    #[test]
+    fn scratch_directories_of_dead_drivers_are_removed_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let names = [
+            format!("{SCRATCH_PREFIX}{dead}-abc"),
+            format!("{SCRATCH_PREFIX}{}-mine", std::process::id()),
+            format!("{SCRATCH_PREFIX}1-init"),
+            "missions-other".to_owned(),
+            format!("{SCRATCH_PREFIX}notapid"),
+        ];
+        let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(48 * 3600);
+        for name in &names {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            std::fs::write(dir.path().join(name).join("f"), "x").unwrap();
+            std::fs::File::open(dir.path().join(name)).unwrap().set_modified(two_days_ago).unwrap();
+        }
+        // A dead driver's directory touched recently is left alone.
+        let recent = format!("{SCRATCH_PREFIX}{dead}-recent");
+        std::fs::create_dir(dir.path().join(&recent)).unwrap();
+        sweep_scratch(dir.path());
+        let left: Vec<bool> = names.iter().map(|n| dir.path().join(n).exists()).collect();
+        assert_eq!(left, vec![false, true, true, true, true]);
+        assert!(dir.path().join(recent).exists());
     }
 }
