@@ -22,6 +22,12 @@ pub mod store;
 pub mod sync;
 pub mod transcript;
 
+/// The SHA-256 of `bytes` in lower-case hex: how every digest Missions writes is spelled.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// The current time as an RFC 3339 UTC timestamp, the one format used in every file we write.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();

@@ -58,20 +58,23 @@ impl Sink {
             if !wait && !opened.is_finished() {
                 return Ok(());
             }
-            let waiting = std::mem::take(waiting);
-            let Sink::Opening { opened, .. } = std::mem::replace(self, Sink::Failed) else { return Ok(()) };
-            match opened.join() {
-                Ok(Ok(file)) => *self = Sink::Open(file),
+            // The file is open (or will be at once): what waited goes first, in order.
+            let Sink::Opening { opened, waiting } = std::mem::replace(self, Sink::Failed) else { return Ok(()) };
+            return match opened.join() {
+                Ok(Ok(mut file)) => {
+                    let written = file.write_all(&waiting);
+                    *self = Sink::Open(file);
+                    written
+                }
                 Ok(Err(error)) => {
                     tracing::warn!("cannot create transcript {}: {error}", path.display());
-                    return Ok(());
+                    Ok(())
                 }
                 Err(_) => {
                     tracing::warn!("creating transcript {} panicked", path.display());
-                    return Ok(());
+                    Ok(())
                 }
-            }
-            return self.write(path, &waiting, wait);
+            };
         }
         match self {
             Sink::Open(file) => file.write_all(line),

@@ -558,7 +558,6 @@ fn trailer_block(trailers: &[(&str, &str)]) -> String {
     trailers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
 }
 
-/// Parses `git diff --unified=0` into the changed line ranges of the new side.
 /// The path of a `+++ ` header as git writes it: C-quoted when it holds a quote, a backslash
 /// or a control character, and followed by a tab when it holds a space. `None` for
 /// `/dev/null`.
@@ -599,6 +598,8 @@ fn diff_path(header: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Parses a unified diff (with any amount of context) into the changed line ranges of the
+/// new side, by file.
 pub fn parse_ranges(diff: &str) -> Vec<FileChange> {
     let mut changes: Vec<FileChange> = Vec::new();
     let mut current: Option<usize> = None;

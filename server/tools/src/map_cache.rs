@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Part of every cache's format: bumped whenever what is cached changes shape. The caller adds
 /// what the facts are computed with (its queries), and entries of any other format are never
@@ -97,11 +96,6 @@ pub fn cache_dir() -> Option<PathBuf> {
     Some(base.join("missions"))
 }
 
-/// The content hash the cache keys on.
-pub fn content_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn modified_nanos(metadata: &std::fs::Metadata) -> u128 {
     metadata.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos())
 }
@@ -113,7 +107,7 @@ impl MapCache {
         let format = format!("{FORMAT}/{computed_with}");
         let Some(dir) = dir else { return MapCache { path: None, stored: Stored::default(), parsed: 0, rehashed: 0 } };
         let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
-        let name = content_hash(root.to_string_lossy().as_bytes());
+        let name = missions_core::sha256_hex(root.to_string_lossy().as_bytes());
         let path = dir.join("repo-map").join(format!("{}.json", &name[..32]));
         let in_memory = LOADED.lock().ok().and_then(|mut loaded| loaded.get_or_insert_with(HashMap::new).remove(&path));
         let stored = in_memory
@@ -148,7 +142,7 @@ impl MapCache {
             return Some((entry.facts.clone(), None));
         }
         let bytes = std::fs::read(absolute).ok()?;
-        let sha256 = content_hash(&bytes);
+        let sha256 = missions_core::sha256_hex(&bytes);
         let (facts, parsed) = match known {
             Some(entry) if entry.sha256 == sha256 => (entry.facts.clone(), false),
             _ => (Arc::new(study(&String::from_utf8(bytes).ok()?)), true),

@@ -236,7 +236,7 @@ fn study(lang: Lang, source: &str) -> crate::map_cache::Facts {
 fn computed_with() -> String {
     let langs = [Lang::Rust, Lang::Python, Lang::JavaScript, Lang::TypeScript, Lang::Tsx, Lang::Go];
     let queries: String = langs.iter().map(|lang| lang.query()).collect();
-    crate::map_cache::content_hash(queries.as_bytes())[..16].to_owned()
+    missions_core::sha256_hex(queries.as_bytes())[..16].to_owned()
 }
 
 /// How many threads parse: one per core, at most eight. Looked up once, since each look

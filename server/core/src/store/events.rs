@@ -311,8 +311,7 @@ pub struct AcceptanceTestFile {
 impl AcceptanceTestFile {
     /// The SHA-256 of the content, as the contract records it.
     pub fn sha256(&self) -> String {
-        use sha2::{Digest, Sha256};
-        hex::encode(Sha256::digest(self.content.as_bytes()))
+        crate::sha256_hex(self.content.as_bytes())
     }
 }
 
@@ -346,8 +345,6 @@ pub struct WorkFile {
 }
 
 impl Event {
-    /// Whether people look at the projection right after this event (a gate, a decision, the
-    /// end of a run): the projection files are written at once, not on the next throttle tick.
     /// Whether the log makes this event durable before it counts as recorded. Events that
     /// only report progress do not: losing them (and what follows) to a power cut makes the
     /// engine redo or re-report work, never act on something that did not happen, and a
@@ -366,6 +363,8 @@ impl Event {
         )
     }
 
+    /// Whether people look at the projection right after this event (a gate, a decision, a
+    /// handoff): the projection files it changed are written at once, not at the next step.
     pub fn settles_view(&self) -> bool {
         matches!(
             self,

@@ -15,8 +15,6 @@ mod views;
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 pub use events::{
     AcceptanceTest, AcceptanceTestFile, AssertionDraft, Author, BaselineCheck, BoundaryDecision, DryRunResult, Event,
     FeatureDraft, MilestoneDraft, PlanDraft, Record, RunOutcome, WorkFile,
@@ -126,8 +124,8 @@ pub struct MissionStore {
     /// The projection files that events folded since they were last written can have
     /// changed; `None` when all are up to date.
     stale: Option<render::Views>,
-    /// While set, no append syncs by itself: a group of events is made durable together by
-    /// [`MissionStore::sync`].
+    /// While set, no append syncs by itself: a group of events is made durable together when
+    /// [`MissionStore::end_group`] ends it.
     grouping: bool,
 }
 
@@ -238,14 +236,16 @@ impl MissionStore {
         self.views.wait();
     }
 
-    /// Starts (`true`) or ends (`false`) a group of appends that are made durable together, by
-    /// one sync when the group ends, rather than one each. Whoever groups tells nobody of the
-    /// group's events before it ended (see the engine's `Shared::together`).
-    pub fn group(&mut self, grouping: bool) -> Result<(), StoreError> {
-        self.grouping = grouping;
-        if grouping {
-            return Ok(());
-        }
+    /// Starts a group of appends that are made durable together, by one sync when
+    /// [`MissionStore::end_group`] ends it, rather than one each. Whoever groups tells nobody
+    /// of the group's events before it ended (see the engine's `Shared::together`).
+    pub fn begin_group(&mut self) {
+        self.grouping = true;
+    }
+
+    /// Ends a group: its events are made durable, then the views that show them are written.
+    pub fn end_group(&mut self) -> Result<(), StoreError> {
+        self.grouping = false;
         self.log.sync()?;
         self.refresh_views();
         Ok(())
@@ -296,7 +296,7 @@ pub fn contract_digest(assertions: &[crate::mission::Assertion]) -> String {
         .collect();
     drafts.sort_by(|a, b| a.id.cmp(&b.id));
     let canonical = serde_json::to_vec(&drafts).unwrap_or_default();
-    hex::encode(Sha256::digest(canonical))
+    crate::sha256_hex(&canonical)
 }
 
 #[cfg(test)]

@@ -614,12 +614,12 @@ fn views_never_show_events_before_they_are_durable() {
     store.flush();
     let handoffs = store.dir().join("handoffs");
     // A handoff recorded within a group settles the view only once the group is durable.
-    store.group(true).unwrap();
+    store.begin_group();
     assert!(matches!(events[11], Event::HandoffRecorded { .. }));
     store.append(events[11].clone()).unwrap();
     store.flush();
     assert!(!handoffs.exists(), "a view showed an event of a group not yet durable");
-    store.group(false).unwrap();
+    store.end_group().unwrap();
     store.flush();
     assert_eq!(std::fs::read_dir(&handoffs).unwrap().count(), 1);
     // After progress events (not synced alone) the views are brought up to date only once

@@ -22,97 +22,101 @@ enum Job {
     Barrier(mpsc::Sender<()>),
 }
 
-/// What was last written to each view file (its SHA-256), so an unchanged view is not
-/// written again. Shared with the writer thread, which forgets a file it failed to write so
-/// the next flush tries again.
-type Written = Arc<Mutex<HashMap<PathBuf, [u8; 32]>>>;
-
+/// What the store and the writer thread share: what was last written to each view file (its
+/// SHA-256), so an unchanged view is not written again, and whether a write failed (the file
+/// is then forgotten, and the next flush renders every view again).
 #[derive(Debug, Default)]
-pub(super) struct ViewWriter {
-    written: Written,
-    /// Set when a file could not be written, so the next flush renders every view again.
-    failed: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<(mpsc::Sender<Job>, std::thread::JoinHandle<()>)>,
+struct Written {
+    digests: Mutex<HashMap<PathBuf, [u8; 32]>>,
+    failed: std::sync::atomic::AtomicBool,
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Job::Write(files) => write!(f, "Write({} files)", files.len()),
-            Job::Barrier(_) => write!(f, "Barrier"),
-        }
+impl Written {
+    fn digests(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, [u8; 32]>> {
+        self.digests.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
 
-fn written_map(written: &Written) -> std::sync::MutexGuard<'_, HashMap<PathBuf, [u8; 32]>> {
-    written.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl ViewWriter {
-    /// The files of `files` whose content differs from what was last written.
+    /// The files of `files` whose content differs from what was last written (taken as
+    /// written from now on).
     fn changed(&self, files: Vec<(PathBuf, Vec<u8>)>) -> Vec<(PathBuf, Vec<u8>)> {
-        let mut written = written_map(&self.written);
+        let mut digests = self.digests();
         files
             .into_iter()
             .filter(|(path, bytes)| {
                 let digest: [u8; 32] = Sha256::digest(bytes).into();
-                let unchanged = written.get(path) == Some(&digest) && path.exists();
+                let unchanged = digests.get(path) == Some(&digest) && path.exists();
                 if !unchanged {
-                    written.insert(path.clone(), digest);
+                    digests.insert(path.clone(), digest);
                 }
                 !unchanged
             })
             .collect()
     }
 
+    /// Writes `files`; one that cannot be written is forgotten and the failure noted, so the
+    /// next flush writes it again. Returns the first failure.
+    fn write(&self, files: Vec<(PathBuf, Vec<u8>)>) -> Result<(), StoreError> {
+        let mut first_failure = Ok(());
+        for (path, bytes) in files {
+            if let Err(error) = write_aside(&path, &bytes, false) {
+                self.digests().remove(&path);
+                self.failed.store(true, std::sync::atomic::Ordering::Release);
+                if first_failure.is_ok() {
+                    first_failure = Err(error);
+                }
+            }
+        }
+        first_failure
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ViewWriter {
+    written: Arc<Written>,
+    thread: Option<(mpsc::Sender<Job>, std::thread::JoinHandle<()>)>,
+}
+
+impl ViewWriter {
     /// Writes the changed files of `files` now, on this thread, after anything queued.
     pub(super) fn write_now(&mut self, files: Vec<(PathBuf, Vec<u8>)>) -> Result<(), StoreError> {
         self.wait();
-        for (path, bytes) in self.changed(files) {
-            if let Err(error) = replace_file(&path, &bytes) {
-                forget(&self.written, &self.failed, &path);
-                return Err(error);
-            }
-        }
-        Ok(())
+        self.written.write(self.written.changed(files))
     }
 
     /// Queues the changed files of `files` for the writer thread (started on first use); when
     /// no thread can be started they are written now.
     pub(super) fn write_later(&mut self, files: Vec<(PathBuf, Vec<u8>)>) {
-        let changed = self.changed(files);
+        let changed = self.written.changed(files);
         if changed.is_empty() {
             return;
         }
         if self.thread.is_none() {
             let (sender, receiver) = mpsc::channel::<Job>();
-            let (written, failed) = (self.written.clone(), self.failed.clone());
+            let written = self.written.clone();
             let spawned = std::thread::Builder::new()
                 .name("missions-views".into())
-                .spawn(move || write_jobs(&receiver, &written, &failed));
+                .spawn(move || write_jobs(&receiver, &written));
             match spawned {
                 Ok(handle) => self.thread = Some((sender, handle)),
                 Err(error) => tracing::warn!("cannot start the view writer ({error}); views are written in line"),
             }
         }
         let unsent = match &self.thread {
-            Some((sender, _)) => sender.send(Job::Write(changed)).err().map(|error| match error.0 {
-                Job::Write(files) => files,
-                Job::Barrier(_) => Vec::new(),
-            }),
-            None => Some(changed),
+            Some((sender, _)) => match sender.send(Job::Write(changed)) {
+                Ok(()) => return,
+                Err(mpsc::SendError(Job::Write(files))) => files,
+                Err(mpsc::SendError(Job::Barrier(_))) => return,
+            },
+            None => changed,
         };
-        for (path, bytes) in unsent.unwrap_or_default() {
-            if let Err(error) = replace_file(&path, &bytes) {
-                forget(&self.written, &self.failed, &path);
-                tracing::warn!("a view is stale: {error}");
-            }
+        if let Err(error) = self.written.write(unsent) {
+            tracing::warn!("a view is stale: {error}");
         }
     }
 
     /// Whether a file failed to be written since the last call.
     pub(super) fn take_failure(&self) -> bool {
-        self.failed.swap(false, std::sync::atomic::Ordering::AcqRel)
+        self.written.failed.swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// Returns once every queued file is written (or failed to be).
@@ -135,22 +139,12 @@ impl ViewWriter {
     }
 }
 
-/// A file that could not be written is forgotten, and the failure noted, so the next flush
-/// writes it again.
-fn forget(written: &Written, failed: &std::sync::atomic::AtomicBool, path: &Path) {
-    written_map(written).remove(path);
-    failed.store(true, std::sync::atomic::Ordering::Release);
-}
-
-fn write_jobs(jobs: &mpsc::Receiver<Job>, written: &Written, failed: &std::sync::atomic::AtomicBool) {
+fn write_jobs(jobs: &mpsc::Receiver<Job>, written: &Written) {
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Write(files) => {
-                for (path, bytes) in files {
-                    if let Err(error) = replace_file(&path, &bytes) {
-                        forget(written, failed, &path);
-                        tracing::warn!("a view is stale: {error}");
-                    }
+                if let Err(error) = written.write(files) {
+                    tracing::warn!("a view is stale: {error}");
                 }
             }
             Job::Barrier(done) => {
@@ -174,8 +168,4 @@ pub(super) fn write_aside(path: &Path, bytes: &[u8], durable: bool) -> Result<()
     }
     temp.persist(path).map_err(|error| io(error.error))?;
     Ok(())
-}
-
-fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    write_aside(path, bytes, false)
 }

@@ -61,7 +61,7 @@ impl Group<'_> {
     }
 
     fn finish(&self) -> Result<(), EngineError> {
-        let synced = lock(&self.shared.store).group(false);
+        let synced = lock(&self.shared.store).end_group();
         let records = lock(&self.shared.held).take().unwrap_or_default();
         synced?;
         if let Some(appended) = &self.shared.appended {
@@ -114,7 +114,7 @@ impl Shared {
             }
             *held = Some(Vec::new());
         }
-        lock(&self.store).group(true)?;
+        lock(&self.store).begin_group();
         let group = Group { shared: self, ended: false };
         let result = record();
         group.end()?;

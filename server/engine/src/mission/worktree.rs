@@ -35,10 +35,6 @@ pub(super) fn is_cache_path(path: &str) -> bool {
     path.split('/').any(|part| CACHE_DIRS.contains(&part))
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 /// What a workspace path holds, as a digest: the SHA-256 of a file's content (streamed, so a
 /// huge file costs no memory), of a symlink's target text (never followed), or a marker for
 /// anything else; `None` when nothing is there.
@@ -47,7 +43,7 @@ pub(super) fn digest(workspace: &Path, relative: &str) -> Option<String> {
     let metadata = std::fs::symlink_metadata(&path).ok()?;
     if metadata.file_type().is_symlink() {
         let target = std::fs::read_link(&path).ok()?;
-        return Some(format!("link:{}", sha256_hex(target.as_os_str().as_encoded_bytes())));
+        return Some(format!("link:{}", missions_core::sha256_hex(target.as_os_str().as_encoded_bytes())));
     }
     if !metadata.is_file() {
         return Some("not-a-file".to_owned());
@@ -110,7 +106,7 @@ impl WorkLog {
 
 impl WorkRecorder for WorkLog {
     fn before_write(&self, relative_path: &str, content: &[u8]) -> Result<(), String> {
-        let file = WorkFile { path: relative_path.to_owned(), sha256: Some(sha256_hex(content)) };
+        let file = WorkFile { path: relative_path.to_owned(), sha256: Some(missions_core::sha256_hex(content)) };
         self.shared.append(Event::WorkRecorded { files: vec![file] }).map_err(|e| e.to_string())
     }
 
