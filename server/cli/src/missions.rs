@@ -251,7 +251,8 @@ pub async fn control(workspace: &Path, id: &str, commands: Vec<Command>) -> Exit
         return Exit::Success;
     }
     // A fix for a paused mission waits for its resume; nothing drives it now.
-    let paused = mission.projection().mission.is_some_and(|m| m.state == missions_core::mission::MissionState::Paused);
+    let paused =
+        mission.projection().mission.as_ref().is_some_and(|m| m.state == missions_core::mission::MissionState::Paused);
     if drive && paused {
         eprintln!("mission {id} is paused; the work is queued and starts when you `missions resume {id}`");
         return Exit::Success;
@@ -267,7 +268,7 @@ pub async fn control(workspace: &Path, id: &str, commands: Vec<Command>) -> Exit
             Ok(None) => {
                 eprintln!(
                     "mission {id} is {}",
-                    mission.projection().mission.map(|m| m.state.to_string()).unwrap_or_default()
+                    mission.projection().mission.as_ref().map(|m| m.state.to_string()).unwrap_or_default()
                 );
                 return Exit::Success;
             }

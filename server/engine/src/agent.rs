@@ -173,32 +173,63 @@ const MAX_IDLE_TURNS: u32 = 3;
 const ELIDED: &str =
     "[output elided to keep the conversation within its context budget; run the tool again if you need it]";
 
-/// A rough token count: about four bytes a token for code and English.
-pub fn estimate_tokens(request: &ModelRequest) -> u64 {
-    let messages = serde_json::to_string(&request.messages).map(|s| s.len()).unwrap_or(0);
-    let tools = serde_json::to_string(&request.tools).map(|s| s.len()).unwrap_or(0);
-    ((request.system.len() + messages + tools) / 4) as u64
+/// The bytes `value` takes as JSON: the measure of size the context budget is kept in.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    serde_json::to_string(value).map_or(0, |s| s.len())
 }
 
-/// Elides the oldest tool results until the conversation fits `budget` tokens; the last two
-/// messages are never touched, so the model always sees what it just did.
-fn compact(messages: &mut [Message], budget: usize, system_and_tools: usize) {
-    let size =
-        |messages: &[Message]| serde_json::to_string(messages).map(|s| s.len() / 4).unwrap_or(0) + system_and_tools;
-    if size(messages) <= budget {
-        return;
+/// A run's request to the model, kept from turn to turn: the conversation grows in place, and
+/// the size of each message is measured once, when it is added, so that neither the context
+/// budget nor the estimate before each call serializes the whole conversation again.
+struct Conversation {
+    request: ModelRequest,
+    /// The JSON size of each message of `request.messages`.
+    sizes: Vec<usize>,
+    /// The size of the system prompt and the tools' schemas.
+    fixed: usize,
+}
+
+impl Conversation {
+    fn new(request: ModelRequest) -> Conversation {
+        let fixed = request.system.len() + json_len(&request.tools);
+        let sizes = request.messages.iter().map(json_len).collect();
+        Conversation { request, sizes, fixed }
     }
-    let keep_from = messages.len().saturating_sub(2);
-    for index in 0..keep_from {
-        for block in messages[index].content.iter_mut() {
-            if let ContentBlock::ToolResult { content, .. } = block
-                && content.len() > ELIDED.len()
-            {
-                *content = ELIDED.to_owned();
+
+    fn push(&mut self, message: Message) {
+        self.sizes.push(json_len(&message));
+        self.request.messages.push(message);
+    }
+
+    /// A rough token count of the whole request: about four bytes a token for code and
+    /// English.
+    fn tokens(&self) -> usize {
+        // The messages as a JSON array: their sizes, a comma between two, and the brackets.
+        let messages = self.sizes.iter().sum::<usize>() + self.sizes.len().saturating_sub(1) + 2;
+        (self.fixed + messages) / 4
+    }
+
+    /// Elides the oldest tool results until the request fits `budget` tokens; the last two
+    /// messages are never touched, so the model always sees what it just did.
+    fn compact(&mut self, budget: usize) {
+        let keep_from = self.request.messages.len().saturating_sub(2);
+        for index in 0..keep_from {
+            if self.tokens() <= budget {
+                return;
             }
-        }
-        if size(messages) <= budget {
-            return;
+            let message = &mut self.request.messages[index];
+            let mut elided = false;
+            for block in message.content.iter_mut() {
+                if let ContentBlock::ToolResult { content, .. } = block
+                    && content.len() > ELIDED.len()
+                {
+                    *content = ELIDED.to_owned();
+                    elided = true;
+                }
+            }
+            if elided {
+                self.sizes[index] = json_len(message);
+            }
         }
     }
 }
@@ -215,8 +246,13 @@ pub async fn run_agent<T: Terminal>(
     specs.push(terminal.spec());
     specs.extend(terminal.side_specs());
     let terminal_name = terminal.spec().name;
-    let mut messages = vec![Message::user_text(config.first_message.clone())];
-    let fixed_size = (config.system.len() + serde_json::to_string(&specs).map(|s| s.len()).unwrap_or(0)) / 4;
+    let mut conversation = Conversation::new(ModelRequest {
+        model: config.model.clone(),
+        system: config.system.clone(),
+        messages: vec![Message::user_text(config.first_message.clone())],
+        tools: specs,
+        max_tokens: Some(config.max_output_tokens),
+    });
     let mut idle_turns = 0u32;
     let mut guard = LoopGuard::default();
     let mut refusals = LoopGuard::default();
@@ -224,21 +260,15 @@ pub async fn run_agent<T: Terminal>(
         if let Some(stop) = hooks.interrupted() {
             return RunEnd::Stopped(stop);
         }
-        compact(&mut messages, config.context_tokens, fixed_size);
-        let request = ModelRequest {
-            model: config.model.clone(),
-            system: config.system.clone(),
-            messages: messages.clone(),
-            tools: specs.clone(),
-            max_tokens: Some(config.max_output_tokens),
-        };
-        let input_tokens = estimate_tokens(&request);
-        let request = match hooks.before_call(config.role, &config.model, input_tokens, config.max_output_tokens) {
-            Ok(granted) => ModelRequest { max_tokens: Some(granted), ..request },
+        conversation.compact(config.context_tokens);
+        let input_tokens = conversation.tokens() as u64;
+        match hooks.before_call(config.role, &config.model, input_tokens, config.max_output_tokens) {
+            Ok(granted) => conversation.request.max_tokens = Some(granted),
             Err(stop) => return RunEnd::Stopped(stop),
-        };
+        }
+        let request = &conversation.request;
         let context = CallContext { transcript: transcript.map(|t| t as &dyn ExchangeRecorder), observer: None };
-        let response = match config.provider.complete(&request, context).await {
+        let response = match config.provider.complete(request, context).await {
             Ok(response) => {
                 hooks.after_call(config.role, &config.run_id, &config.model, &response.usage, response.cost_usd);
                 response
@@ -256,13 +286,13 @@ pub async fn run_agent<T: Terminal>(
                 match failure.error {
                     ModelError::IncompleteToolCall { tool, reason, partial } => {
                         let text = partial.text();
-                        messages.push(Message {
+                        conversation.push(Message {
                             role: ChatRole::Assistant,
                             content: vec![ContentBlock::Text {
                                 text: if text.is_empty() { "(cut off)".into() } else { text },
                             }],
                         });
-                        messages.push(Message::user_text(format!(
+                        conversation.push(Message::user_text(format!(
                             "Your call to `{tool}` was cut off ({reason}) and was not executed. Call it again. If its input \
                              is large (a whole file), write the file in parts: write_file with the first part, then edit_file \
                              to append the rest."
@@ -275,12 +305,13 @@ pub async fn run_agent<T: Terminal>(
         };
         let calls: Vec<(String, String, Value)> =
             response.tool_uses().map(|(id, name, input)| (id.to_owned(), name.to_owned(), input.clone())).collect();
+        let stop_reason = response.stop_reason;
         let content = if response.content.is_empty() {
             vec![ContentBlock::Text { text: "(no output)".into() }]
         } else {
-            response.content.clone()
+            response.content
         };
-        messages.push(Message { role: ChatRole::Assistant, content });
+        conversation.push(Message { role: ChatRole::Assistant, content });
         if calls.is_empty() {
             idle_turns += 1;
             if idle_turns >= MAX_IDLE_TURNS {
@@ -288,14 +319,14 @@ pub async fn run_agent<T: Terminal>(
                     "the model stopped {MAX_IDLE_TURNS} times without calling `{terminal_name}`"
                 ));
             }
-            let nudge = if response.stop_reason == StopReason::MaxTokens {
+            let nudge = if stop_reason == StopReason::MaxTokens {
                 "Your answer was cut at the output limit. Continue, and use the tools to act.".to_owned()
             } else {
                 format!(
                     "The run is not finished until you call `{terminal_name}`. Continue the work with the tools, or call `{terminal_name}` now."
                 )
             };
-            messages.push(Message::user_text(nudge));
+            conversation.push(Message::user_text(nudge));
             continue;
         }
         idle_turns = 0;
@@ -337,7 +368,7 @@ pub async fn run_agent<T: Terminal>(
                 return RunEnd::Stopped(stop);
             }
         }
-        messages.push(Message { role: ChatRole::User, content: results });
+        conversation.push(Message { role: ChatRole::User, content: results });
     }
     RunEnd::GaveUp(format!("the run reached its limit of {} turns without calling `{terminal_name}`", config.max_turns))
 }
@@ -354,17 +385,24 @@ mod tests {
             content: vec![ContentBlock::ToolResult { tool_use_id: id.into(), content: big.clone(), is_error: false }],
         };
         let assistant = Message { role: ChatRole::Assistant, content: vec![ContentBlock::Text { text: "ok".into() }] };
-        let mut messages = vec![
-            Message::user_text("task"),
-            assistant.clone(),
-            result("1"),
-            assistant.clone(),
-            result("2"),
-            assistant,
-            result("3"),
-        ];
-        compact(&mut messages, 1_500, 0);
-        let elided: Vec<bool> = messages
+        let mut conversation = Conversation::new(ModelRequest {
+            model: "m".into(),
+            system: String::new(),
+            messages: vec![Message::user_text("task")],
+            tools: Vec::new(),
+            max_tokens: None,
+        });
+        for message in [assistant.clone(), result("1"), assistant.clone(), result("2"), assistant, result("3")] {
+            conversation.push(message);
+        }
+        let before = conversation.tokens();
+        conversation.compact(1_500);
+        assert!(conversation.tokens() <= 1_500 && conversation.tokens() < before);
+        // The sizes kept as messages came and went are the sizes of the messages sent.
+        assert_eq!(conversation.tokens(), json_len(&conversation.request.messages) / 4);
+        let elided: Vec<bool> = conversation
+            .request
+            .messages
             .iter()
             .filter_map(|m| match &m.content[0] {
                 ContentBlock::ToolResult { content, .. } => Some(content == ELIDED),

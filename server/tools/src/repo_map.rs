@@ -9,7 +9,7 @@
 //! are not code) and away from tests, benches and examples; the map is then cut to its budget
 //! as the o200k tokenizer counts tokens ([`tokens`]), never over it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -220,6 +220,27 @@ pub fn tokens(text: &str) -> usize {
     }
 }
 
+/// [`tokens`] of a file's block in the map, remembered for the life of the process: a file
+/// that did not change renders the same block in every map of a mission, and counting is most
+/// of what a map of a small repository costs. Forgotten whole when it grows past a bound.
+fn block_tokens(block: &str) -> usize {
+    const REMEMBERED: usize = 50_000;
+    static COUNTED: OnceLock<std::sync::Mutex<HashMap<String, usize>>> = OnceLock::new();
+    let counted = COUNTED.get_or_init(Default::default);
+    let known = counted.lock().ok().and_then(|counted| counted.get(block).copied());
+    if let Some(count) = known {
+        return count;
+    }
+    let count = tokens(block);
+    if let Ok(mut counted) = counted.lock() {
+        if counted.len() >= REMEMBERED {
+            counted.clear();
+        }
+        counted.insert(block.to_owned(), count);
+    }
+    count
+}
+
 struct FileOutline<'a> {
     path: &'a str,
     definitions: &'a [Definition],
@@ -395,7 +416,7 @@ pub fn repo_map_cached(
     let mut shown = 0usize;
     'files: for file in &files {
         let block = render_file(file);
-        let cost = tokens(&block);
+        let cost = block_tokens(&block);
         if used + cost <= room || (used + cost <= max_tokens && shown + 1 == files.len()) {
             out.push_str(&block);
             used += cost;

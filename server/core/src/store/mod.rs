@@ -14,6 +14,7 @@ mod render;
 mod views;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use events::{
     AcceptanceTest, AcceptanceTestFile, AssertionDraft, Author, BaselineCheck, BoundaryDecision, DryRunResult, Event,
@@ -118,7 +119,9 @@ pub fn load_projection(dir: &Path) -> Result<(Projection, Vec<String>), StoreErr
 pub struct MissionStore {
     dir: PathBuf,
     log: log::EventLog,
-    projection: Projection,
+    /// Shared with the snapshots readers took ([`MissionStore::snapshot`]); an append copies
+    /// it only while one of them is still held.
+    projection: Arc<Projection>,
     /// Writes the projection files.
     views: views::ViewWriter,
     /// The projection files that events folded since they were last written can have
@@ -141,12 +144,12 @@ impl MissionStore {
         let mut store = MissionStore {
             dir,
             log,
-            projection: Projection::default(),
+            projection: Arc::default(),
             views: views::ViewWriter::default(),
             stale: Some(render::Views::all()),
             grouping: false,
         };
-        store.projection.apply(&record);
+        Arc::make_mut(&mut store.projection).apply(&record);
         store.flush();
         Ok(store)
     }
@@ -155,7 +158,7 @@ impl MissionStore {
     /// and rewrites every projection from the log.
     pub fn open(dir: &Path) -> Result<(MissionStore, Vec<String>), StoreError> {
         let (log, contents) = log::EventLog::open(dir)?;
-        let projection = Projection::from_records(&contents.records);
+        let projection = Arc::new(Projection::from_records(&contents.records));
         if projection.mission.is_none() {
             return Err(StoreError::Empty { path: log.path().to_owned() });
         }
@@ -181,6 +184,13 @@ impl MissionStore {
         &self.projection
     }
 
+    /// The projection as it stands, to keep while events are appended: taking one is cheap,
+    /// and the store copies the projection only when it next changes while a snapshot is
+    /// held.
+    pub fn snapshot(&self) -> Arc<Projection> {
+        self.projection.clone()
+    }
+
     /// Records an event and folds it. An `Err` means the event was *not* recorded; once the
     /// log holds it this returns `Ok` (durably so for every event but those that only report
     /// progress: see [`EventLog::append`](log::EventLog::append)). After an event that settles
@@ -191,7 +201,7 @@ impl MissionStore {
     pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
         let durable = event.syncs() && !self.grouping;
         let record = self.log.append_with(event, durable)?;
-        self.projection.apply(&record);
+        Arc::make_mut(&mut self.projection).apply(&record);
         self.stale.get_or_insert_with(render::Views::default).add(&record.event);
         if record.event.settles_view() {
             self.refresh_views();

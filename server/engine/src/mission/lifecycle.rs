@@ -201,7 +201,7 @@ impl Mission {
             return Ok(Control::Opened { mission: Box::new(mission), warnings, applied: Err(error) });
         }
         let applied = commands.into_iter().try_for_each(|command| {
-            let state = mission.projection().mission.map(|m| m.state);
+            let state = mission.projection().mission.as_ref().map(|m| m.state);
             let mid_way = state != Some(MissionState::Paused) && !state.is_some_and(|s| s.is_terminal());
             if command == Command::Resume && mid_way { Ok(()) } else { mission.apply(command) }
         });
@@ -225,7 +225,9 @@ impl Mission {
         &self.shared.mission_id
     }
 
-    pub fn projection(&self) -> Projection {
+    /// The projection as it stands (a snapshot: cheap to take, and unchanged by what the
+    /// mission records after).
+    pub fn projection(&self) -> Arc<Projection> {
         self.shared.projection()
     }
 

@@ -76,19 +76,20 @@ impl Mission {
     /// The workspace paths where acceptance tests are placed while they run, which workers may
     /// not write.
     fn acceptance_paths(&self) -> std::collections::BTreeMap<String, String> {
-        let projection = self.shared.projection();
-        let mut reserved = std::collections::BTreeMap::new();
-        for test in projection.acceptance_tests.values() {
-            for file in &test.files {
-                let reason = format!(
-                    "`{}` is where the acceptance test of {} is placed while it runs; workers may not write it. Put your \
-                     own tests at another path.",
-                    file.path, test.assertion
-                );
-                reserved.insert(file.path.clone(), reason);
+        self.shared.read(|projection| {
+            let mut reserved = std::collections::BTreeMap::new();
+            for test in projection.acceptance_tests.values() {
+                for file in &test.files {
+                    let reason = format!(
+                        "`{}` is where the acceptance test of {} is placed while it runs; workers may not write it. \
+                         Put your own tests at another path.",
+                        file.path, test.assertion
+                    );
+                    reserved.insert(file.path.clone(), reason);
+                }
             }
-        }
-        reserved
+            reserved
+        })
     }
 
     pub(super) fn repo_map(&self, focus: &str) -> String {

@@ -121,12 +121,20 @@ impl Shared {
         result
     }
 
-    pub(super) fn projection(&self) -> Projection {
-        lock(&self.store).projection().clone()
+    /// The projection as it stands; cheap to take (see [`MissionStore::snapshot`]).
+    pub(super) fn projection(&self) -> Arc<Projection> {
+        lock(&self.store).snapshot()
+    }
+
+    /// Reads the projection in place, for a part of it, without taking a snapshot (which
+    /// would make the next append copy the projection while the snapshot is held).
+    pub(super) fn read<T>(&self, part: impl FnOnce(&Projection) -> T) -> T {
+        part(lock(&self.store).projection())
     }
 
     pub(super) fn mission(&self) -> Result<MissionRecord, EngineError> {
-        self.projection().mission.ok_or_else(|| EngineError::Io("the mission log has no mission".into()))
+        self.read(|projection| projection.mission.clone())
+            .ok_or_else(|| EngineError::Io("the mission log has no mission".into()))
     }
 
     /// Reports `step` at a place in the mission, outside any agent run.
@@ -228,7 +236,7 @@ impl Shared {
 
     /// Records `draft` as the next open finding; returns its id.
     pub(super) fn record_finding(&self, draft: FindingDraft) -> Result<String, EngineError> {
-        let id = Shared::next_finding_id(&self.projection());
+        let id = self.read(Shared::next_finding_id);
         self.append(Event::FindingRecorded { finding: draft.into_finding(id.clone()) })?;
         Ok(id)
     }
