@@ -9,7 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, mpsc};
 
 use crate::model::{ExchangeRecorder, ModelResponse};
 use crate::secrets::Redactor;
@@ -38,12 +38,12 @@ pub struct TranscriptWriter {
 }
 
 /// Where a transcript's lines go. Creating a file costs more than the rest of a model turn's
-/// bookkeeping, so the file is created on a thread of its own while the run's first call is
+/// bookkeeping, so the file is created by the opener thread while the run's first call is
 /// under way, and the lines written before it is open wait in memory.
 #[derive(Debug)]
 enum Sink {
     Opening {
-        opened: std::thread::JoinHandle<std::io::Result<File>>,
+        opened: mpsc::Receiver<std::io::Result<File>>,
         waiting: Vec<u8>,
     },
     Open(File),
@@ -55,23 +55,25 @@ impl Sink {
     fn write(&mut self, path: &Path, line: &[u8], wait: bool) -> std::io::Result<()> {
         if let Sink::Opening { opened, waiting } = self {
             waiting.extend_from_slice(line);
-            if !wait && !opened.is_finished() {
-                return Ok(());
-            }
-            // The file is open (or will be at once): what waited goes first, in order.
-            let Sink::Opening { opened, waiting } = std::mem::replace(self, Sink::Failed) else { return Ok(()) };
-            return match opened.join() {
-                Ok(Ok(mut file)) => {
+            let answer =
+                if wait { opened.recv().map_err(|_| mpsc::TryRecvError::Disconnected) } else { opened.try_recv() };
+            let opened = match answer {
+                Err(mpsc::TryRecvError::Empty) => return Ok(()),
+                Ok(opened) => opened,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    Err(std::io::Error::other("the thread that creates transcripts stopped"))
+                }
+            };
+            // The file is open: what waited goes first, in order.
+            let Sink::Opening { waiting, .. } = std::mem::replace(self, Sink::Failed) else { return Ok(()) };
+            return match opened {
+                Ok(mut file) => {
                     let written = file.write_all(&waiting);
                     *self = Sink::Open(file);
                     written
                 }
-                Ok(Err(error)) => {
+                Err(error) => {
                     tracing::warn!("cannot create transcript {}: {error}", path.display());
-                    Ok(())
-                }
-                Err(_) => {
-                    tracing::warn!("creating transcript {} panicked", path.display());
                     Ok(())
                 }
             };
@@ -79,6 +81,39 @@ impl Sink {
         match self {
             Sink::Open(file) => file.write_all(line),
             Sink::Opening { .. } | Sink::Failed => Ok(()),
+        }
+    }
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// A file to create, and where to send it.
+type Opening = (PathBuf, mpsc::Sender<std::io::Result<File>>);
+
+/// Has `path` created by the opener thread, one for the whole process (started on first use),
+/// and returns where the file will come; `None` when there is no such thread.
+fn open_elsewhere(path: &Path) -> Option<mpsc::Receiver<std::io::Result<File>>> {
+    static OPENER: Mutex<Option<mpsc::Sender<Opening>>> = Mutex::new(None);
+    let mut opener = lock(&OPENER);
+    if opener.is_none() {
+        let (requests, received) = mpsc::channel::<Opening>();
+        let spawned = std::thread::Builder::new().name("missions-transcripts".into()).spawn(move || {
+            for (path, reply) in received {
+                let _ = reply.send(open(&path));
+            }
+        });
+        if spawned.is_ok() {
+            *opener = Some(requests);
+        }
+    }
+    let (reply, opened) = mpsc::channel();
+    match opener.as_ref()?.send((path.to_owned(), reply)) {
+        Ok(()) => Some(opened),
+        Err(_) => {
+            *opener = None;
+            None
         }
     }
 }
@@ -101,13 +136,9 @@ impl TranscriptWriter {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        let open = {
-            let path = path.to_owned();
-            move || OpenOptions::new().create(true).append(true).open(path)
-        };
-        let sink = match std::thread::Builder::new().name("missions-transcript".into()).spawn(open.clone()) {
-            Ok(opened) => Sink::Opening { opened, waiting: Vec::new() },
-            Err(_) => Sink::Open(open().map_err(io)?),
+        let sink = match open_elsewhere(path) {
+            Some(opened) => Sink::Opening { opened, waiting: Vec::new() },
+            None => Sink::Open(open(path).map_err(io)?),
         };
         Ok(TranscriptWriter { path: path.to_owned(), file: Mutex::new((sink, 0)), redactor })
     }

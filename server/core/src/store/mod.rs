@@ -122,11 +122,8 @@ pub struct MissionStore {
     /// Shared with the snapshots readers took ([`MissionStore::snapshot`]); an append copies
     /// it only while one of them is still held.
     projection: Arc<Projection>,
-    /// Writes the projection files.
+    /// Renders and writes the projection files.
     views: views::ViewWriter,
-    /// The projection files that events folded since they were last written can have
-    /// changed; `None` when all are up to date.
-    stale: Option<render::Views>,
     /// While set, no append syncs by itself: a group of events is made durable together when
     /// [`MissionStore::end_group`] ends it.
     grouping: bool,
@@ -141,15 +138,15 @@ impl MissionStore {
         };
         let dir = crate::layout::mission_dir(workspace, id);
         let (log, record) = log::EventLog::create(&dir, created)?;
+        let mut projection = Projection::default();
+        projection.apply(&record);
         let mut store = MissionStore {
+            views: views::ViewWriter::new(&dir, projection.clone()),
             dir,
             log,
-            projection: Arc::default(),
-            views: views::ViewWriter::default(),
-            stale: Some(render::Views::all()),
+            projection: Arc::new(projection),
             grouping: false,
         };
-        Arc::make_mut(&mut store.projection).apply(&record);
         store.flush();
         Ok(store)
     }
@@ -165,14 +162,12 @@ impl MissionStore {
         let mut store = MissionStore {
             dir: dir.to_owned(),
             log,
+            views: views::ViewWriter::new(dir, Projection::clone(&projection)),
             projection,
-            views: views::ViewWriter::default(),
-            stale: None,
             grouping: false,
         };
         store.log.sync()?;
-        let files = render::projection_files(&store.dir, &store.projection, &render::Views::all())?;
-        store.views.write_now(files)?;
+        store.views.render_now()?;
         Ok((store, contents.warnings))
     }
 
@@ -202,15 +197,15 @@ impl MissionStore {
         let durable = event.syncs() && !self.grouping;
         let record = self.log.append_with(event, durable)?;
         Arc::make_mut(&mut self.projection).apply(&record);
-        self.stale.get_or_insert_with(render::Views::default).add(&record.event);
+        self.views.fold(&record);
         if record.event.settles_view() {
             self.refresh_views();
         }
         Ok(record)
     }
 
-    /// Renders the projection files that changed and has them written in the background.
-    /// Views are written only once the events they show are durable (`read_log` takes a
+    /// Has the projection files that changed rendered and written in the background. Views
+    /// are written only once the events they show are durable (`read_log` takes a
     /// `mission.json` newer than the log's last event for lost events): within a group they
     /// wait for its end, and lines not yet synced are synced first.
     pub fn refresh_views(&mut self) {
@@ -223,25 +218,12 @@ impl MissionStore {
             tracing::warn!("projections of {} wait for the log: {error}", self.dir.display());
             return;
         }
-        // A view that could not be written is written again (its digest was forgotten).
-        if self.views.take_failure() {
-            self.stale = Some(render::Views::all());
-        }
-        let Some(views) = self.stale.take() else { return };
-        match render::projection_files(&self.dir, &self.projection, &views) {
-            Ok(files) => self.views.write_later(files),
-            Err(error) => {
-                tracing::warn!("projections of {} are stale: {error}", self.dir.display());
-                self.stale = Some(views);
-            }
-        }
+        self.views.render_later();
     }
 
     /// Brings the projection files up to date with every event recorded so far, and returns
     /// once they are written.
     pub fn flush(&mut self) {
-        // What is queued first, so a failure among it is seen and written again now.
-        self.views.wait();
         self.refresh_views();
         self.views.wait();
     }

@@ -1,68 +1,86 @@
-//! Writing the projection files (the views of a mission's log) off the engine's path.
+//! Rendering and writing the projection files (the views of a mission's log) off the engine's
+//! path.
 //!
 //! A view is replaced whole (written aside, renamed into place), so a reader never sees half
-//! of one. Replacing a file costs far more than appending an event (on ext4 the rename starts
-//! the new file's write-back), and the views are only a picture of the log, rebuilt from it
-//! whenever the store is opened; so the engine renders them and a thread of their own writes
-//! them while the engine goes on. Nothing is fsync'd here: the log is.
+//! of one. Rendering a view (JSON, Markdown) and replacing its file cost far more than
+//! appending an event (on ext4 the rename starts the new file's write-back), and the views are
+//! only a picture of the log, rebuilt from it whenever the store is opened; so a thread of
+//! their own keeps a projection of its own, folded from the same records as the store's, and
+//! renders and writes the views when the store says the events they would show are durable,
+//! while the engine goes on. Nothing is fsync'd here: the log is.
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 use sha2::{Digest, Sha256};
 
-use super::StoreError;
+use super::render::{self, Views};
+use super::{Projection, Record, StoreError};
 
 enum Job {
-    Write(Vec<(PathBuf, Vec<u8>)>),
+    /// The views to keep, sent first.
+    Adopt(Box<ViewState>),
+    /// Fold these events, which the log holds durably, then render and write every view that
+    /// events folded so far changed.
+    Render(Vec<Record>),
     /// Answered once every job sent before it is done.
     Barrier(mpsc::Sender<()>),
 }
 
-/// What the store and the writer thread share: what was last written to each view file (its
-/// SHA-256), so an unchanged view is not written again, and whether a write failed (the file
-/// is then forgotten, and the next flush renders every view again).
-#[derive(Debug, Default)]
-struct Written {
-    digests: Mutex<HashMap<PathBuf, [u8; 32]>>,
-    failed: std::sync::atomic::AtomicBool,
+/// What the views are made from and what was last written of them.
+#[derive(Debug)]
+struct ViewState {
+    dir: PathBuf,
+    projection: Projection,
+    /// The views that events folded since the last render can have changed; `None` when
+    /// all are up to date.
+    stale: Option<Views>,
+    /// What was last written to each view file (its SHA-256), so an unchanged view is not
+    /// written again.
+    digests: HashMap<PathBuf, [u8; 32]>,
+    /// Shared with the [`ViewWriter`]: whether a render is due.
+    due: Arc<AtomicBool>,
 }
 
-impl Written {
-    fn digests(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, [u8; 32]>> {
-        self.digests.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+impl ViewState {
+    fn fold(&mut self, record: &Record) {
+        self.projection.apply(record);
+        self.stale.get_or_insert_with(Views::default).add(&record.event);
     }
 
-    /// The files of `files` whose content differs from what was last written (taken as
-    /// written from now on).
-    fn changed(&self, files: Vec<(PathBuf, Vec<u8>)>) -> Vec<(PathBuf, Vec<u8>)> {
-        let mut digests = self.digests();
-        files
-            .into_iter()
-            .filter(|(path, bytes)| {
-                let digest: [u8; 32] = Sha256::digest(bytes).into();
-                let unchanged = digests.get(path) == Some(&digest) && path.exists();
-                if !unchanged {
-                    digests.insert(path.clone(), digest);
-                }
-                !unchanged
-            })
-            .collect()
-    }
-
-    /// Writes `files`; one that cannot be written is forgotten and the failure noted, so the
-    /// next flush writes it again. Returns the first failure.
-    fn write(&self, files: Vec<(PathBuf, Vec<u8>)>) -> Result<(), StoreError> {
+    /// Renders the stale views and writes those whose content changed. A file that cannot be
+    /// written is forgotten, and every view is rendered again the next time. Returns the first
+    /// failure.
+    fn render(&mut self) -> Result<(), StoreError> {
+        let Some(views) = self.stale.take() else { return Ok(()) };
+        let files = match render::projection_files(&self.dir, &self.projection, &views) {
+            Ok(files) => files,
+            Err(error) => {
+                self.stale = Some(views);
+                self.due.store(true, Ordering::Release);
+                return Err(error);
+            }
+        };
         let mut first_failure = Ok(());
         for (path, bytes) in files {
-            if let Err(error) = write_aside(&path, &bytes, false) {
-                self.digests().remove(&path);
-                self.failed.store(true, std::sync::atomic::Ordering::Release);
-                if first_failure.is_ok() {
-                    first_failure = Err(error);
+            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            if self.digests.get(&path) == Some(&digest) && path.exists() {
+                continue;
+            }
+            match write_aside(&path, &bytes, false) {
+                Ok(()) => {
+                    self.digests.insert(path, digest);
+                }
+                Err(error) => {
+                    self.digests.remove(&path);
+                    self.stale = Some(Views::all());
+                    self.due.store(true, Ordering::Release);
+                    if first_failure.is_ok() {
+                        first_failure = Err(error);
+                    }
                 }
             }
         }
@@ -70,68 +88,122 @@ impl Written {
     }
 }
 
-#[derive(Debug, Default)]
+/// Where the views are kept: on the store's thread until the first render in the background
+/// starts a thread of their own (or for good, when none can be started), then on that thread.
+#[derive(Debug)]
+enum Place {
+    Here(Box<ViewState>),
+    Thread {
+        jobs: mpsc::Sender<Job>,
+        handle: std::thread::JoinHandle<()>,
+    },
+    /// The thread is gone (it panicked); the views wait for the store to be opened again.
+    Lost,
+}
+
+#[derive(Debug)]
 pub(super) struct ViewWriter {
-    written: Arc<Written>,
-    thread: Option<(mpsc::Sender<Job>, std::thread::JoinHandle<()>)>,
+    place: Place,
+    /// Whether a render is due: an event was folded, or a file could not be written, since the
+    /// last render was asked for. A render that is not due would only wake the thread.
+    due: Arc<AtomicBool>,
+    /// The events folded since the last render, for the thread: sent with the render, so the
+    /// thread is woken once per render rather than once per event.
+    folded: Vec<Record>,
 }
 
 impl ViewWriter {
-    /// Writes the changed files of `files` now, on this thread, after anything queued.
-    pub(super) fn write_now(&mut self, files: Vec<(PathBuf, Vec<u8>)>) -> Result<(), StoreError> {
-        self.wait();
-        self.written.write(self.written.changed(files))
+    /// The views of `projection` in `dir`, all of them to be written.
+    pub(super) fn new(dir: &Path, projection: Projection) -> ViewWriter {
+        let due = Arc::new(AtomicBool::new(true));
+        let views = ViewState {
+            dir: dir.to_owned(),
+            projection,
+            stale: Some(Views::all()),
+            digests: HashMap::new(),
+            due: due.clone(),
+        };
+        ViewWriter { place: Place::Here(Box::new(views)), due, folded: Vec::new() }
     }
 
-    /// Queues the changed files of `files` for the writer thread (started on first use); when
-    /// no thread can be started they are written now.
-    pub(super) fn write_later(&mut self, files: Vec<(PathBuf, Vec<u8>)>) {
-        let changed = self.written.changed(files);
-        if changed.is_empty() {
-            return;
+    /// Folds an event the log holds (not yet durably, perhaps: it is shown only after the
+    /// next [`ViewWriter::render_later`]).
+    pub(super) fn fold(&mut self, record: &Record) {
+        self.due.store(true, Ordering::Release);
+        match &mut self.place {
+            Place::Here(views) => views.fold(record),
+            Place::Thread { .. } => self.folded.push(record.clone()),
+            Place::Lost => {}
         }
-        if self.thread.is_none() {
-            let (sender, receiver) = mpsc::channel::<Job>();
-            let written = self.written.clone();
-            let spawned = std::thread::Builder::new()
-                .name("missions-views".into())
-                .spawn(move || write_jobs(&receiver, &written));
-            match spawned {
-                Ok(handle) => self.thread = Some((sender, handle)),
-                Err(error) => tracing::warn!("cannot start the view writer ({error}); views are written in line"),
+    }
+
+    /// Renders and writes the stale views on this thread; for opening, before the thread
+    /// starts.
+    pub(super) fn render_now(&mut self) -> Result<(), StoreError> {
+        match &mut self.place {
+            Place::Here(views) => {
+                self.due.store(false, Ordering::Release);
+                views.render()
+            }
+            Place::Thread { .. } | Place::Lost => {
+                self.render_later();
+                self.wait();
+                Ok(())
             }
         }
-        let unsent = match &self.thread {
-            Some((sender, _)) => match sender.send(Job::Write(changed)) {
-                Ok(()) => return,
-                Err(mpsc::SendError(Job::Write(files))) => files,
-                Err(mpsc::SendError(Job::Barrier(_))) => return,
-            },
-            None => changed,
-        };
-        if let Err(error) = self.written.write(unsent) {
-            tracing::warn!("a view is stale: {error}");
+    }
+
+    /// Has the stale views rendered and written in the background (the thread starts on first
+    /// use); when no thread can be started they are rendered and written now.
+    pub(super) fn render_later(&mut self) {
+        if !self.due.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        if let Place::Here(views) = &mut self.place {
+            let (jobs, receiver) = mpsc::channel::<Job>();
+            let spawned = std::thread::Builder::new().name("missions-views".into()).spawn(move || work(&receiver));
+            match spawned {
+                Ok(handle) => {
+                    let Place::Here(views) = std::mem::replace(&mut self.place, Place::Thread { jobs, handle }) else {
+                        return;
+                    };
+                    self.send(Job::Adopt(views));
+                }
+                Err(error) => {
+                    tracing::warn!("cannot start the view writer ({error}); views are written in line");
+                    if let Err(error) = views.render() {
+                        tracing::warn!("a view is stale: {error}");
+                    }
+                    return;
+                }
+            }
+        }
+        let folded = std::mem::take(&mut self.folded);
+        self.send(Job::Render(folded));
+    }
+
+    fn send(&mut self, job: Job) {
+        if let Place::Thread { jobs, .. } = &self.place
+            && jobs.send(job).is_err()
+        {
+            tracing::warn!("the view writer stopped; the views are rewritten when the mission is opened");
+            self.place = Place::Lost;
         }
     }
 
-    /// Whether a file failed to be written since the last call.
-    pub(super) fn take_failure(&self) -> bool {
-        self.written.failed.swap(false, std::sync::atomic::Ordering::AcqRel)
-    }
-
-    /// Returns once every queued file is written (or failed to be).
+    /// Returns once every job sent is done.
     pub(super) fn wait(&mut self) {
-        let Some((sender, _)) = &self.thread else { return };
+        let Place::Thread { jobs, .. } = &self.place else { return };
         let (done, finished) = mpsc::channel();
-        if sender.send(Job::Barrier(done)).is_ok() {
+        if jobs.send(Job::Barrier(done)).is_ok() {
             let _ = finished.recv();
         }
     }
 
     /// Writes what is queued and stops the thread.
     pub(super) fn finish(&mut self) {
-        if let Some((sender, handle)) = self.thread.take() {
-            drop(sender);
+        if let Place::Thread { jobs, handle } = std::mem::replace(&mut self.place, Place::Lost) {
+            drop(jobs);
             if handle.join().is_err() {
                 tracing::warn!("the view writer panicked; the views are rewritten when the mission is opened");
             }
@@ -139,15 +211,21 @@ impl ViewWriter {
     }
 }
 
-fn write_jobs(jobs: &mpsc::Receiver<Job>, written: &Written) {
+fn work(jobs: &mpsc::Receiver<Job>) {
+    let mut kept: Option<Box<ViewState>> = None;
     while let Ok(job) = jobs.recv() {
-        match job {
-            Job::Write(files) => {
-                if let Err(error) = written.write(files) {
+        match (job, kept.as_mut()) {
+            (Job::Adopt(views), _) => kept = Some(views),
+            (Job::Render(records), Some(views)) => {
+                for record in &records {
+                    views.fold(record);
+                }
+                if let Err(error) = views.render() {
                     tracing::warn!("a view is stale: {error}");
                 }
             }
-            Job::Barrier(done) => {
+            (Job::Render(_), None) => {}
+            (Job::Barrier(done), _) => {
                 let _ = done.send(());
             }
         }
