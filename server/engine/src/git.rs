@@ -51,6 +51,57 @@ pub enum GitError {
     Spawn(String),
     #[error("`git {args}` failed: {stderr}")]
     Failed { args: String, stderr: String },
+    #[error("the mission's log could not be made durable before a change to the repository: {0}")]
+    Unrecorded(String),
+}
+
+/// What must be durable before the repository changes (the mission's log): a commit or a
+/// moved branch that the log does not lead up to would be a change a resume cannot explain.
+#[derive(Clone)]
+pub struct Barrier(std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl Barrier {
+    pub fn new(wait: impl Fn() -> Result<(), String> + Send + Sync + 'static) -> Barrier {
+        Barrier(std::sync::Arc::new(wait))
+    }
+}
+
+impl std::fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Barrier")
+    }
+}
+
+/// Whether git subcommand `args` (after any `-c` options) only reads the repository, or
+/// writes objects that nothing refers to yet: everything else moves a ref, the index or the
+/// tree, and waits for the [`Barrier`].
+fn leaves_refs_alone(args: &[&str]) -> bool {
+    let mut rest = args.iter();
+    let subcommand = loop {
+        match rest.next() {
+            Some(&"-c") => {
+                rest.next();
+            }
+            Some(arg) => break *arg,
+            None => return true,
+        }
+    };
+    matches!(
+        subcommand,
+        "rev-parse"
+            | "diff"
+            | "status"
+            | "ls-files"
+            | "log"
+            | "show"
+            | "cat-file"
+            | "config"
+            | "commit-tree"
+            | "merge-base"
+            | "rev-list"
+            | "for-each-ref"
+            | "show-ref"
+    )
 }
 
 /// One commit of a range: its id, subject and trailers.
@@ -77,6 +128,8 @@ pub struct Git {
     reader: std::sync::Arc<std::sync::OnceLock<Option<gix::ThreadSafeRepository>>>,
     /// Whole diffs between two commits, kept for the next question about the same pair.
     diffs: std::sync::Arc<std::sync::Mutex<DiffMemo>>,
+    /// Waited for before any command that changes refs, the index or the tree.
+    barrier: Option<Barrier>,
 }
 
 /// Diffs between two commits (which never change), oldest first, within a size bound.
@@ -101,7 +154,15 @@ impl Git {
             identity: Default::default(),
             reader: Default::default(),
             diffs: Default::default(),
+            barrier: None,
         }
+    }
+
+    /// This repository, with every change to its refs, index or tree made only once `barrier`
+    /// returned.
+    pub fn with_barrier(mut self, barrier: Barrier) -> Git {
+        self.barrier = Some(barrier);
+        self
     }
 
     /// The working tree this runs in.
@@ -143,6 +204,11 @@ impl Git {
     }
 
     fn run(&self, args: &[&str]) -> Result<String, GitError> {
+        if let Some(Barrier(wait)) = &self.barrier
+            && !leaves_refs_alone(args)
+        {
+            wait().map_err(GitError::Unrecorded)?;
+        }
         let started = std::time::Instant::now();
         let output = self.command().args(args).output().map_err(|e| GitError::Spawn(e.to_string()));
         GIT_NANOS.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -667,6 +733,37 @@ mod tests {
         std::fs::write(dir.path().join("a.txt"), "one\ntwo\nthree\n").unwrap();
         git.commit("initial", &[]).unwrap();
         (dir, git)
+    }
+
+    #[test]
+    fn a_change_to_the_repository_waits_for_the_barrier_and_a_read_does_not() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let (dir, git) = repository();
+        let waited = Arc::new(AtomicUsize::new(0));
+        let refuse = Arc::new(AtomicBool::new(false));
+        let git = git.with_barrier(Barrier::new({
+            let (waited, refuse) = (waited.clone(), refuse.clone());
+            move || {
+                waited.fetch_add(1, Ordering::SeqCst);
+                if refuse.load(Ordering::SeqCst) { Err("the disk is full".into()) } else { Ok(()) }
+            }
+        }));
+        let head = git.head().unwrap();
+        git.dirty_files().unwrap();
+        git.changed_ranges(&head, &head).unwrap();
+        assert_eq!(waited.load(Ordering::SeqCst), 0, "reads never wait");
+        std::fs::write(dir.path().join("b.txt"), "b\n").unwrap();
+        git.commit("F1", &[]).unwrap();
+        assert!(waited.load(Ordering::SeqCst) >= 1, "a commit waits");
+        // A log that cannot be made durable stops the change: nothing moves.
+        refuse.store(true, Ordering::SeqCst);
+        let before = git.head().unwrap();
+        std::fs::write(dir.path().join("c.txt"), "c\n").unwrap();
+        assert!(matches!(git.commit("F2", &[]), Err(GitError::Unrecorded(_))));
+        assert!(matches!(git.reset_hard(&head), Err(GitError::Unrecorded(_))));
+        assert_eq!(git.head().unwrap(), before);
+        assert!(dir.path().join("c.txt").exists());
     }
 
     #[test]

@@ -344,43 +344,39 @@ pub struct WorkFile {
     pub sha256: Option<String>,
 }
 
-impl Event {
-    /// Whether the log makes this event durable before it counts as recorded. Events that
-    /// only report progress do not: losing them (and what follows) to a power cut makes the
-    /// engine redo or re-report work, never act on something that did not happen, and a
-    /// process crash never loses them (the line is written at once). The spend a lost
-    /// `usage_recorded` reported is the one exception, and it is bounded by the calls since
-    /// the last durable event.
-    pub fn syncs(&self) -> bool {
-        !matches!(
-            self,
-            Event::RunStarted { .. }
-                | Event::RunFinished { .. }
-                | Event::UsageRecorded { .. }
-                | Event::CursorMoved { .. }
-                | Event::FeatureStarted { .. }
-                | Event::FeatureReviewed { .. }
-        )
-    }
+/// When the log makes an event durable ([`Event::urgency`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// Before the append returns.
+    WriteAhead,
+    /// At once, in the background; the views that show it are written after.
+    Soon,
+    /// With the next sync of any kind.
+    Progress,
+}
 
-    /// Whether people look at the projection right after this event (a gate, a decision, a
-    /// handoff): the projection files it changed are written at once, not at the next step.
-    pub fn settles_view(&self) -> bool {
-        matches!(
-            self,
-            Event::StateChanged { .. }
-                | Event::PlanSubmitted { .. }
-                | Event::PlanApproved { .. }
-                | Event::DecisionRecorded { .. }
-                | Event::MilestoneCommitted { .. }
-                | Event::MilestoneAccepted { .. }
-                | Event::MilestoneRejected { .. }
-                | Event::MilestoneRolledBack { .. }
-                | Event::HandoffRecorded { .. }
-                | Event::FindingStatusChanged { .. }
-                | Event::AssertionWaived { .. }
-                | Event::UserChangesCommitted { .. }
-        )
+impl Event {
+    /// When the log makes this event durable. Losing an event to a power cut (with what
+    /// follows it) leaves the log as a crash just before it would have, which a resume handles,
+    /// so long as no effect outside the log went ahead of it: a worker's write to the tree
+    /// waits for the event that records it ([`Urgency::WriteAhead`]), and a write to the
+    /// repository waits for the whole log (the engine's git barrier). A process crash never
+    /// loses an event: its line is written at once.
+    pub fn urgency(&self) -> Urgency {
+        match self {
+            // The proof that a change to the tree is the mission's (SPEC §8): written before
+            // the change, or the resume would take the mission's own work for the user's.
+            Event::WorkRecorded { .. } => Urgency::WriteAhead,
+            // Progress: the spend a lost `usage_recorded` reported is bounded by the calls
+            // since the last sync, and the rest is redone or re-reported.
+            Event::RunStarted { .. }
+            | Event::RunFinished { .. }
+            | Event::UsageRecorded { .. }
+            | Event::CursorMoved { .. }
+            | Event::FeatureStarted { .. }
+            | Event::FeatureReviewed { .. } => Urgency::Progress,
+            _ => Urgency::Soon,
+        }
     }
 
     /// The `type` tag, for logs and messages.

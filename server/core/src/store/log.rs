@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
-use super::events::{Event, Record};
+use super::events::{Event, Record, Urgency};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -136,9 +136,74 @@ pub struct EventLog {
     /// Set when a failed append could not be cut back off: the file's tail is unknown, so no
     /// further append may land after it until the log is reopened (and verified).
     poisoned: Option<String>,
-    /// Whether lines were written since the last `fdatasync` (events that only report
-    /// progress; see [`Event::syncs`]).
-    unsynced: bool,
+    /// How much of the file is durable, shared with whoever syncs it from another thread.
+    durability: std::sync::Arc<Durability>,
+}
+
+/// How much of a log must be and is durable (`fdatasync`'d), for the thread that
+/// writes it and the threads that make it durable in the background or wait for it before
+/// an effect the log must precede (a commit). Any thread may sync; a failed sync is kept, and
+/// the log refuses every append after it.
+#[derive(Debug)]
+pub struct Durability {
+    /// A second handle on the log file, to sync it from any thread.
+    file: File,
+    path: PathBuf,
+    /// Bytes up to the end of the last event that is more than progress: what an effect the
+    /// log must precede waits for ([`Durability::sync_needed`]).
+    needed: std::sync::atomic::AtomicU64,
+    /// Bytes known to be durable.
+    synced: std::sync::atomic::AtomicU64,
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl Durability {
+    /// The durability of `file`, whose first `written` bytes are complete lines and whose
+    /// first `synced` are durable.
+    fn new(file: &File, path: &Path, written: u64, synced: u64) -> Result<Durability, StoreError> {
+        let file = file.try_clone().map_err(|source| StoreError::Io { path: path.to_owned(), source })?;
+        Ok(Durability {
+            file,
+            path: path.to_owned(),
+            needed: written.into(),
+            synced: synced.into(),
+            failure: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Makes the first `len` bytes of the log durable, unless they are already.
+    pub fn sync_to(&self, len: u64) -> Result<(), StoreError> {
+        if let Some(reason) = self.failure() {
+            return Err(StoreError::Poisoned { path: self.path.clone(), reason });
+        }
+        if self.synced.load(std::sync::atomic::Ordering::Acquire) >= len {
+            return Ok(());
+        }
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.synced.fetch_max(len, std::sync::atomic::Ordering::AcqRel);
+                Ok(())
+            }
+            Err(source) => {
+                // A failed sync may have dropped lines from the page cache: what the file
+                // holds is unknown until it is reopened and verified.
+                let reason = format!("a sync failed ({source}); the log is verified again when reopened");
+                *crate::sync::lock(&self.failure) = Some(reason);
+                Err(StoreError::Io { path: self.path.clone(), source })
+            }
+        }
+    }
+
+    /// Makes every event written so far durable but a tail of progress reports (a run
+    /// started, a call's usage): losing that tail to a power cut after an effect is as if the
+    /// effect came first.
+    pub fn sync_needed(&self) -> Result<(), StoreError> {
+        self.sync_to(self.needed.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    fn failure(&self) -> Option<String> {
+        crate::sync::lock(&self.failure).clone()
+    }
 }
 
 /// Who holds a mission's lock: written into the lock file so a refused process can say who.
@@ -222,16 +287,9 @@ impl EventLog {
             sync_dir(directory)?;
         }
         let file = OpenOptions::new().append(true).open(&path).map_err(io(&path))?;
-        let log = EventLog {
-            path,
-            file,
-            _lock: lock,
-            len: line.len() as u64,
-            next_seq: 2,
-            last_hash: hash,
-            poisoned: None,
-            unsynced: false,
-        };
+        let len = line.len() as u64;
+        let durability = std::sync::Arc::new(Durability::new(&file, &path, len, len)?);
+        let log = EventLog { path, file, _lock: lock, len, next_seq: 2, last_hash: hash, poisoned: None, durability };
         Ok((log, record))
     }
 
@@ -250,6 +308,9 @@ impl EventLog {
             file.set_len(contents.valid_len).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
+        // A writer that died may have left lines that were never synced: none counts as
+        // durable, so they are made durable before anything (a view) shows them.
+        let durability = std::sync::Arc::new(Durability::new(&file, &path, contents.valid_len, 0)?);
         let log = EventLog {
             path: path.clone(),
             file,
@@ -258,30 +319,28 @@ impl EventLog {
             next_seq: contents.records.len() as u64 + 1,
             last_hash: contents.last_hash.clone(),
             poisoned: None,
-            // A writer that died may have left lines that were never synced: they are made
-            // durable before anything (a view) shows them.
-            unsynced: true,
+            durability,
         };
         Ok((log, contents))
     }
 
     /// Appends one event. The line is written at once, so every reader and a later process
-    /// see it even if this one dies the next instant. An event that records a decision or a
-    /// result ([`Event::syncs`]) is also made durable (`fdatasync`) before this returns, and
-    /// with it every line written before it: nobody hears of a state change that a power cut
-    /// could still take back. An event that only reports progress (a run started, a call's
-    /// usage) waits for the next such sync; a power cut before it loses at most that tail,
-    /// which leaves the log as a crash just before it would have.
+    /// see it even if this one dies the next instant. An event written ahead of an effect on
+    /// the user's tree ([`Event::urgency`]) is also made durable (`fdatasync`) before this
+    /// returns, and with it every line written before it; the others are made durable by the
+    /// next sync (in the background, by the store), and a power cut before it loses at most
+    /// that tail, which leaves the log as a crash just before it would have.
     pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
-        let durable = event.syncs();
-        self.append_with(event, durable)
+        let urgency = event.urgency();
+        self.append_with(event, urgency)
     }
 
-    /// Appends one event, made durable before this returns only when `durable`; otherwise it
-    /// is by the next durable append or [`EventLog::sync`].
-    pub fn append_with(&mut self, event: Event, durable: bool) -> Result<Record, StoreError> {
-        if let Some(reason) = &self.poisoned {
-            return Err(StoreError::Poisoned { path: self.path.clone(), reason: reason.clone() });
+    /// Appends one event, made durable before this returns only when `urgency` says it is
+    /// written ahead of an effect; otherwise it is by the next durable append or sync.
+    pub fn append_with(&mut self, event: Event, urgency: Urgency) -> Result<Record, StoreError> {
+        if let Some(reason) = self.poisoned.clone().or_else(|| self.durability.failure()) {
+            self.poisoned = Some(reason.clone());
+            return Err(StoreError::Poisoned { path: self.path.clone(), reason });
         }
         let record = Record { seq: self.next_seq, ts: crate::now_rfc3339(), prev: self.last_hash.clone(), event };
         let mut line =
@@ -296,15 +355,20 @@ impl EventLog {
             }
             return Err(StoreError::Io { path: self.path.clone(), source });
         }
-        if durable && let Err(source) = self.file.sync_data() {
-            // A failed sync may have dropped earlier unsynced lines from the page cache as
-            // well: what the file holds is unknown until it is reopened and verified.
+        let written = self.len + line.len() as u64;
+        if urgency == Urgency::WriteAhead
+            && let Err(error) = self.durability.sync_to(written)
+        {
+            // What the file holds is unknown until it is reopened and verified; the line is
+            // cut off in case it can be.
             let _ = self.file.set_len(self.len);
-            self.poisoned = Some(format!("a sync failed ({source}); the log is verified again when reopened"));
-            return Err(StoreError::Io { path: self.path.clone(), source });
+            self.poisoned = self.durability.failure();
+            return Err(error);
         }
-        self.unsynced = !durable;
-        self.len += line.len() as u64;
+        if urgency != Urgency::Progress {
+            self.durability.needed.store(written, std::sync::atomic::Ordering::Release);
+        }
+        self.len = written;
         self.next_seq += 1;
         self.last_hash = hash;
         Ok(record)
@@ -315,19 +379,17 @@ impl EventLog {
         if let Some(reason) = &self.poisoned {
             return Err(StoreError::Poisoned { path: self.path.clone(), reason: reason.clone() });
         }
-        if self.unsynced {
-            if let Err(source) = self.file.sync_data() {
-                self.poisoned = Some(format!("a sync failed ({source}); the log is verified again when reopened"));
-                return Err(StoreError::Io { path: self.path.clone(), source });
-            }
-            self.unsynced = false;
-        }
-        Ok(())
+        self.durability.sync_to(self.len)
     }
 
-    /// Whether lines were written since the last sync.
-    pub fn unsynced(&self) -> bool {
-        self.unsynced
+    /// How much of the log is durable, for the threads that sync it.
+    pub fn durability(&self) -> std::sync::Arc<Durability> {
+        self.durability.clone()
+    }
+
+    /// Bytes of complete lines written.
+    pub fn written_len(&self) -> u64 {
+        self.len
     }
 
     pub fn path(&self) -> &Path {

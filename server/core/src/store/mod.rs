@@ -18,9 +18,10 @@ use std::sync::Arc;
 
 pub use events::{
     AcceptanceTest, AcceptanceTestFile, AssertionDraft, Author, BaselineCheck, BoundaryDecision, DryRunResult, Event,
-    FeatureDraft, MilestoneDraft, PlanDraft, Record, RunOutcome, WorkFile,
+    FeatureDraft, MilestoneDraft, PlanDraft, Record, RunOutcome, Urgency, WorkFile,
 };
 pub use fold::Projection;
+pub use log::Durability;
 pub use render::{clip_tail, contract_markdown as render_contract_markdown, plan_markdown as render_plan_markdown};
 
 /// Errors of the store. Callers branch on `Locked` (tell the user who holds the mission),
@@ -122,7 +123,7 @@ pub struct MissionStore {
     /// Shared with the snapshots readers took ([`MissionStore::snapshot`]); an append copies
     /// it only while one of them is still held.
     projection: Arc<Projection>,
-    /// Renders and writes the projection files.
+    /// Makes the log durable in the background, then writes the projection files.
     views: views::ViewWriter,
     /// While set, no append syncs by itself: a group of events is made durable together when
     /// [`MissionStore::end_group`] ends it.
@@ -141,7 +142,7 @@ impl MissionStore {
         let mut projection = Projection::default();
         projection.apply(&record);
         let mut store = MissionStore {
-            views: views::ViewWriter::new(&dir, projection.clone()),
+            views: views::ViewWriter::new(&dir, projection.clone(), log.durability()),
             dir,
             log,
             projection: Arc::new(projection),
@@ -161,13 +162,13 @@ impl MissionStore {
         }
         let mut store = MissionStore {
             dir: dir.to_owned(),
+            views: views::ViewWriter::new(dir, Projection::clone(&projection), log.durability()),
             log,
-            views: views::ViewWriter::new(dir, Projection::clone(&projection)),
             projection,
             grouping: false,
         };
-        store.log.sync()?;
-        store.views.render_now()?;
+        let len = store.log.written_len();
+        store.views.update_now(len)?;
         Ok((store, contents.warnings))
     }
 
@@ -186,43 +187,40 @@ impl MissionStore {
         self.projection.clone()
     }
 
+    /// How much of the log is durable, for a thread that must wait for it (the engine, before
+    /// it writes to the repository).
+    pub fn durability(&self) -> Arc<Durability> {
+        self.log.durability()
+    }
+
     /// Records an event and folds it. An `Err` means the event was *not* recorded; once the
-    /// log holds it this returns `Ok` (durably so for every event but those that only report
-    /// progress: see [`EventLog::append`](log::EventLog::append)). After an event that settles
-    /// what people look at, the projection files it changed are written in the background;
-    /// the others follow with the next such event or [`MissionStore::flush`]. A projection that
-    /// cannot be written is logged and written again later: projections are rebuilt from the
-    /// log anyway.
+    /// log holds it this returns `Ok`. The event is durable when this returns if it is written
+    /// ahead of an effect on the tree ([`Urgency::WriteAhead`]); otherwise it is made durable
+    /// in the background at once ([`Urgency::Soon`], or at a group's end) or with the next
+    /// sync ([`Urgency::Progress`]), and the projection files that show it are written after.
+    /// A projection that cannot be written is logged and written again later: projections are
+    /// rebuilt from the log anyway.
     pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
-        let durable = event.syncs() && !self.grouping;
-        let record = self.log.append_with(event, durable)?;
+        let urgency = event.urgency();
+        let record = self.log.append_with(event, urgency)?;
         Arc::make_mut(&mut self.projection).apply(&record);
-        self.views.fold(&record);
-        if record.event.settles_view() {
+        self.views.appended(&record);
+        if urgency == Urgency::Soon {
             self.refresh_views();
         }
         Ok(record)
     }
 
-    /// Has the projection files that changed rendered and written in the background. Views
-    /// are written only once the events they show are durable (`read_log` takes a
-    /// `mission.json` newer than the log's last event for lost events): within a group they
-    /// wait for its end, and lines not yet synced are synced first.
+    /// Has every event recorded so far made durable and the projection files that show them
+    /// written, in the background; within a group, only once it ends.
     pub fn refresh_views(&mut self) {
-        if self.grouping {
-            return;
+        if !self.grouping {
+            self.views.update_later(self.log.written_len());
         }
-        if self.log.unsynced()
-            && let Err(error) = self.log.sync()
-        {
-            tracing::warn!("projections of {} wait for the log: {error}", self.dir.display());
-            return;
-        }
-        self.views.render_later();
     }
 
-    /// Brings the projection files up to date with every event recorded so far, and returns
-    /// once they are written.
+    /// Makes every event recorded so far durable, brings the projection files up to date with
+    /// them, and returns once they are written.
     pub fn flush(&mut self) {
         self.refresh_views();
         self.views.wait();
@@ -235,16 +233,15 @@ impl MissionStore {
         self.grouping = true;
     }
 
-    /// Ends a group: its events are made durable, then the views that show them are written.
-    pub fn end_group(&mut self) -> Result<(), StoreError> {
+    /// Ends a group: its events are made durable (in the background), then the views that
+    /// show them are written.
+    pub fn end_group(&mut self) {
         self.grouping = false;
-        self.log.sync()?;
         self.refresh_views();
-        Ok(())
     }
 
-    /// Makes every event recorded so far durable, and brings the projection files up to
-    /// date (in that order: a view never shows an event the log could still lose).
+    /// Makes every event recorded so far durable before it returns, and brings the projection
+    /// files up to date (in that order: a view never shows an event the log could still lose).
     pub fn sync(&mut self) -> Result<(), StoreError> {
         self.grouping = false;
         let synced = self.log.sync();

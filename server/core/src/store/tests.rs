@@ -591,8 +591,10 @@ fn progress_events_are_not_synced_alone_yet_no_process_crash_loses_them() {
         usage: Usage { input: 10, output: 5, ..Usage::default() },
         cost_usd: Some(0.01),
     };
-    assert!(!usage.syncs(), "usage only reports progress");
-    assert!(events.clone().next().is_some_and(|e| e.syncs()), "a plan is a decision");
+    assert_eq!(usage.urgency(), Urgency::Progress, "usage only reports progress");
+    assert!(events.clone().next().is_some_and(|e| e.urgency() == Urgency::Soon), "a plan is a decision");
+    let work = Event::WorkRecorded { files: Vec::new() };
+    assert_eq!(work.urgency(), Urgency::WriteAhead, "the proof of the mission's own work goes before the work");
     store.append(usage).unwrap();
     // The process dies without closing the store: the line is in the file all the same.
     let path = store.dir().join("events.jsonl");
@@ -619,7 +621,7 @@ fn views_never_show_events_before_they_are_durable() {
     store.append(events[11].clone()).unwrap();
     store.flush();
     assert!(!handoffs.exists(), "a view showed an event of a group not yet durable");
-    store.end_group().unwrap();
+    store.end_group();
     store.flush();
     assert_eq!(std::fs::read_dir(&handoffs).unwrap().count(), 1);
     // After progress events (not synced alone) the views are brought up to date only once

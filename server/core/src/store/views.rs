@@ -1,13 +1,15 @@
-//! Rendering and writing the projection files (the views of a mission's log) off the engine's
-//! path.
+//! Making the log durable and writing the projection files (the views of a mission's log),
+//! off the engine's path.
 //!
 //! A view is replaced whole (written aside, renamed into place), so a reader never sees half
-//! of one. Rendering a view (JSON, Markdown) and replacing its file cost far more than
-//! appending an event (on ext4 the rename starts the new file's write-back), and the views are
-//! only a picture of the log, rebuilt from it whenever the store is opened; so a thread of
-//! their own keeps a projection of its own, folded from the same records as the store's, and
-//! renders and writes the views when the store says the events they would show are durable,
-//! while the engine goes on. Nothing is fsync'd here: the log is.
+//! of one. Syncing the log, rendering a view (JSON, Markdown) and replacing its file cost far
+//! more than appending an event (on ext4 the rename starts the new file's write-back), and the
+//! views are only a picture of the log, rebuilt from it whenever the store is opened. So a
+//! thread of their own takes the records the store appended, makes the log durable up to them
+//! (`fdatasync`), and only then folds them into a projection of its own and renders and writes
+//! the views they changed: a view never shows an event a power cut could still take back
+//! (`read_log` takes a `mission.json` ahead of the log for lost events). The engine goes on
+//! meanwhile. The views themselves are not fsync'd: the log is.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -17,15 +19,16 @@ use std::sync::{Arc, mpsc};
 
 use sha2::{Digest, Sha256};
 
+use super::log::Durability;
 use super::render::{self, Views};
 use super::{Projection, Record, StoreError};
 
 enum Job {
     /// The views to keep, sent first.
     Adopt(Box<ViewState>),
-    /// Fold these events, which the log holds durably, then render and write every view that
-    /// events folded so far changed.
-    Render(Vec<Record>),
+    /// Make the log durable up to this many bytes, then fold these records (all within them)
+    /// and render and write every view the records folded so far changed.
+    Update(Vec<Record>, u64),
     /// Answered once every job sent before it is done.
     Barrier(mpsc::Sender<()>),
 }
@@ -34,6 +37,7 @@ enum Job {
 #[derive(Debug)]
 struct ViewState {
     dir: PathBuf,
+    log: Arc<Durability>,
     projection: Projection,
     /// The views that events folded since the last render can have changed; `None` when
     /// all are up to date.
@@ -41,14 +45,21 @@ struct ViewState {
     /// What was last written to each view file (its SHA-256), so an unchanged view is not
     /// written again.
     digests: HashMap<PathBuf, [u8; 32]>,
-    /// Shared with the [`ViewWriter`]: whether a render is due.
+    /// Shared with the [`ViewWriter`]: whether an update is due.
     due: Arc<AtomicBool>,
 }
 
 impl ViewState {
-    fn fold(&mut self, record: &Record) {
-        self.projection.apply(record);
-        self.stale.get_or_insert_with(Views::default).add(&record.event);
+    /// Makes the log durable up to `len` bytes, then folds `records` and writes the views.
+    /// Nothing is folded when the sync fails: the log refuses appends from then on, and the
+    /// views are rebuilt from it when it is opened again.
+    fn update(&mut self, records: &[Record], len: u64) -> Result<(), StoreError> {
+        self.log.sync_to(len)?;
+        for record in records {
+            self.projection.apply(record);
+            self.stale.get_or_insert_with(Views::default).add(&record.event);
+        }
+        self.render()
     }
 
     /// Renders the stale views and writes those whose content changed. A file that cannot be
@@ -88,7 +99,7 @@ impl ViewState {
     }
 }
 
-/// Where the views are kept: on the store's thread until the first render in the background
+/// Where the views are kept: on the store's thread until the first update in the background
 /// starts a thread of their own (or for good, when none can be started), then on that thread.
 #[derive(Debug)]
 enum Place {
@@ -104,61 +115,61 @@ enum Place {
 #[derive(Debug)]
 pub(super) struct ViewWriter {
     place: Place,
-    /// Whether a render is due: an event was folded, or a file could not be written, since the
-    /// last render was asked for. A render that is not due would only wake the thread.
+    /// Whether an update is due: an event was appended, or a file could not be written, since
+    /// the last update was asked for. An update that is not due would only wake the thread.
     due: Arc<AtomicBool>,
-    /// The events folded since the last render, for the thread: sent with the render, so the
-    /// thread is woken once per render rather than once per event.
-    folded: Vec<Record>,
+    /// The records appended since the last update was asked for, sent with it (so the thread
+    /// is woken once per update rather than once per event).
+    appended: Vec<Record>,
 }
 
 impl ViewWriter {
-    /// The views of `projection` in `dir`, all of them to be written.
-    pub(super) fn new(dir: &Path, projection: Projection) -> ViewWriter {
+    /// The views of `projection` in `dir`, all of them to be written once `log` is durable.
+    pub(super) fn new(dir: &Path, projection: Projection, log: Arc<Durability>) -> ViewWriter {
         let due = Arc::new(AtomicBool::new(true));
         let views = ViewState {
             dir: dir.to_owned(),
+            log,
             projection,
             stale: Some(Views::all()),
             digests: HashMap::new(),
             due: due.clone(),
         };
-        ViewWriter { place: Place::Here(Box::new(views)), due, folded: Vec::new() }
+        ViewWriter { place: Place::Here(Box::new(views)), due, appended: Vec::new() }
     }
 
-    /// Folds an event the log holds (not yet durably, perhaps: it is shown only after the
-    /// next [`ViewWriter::render_later`]).
-    pub(super) fn fold(&mut self, record: &Record) {
+    /// Takes an event the log holds (not yet durably, perhaps), for the next update.
+    pub(super) fn appended(&mut self, record: &Record) {
         self.due.store(true, Ordering::Release);
-        match &mut self.place {
-            Place::Here(views) => views.fold(record),
-            Place::Thread { .. } => self.folded.push(record.clone()),
-            Place::Lost => {}
+        if !matches!(self.place, Place::Lost) {
+            self.appended.push(record.clone());
         }
     }
 
-    /// Renders and writes the stale views on this thread; for opening, before the thread
-    /// starts.
-    pub(super) fn render_now(&mut self) -> Result<(), StoreError> {
+    /// Makes the log durable up to `len` bytes and writes the views on this thread; for
+    /// opening, before the thread starts.
+    pub(super) fn update_now(&mut self, len: u64) -> Result<(), StoreError> {
         match &mut self.place {
             Place::Here(views) => {
                 self.due.store(false, Ordering::Release);
-                views.render()
+                views.update(&std::mem::take(&mut self.appended), len)
             }
             Place::Thread { .. } | Place::Lost => {
-                self.render_later();
+                self.update_later(len);
                 self.wait();
                 Ok(())
             }
         }
     }
 
-    /// Has the stale views rendered and written in the background (the thread starts on first
-    /// use); when no thread can be started they are rendered and written now.
-    pub(super) fn render_later(&mut self) {
+    /// Has the log made durable up to `len` bytes (every record taken so far) and the views
+    /// written, in the background (the thread starts on first use); when no thread can be
+    /// started, now.
+    pub(super) fn update_later(&mut self, len: u64) {
         if !self.due.swap(false, Ordering::AcqRel) {
             return;
         }
+        let appended = std::mem::take(&mut self.appended);
         if let Place::Here(views) = &mut self.place {
             let (jobs, receiver) = mpsc::channel::<Job>();
             let spawned = std::thread::Builder::new().name("missions-views".into()).spawn(move || work(&receiver));
@@ -171,15 +182,14 @@ impl ViewWriter {
                 }
                 Err(error) => {
                     tracing::warn!("cannot start the view writer ({error}); views are written in line");
-                    if let Err(error) = views.render() {
+                    if let Err(error) = views.update(&appended, len) {
                         tracing::warn!("a view is stale: {error}");
                     }
                     return;
                 }
             }
         }
-        let folded = std::mem::take(&mut self.folded);
-        self.send(Job::Render(folded));
+        self.send(Job::Update(appended, len));
     }
 
     fn send(&mut self, job: Job) {
@@ -200,7 +210,7 @@ impl ViewWriter {
         }
     }
 
-    /// Writes what is queued and stops the thread.
+    /// Does what is queued and stops the thread.
     pub(super) fn finish(&mut self) {
         if let Place::Thread { jobs, handle } = std::mem::replace(&mut self.place, Place::Lost) {
             drop(jobs);
@@ -216,15 +226,12 @@ fn work(jobs: &mpsc::Receiver<Job>) {
     while let Ok(job) = jobs.recv() {
         match (job, kept.as_mut()) {
             (Job::Adopt(views), _) => kept = Some(views),
-            (Job::Render(records), Some(views)) => {
-                for record in &records {
-                    views.fold(record);
-                }
-                if let Err(error) = views.render() {
+            (Job::Update(records, len), Some(views)) => {
+                if let Err(error) = views.update(&records, len) {
                     tracing::warn!("a view is stale: {error}");
                 }
             }
-            (Job::Render(_), None) => {}
+            (Job::Update(..), None) => {}
             (Job::Barrier(done), _) => {
                 let _ = done.send(());
             }

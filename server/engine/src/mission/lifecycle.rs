@@ -56,11 +56,15 @@ impl Mission {
             .map_err(|e| EngineError::Io(format!("cannot make a temporary directory: {e}")))?;
         let mission_id = store.projection().mission.as_ref().map(|m| m.id.clone()).unwrap_or_default();
         let provider_names = models.by_role.iter().map(|(role, m)| (*role, m.provider.name().to_owned())).collect();
+        // A change to the repository waits for the log: a resume explains at most one commit
+        // past the last one the log recorded (`check_history`).
+        let log = store.durability();
+        let barrier = crate::git::Barrier::new(move || log.sync_needed().map_err(|e| e.to_string()));
         let shared = Shared {
             inbox: inbox_dir(workspace, &mission_id),
             mission_id,
             store: Mutex::new(store),
-            git: Git::new(workspace),
+            git: Git::new(workspace).with_barrier(barrier),
             prices: PriceTable::with_overrides(&config.config.prices),
             progress: options.progress.clone(),
             appended: options.appended.clone(),

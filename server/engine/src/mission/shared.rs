@@ -51,34 +51,16 @@ pub(super) struct Shared {
 /// when dropped too, so a panic inside cannot leave the store grouping.
 struct Group<'a> {
     shared: &'a Shared,
-    ended: bool,
-}
-
-impl Group<'_> {
-    fn end(mut self) -> Result<(), EngineError> {
-        self.ended = true;
-        self.finish()
-    }
-
-    fn finish(&self) -> Result<(), EngineError> {
-        let synced = lock(&self.shared.store).end_group();
-        let records = lock(&self.shared.held).take().unwrap_or_default();
-        synced?;
-        if let Some(appended) = &self.shared.appended {
-            for record in &records {
-                appended(&self.shared.mission_id, record);
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Drop for Group<'_> {
     fn drop(&mut self) {
-        if !self.ended
-            && let Err(error) = self.finish()
-        {
-            tracing::error!("a group of events may not be durable: {error}");
+        lock(&self.shared.store).end_group();
+        let records = lock(&self.shared.held).take().unwrap_or_default();
+        if let Some(appended) = &self.shared.appended {
+            for record in &records {
+                appended(&self.shared.mission_id, record);
+            }
         }
     }
 }
@@ -101,8 +83,8 @@ impl Shared {
     }
 
     /// Runs `record`, whose events (a handoff and the feature's new status; a report's
-    /// verdicts and findings) are made durable together by one sync at its end rather than
-    /// one each, and heard of by the subscriber only then. Events recorded before a failure
+    /// verdicts and findings) are made durable together by one sync after its end (in the
+    /// background) rather than one each, and heard of by the subscriber at its end. Events recorded before a failure
     /// (or a panic) are kept, and made durable all the same. Callers record one group at a
     /// time (the engine's steps that do are sequential); a group within a group is part of it.
     pub(super) fn together<T>(&self, record: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineError> {
@@ -115,9 +97,9 @@ impl Shared {
             *held = Some(Vec::new());
         }
         lock(&self.store).begin_group();
-        let group = Group { shared: self, ended: false };
+        let group = Group { shared: self };
         let result = record();
-        group.end()?;
+        drop(group);
         result
     }
 
