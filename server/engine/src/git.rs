@@ -86,22 +86,13 @@ fn leaves_refs_alone(args: &[&str]) -> bool {
             None => return true,
         }
     };
-    matches!(
-        subcommand,
-        "rev-parse"
-            | "diff"
-            | "status"
-            | "ls-files"
-            | "log"
-            | "show"
-            | "cat-file"
-            | "config"
-            | "commit-tree"
-            | "merge-base"
-            | "rev-list"
-            | "for-each-ref"
-            | "show-ref"
-    )
+    match subcommand {
+        "rev-parse" | "diff" | "status" | "ls-files" | "log" | "show" | "cat-file" | "commit-tree" | "merge-base"
+        | "rev-list" | "for-each-ref" | "show-ref" => true,
+        // `git config NAME` reads; with a value it writes.
+        "config" => rest.len() == 1,
+        _ => false,
+    }
 }
 
 /// One commit of a range: its id, subject and trailers.
@@ -752,7 +743,10 @@ mod tests {
         let head = git.head().unwrap();
         git.dirty_files().unwrap();
         git.changed_ranges(&head, &head).unwrap();
+        let _ = git.run(&["config", "user.email"]);
         assert_eq!(waited.load(Ordering::SeqCst), 0, "reads never wait");
+        git.run(&["config", "missions.test", "1"]).unwrap();
+        assert_eq!(waited.load(Ordering::SeqCst), 1, "a setting written waits");
         std::fs::write(dir.path().join("b.txt"), "b\n").unwrap();
         git.commit("F1", &[]).unwrap();
         assert!(waited.load(Ordering::SeqCst) >= 1, "a commit waits");

@@ -222,21 +222,27 @@ pub fn tokens(text: &str) -> usize {
 
 /// [`tokens`] of a file's block in the map, remembered for the life of the process: a file
 /// that did not change renders the same block in every map of a mission, and counting is most
-/// of what a map of a small repository costs. Forgotten whole when it grows past a bound.
+/// of what a map of a small repository costs. Forgotten whole when the blocks remembered pass
+/// a few megabytes (a long-lived language server maps many versions of many files).
 fn block_tokens(block: &str) -> usize {
-    const REMEMBERED: usize = 50_000;
-    static COUNTED: OnceLock<std::sync::Mutex<HashMap<String, usize>>> = OnceLock::new();
+    const REMEMBERED_BYTES: usize = 8 << 20;
+    /// The blocks counted, and the bytes they hold.
+    type Counted = (HashMap<String, usize>, usize);
+    static COUNTED: OnceLock<std::sync::Mutex<Counted>> = OnceLock::new();
     let counted = COUNTED.get_or_init(Default::default);
-    let known = counted.lock().ok().and_then(|counted| counted.get(block).copied());
+    let known = counted.lock().ok().and_then(|counted| counted.0.get(block).copied());
     if let Some(count) = known {
         return count;
     }
     let count = tokens(block);
     if let Ok(mut counted) = counted.lock() {
-        if counted.len() >= REMEMBERED {
-            counted.clear();
+        let (blocks, bytes) = &mut *counted;
+        if *bytes + block.len() > REMEMBERED_BYTES {
+            blocks.clear();
+            *bytes = 0;
         }
-        counted.insert(block.to_owned(), count);
+        *bytes += block.len();
+        blocks.insert(block.to_owned(), count);
     }
     count
 }

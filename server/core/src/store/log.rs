@@ -154,6 +154,11 @@ pub struct Durability {
     needed: std::sync::atomic::AtomicU64,
     /// Bytes known to be durable.
     synced: std::sync::atomic::AtomicU64,
+    /// Held while a sync is under way, so syncs never overlap: of concurrent `fsync`s on one
+    /// file, the kernel reports a write-back error to one only, and another must not take the
+    /// lines it dropped for durable.
+    syncing: std::sync::Mutex<()>,
+    /// Why a sync failed, once one did; from then on nothing counts as durable.
     failure: std::sync::Mutex<Option<String>>,
 }
 
@@ -167,16 +172,24 @@ impl Durability {
             path: path.to_owned(),
             needed: written.into(),
             synced: synced.into(),
+            syncing: std::sync::Mutex::new(()),
             failure: std::sync::Mutex::new(None),
         })
     }
 
     /// Makes the first `len` bytes of the log durable, unless they are already.
     pub fn sync_to(&self, len: u64) -> Result<(), StoreError> {
+        let durable = || self.synced.load(std::sync::atomic::Ordering::Acquire) >= len;
+        if self.failure().is_none() && durable() {
+            return Ok(());
+        }
+        let _syncing = crate::sync::lock(&self.syncing);
+        // Checked again under the lock: a sync that ended meanwhile may have failed, or
+        // covered these bytes.
         if let Some(reason) = self.failure() {
             return Err(StoreError::Poisoned { path: self.path.clone(), reason });
         }
-        if self.synced.load(std::sync::atomic::Ordering::Acquire) >= len {
+        if durable() {
             return Ok(());
         }
         match self.file.sync_data() {

@@ -125,8 +125,8 @@ pub struct MissionStore {
     projection: Arc<Projection>,
     /// Makes the log durable in the background, then writes the projection files.
     views: views::ViewWriter,
-    /// While set, no append syncs by itself: a group of events is made durable together when
-    /// [`MissionStore::end_group`] ends it.
+    /// While set, no append but one written ahead of an effect asks for a sync: a group of
+    /// events is made durable together once [`MissionStore::end_group`] ends it.
     grouping: bool,
 }
 
@@ -148,7 +148,7 @@ impl MissionStore {
             projection: Arc::new(projection),
             grouping: false,
         };
-        store.flush();
+        store.flush()?;
         Ok(store)
     }
 
@@ -219,11 +219,15 @@ impl MissionStore {
         }
     }
 
-    /// Makes every event recorded so far durable, brings the projection files up to date with
-    /// them, and returns once they are written.
-    pub fn flush(&mut self) {
+    /// Makes every event recorded so far durable before it returns (an `Err` says it could
+    /// not), and brings the projection files up to date with them (within a group, with
+    /// those before it), returning once they are written. For the moments someone is told
+    /// the mission's state: a gate reached, a command applied.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        let synced = self.log.sync();
         self.refresh_views();
         self.views.wait();
+        synced
     }
 
     /// Starts a group of appends that are made durable together, by one sync when
@@ -240,13 +244,11 @@ impl MissionStore {
         self.refresh_views();
     }
 
-    /// Makes every event recorded so far durable before it returns, and brings the projection
-    /// files up to date (in that order: a view never shows an event the log could still lose).
+    /// Ends any group, makes every event recorded so far durable before it returns, and
+    /// brings the projection files up to date.
     pub fn sync(&mut self) -> Result<(), StoreError> {
         self.grouping = false;
-        let synced = self.log.sync();
-        self.flush();
-        synced
+        self.flush()
     }
 }
 

@@ -403,7 +403,7 @@ fn a_projection_that_cannot_be_written_does_not_fail_a_durable_append() {
     assert_eq!(log::read_log(&store.dir().join("events.jsonl")).unwrap().records.len(), 2);
     std::fs::remove_dir(&blocker).unwrap();
     store.append(events.next().unwrap()).unwrap();
-    store.flush();
+    store.flush().unwrap();
     let plan: Plan = serde_json::from_str(&std::fs::read_to_string(&blocker).unwrap()).unwrap();
     assert_eq!(plan.title, "Slugify");
 }
@@ -510,7 +510,7 @@ fn a_reader_never_takes_a_log_being_appended_to_for_a_corrupt_one() {
     };
     for n in 0..300 {
         store.append(Event::CourseCorrectionNoted { note: format!("note {n}") }).unwrap();
-        store.flush();
+        store.flush().unwrap();
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let reads = reading.join().unwrap().unwrap_or_else(|error| panic!("a live log was called corrupt: {error}"));
@@ -613,20 +613,20 @@ fn views_never_show_events_before_they_are_durable() {
     for event in &events[1..11] {
         store.append(event.clone()).unwrap();
     }
-    store.flush();
+    store.flush().unwrap();
     let handoffs = store.dir().join("handoffs");
     // A handoff recorded within a group settles the view only once the group is durable.
     store.begin_group();
     assert!(matches!(events[11], Event::HandoffRecorded { .. }));
     store.append(events[11].clone()).unwrap();
-    store.flush();
+    store.flush().unwrap();
     assert!(!handoffs.exists(), "a view showed an event of a group not yet durable");
     store.end_group();
-    store.flush();
+    store.flush().unwrap();
     assert_eq!(std::fs::read_dir(&handoffs).unwrap().count(), 1);
     // After progress events (not synced alone) the views are brought up to date only once
     // the log is synced; either way, a reader never finds mission.json ahead of the log.
     store.append(events[12].clone()).unwrap();
-    store.flush();
+    store.flush().unwrap();
     assert!(log::read_log(&store.dir().join("events.jsonl")).is_ok());
 }

@@ -115,6 +115,8 @@ enum Place {
 #[derive(Debug)]
 pub(super) struct ViewWriter {
     place: Place,
+    /// The log, synced on the caller's thread once the view thread is lost.
+    log: Arc<Durability>,
     /// Whether an update is due: an event was appended, or a file could not be written, since
     /// the last update was asked for. An update that is not due would only wake the thread.
     due: Arc<AtomicBool>,
@@ -129,13 +131,13 @@ impl ViewWriter {
         let due = Arc::new(AtomicBool::new(true));
         let views = ViewState {
             dir: dir.to_owned(),
-            log,
+            log: log.clone(),
             projection,
             stale: Some(Views::all()),
             digests: HashMap::new(),
             due: due.clone(),
         };
-        ViewWriter { place: Place::Here(Box::new(views)), due, appended: Vec::new() }
+        ViewWriter { place: Place::Here(Box::new(views)), log, due, appended: Vec::new() }
     }
 
     /// Takes an event the log holds (not yet durably, perhaps), for the next update.
@@ -190,6 +192,13 @@ impl ViewWriter {
             }
         }
         self.send(Job::Update(appended, len));
+        // Without the thread the log is still synced, here; the views wait for the mission to
+        // be opened again.
+        if matches!(self.place, Place::Lost)
+            && let Err(error) = self.log.sync_to(len)
+        {
+            tracing::warn!("the log is not durable: {error}");
+        }
     }
 
     fn send(&mut self, job: Job) {

@@ -50,7 +50,12 @@ impl Shared {
             if !now(&command) {
                 continue;
             }
-            let result = self.apply(command).map_err(|error| error.to_string());
+            // Whoever queued the command is told it applied only once what it recorded is
+            // durable.
+            let result = self
+                .apply(command)
+                .and_then(|()| lock(&self.store).flush().map_err(EngineError::from))
+                .map_err(|error| error.to_string());
             if let Err(error) = &result {
                 tracing::warn!("inbox command not applied: {error}");
             }

@@ -235,10 +235,12 @@ impl Mission {
         self.shared.projection()
     }
 
+    /// Applies a command; once this returns `Ok`, what it recorded is durable.
     pub fn apply(&self, command: Command) -> Result<(), EngineError> {
         let result = self.shared.apply(command);
-        lock(&self.shared.store).flush();
-        result
+        let flushed = lock(&self.shared.store).flush();
+        result?;
+        Ok(flushed?)
     }
 
     /// Where the mission stands, if it is not mid-way (a gate or an end).
@@ -330,7 +332,7 @@ impl Mission {
         // A mission at a gate or at its end is only told about, never touched.
         self.shared.process_inbox(|_| true);
         if let Some(outcome) = self.settled()? {
-            lock(&self.shared.store).flush();
+            lock(&self.shared.store).flush()?;
             return Ok(outcome);
         }
         self.prepare_to_drive()?;
@@ -358,7 +360,7 @@ impl Mission {
                 | MissionState::Cancelled => {
                     let current = rules::current_milestone(&projection).cloned().map(|m| m.id);
                     if let Some(outcome) = Outcome::from_mission(&mission, current) {
-                        lock(&self.shared.store).flush();
+                        lock(&self.shared.store).flush()?;
                         return Ok(outcome);
                     }
                 }

@@ -59,8 +59,10 @@ pub struct Options {
     /// The editor's guard against overwriting unsaved buffers.
     pub write_guard: Option<Arc<dyn WriteGuard>>,
     pub limits: Limits,
-    /// Told of every event once it is durable, with its mission's id: a front end that keeps its
-    /// own view of missions (the language server) learns of a change the moment it is recorded.
+    /// Told of every event once it is in the log (a group's when the group ends; durable
+    /// soon after, see [`Event::urgency`]), with its mission's id: a front end that keeps its
+    /// own view of missions (the language server) learns of a change the moment it is
+    /// recorded.
     pub appended: Option<Subscriber>,
 }
 

@@ -43,12 +43,12 @@ pub(super) struct Shared {
     /// The least output a call may be granted before the mission pauses for budget.
     pub(super) min_output_tokens: u32,
     /// While events are recorded [`Shared::together`], the records the subscriber hears of
-    /// once they are durable.
+    /// once the group ends.
     pub(super) held: Mutex<Option<Vec<missions_core::store::Record>>>,
 }
 
-/// A group of appends [`Shared::together`] makes durable as one; ended (synced, heard of)
-/// when dropped too, so a panic inside cannot leave the store grouping.
+/// A group of appends [`Shared::together`] makes durable as one; ended (its sync asked for,
+/// its records heard of) when dropped, so a panic inside cannot leave the store grouping.
 struct Group<'a> {
     shared: &'a Shared,
 }
@@ -66,7 +66,8 @@ impl Drop for Group<'_> {
 }
 
 impl Shared {
-    /// Records `event` durably, then tells the front end's subscriber.
+    /// Records `event` (durably as [`Event::urgency`] says), then tells the front end's
+    /// subscriber.
     pub(super) fn append(&self, event: Event) -> Result<(), EngineError> {
         let record = lock(&self.store).append(event)?;
         let record = match &mut *lock(&self.held) {
