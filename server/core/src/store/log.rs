@@ -217,6 +217,12 @@ impl Durability {
     fn failure(&self) -> Option<String> {
         crate::sync::lock(&self.failure).clone()
     }
+
+    /// Bytes known to be durable.
+    #[cfg(test)]
+    pub(crate) fn synced_len(&self) -> u64 {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// Who holds a mission's lock: written into the lock file so a refused process can say who.

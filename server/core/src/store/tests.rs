@@ -630,3 +630,35 @@ fn views_never_show_events_before_they_are_durable() {
     store.flush().unwrap();
     assert!(log::read_log(&store.dir().join("events.jsonl")).is_ok());
 }
+
+#[test]
+fn an_event_is_durable_when_its_urgency_says_and_an_effect_waits_for_all_but_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = sample_events("m1").into_iter();
+    let (mut log, _) = log::EventLog::create(&dir.path().join("m1"), events.next().unwrap()).unwrap();
+    let durability = log.durability();
+    let created = log.written_len();
+    assert_eq!(durability.synced_len(), created, "a new log is durable whole");
+    // A decision is written at once and synced soon, by whoever syncs next.
+    let plan = events.next().unwrap();
+    assert_eq!(plan.urgency(), Urgency::Soon);
+    log.append(plan).unwrap();
+    let after_plan = log.written_len();
+    assert_eq!(durability.synced_len(), created);
+    // Progress after it is not what an effect waits for; the decision is.
+    let usage = Event::UsageRecorded {
+        role: Role::Worker,
+        run_id: "r1".into(),
+        provider: "p".into(),
+        model: "m".into(),
+        usage: Usage { input: 1, output: 1, ..Usage::default() },
+        cost_usd: None,
+    };
+    log.append(usage).unwrap();
+    durability.sync_needed().unwrap();
+    assert_eq!(durability.synced_len(), after_plan, "synced up to the decision, not the progress after it");
+    // The proof of the mission's own work is durable before its append returns, and every
+    // line before it with it.
+    log.append(Event::WorkRecorded { files: Vec::new() }).unwrap();
+    assert_eq!(durability.synced_len(), log.written_len());
+}
