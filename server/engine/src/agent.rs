@@ -243,9 +243,10 @@ pub async fn run_agent<T: Terminal>(
     transcript: Option<&TranscriptWriter>,
 ) -> RunEnd<T::Output> {
     let mut specs = tools.specs();
-    specs.push(terminal.spec());
+    let terminal_spec = terminal.spec();
+    let terminal_name = terminal_spec.name.clone();
+    specs.push(terminal_spec);
     specs.extend(terminal.side_specs());
-    let terminal_name = terminal.spec().name;
     let mut conversation = Conversation::new(ModelRequest {
         model: config.model.clone(),
         system: config.system.clone(),

@@ -257,8 +257,23 @@ fn string(description: &str) -> Value {
     json!({"type": "string", "description": description})
 }
 
-/// The JSON schema of every tool this crate serves, by name.
+/// The JSON schema of every tool this crate serves, by name. Built once per process: every
+/// run asks for its tools' schemas.
 pub fn tool_spec(name: &str) -> Option<ToolSpec> {
+    static SPECS: std::sync::OnceLock<BTreeMap<&'static str, ToolSpec>> = std::sync::OnceLock::new();
+    SPECS
+        .get_or_init(|| {
+            ToolSet::ALL
+                .iter()
+                .flat_map(|set| set.names().iter())
+                .filter_map(|name| Some((*name, build_tool_spec(name)?)))
+                .collect()
+        })
+        .get(name)
+        .cloned()
+}
+
+fn build_tool_spec(name: &str) -> Option<ToolSpec> {
     let (description, properties, required): (&str, Value, Vec<&str>) = match name {
         "read_file" => (
             "Read a text file of the workspace. Lines come numbered. Use offset (1-based line) and limit (lines) to page through long files.",

@@ -417,8 +417,8 @@ pub fn repo_map_cached(
             files.len()
         )
     };
-    let room = max_tokens.saturating_sub(tokens(&note(files.len())));
-    let mut used = tokens(&out);
+    let room = max_tokens.saturating_sub(block_tokens(&note(files.len())));
+    let mut used = if out.is_empty() { 0 } else { tokens(&out) };
     let mut shown = 0usize;
     'files: for file in &files {
         let block = render_file(file);

@@ -12,9 +12,11 @@ pub(super) enum HandedOff {
 }
 
 impl Mission {
+    /// Takes the projection the step began with, and lets go of it once the prompts are
+    /// written: the store copies its projection on the next event while a snapshot is held.
     pub(super) async fn work(
         &mut self,
-        projection: &Projection,
+        projection: Arc<Projection>,
         milestone: &Milestone,
         feature: &Feature,
     ) -> Result<(), EngineError> {
@@ -24,7 +26,7 @@ impl Mission {
         let base = match projection.feature_bases.get(&feature.id) {
             Some(base) if feature.status == WorkStatus::InProgress => {
                 self.shared.progress(Some(&milestone.id), Some(&feature.id), None, Step::FeatureRestarted);
-                self.take_back_tree(projection, base, &format!("{} was cut off; the tree as it was", feature.id))?
+                self.take_back_tree(&projection, base, &format!("{} was cut off; the tree as it was", feature.id))?
             }
             _ => {
                 let dirty: Vec<String> = git.dirty_files()?;
@@ -44,7 +46,7 @@ impl Mission {
                 if dirty.is_empty() {
                     head
                 } else {
-                    self.take_back_tree(projection, &head, "your changes, committed as yours")?
+                    self.take_back_tree(&projection, &head, "your changes, committed as yours")?
                 }
             }
         };
@@ -52,16 +54,17 @@ impl Mission {
         let focus = format!("{} {}", feature.title, feature.description);
         let values = BTreeMap::from([
             ("feature", format!("{}: {}\n\n{}", feature.id, feature.title, feature.description.trim())),
-            ("assertions", messages::assertions_text(projection, &feature.assertions)),
+            ("assertions", messages::assertions_text(&projection, &feature.assertions)),
             ("checks", self.checks_text()),
-            ("plan_excerpt", messages::plan_excerpt(projection, &feature.id)),
-            ("earlier_handoffs", messages::handoff_summaries(projection, &feature.id)),
-            ("course_corrections", messages::course_corrections(projection)),
+            ("plan_excerpt", messages::plan_excerpt(&projection, &feature.id)),
+            ("earlier_handoffs", messages::handoff_summaries(&projection, &feature.id)),
+            ("course_corrections", messages::course_corrections(&projection)),
             ("project_instructions", prompts::project_instructions(&self.workspace)),
             ("repo_map", self.repo_map(&focus)),
         ]);
         let system = prompts::render(Template::Worker, &self.workspace, &values)?;
-        let first = messages::worker(projection, feature);
+        let first = messages::worker(&projection, feature);
+        drop(projection);
         let tmp = self.run_tmp()?;
         let tools = self.toolbox(ToolSet::Worker, &focus, tmp)?;
         self.shared.append(Event::FeatureStarted {

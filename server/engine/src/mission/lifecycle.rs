@@ -347,7 +347,7 @@ impl Mission {
             let mission = self.shared.mission()?;
             match mission.state {
                 MissionState::Planning => self.plan().await?,
-                MissionState::Running => self.step(&projection).await?,
+                MissionState::Running => self.step(projection).await?,
                 MissionState::Validating => self.validate(&projection).await?,
                 MissionState::AwaitingAcceptance if mission.auto_accept => {
                     self.shared.apply(Command::Accept { milestone: None })?
@@ -525,8 +525,8 @@ impl Mission {
     }
 
     /// One step of a running milestone: the next feature, or on to validation.
-    pub(super) async fn step(&mut self, projection: &Projection) -> Result<(), EngineError> {
-        let Some(milestone) = rules::current_milestone(projection).cloned() else {
+    pub(super) async fn step(&mut self, projection: Arc<Projection>) -> Result<(), EngineError> {
+        let Some(milestone) = rules::current_milestone(&projection).cloned() else {
             return self.shared.set_state(MissionState::Completed, None, None);
         };
         if !projection.milestone_bases.contains_key(&milestone.id) {
