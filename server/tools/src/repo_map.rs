@@ -266,6 +266,14 @@ fn computed_with() -> String {
     missions_core::sha256_hex(queries.as_bytes())[..16].to_owned()
 }
 
+/// The user's global gitignore (`core.excludesFile`, else git's default place), looked up
+/// once per process: finding it means reading git's configuration files, which every walk
+/// would otherwise do again. Its patterns are still read at each walk.
+fn global_gitignore() -> Option<&'static Path> {
+    static GLOBAL: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    GLOBAL.get_or_init(|| ignore::gitignore::gitconfig_excludes_path().filter(|path| path.is_file())).as_deref()
+}
+
 /// How many threads parse: one per core, at most eight. Looked up once, since each look
 /// reads the cgroup's files.
 fn parse_threads() -> usize {
@@ -329,11 +337,16 @@ pub fn repo_map_cached(
 ) -> Result<String, String> {
     let base = confinement.resolve_read(path.unwrap_or(".")).map_err(|e| e.0)?;
     let purpose = crate::rank::Purpose { words: words(focus), named: named_files(confinement, focus) };
-    let walker = ignore::WalkBuilder::new(&base)
+    let mut walker = ignore::WalkBuilder::new(&base);
+    walker
         .require_git(false)
+        .git_global(false)
         .filter_entry(confinement.walk_filter())
-        .sort_by_file_name(|a, b| a.cmp(b))
-        .build();
+        .sort_by_file_name(|a, b| a.cmp(b));
+    if let Some(global) = global_gitignore() {
+        walker.add_ignore(global);
+    }
+    let walker = walker.build();
     let candidates: Vec<(std::path::PathBuf, String, std::fs::Metadata, Lang)> = walker
         .filter_map(Result::ok)
         .take(MAX_FILES)

@@ -232,10 +232,25 @@ impl ViewWriter {
 
 fn work(jobs: &mpsc::Receiver<Job>) {
     let mut kept: Option<Box<ViewState>> = None;
-    while let Ok(job) = jobs.recv() {
+    let mut next = None;
+    while let Some(job) = next.take().or_else(|| jobs.recv().ok()) {
         match (job, kept.as_mut()) {
             (Job::Adopt(views), _) => kept = Some(views),
-            (Job::Update(records, len), Some(views)) => {
+            (Job::Update(mut records, mut len), Some(views)) => {
+                // Updates that queued up while this thread was busy are made as one: one sync,
+                // and each view written once.
+                while let Ok(job) = jobs.try_recv() {
+                    match job {
+                        Job::Update(more, more_len) => {
+                            records.extend(more);
+                            len = len.max(more_len);
+                        }
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                }
                 if let Err(error) = views.update(&records, len) {
                     tracing::warn!("a view is stale: {error}");
                 }
