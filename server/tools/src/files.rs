@@ -122,8 +122,9 @@ pub fn list_files(confinement: &Confinement, path: Option<&str>, glob: Option<&s
     Ok(out)
 }
 
-/// Writes `content` to `path` atomically, creating directories as needed.
-pub fn write_file(resolved: &Path, content: &str) -> Result<bool, String> {
+/// Writes `content` to `path` atomically, creating directories as needed; with `recorded`,
+/// the new content takes its place only once the wait it holds returned `Ok`.
+pub fn write_file(resolved: &Path, content: &str, recorded: Option<crate::RecordedAhead>) -> Result<bool, String> {
     let existed = resolved.exists();
     let parent = resolved.parent().ok_or("the path has no parent directory")?;
     std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
@@ -132,6 +133,11 @@ pub fn write_file(resolved: &Path, content: &str) -> Result<bool, String> {
     if existed && let Ok(metadata) = std::fs::metadata(resolved) {
         // Keep an executable script executable.
         let _ = std::fs::set_permissions(temp.path(), metadata.permissions());
+    }
+    // The file takes its place only once its record is durable; until then it is written
+    // aside (and removed, with the temporary file, if the record fails).
+    if let Some(recorded) = recorded {
+        recorded().map_err(|reason| format!("not written: {reason}"))?;
     }
     temp.persist(resolved).map_err(|e| format!("cannot write: {}", e.error))?;
     Ok(existed)
@@ -156,6 +162,26 @@ pub fn edit_text(path: &str, text: &str, old: &str, new: &str) -> Result<String,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_takes_its_place_only_once_its_record_is_durable_and_never_if_it_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.py");
+        std::fs::write(&target, "old\n").unwrap();
+        let seen = target.clone();
+        let waited: crate::RecordedAhead = Box::new(move || {
+            assert_eq!(std::fs::read_to_string(&seen).unwrap(), "old\n", "in place before its record");
+            Ok(())
+        });
+        assert!(write_file(&target, "new\n", Some(waited)).unwrap());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
+        let failed: crate::RecordedAhead = Box::new(|| Err("the disk is full".into()));
+        let error = write_file(&target, "newer\n", Some(failed)).unwrap_err();
+        assert!(error.contains("the disk is full"), "{error}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("a.py")], "nothing written aside is left");
+    }
 
     fn workspace() -> (tempfile::TempDir, Confinement) {
         let dir = tempfile::tempdir().unwrap();

@@ -86,13 +86,19 @@ pub trait WriteGuard: Send + Sync {
     fn check(&self, relative_path: &str) -> Result<(), String>;
 }
 
+/// Waits until the record of a write is durable ([`WorkRecorder::before_write`]).
+pub type RecordedAhead = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
 /// Hears what a run does to the working tree, so that a resume after a crash can tell the
 /// mission's unfinished work from the user's: nothing is reset that the mission cannot prove
 /// is its own.
 pub trait WorkRecorder: Send + Sync {
     /// Called before a file tool writes `content` to `relative_path`. An `Err` refuses the
-    /// write: a change that could not be recorded must not happen.
-    fn before_write(&self, relative_path: &str, content: &[u8]) -> Result<(), String>;
+    /// write: a change that could not be recorded must not happen. `Ok` holds what to wait
+    /// for before the file takes its place: the record may still be on its way to the disk
+    /// while the file is written aside, and the file is put in place only once the record is
+    /// durable (when the wait returns `Ok`).
+    fn before_write(&self, relative_path: &str, content: &[u8]) -> Result<RecordedAhead, String>;
     /// Called before each command the run starts.
     fn before_command(&self);
     /// Called after each command the run started has ended (or was killed): what changed
@@ -467,12 +473,14 @@ impl ToolBox {
             Ok(text) => text,
             Err(message) => return ToolOutput::error(message),
         };
-        if let Some(recorder) = &self.settings.work_recorder
-            && let Err(reason) = recorder.before_write(&relative, text.as_bytes())
-        {
-            return ToolOutput::error(format!("{relative} was not written: {reason}"));
-        }
-        match files::write_file(&resolved, &text) {
+        let recorded = match &self.settings.work_recorder {
+            Some(recorder) => match recorder.before_write(&relative, text.as_bytes()) {
+                Ok(recorded) => Some(recorded),
+                Err(reason) => return ToolOutput::error(format!("{relative} was not written: {reason}")),
+            },
+            None => None,
+        };
+        match files::write_file(&resolved, &text, recorded) {
             Ok(existed) => ToolOutput::ok(format!(
                 "{} {relative} ({} bytes, {} lines)",
                 if existed { "updated" } else { "created" },

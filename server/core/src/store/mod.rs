@@ -211,6 +211,19 @@ impl MissionStore {
         Ok(record)
     }
 
+    /// Records an event written ahead of an effect ([`Urgency::WriteAhead`]) without waiting
+    /// for it to be durable: it is synced in the background at once, and the effect waits
+    /// for the returned [`Ahead`] first, so the effect's own preparation (a file written
+    /// aside) and the sync go on together. Within a group it is synced here.
+    pub fn append_ahead(&mut self, event: Event) -> Result<(Record, Ahead), StoreError> {
+        let urgency = if self.grouping { Urgency::WriteAhead } else { Urgency::Soon };
+        let record = self.log.append_with(event, urgency)?;
+        Arc::make_mut(&mut self.projection).apply(&record);
+        self.views.appended(&record);
+        self.refresh_views();
+        Ok((record, Ahead { log: self.log.durability(), len: self.log.written_len() }))
+    }
+
     /// Has every event recorded so far made durable and the projection files that show them
     /// written, in the background; within a group, only once it ends.
     pub fn refresh_views(&mut self) {
@@ -249,6 +262,21 @@ impl MissionStore {
     pub fn sync(&mut self) -> Result<(), StoreError> {
         self.grouping = false;
         self.flush()
+    }
+}
+
+/// What an effect written ahead of waits for ([`MissionStore::append_ahead`]).
+#[derive(Debug)]
+pub struct Ahead {
+    log: Arc<Durability>,
+    len: u64,
+}
+
+impl Ahead {
+    /// Returns once the event is durable; an `Err` says it could not be made so, and the
+    /// effect must not happen.
+    pub fn wait(self) -> Result<(), StoreError> {
+        self.log.sync_to(self.len)
     }
 }
 

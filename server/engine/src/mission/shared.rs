@@ -70,17 +70,30 @@ impl Shared {
     /// subscriber.
     pub(super) fn append(&self, event: Event) -> Result<(), EngineError> {
         let record = lock(&self.store).append(event)?;
+        self.tell(record);
+        Ok(())
+    }
+
+    /// Records `event`, written ahead of an effect, with what the effect must wait for
+    /// ([`MissionStore::append_ahead`]), then tells the front end's subscriber.
+    pub(super) fn append_ahead(&self, event: Event) -> Result<missions_core::store::Ahead, EngineError> {
+        let (record, ahead) = lock(&self.store).append_ahead(event)?;
+        self.tell(record);
+        Ok(ahead)
+    }
+
+    /// Tells the front end's subscriber of `record`, or holds it for the end of the group.
+    fn tell(&self, record: missions_core::store::Record) {
         let record = match &mut *lock(&self.held) {
             Some(held) => {
                 held.push(record);
-                return Ok(());
+                return;
             }
             None => record,
         };
         if let Some(appended) = &self.appended {
             appended(&self.mission_id, &record);
         }
-        Ok(())
     }
 
     /// Runs `record`, whose events (a handoff and the feature's new status; a report's

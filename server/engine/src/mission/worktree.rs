@@ -105,9 +105,10 @@ impl WorkLog {
 }
 
 impl WorkRecorder for WorkLog {
-    fn before_write(&self, relative_path: &str, content: &[u8]) -> Result<(), String> {
+    fn before_write(&self, relative_path: &str, content: &[u8]) -> Result<missions_tools::RecordedAhead, String> {
         let file = WorkFile { path: relative_path.to_owned(), sha256: Some(missions_core::sha256_hex(content)) };
-        self.shared.append(Event::WorkRecorded { files: vec![file] }).map_err(|e| e.to_string())
+        let ahead = self.shared.append_ahead(Event::WorkRecorded { files: vec![file] }).map_err(|e| e.to_string())?;
+        Ok(Box::new(move || ahead.wait().map_err(|e| e.to_string())))
     }
 
     fn before_command(&self) {
