@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 /// The name of the directory Missions keeps in a workspace.
 pub const DIR: &str = ".missions";
 
+/// How a file written aside begins its name, next to the file it will replace in the tree
+/// until it is renamed into place. One a crash left behind is nobody's work: git is told to
+/// ignore such names (the engine's `exclude_missions_dir`).
+pub const ASIDE_PREFIX: &str = ".missions-aside-";
+
 /// `<workspace>/.missions`.
 pub fn root(workspace: &Path) -> PathBuf {
     workspace.join(DIR)

@@ -278,15 +278,21 @@ impl Git {
         let info = self.run(&["rev-parse", "--git-path", "info/exclude"])?;
         let path = self.root.join(info.trim());
         let existing = std::fs::read_to_string(&path).unwrap_or_default();
-        let pattern = format!("/{}/", layout::DIR);
-        if existing.lines().any(|line| line.trim() == pattern || line.trim() == &pattern[1..]) {
+        let missions = format!("/{}/", layout::DIR);
+        let aside = format!("{}*", layout::ASIDE_PREFIX);
+        let missing: Vec<&str> = [missions.as_str(), aside.as_str()]
+            .into_iter()
+            .filter(|pattern| !existing.lines().any(|line| line.trim() == *pattern || line.trim() == &pattern[1..]))
+            .collect();
+        if missing.is_empty() {
             return Ok(());
         }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| GitError::Spawn(e.to_string()))?;
         }
         let separator = if existing.is_empty() || existing.ends_with('\n') { "" } else { "\n" };
-        std::fs::write(&path, format!("{existing}{separator}{pattern}\n")).map_err(|e| GitError::Spawn(e.to_string()))
+        let added: String = missing.iter().map(|pattern| format!("{pattern}\n")).collect();
+        std::fs::write(&path, format!("{existing}{separator}{added}")).map_err(|e| GitError::Spawn(e.to_string()))
     }
 
     pub fn create_branch(&self, name: &str, start: &str) -> Result<(), GitError> {
@@ -851,6 +857,8 @@ mod tests {
         std::fs::write(dir.path().join("b.txt"), "new\n").unwrap();
         std::fs::create_dir_all(dir.path().join(".missions")).unwrap();
         std::fs::write(dir.path().join(".missions/x"), "never committed").unwrap();
+        // A file a crash left written aside is nobody's work.
+        std::fs::write(dir.path().join(format!("{}x1y2", layout::ASIDE_PREFIX)), "half").unwrap();
         git.exclude_missions_dir().unwrap();
         assert_eq!(git.dirty_files().unwrap(), vec!["a.txt", "b.txt"]);
         let commit = git.commit("F1: change things", &[("Mission-Id", "m1"), ("Feature-Id", "F1")]).unwrap();

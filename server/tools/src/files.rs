@@ -128,7 +128,10 @@ pub fn write_file(resolved: &Path, content: &str, recorded: Option<crate::Record
     let existed = resolved.exists();
     let parent = resolved.parent().ok_or("the path has no parent directory")?;
     std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    let mut temp = tempfile::NamedTempFile::new_in(parent).map_err(|e| format!("cannot write: {e}"))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(missions_core::layout::ASIDE_PREFIX)
+        .tempfile_in(parent)
+        .map_err(|e| format!("cannot write: {e}"))?;
     temp.write_all(content.as_bytes()).map_err(|e| format!("cannot write: {e}"))?;
     if existed && let Ok(metadata) = std::fs::metadata(resolved) {
         // Keep an executable script executable.
@@ -137,7 +140,7 @@ pub fn write_file(resolved: &Path, content: &str, recorded: Option<crate::Record
     // The file takes its place only once its record is durable; until then it is written
     // aside (and removed, with the temporary file, if the record fails).
     if let Some(recorded) = recorded {
-        recorded().map_err(|reason| format!("not written: {reason}"))?;
+        recorded()?;
     }
     temp.persist(resolved).map_err(|e| format!("cannot write: {}", e.error))?;
     Ok(existed)

@@ -487,7 +487,7 @@ impl ToolBox {
                 text.len(),
                 text.lines().count()
             )),
-            Err(message) => ToolOutput::error(message),
+            Err(message) => ToolOutput::error(format!("{relative} was not written: {message}")),
         }
     }
 

@@ -347,7 +347,8 @@ pub struct WorkFile {
 /// When the log makes an event durable ([`Event::urgency`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Urgency {
-    /// Before the append returns.
+    /// Before the append returns, or, through `MissionStore::append_ahead`, before the effect
+    /// it precedes (which waits for it).
     WriteAhead,
     /// At once, in the background; the views that show it are written after.
     Soon,

@@ -215,6 +215,7 @@ impl MissionStore {
     /// for it to be durable: it is synced in the background at once, and the effect waits
     /// for the returned [`Ahead`] first, so the effect's own preparation (a file written
     /// aside) and the sync go on together. Within a group it is synced here.
+    #[must_use = "the effect must wait for the event to be durable"]
     pub fn append_ahead(&mut self, event: Event) -> Result<(Record, Ahead), StoreError> {
         let urgency = if self.grouping { Urgency::WriteAhead } else { Urgency::Soon };
         let record = self.log.append_with(event, urgency)?;
@@ -267,6 +268,7 @@ impl MissionStore {
 
 /// What an effect written ahead of waits for ([`MissionStore::append_ahead`]).
 #[derive(Debug)]
+#[must_use = "the effect must wait for the event to be durable"]
 pub struct Ahead {
     log: Arc<Durability>,
     len: u64,
