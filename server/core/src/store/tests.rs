@@ -662,3 +662,20 @@ fn an_event_is_durable_when_its_urgency_says_and_an_effect_waits_for_all_but_pro
     log.append(Event::WorkRecorded { files: Vec::new() }).unwrap();
     assert_eq!(durability.synced_len(), log.written_len());
 }
+
+#[test]
+fn a_record_written_ahead_is_durable_once_its_effect_waited_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = sample_events("m1").into_iter();
+    let mut store = MissionStore::create(dir.path(), events.next().unwrap()).unwrap();
+    let (record, ahead) = store.append_ahead(Event::WorkRecorded { files: Vec::new() }).unwrap();
+    assert_eq!(record.seq, 2);
+    ahead.wait().unwrap();
+    assert_eq!(store.durability().synced_len(), store.log.written_len());
+    // Within a group it is durable before the append returns.
+    store.begin_group();
+    let (_, ahead) = store.append_ahead(Event::WorkRecorded { files: Vec::new() }).unwrap();
+    assert_eq!(store.durability().synced_len(), store.log.written_len());
+    ahead.wait().unwrap();
+    store.end_group();
+}
