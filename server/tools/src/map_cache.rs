@@ -8,7 +8,8 @@
 //! without changing it costs a read, not a parse). The cache is only ever a shortcut: one that
 //! is missing, unreadable, from another version or not writable is ignored, and the map is
 //! the same with or without it. Within one process the loaded cache is also kept in memory, so
-//! a mission building a map per run reads the file once.
+//! a mission building a map per run reads the file once. The cache of a workspace not mapped
+//! for a month (moved, deleted, a temporary one) is removed by the first save of a process.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,9 @@ const FORMAT: &str = concat!("repo-map-1/", env!("CARGO_PKG_VERSION"));
 /// time to prove nothing (a file rewritten at the same size within the file system's clock
 /// tick keeps its time: git's "racily clean" case); such a file is hashed again.
 const RACY_NANOS: u128 = 2_000_000_000;
+
+/// How long the cache of a workspace nobody maps is kept.
+const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// One definition in a file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,7 +117,13 @@ impl MapCache {
         let stored = in_memory
             .or_else(|| {
                 let bytes = std::fs::read(&path).ok()?;
-                serde_json::from_slice::<Stored>(&bytes).ok()
+                let stored = serde_json::from_slice::<Stored>(&bytes).ok()?;
+                // A cache that is read is in use, whether or not it changes ([`prune`]).
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+                Some(stored)
             })
             .filter(|stored| stored.format == format)
             .unwrap_or_else(|| Stored { format, files: HashMap::new() });
@@ -172,6 +182,9 @@ impl MapCache {
     /// outside it).
     pub fn save(mut self, present: &std::collections::HashSet<String>, whole: bool) {
         let Some(path) = self.path.take() else { return };
+        if let Some(dir) = path.parent() {
+            prune_unused(dir);
+        }
         if whole {
             self.stored.files.retain(|relative, _| present.contains(relative));
         }
@@ -184,6 +197,38 @@ impl MapCache {
         }
         if let Ok(mut loaded) = LOADED.lock() {
             loaded.get_or_insert_with(HashMap::new).insert(path, std::mem::take(&mut self.stored));
+        }
+    }
+}
+
+/// Removes the cache files in `dir` not written nor read for [`UNUSED_FOR`] (by modification
+/// time: a cache in use is rewritten as its workspace changes, and touched when read) and
+/// temporary files a killed writer left for a day. Once per process, at its first save.
+fn prune_unused(dir: &Path) {
+    static PRUNED: std::sync::Once = std::sync::Once::new();
+    PRUNED.call_once(|| prune(dir, std::time::SystemTime::now()));
+}
+
+fn prune(dir: &Path, now: std::time::SystemTime) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let kept_for = if name.ends_with(".json") && !name.starts_with('.') {
+            UNUSED_FOR
+        } else if name.starts_with(".tmp") {
+            std::time::Duration::from_secs(24 * 3600)
+        } else {
+            continue;
+        };
+        let idle = entry
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .and_then(|m| m.modified().ok())
+            .and_then(|modified| now.duration_since(modified).ok());
+        if idle.is_some_and(|idle| idle > kept_for) {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
@@ -230,6 +275,43 @@ mod tests {
         }
         cache.save(&std::collections::HashSet::from([file.to_owned()]), true);
         facts
+    }
+
+    #[test]
+    fn caches_of_workspaces_nobody_maps_are_removed_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now();
+        let file = |name: &str, age_days: u64| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "{}").unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(now - std::time::Duration::from_secs(age_days * 24 * 3600)).unwrap();
+            path
+        };
+        let old_cache = file("0123.json", 40);
+        let recent_cache = file("4567.json", 3);
+        let old_temp = file(".tmpAbc123", 2);
+        let recent_temp = file(".tmpXyz789", 0);
+        let other = file("notes.txt", 400);
+        prune(dir.path(), now);
+        let kept: Vec<bool> =
+            [&old_cache, &recent_cache, &old_temp, &recent_temp, &other].iter().map(|p| p.exists()).collect();
+        assert_eq!(kept, vec![false, true, false, true, true]);
+        // A cache that is read counts as used.
+        let workspace = tempfile::tempdir().unwrap();
+        std::fs::write(workspace.path().join("a.py"), "x").unwrap();
+        look(dir.path(), workspace.path(), "a.py", &Cell::new(0));
+        let cache_file = std::fs::read_dir(dir.path().join("repo-map")).unwrap().next().unwrap().unwrap().path();
+        std::fs::File::options()
+            .write(true)
+            .open(&cache_file)
+            .unwrap()
+            .set_modified(now - std::time::Duration::from_secs(40 * 24 * 3600))
+            .unwrap();
+        forget_loaded();
+        MapCache::open(Some(dir.path()), workspace.path(), "test");
+        prune(&dir.path().join("repo-map"), now + std::time::Duration::from_secs(60));
+        assert!(cache_file.exists(), "a cache read a minute ago was removed");
     }
 
     #[test]
