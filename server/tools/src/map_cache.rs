@@ -119,10 +119,7 @@ impl MapCache {
                 let bytes = std::fs::read(&path).ok()?;
                 let stored = serde_json::from_slice::<Stored>(&bytes).ok()?;
                 // A cache that is read is in use, whether or not it changes ([`prune`]).
-                let _ = std::fs::File::options()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+                let _ = set_modified(&path, std::time::SystemTime::now());
                 Some(stored)
             })
             .filter(|stored| stored.format == format)
@@ -209,6 +206,11 @@ fn prune_unused(dir: &Path) {
     PRUNED.call_once(|| prune(dir, std::time::SystemTime::now()));
 }
 
+/// Sets the modification time of the file at `path`, which [`prune`] reads as its last use.
+fn set_modified(path: &Path, time: std::time::SystemTime) -> std::io::Result<()> {
+    std::fs::File::options().write(true).open(path)?.set_modified(time)
+}
+
 fn prune(dir: &Path, now: std::time::SystemTime) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.filter_map(Result::ok) {
@@ -281,11 +283,11 @@ mod tests {
     fn caches_of_workspaces_nobody_maps_are_removed_and_no_others() {
         let dir = tempfile::tempdir().unwrap();
         let now = std::time::SystemTime::now();
+        let days_ago = |days: u64| now - std::time::Duration::from_secs(days * 24 * 3600);
         let file = |name: &str, age_days: u64| {
             let path = dir.path().join(name);
             std::fs::write(&path, "{}").unwrap();
-            let file = std::fs::File::options().write(true).open(&path).unwrap();
-            file.set_modified(now - std::time::Duration::from_secs(age_days * 24 * 3600)).unwrap();
+            set_modified(&path, days_ago(age_days)).unwrap();
             path
         };
         let old_cache = file("0123.json", 40);
@@ -302,32 +304,30 @@ mod tests {
         std::fs::write(workspace.path().join("a.py"), "x").unwrap();
         look(dir.path(), workspace.path(), "a.py", &Cell::new(0));
         let cache_file = std::fs::read_dir(dir.path().join("repo-map")).unwrap().next().unwrap().unwrap().path();
-        std::fs::File::options()
-            .write(true)
-            .open(&cache_file)
-            .unwrap()
-            .set_modified(now - std::time::Duration::from_secs(40 * 24 * 3600))
-            .unwrap();
+        set_modified(&cache_file, days_ago(40)).unwrap();
         forget_loaded();
         MapCache::open(Some(dir.path()), workspace.path(), "test");
         prune(&dir.path().join("repo-map"), now + std::time::Duration::from_secs(60));
         assert!(cache_file.exists(), "a cache read a minute ago was removed");
     }
 
+    /// A workspace holding `a.py` with `content`, and an empty cache directory.
+    fn workspace_with_a_py(content: &str) -> (tempfile::TempDir, tempfile::TempDir) {
+        let workspace = tempfile::tempdir().unwrap();
+        std::fs::write(workspace.path().join("a.py"), content).unwrap();
+        (workspace, tempfile::tempdir().unwrap())
+    }
+
     #[test]
     fn a_file_is_parsed_once_until_its_content_changes() {
-        let workspace = tempfile::tempdir().unwrap();
-        let cache_dir = tempfile::tempdir().unwrap();
+        let (workspace, cache_dir) = workspace_with_a_py("first");
         let root = workspace.path();
-        std::fs::write(root.join("a.py"), "first").unwrap();
         let parses = Cell::new(0);
         assert!(look(cache_dir.path(), root, "a.py", &parses).mentions.contains_key("first"));
         assert!(look(cache_dir.path(), root, "a.py", &parses).mentions.contains_key("first"));
         assert_eq!(parses.get(), 1, "the second look is served by the cache file");
         // Touched but unchanged (a checkout): read and hashed, not parsed.
-        let file = std::fs::File::options().append(true).open(root.join("a.py")).unwrap();
-        file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
-        drop(file);
+        set_modified(&root.join("a.py"), std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
         look(cache_dir.path(), root, "a.py", &parses);
         assert_eq!(parses.get(), 1);
         // Changed, even at the same size and time: the hash sees it once the time differs;
@@ -342,26 +342,22 @@ mod tests {
 
     #[test]
     fn a_file_rewritten_at_the_same_size_and_time_is_not_taken_for_unchanged() {
-        let workspace = tempfile::tempdir().unwrap();
-        let cache_dir = tempfile::tempdir().unwrap();
+        let (workspace, cache_dir) = workspace_with_a_py("aaaa");
         let root = workspace.path();
-        std::fs::write(root.join("a.py"), "aaaa").unwrap();
         let time = std::fs::metadata(root.join("a.py")).unwrap().modified().unwrap();
         let parses = Cell::new(0);
         look(cache_dir.path(), root, "a.py", &parses);
         // Within the same clock tick: same size, same modification time, new content.
         std::fs::write(root.join("a.py"), "bbbb").unwrap();
-        std::fs::File::options().append(true).open(root.join("a.py")).unwrap().set_modified(time).unwrap();
+        set_modified(&root.join("a.py"), time).unwrap();
         assert!(look(cache_dir.path(), root, "a.py", &parses).mentions.contains_key("bbbb"));
         assert_eq!(parses.get(), 2);
     }
 
     #[test]
     fn a_cache_that_is_damaged_or_from_another_version_is_ignored() {
-        let workspace = tempfile::tempdir().unwrap();
-        let cache_dir = tempfile::tempdir().unwrap();
+        let (workspace, cache_dir) = workspace_with_a_py("first");
         let root = workspace.path();
-        std::fs::write(root.join("a.py"), "first").unwrap();
         let parses = Cell::new(0);
         look(cache_dir.path(), root, "a.py", &parses);
         let stored = std::fs::read_dir(cache_dir.path().join("repo-map")).unwrap().next().unwrap().unwrap().path();

@@ -259,11 +259,14 @@ fn study(lang: Lang, source: &str) -> crate::map_cache::Facts {
 }
 
 /// What a file's cached facts are computed with: every language's query, so a changed query
-/// never serves facts found with the old one.
-fn computed_with() -> String {
-    let langs = [Lang::Rust, Lang::Python, Lang::JavaScript, Lang::TypeScript, Lang::Tsx, Lang::Go];
-    let queries: String = langs.iter().map(|lang| lang.query()).collect();
-    missions_core::sha256_hex(queries.as_bytes())[..16].to_owned()
+/// never serves facts found with the old one. Digested once per process.
+fn computed_with() -> &'static str {
+    static DIGEST: OnceLock<String> = OnceLock::new();
+    DIGEST.get_or_init(|| {
+        let langs = [Lang::Rust, Lang::Python, Lang::JavaScript, Lang::TypeScript, Lang::Tsx, Lang::Go];
+        let queries: String = langs.iter().map(|lang| lang.query()).collect();
+        missions_core::sha256_hex(queries.as_bytes())[..16].to_owned()
+    })
 }
 
 /// The user's global gitignore (`core.excludesFile`, else git's default place), looked up
@@ -359,7 +362,7 @@ pub fn repo_map_cached(
         .collect();
     // Files are studied in parallel, a share per core (a few on this thread: starting threads
     // would cost more), and kept in walk order.
-    let mut cache = crate::map_cache::MapCache::open(cache_dir, confinement.root(), &computed_with());
+    let mut cache = crate::map_cache::MapCache::open(cache_dir, confinement.root(), computed_with());
     let study_part = |part: &[(std::path::PathBuf, String, std::fs::Metadata, Lang)]| {
         part.iter()
             .filter_map(|(path, relative, metadata, lang)| {

@@ -202,12 +202,18 @@ impl MissionStore {
     /// rebuilt from the log anyway.
     pub fn append(&mut self, event: Event) -> Result<Record, StoreError> {
         let urgency = event.urgency();
-        let record = self.log.append_with(event, urgency)?;
-        Arc::make_mut(&mut self.projection).apply(&record);
-        self.views.appended(&record);
+        let record = self.record(event, urgency)?;
         if urgency == Urgency::Soon {
             self.refresh_views();
         }
+        Ok(record)
+    }
+
+    /// Writes `event` to the log as `urgency` says, folds it, and hands it to the views.
+    fn record(&mut self, event: Event, urgency: Urgency) -> Result<Record, StoreError> {
+        let record = self.log.append_with(event, urgency)?;
+        Arc::make_mut(&mut self.projection).apply(&record);
+        self.views.appended(&record);
         Ok(record)
     }
 
@@ -218,9 +224,7 @@ impl MissionStore {
     #[must_use = "the effect must wait for the event to be durable"]
     pub fn append_ahead(&mut self, event: Event) -> Result<(Record, Ahead), StoreError> {
         let urgency = if self.grouping { Urgency::WriteAhead } else { Urgency::Soon };
-        let record = self.log.append_with(event, urgency)?;
-        Arc::make_mut(&mut self.projection).apply(&record);
-        self.views.appended(&record);
+        let record = self.record(event, urgency)?;
         self.refresh_views();
         Ok((record, Ahead { log: self.log.durability(), len: self.log.written_len() }))
     }

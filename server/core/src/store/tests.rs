@@ -578,19 +578,24 @@ fn typed_fields_keep_the_words_logs_were_written_with() {
     assert_eq!(written["outcome"], "finished");
 }
 
-#[test]
-fn progress_events_are_not_synced_alone_yet_no_process_crash_loses_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut events = sample_events("m1").into_iter();
-    let mut store = MissionStore::create(dir.path(), events.next().unwrap()).unwrap();
-    let usage = Event::UsageRecorded {
+/// A model call's usage: an event that only reports progress.
+fn usage_recorded() -> Event {
+    Event::UsageRecorded {
         role: Role::Worker,
         run_id: "r1".into(),
         provider: "anthropic".into(),
         model: "m".into(),
         usage: Usage { input: 10, output: 5, ..Usage::default() },
         cost_usd: Some(0.01),
-    };
+    }
+}
+
+#[test]
+fn progress_events_are_not_synced_alone_yet_no_process_crash_loses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = sample_events("m1").into_iter();
+    let mut store = MissionStore::create(dir.path(), events.next().unwrap()).unwrap();
+    let usage = usage_recorded();
     assert_eq!(usage.urgency(), Urgency::Progress, "usage only reports progress");
     assert!(events.clone().next().is_some_and(|e| e.urgency() == Urgency::Soon), "a plan is a decision");
     let work = Event::WorkRecorded { files: Vec::new() };
@@ -646,15 +651,7 @@ fn an_event_is_durable_when_its_urgency_says_and_an_effect_waits_for_all_but_pro
     let after_plan = log.written_len();
     assert_eq!(durability.synced_len(), created);
     // Progress after it is not what an effect waits for; the decision is.
-    let usage = Event::UsageRecorded {
-        role: Role::Worker,
-        run_id: "r1".into(),
-        provider: "p".into(),
-        model: "m".into(),
-        usage: Usage { input: 1, output: 1, ..Usage::default() },
-        cost_usd: None,
-    };
-    log.append(usage).unwrap();
+    log.append(usage_recorded()).unwrap();
     durability.sync_needed().unwrap();
     assert_eq!(durability.synced_len(), after_plan, "synced up to the decision, not the progress after it");
     // The proof of the mission's own work is durable before its append returns, and every
