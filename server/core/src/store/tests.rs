@@ -676,3 +676,51 @@ fn a_record_written_ahead_is_durable_once_its_effect_waited_for_it() {
     ahead.wait().unwrap();
     store.end_group();
 }
+
+#[test]
+fn views_follow_a_quick_run_of_events_paced_and_catch_up_with_no_further_call() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = MissionStore::create(dir.path(), sample_events("m1").remove(0)).unwrap();
+    store.flush().unwrap();
+    let view = store.dir().join("mission.json");
+    let inode = || std::fs::metadata(&view).map(|m| m.ino()).ok();
+    // A quick run of decisions, each its own update: every one is synced at once, but the
+    // view is replaced at most once per pacing interval (plus the first, at once).
+    let started = std::time::Instant::now();
+    let mut replaced = 0usize;
+    let mut last = inode();
+    let states = [MissionState::Paused, MissionState::Running];
+    for state in states.iter().cycle().take(60) {
+        let event = Event::StateChanged { state: *state, pause_reason: None, detail: Some("quick".into()) };
+        store.append(event).unwrap();
+        let now = inode();
+        if now != last {
+            replaced += 1;
+            last = now;
+        }
+    }
+    let intervals = started.elapsed().as_millis() / views::RENDER_EVERY.as_millis();
+    assert!(
+        replaced as u128 <= intervals + 2,
+        "mission.json was replaced {replaced} times in {:?} of quick updates",
+        started.elapsed()
+    );
+    // With no further call (no flush, no event), the view catches up once its render is due.
+    let wanted = serde_json::to_value(store.projection().mission.as_ref().unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let shown =
+            std::fs::read(&view).ok().and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+        if shown.as_ref() == Some(&wanted) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "mission.json never caught up: {shown:?}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // A flush shows everything at once, paced or not.
+    store.append(Event::StateChanged { state: MissionState::Paused, pause_reason: None, detail: None }).unwrap();
+    store.flush().unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&std::fs::read(&view).unwrap()).unwrap();
+    assert_eq!(shown["state"], "paused");
+}

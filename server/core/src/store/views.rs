@@ -9,13 +9,17 @@
 //! (`fdatasync`), and only then folds them into a projection of its own and renders and writes
 //! the views they changed: a view never shows an event a power cut could still take back
 //! (`read_log` takes a `mission.json` ahead of the log for lost events). The engine goes on
-//! meanwhile. The views themselves are not fsync'd: the log is.
+//! meanwhile. The views themselves are not fsync'd: the log is. While updates come quickly
+//! the views are rewritten at most every [`RENDER_EVERY`] (the log is still synced for each
+//! update); a barrier, which whoever tells a person the mission's state waits for, writes
+//! them at once.
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -51,15 +55,22 @@ struct ViewState {
 
 impl ViewState {
     /// Makes the log durable up to `len` bytes, then folds `records` and writes the views.
-    /// Nothing is folded when the sync fails: the log refuses appends from then on, and the
-    /// views are rebuilt from it when it is opened again.
     fn update(&mut self, records: &[Record], len: u64) -> Result<(), StoreError> {
+        self.take(records, len)?;
+        self.render()
+    }
+
+    /// Makes the log durable up to `len` bytes, then folds `records`: the views they change
+    /// are stale until the next [`ViewState::render`]. Nothing is folded when the sync fails:
+    /// the log refuses appends from then on, and the views are rebuilt from it when it is
+    /// opened again.
+    fn take(&mut self, records: &[Record], len: u64) -> Result<(), StoreError> {
         self.log.sync_to(len)?;
         for record in records {
             self.projection.apply(record);
             self.stale.get_or_insert_with(Views::default).add(&record.event);
         }
-        self.render()
+        Ok(())
     }
 
     /// Renders the stale views and writes those whose content changed. A file that cannot be
@@ -230,10 +241,71 @@ impl ViewWriter {
     }
 }
 
+/// How often at most the thread rewrites the views while updates keep coming. The log is
+/// synced for every update at once; the views, a picture for people, follow within this
+/// time. Each rewrite replaces a file (a new inode, the old one freed), and a mission whose
+/// model answers quickly would otherwise replace `mission.json` and `plan.md` after every
+/// event: hundreds of files a minute, which on ext4 slows every file created after them,
+/// git's included. Whoever must see the views current (a gate, a command applied) waits for
+/// them with a barrier, which writes them at once.
+pub(super) const RENDER_EVERY: Duration = Duration::from_millis(250);
+
+/// When the thread last rendered the views, and whether it put a render off since.
+#[derive(Debug, Default)]
+struct Pacing {
+    rendered: Option<Instant>,
+    put_off: bool,
+}
+
+impl Pacing {
+    /// Renders the stale views now.
+    fn render(&mut self, views: &mut ViewState) {
+        if views.stale.is_some() {
+            if let Err(error) = views.render() {
+                tracing::warn!("a view is stale: {error}");
+            }
+            self.rendered = Some(Instant::now());
+        }
+        self.put_off = false;
+    }
+
+    /// Renders the stale views unless the last render was less than [`RENDER_EVERY`] ago, in
+    /// which case the render is put off until [`Pacing::due_in`].
+    fn render_or_put_off(&mut self, views: &mut ViewState) {
+        if self.rendered.is_none_or(|at| at.elapsed() >= RENDER_EVERY) {
+            self.render(views);
+        } else {
+            self.put_off = true;
+        }
+    }
+
+    /// How long until a render put off is due; `None` when none is (a view that failed to be
+    /// written waits for the next update, as it always did, rather than a timer).
+    fn due_in(&self) -> Option<Duration> {
+        self.put_off.then(|| self.rendered.map_or(Duration::ZERO, |at| RENDER_EVERY.saturating_sub(at.elapsed())))
+    }
+}
+
 fn work(jobs: &mpsc::Receiver<Job>) {
     let mut kept: Option<Box<ViewState>> = None;
     let mut next = None;
-    while let Some(job) = next.take().or_else(|| jobs.recv().ok()) {
+    let mut pacing = Pacing::default();
+    loop {
+        let received = match (next.take(), pacing.due_in()) {
+            (Some(job), _) => Ok(job),
+            (None, Some(due_in)) => jobs.recv_timeout(due_in),
+            (None, None) => jobs.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        let job = match received {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(views) = kept.as_mut() {
+                    pacing.render(views);
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         match (job, kept.as_mut()) {
             (Job::Adopt(views), _) => kept = Some(views),
             (Job::Update(mut records, mut len), Some(views)) => {
@@ -251,15 +323,23 @@ fn work(jobs: &mpsc::Receiver<Job>) {
                         }
                     }
                 }
-                if let Err(error) = views.update(&records, len) {
-                    tracing::warn!("a view is stale: {error}");
+                match views.take(&records, len) {
+                    Ok(()) => pacing.render_or_put_off(views),
+                    Err(error) => tracing::warn!("a view is stale: {error}"),
                 }
             }
             (Job::Update(..), None) => {}
-            (Job::Barrier(done), _) => {
+            (Job::Barrier(done), views) => {
+                if let Some(views) = views {
+                    pacing.render(views);
+                }
                 let _ = done.send(());
             }
         }
+    }
+    // The store is closing: what it appended last is shown.
+    if let Some(views) = kept.as_mut() {
+        pacing.render(views);
     }
 }
 
