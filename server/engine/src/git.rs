@@ -190,7 +190,11 @@ impl Git {
                 "-c",
                 "gc.auto=0",
             ])
-            .env("GIT_TERMINAL_PROMPT", "0");
+            .env("GIT_TERMINAL_PROMPT", "0")
+            // A read (`status`) never takes the index's lock to refresh it on the side: the
+            // user's own git, run meanwhile, would find the lock taken and fail, and each
+            // such refresh rewrites the whole index.
+            .env("GIT_OPTIONAL_LOCKS", "0");
         command
     }
 
@@ -764,6 +768,24 @@ mod tests {
         assert!(matches!(git.reset_hard(&head), Err(GitError::Unrecorded(_))));
         assert_eq!(git.head().unwrap(), before);
         assert!(dir.path().join("c.txt").exists());
+    }
+
+    #[test]
+    fn a_read_never_rewrites_the_index_the_users_git_may_be_taking() {
+        use std::os::unix::fs::MetadataExt as _;
+        let (dir, git) = repository();
+        // The file's time moves and its content does not: a status that refreshed the index
+        // on the side would write it again (a new file, under the lock the user's git takes).
+        let file = std::fs::File::options().write(true).open(dir.path().join("a.txt")).unwrap();
+        file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+        let index = dir.path().join(".git/index");
+        let before = std::fs::metadata(&index).unwrap();
+        assert!(git.dirty_files().unwrap().is_empty());
+        let after = std::fs::metadata(&index).unwrap();
+        assert_eq!(
+            (after.ino(), after.mtime_nsec(), after.mtime()),
+            (before.ino(), before.mtime_nsec(), before.mtime())
+        );
     }
 
     #[test]
