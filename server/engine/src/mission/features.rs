@@ -21,15 +21,21 @@ impl Mission {
         feature: &Feature,
     ) -> Result<(), EngineError> {
         let git = self.shared.git.clone();
+        let focus = format!("{} {}", feature.title, feature.description);
         // A feature already in progress was cut off (a crash, a pause): start it over from
         // its base commit with a fresh context.
-        let base = match projection.feature_bases.get(&feature.id) {
+        let (base, mapped) = match projection.feature_bases.get(&feature.id) {
             Some(base) if feature.status == WorkStatus::InProgress => {
                 self.shared.progress(Some(&milestone.id), Some(&feature.id), None, Step::FeatureRestarted);
-                self.take_back_tree(&projection, base, &format!("{} was cut off; the tree as it was", feature.id))?
+                let base =
+                    self.take_back_tree(&projection, base, &format!("{} was cut off; the tree as it was", feature.id))?;
+                (base, None)
             }
             _ => {
-                let dirty: Vec<String> = git.dirty_files()?;
+                // The map is made while git looks for changes that are not the mission's: it is
+                // of the tree the worker starts from unless there are some.
+                let (map, dirty) = self.repo_map_beside(&focus, || git.dirty_files());
+                let dirty: Vec<String> = dirty?;
                 if !dirty.is_empty() && !projection.conflict_pause {
                     // Left by something outside the mission since the last step; never
                     // silently fold someone's edits into a feature.
@@ -44,14 +50,14 @@ impl Mission {
                 }
                 let head = git.head()?;
                 if dirty.is_empty() {
-                    head
+                    (head, Some(map))
                 } else {
-                    self.take_back_tree(&projection, &head, "your changes, committed as yours")?
+                    (self.take_back_tree(&projection, &head, "your changes, committed as yours")?, None)
                 }
             }
         };
         let run_label = format!("worker-{}", feature.id);
-        let focus = format!("{} {}", feature.title, feature.description);
+        let repo_map = mapped.unwrap_or_else(|| self.repo_map(&focus));
         let values = BTreeMap::from([
             ("feature", format!("{}: {}\n\n{}", feature.id, feature.title, feature.description.trim())),
             ("assertions", messages::assertions_text(&projection, &feature.assertions)),
@@ -60,7 +66,7 @@ impl Mission {
             ("earlier_handoffs", messages::handoff_summaries(&projection, &feature.id)),
             ("course_corrections", messages::course_corrections(&projection)),
             ("project_instructions", prompts::project_instructions(&self.workspace)),
-            ("repo_map", self.repo_map(&focus)),
+            ("repo_map", repo_map),
         ]);
         let system = prompts::render(Template::Worker, &self.workspace, &values)?;
         let first = messages::worker(&projection, feature);

@@ -92,12 +92,26 @@ impl Mission {
         })
     }
 
+    /// The repository map ranked toward `focus`, for a role's prompt.
     pub(super) fn repo_map(&self, focus: &str) -> String {
-        match missions_tools::Confinement::new(&self.workspace) {
-            Ok(c) => missions_tools::repo_map::repo_map(&c, None, focus, self.options.limits.map_tokens)
-                .unwrap_or_else(|e| e),
-            Err(e) => e.to_string(),
-        }
+        repo_map(&self.workspace, focus, self.options.limits.map_tokens)
+    }
+
+    /// [`Mission::repo_map`] made on another thread while `meanwhile` runs on this one: the
+    /// map only reads the tree, and a step that starts with a git command (a process to wait
+    /// for) need not wait for the map after it.
+    pub(super) fn repo_map_beside<R>(&self, focus: &str, meanwhile: impl FnOnce() -> R) -> (String, R) {
+        let (workspace, tokens) = (self.workspace.as_path(), self.options.limits.map_tokens);
+        std::thread::scope(|scope| {
+            let map = std::thread::Builder::new().spawn_scoped(scope, move || repo_map(workspace, focus, tokens));
+            let result = meanwhile();
+            let map = match map {
+                Ok(map) => map.join().unwrap_or_else(|_| "(the repository map failed)".to_owned()),
+                // No thread to be had: the map is made here, after.
+                Err(_) => repo_map(workspace, focus, tokens),
+            };
+            (map, result)
+        })
     }
 
     pub(super) fn checks_text(&self) -> String {
@@ -165,5 +179,14 @@ impl Mission {
         };
         self.shared.append(Event::RunFinished { run_id, outcome, detail })?;
         Ok(end)
+    }
+}
+
+/// The map of the workspace at `workspace` ranked toward `focus`, within `tokens`; what went
+/// wrong, when it cannot be made.
+fn repo_map(workspace: &std::path::Path, focus: &str, tokens: usize) -> String {
+    match missions_tools::Confinement::new(workspace) {
+        Ok(c) => missions_tools::repo_map::repo_map(&c, None, focus, tokens).unwrap_or_else(|e| e),
+        Err(e) => e.to_string(),
     }
 }
