@@ -334,7 +334,11 @@ pub async fn run_agent<T: Terminal>(
         let mut results = Vec::new();
         for (id, name, input) in calls {
             hooks.on_tool(config.role, &name, &input);
-            let (mut content, is_error, limit) = if name == terminal_name {
+            // The writes answered earlier take their place before anything looks at the tree.
+            let settled = tools.settle();
+            let (mut content, is_error, limit) = if let Err(failure) = settled {
+                (failure, true, config.max_repeated_failures)
+            } else if name == terminal_name {
                 match terminal.accept(&input).await {
                     Ok(output) => return RunEnd::Finished(output),
                     Err(reasons) => (reasons, true, config.max_repeated_refusals),

@@ -122,9 +122,27 @@ pub fn list_files(confinement: &Confinement, path: Option<&str>, glob: Option<&s
     Ok(out)
 }
 
-/// Writes `content` to `path` atomically, creating directories as needed; with `recorded`,
-/// the new content takes its place only once the wait it holds returned `Ok`.
-pub fn write_file(resolved: &Path, content: &str, recorded: Option<crate::RecordedAhead>) -> Result<bool, String> {
+/// Writes `content` to `path` atomically, creating directories as needed; whether a file
+/// was there.
+pub fn write_file(resolved: &Path, content: &str) -> Result<bool, String> {
+    let aside = write_aside(resolved, content)?;
+    let existed = aside.existed;
+    aside.land(None)?;
+    Ok(existed)
+}
+
+/// A file's new content, written beside it under a name git ignores, to take its place with
+/// [`Aside::land`]; removed if it never does.
+#[derive(Debug)]
+pub struct Aside {
+    temp: tempfile::NamedTempFile,
+    target: std::path::PathBuf,
+    existed: bool,
+}
+
+/// Writes `content` beside `resolved` (creating directories as needed), to take its place
+/// later.
+pub fn write_aside(resolved: &Path, content: &str) -> Result<Aside, String> {
     let existed = resolved.exists();
     let parent = resolved.parent().ok_or("the path has no parent directory")?;
     std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
@@ -137,13 +155,25 @@ pub fn write_file(resolved: &Path, content: &str, recorded: Option<crate::Record
         // Keep an executable script executable.
         let _ = std::fs::set_permissions(temp.path(), metadata.permissions());
     }
-    // The file takes its place only once its record is durable; until then it is written
-    // aside (and removed, with the temporary file, if the record fails).
-    if let Some(recorded) = recorded {
-        recorded()?;
+    Ok(Aside { temp, target: resolved.to_owned(), existed })
+}
+
+impl Aside {
+    /// Whether a file was in the target's place when the content was written aside.
+    pub fn existed(&self) -> bool {
+        self.existed
     }
-    temp.persist(resolved).map_err(|e| format!("cannot write: {}", e.error))?;
-    Ok(existed)
+
+    /// Puts the content in the target's place, once `recorded` (the wait for the write's
+    /// record to be durable) returned `Ok`; when it fails, never, and the content written
+    /// aside is removed.
+    pub fn land(self, recorded: Option<crate::RecordedAhead>) -> Result<(), String> {
+        if let Some(recorded) = recorded {
+            recorded()?;
+        }
+        self.temp.persist(&self.target).map_err(|e| format!("cannot write: {}", e.error))?;
+        Ok(())
+    }
 }
 
 /// Replaces the one occurrence of `old` with `new` in the text of a file.
@@ -176,10 +206,12 @@ mod tests {
             assert_eq!(std::fs::read_to_string(&seen).unwrap(), "old\n", "in place before its record");
             Ok(())
         });
-        assert!(write_file(&target, "new\n", Some(waited)).unwrap());
+        let aside = write_aside(&target, "new\n").unwrap();
+        assert!(aside.existed());
+        aside.land(Some(waited)).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
         let failed: crate::RecordedAhead = Box::new(|| Err("the disk is full".into()));
-        let error = write_file(&target, "newer\n", Some(failed)).unwrap_err();
+        let error = write_aside(&target, "newer\n").unwrap().land(Some(failed)).unwrap_err();
         assert!(error.contains("the disk is full"), "{error}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();

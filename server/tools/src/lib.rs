@@ -152,6 +152,17 @@ pub struct ToolBox {
     settings: ToolSettings,
     observed: Arc<Mutex<Vec<ObservedCommand>>>,
     processes: process::Processes,
+    /// Files written aside whose records are on their way to the disk, in the order they
+    /// were written: each takes its place before anything else looks at the tree
+    /// ([`ToolBox::settle`]).
+    landing: Mutex<Vec<Landing>>,
+}
+
+/// A write told to the model as done, put in its place once its record is durable.
+struct Landing {
+    relative: String,
+    aside: files::Aside,
+    recorded: RecordedAhead,
 }
 
 #[derive(Deserialize)]
@@ -348,6 +359,7 @@ impl ToolBox {
             settings,
             observed: Arc::new(Mutex::new(Vec::new())),
             processes: process::Processes::default(),
+            landing: Mutex::new(Vec::new()),
         })
     }
 
@@ -371,13 +383,39 @@ impl ToolBox {
         lock(&self.observed).clone()
     }
 
-    /// Ends the run's processes.
+    /// Ends the run's processes and puts its last writes in place.
     pub fn finish(&self) {
         self.processes.stop_all();
+        if let Err(failure) = self.settle() {
+            tracing::error!("{failure}");
+        }
+    }
+
+    /// Puts every file written aside in its place, in the order written, each once its
+    /// record is durable. A write is answered as soon as its content is written aside, so
+    /// the record's sync goes on while the model reads the answer; whatever looks at the
+    /// tree next (any call, the run's end) settles first. `Err` names the writes that never
+    /// took their place, their records having failed.
+    pub fn settle(&self) -> Result<(), String> {
+        let landing = std::mem::take(&mut *lock(&self.landing));
+        let failed: Vec<String> = landing
+            .into_iter()
+            .filter_map(|Landing { relative, aside, recorded }| {
+                aside.land(Some(recorded)).err().map(|reason| format!("{relative} ({reason})"))
+            })
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("files reported written were not, as their record failed: {}", failed.join(", ")))
+        }
     }
 
     /// Runs one tool call. Never panics and never fails the run: every problem is a result.
     pub async fn call(&self, name: &str, input: &Value) -> ToolOutput {
+        if let Err(failure) = self.settle() {
+            return ToolOutput::error(format!("{failure}; `{name}` was not run"));
+        }
         if !self.set.names().contains(&name) {
             return ToolOutput::error(format!(
                 "`{name}` is not a tool of this run; available: {}",
@@ -473,14 +511,18 @@ impl ToolBox {
             Ok(text) => text,
             Err(message) => return ToolOutput::error(message),
         };
-        let recorded = match &self.settings.work_recorder {
+        let written = match &self.settings.work_recorder {
             Some(recorder) => match recorder.before_write(&relative, text.as_bytes()) {
-                Ok(recorded) => Some(recorded),
-                Err(reason) => return ToolOutput::error(format!("{relative} was not written: {reason}")),
+                Ok(recorded) => files::write_aside(&resolved, &text).map(|aside| {
+                    let existed = aside.existed();
+                    lock(&self.landing).push(Landing { relative: relative.clone(), aside, recorded });
+                    existed
+                }),
+                Err(reason) => Err(reason),
             },
-            None => None,
+            None => files::write_file(&resolved, &text),
         };
-        match files::write_file(&resolved, &text, recorded) {
+        match written {
             Ok(existed) => ToolOutput::ok(format!(
                 "{} {relative} ({} bytes, {} lines)",
                 if existed { "updated" } else { "created" },
@@ -523,6 +565,85 @@ impl ToolBox {
 
 impl Drop for ToolBox {
     fn drop(&mut self) {
-        self.processes.stop_all();
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Records nothing, and says each record is durable, or that it failed, when the write
+    /// waits for it; notes whether the wait was asked for.
+    struct Records {
+        fail: AtomicBool,
+        waited: Arc<AtomicBool>,
+    }
+
+    impl WorkRecorder for Records {
+        fn before_write(&self, _: &str, _: &[u8]) -> Result<RecordedAhead, String> {
+            let (fail, waited) = (self.fail.load(Ordering::SeqCst), self.waited.clone());
+            Ok(Box::new(move || {
+                waited.store(true, Ordering::SeqCst);
+                if fail { Err("the disk is full".into()) } else { Ok(()) }
+            }))
+        }
+        fn before_command(&self) {}
+        fn after_command(&self) {}
+    }
+
+    fn worker_tools(root: &Path, records: Arc<Records>) -> ToolBox {
+        let settings = ToolSettings {
+            environment: CommandEnvironment {
+                root: root.to_owned(),
+                secret_env: Vec::new(),
+                redactor: missions_core::secrets::Redactor::new(Vec::<(String, String)>::new()),
+                sandbox: None,
+                tmp: None,
+                registry: None,
+            },
+            default_timeout: Duration::from_secs(10),
+            max_timeout: Duration::from_secs(10),
+            focus: String::new(),
+            map_tokens: 1024,
+            write_guard: None,
+            work_recorder: Some(records),
+            hidden: Vec::new(),
+            reserved: BTreeMap::new(),
+        };
+        ToolBox::new(root, ToolSet::Worker, settings).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_is_answered_at_once_and_in_place_before_anything_looks_at_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let waited = Arc::new(AtomicBool::new(false));
+        let records = Arc::new(Records { fail: AtomicBool::new(false), waited: waited.clone() });
+        let tools = worker_tools(dir.path(), records.clone());
+        let target = dir.path().join("a.py");
+        let written = tools.call("write_file", &json!({"path": "a.py", "content": "one\n"})).await;
+        assert!(!written.is_error, "{}", written.content);
+        // Answered while its record is still on its way: not yet in place.
+        assert!(!waited.load(Ordering::SeqCst) && !target.exists());
+        // The next call finds it in place (an edit reads what the write wrote).
+        let edited = tools.call("edit_file", &json!({"path": "a.py", "old": "one", "new": "two"})).await;
+        assert!(!edited.is_error, "{}", edited.content);
+        assert!(waited.load(Ordering::SeqCst));
+        // The run's end puts the last write in place.
+        tools.finish();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "two\n");
+        // A write whose record fails never takes its place, leaves nothing beside it, and the
+        // next call says so instead of running.
+        records.fail.store(true, Ordering::SeqCst);
+        tools.call("write_file", &json!({"path": "a.py", "content": "three\n"})).await;
+        let next = tools.call("read_file", &json!({"path": "a.py"})).await;
+        assert!(next.is_error && next.content.contains("a.py (the disk is full)"), "{}", next.content);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "two\n");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["a.py".to_owned()]);
     }
 }
