@@ -34,7 +34,7 @@ impl Mission {
             _ => {
                 // The map is made while git looks for changes that are not the mission's: it is
                 // of the tree the worker starts from unless there are some.
-                let (map, dirty) = self.repo_map_beside(&focus, || git.dirty_files());
+                let (map, dirty) = self.repo_map_beside(&focus, || git.dirty_files()).await;
                 let dirty: Vec<String> = dirty?;
                 if !dirty.is_empty() && !projection.conflict_pause {
                     // Left by something outside the mission since the last step; never

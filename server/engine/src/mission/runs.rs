@@ -97,21 +97,21 @@ impl Mission {
         repo_map(&self.workspace, focus, self.options.limits.map_tokens)
     }
 
-    /// [`Mission::repo_map`] made on another thread while `meanwhile` runs on this one: the
+    /// [`Mission::repo_map`] made on a pooled thread while `meanwhile` runs on this one: the
     /// map only reads the tree, and a step that starts with a git command (a process to wait
-    /// for) need not wait for the map after it.
-    pub(super) fn repo_map_beside<R>(&self, focus: &str, meanwhile: impl FnOnce() -> R) -> (String, R) {
-        let (workspace, tokens) = (self.workspace.as_path(), self.options.limits.map_tokens);
-        std::thread::scope(|scope| {
-            let map = std::thread::Builder::new().spawn_scoped(scope, move || repo_map(workspace, focus, tokens));
+    /// for) need not wait for the map after it. A thread of its own would cost more to start
+    /// and end than a small map takes.
+    pub(super) async fn repo_map_beside<R>(&self, focus: &str, meanwhile: impl FnOnce() -> R) -> (String, R) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             let result = meanwhile();
-            let map = match map {
-                Ok(map) => map.join().unwrap_or_else(|_| "(the repository map failed)".to_owned()),
-                // No thread to be had: the map is made here, after.
-                Err(_) => repo_map(workspace, focus, tokens),
-            };
-            (map, result)
-        })
+            return (self.repo_map(focus), result);
+        };
+        let (workspace, owned_focus, tokens) =
+            (self.workspace.clone(), focus.to_owned(), self.options.limits.map_tokens);
+        let map = runtime.spawn_blocking(move || repo_map(&workspace, &owned_focus, tokens));
+        let result = meanwhile();
+        let map = map.await.unwrap_or_else(|_| "(the repository map failed)".to_owned());
+        (map, result)
     }
 
     pub(super) fn checks_text(&self) -> String {
