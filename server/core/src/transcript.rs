@@ -85,7 +85,11 @@ impl Sink {
     }
 }
 
+/// Creates the transcript file at `path` and the directories leading to it.
 fn open(path: &Path) -> std::io::Result<File> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     OpenOptions::new().create(true).append(true).open(path)
 }
 
@@ -133,9 +137,6 @@ impl ExchangeRecorder for TranscriptWriter {
 impl TranscriptWriter {
     pub fn create(path: &Path, redactor: Redactor) -> Result<TranscriptWriter, TranscriptError> {
         let io = |source| TranscriptError::Io { path: path.to_owned(), source };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
         let sink = match open_elsewhere(path) {
             Some(opened) => Sink::Opening { opened, waiting: Vec::new() },
             None => Sink::Open(open(path).map_err(io)?),
