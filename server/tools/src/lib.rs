@@ -152,17 +152,17 @@ pub struct ToolBox {
     settings: ToolSettings,
     observed: Arc<Mutex<Vec<ObservedCommand>>>,
     processes: process::Processes,
-    /// Files written aside whose records are on their way to the disk, in the order they
-    /// were written: each takes its place before anything else looks at the tree
-    /// ([`ToolBox::settle`]).
+    /// Writes answered before they took their place, in the order they were written: each
+    /// lands as soon as its record is durable, and is waited for before the run looks at the
+    /// tree again ([`ToolBox::settle`]).
     landing: Mutex<Vec<Landing>>,
 }
 
-/// A write told to the model as done, put in its place once its record is durable.
+/// A write told to the model as done, landing in the background.
 struct Landing {
     relative: String,
-    aside: files::Aside,
-    recorded: RecordedAhead,
+    /// Says how the landing went, once it is over.
+    landed: std::sync::mpsc::Receiver<Result<(), String>>,
 }
 
 #[derive(Deserialize)]
@@ -391,17 +391,19 @@ impl ToolBox {
         }
     }
 
-    /// Puts every file written aside in its place, in the order written, each once its
-    /// record is durable. A write is answered as soon as its content is written aside, so
-    /// the record's sync goes on while the model reads the answer; whatever looks at the
-    /// tree next (any call, the run's end) settles first. `Err` names the writes that never
-    /// took their place, their records having failed.
+    /// Waits until every write answered so far has landed. A write is answered as soon as its
+    /// content is written aside, and lands on a pooled thread once its record is durable
+    /// (within a sync, as it did when the run waited for it), so the sync goes on while the
+    /// model reads the answer; whatever looks at the tree next (any call, the run's end)
+    /// settles first. `Err` names the writes that never took their place, their records
+    /// having failed.
     pub fn settle(&self) -> Result<(), String> {
         let landing = std::mem::take(&mut *lock(&self.landing));
         let failed: Vec<String> = landing
             .into_iter()
-            .filter_map(|Landing { relative, aside, recorded }| {
-                aside.land(Some(recorded)).err().map(|reason| format!("{relative} ({reason})"))
+            .filter_map(|Landing { relative, landed }| {
+                let outcome = landed.recv().unwrap_or_else(|_| Err("its landing was cut off".to_owned()));
+                outcome.err().map(|reason| format!("{relative} ({reason})"))
             })
             .collect();
         if failed.is_empty() {
@@ -515,7 +517,7 @@ impl ToolBox {
             Some(recorder) => match recorder.before_write(&relative, text.as_bytes()) {
                 Ok(recorded) => files::write_aside(&resolved, &text).map(|aside| {
                     let existed = aside.existed();
-                    lock(&self.landing).push(Landing { relative: relative.clone(), aside, recorded });
+                    self.land_once_recorded(relative.clone(), aside, recorded);
                     existed
                 }),
                 Err(reason) => Err(reason),
@@ -531,6 +533,20 @@ impl ToolBox {
             )),
             Err(message) => ToolOutput::error(format!("{relative} was not written: {message}")),
         }
+    }
+
+    /// Puts `aside` in its place as soon as `recorded` says its record is durable: on a pooled
+    /// thread when a runtime has one (the run goes on meanwhile), here otherwise.
+    fn land_once_recorded(&self, relative: String, aside: files::Aside, recorded: RecordedAhead) {
+        let (report, landed) = std::sync::mpsc::channel();
+        let land = move || {
+            let _ = report.send(aside.land(Some(recorded)));
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(land)),
+            Err(_) => land(),
+        }
+        lock(&self.landing).push(Landing { relative, landed });
     }
 
     async fn run(&self, script: &str, timeout_s: Option<f64>) -> ToolOutput {
@@ -572,20 +588,32 @@ impl Drop for ToolBox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Condvar;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    /// Records nothing, and says each record is durable, or that it failed, when the write
-    /// waits for it; notes whether the wait was asked for.
+    /// Records nothing; a write's wait for its record returns once the gate is open, saying
+    /// the record is durable, or that it failed.
+    #[derive(Default)]
     struct Records {
         fail: AtomicBool,
-        waited: Arc<AtomicBool>,
+        gate: Arc<(Mutex<bool>, Condvar)>,
+    }
+
+    impl Records {
+        fn open_gate(&self) {
+            *lock(&self.gate.0) = true;
+            self.gate.1.notify_all();
+        }
     }
 
     impl WorkRecorder for Records {
         fn before_write(&self, _: &str, _: &[u8]) -> Result<RecordedAhead, String> {
-            let (fail, waited) = (self.fail.load(Ordering::SeqCst), self.waited.clone());
+            let (fail, gate) = (self.fail.load(Ordering::SeqCst), self.gate.clone());
             Ok(Box::new(move || {
-                waited.store(true, Ordering::SeqCst);
+                let mut open = lock(&gate.0);
+                while !*open {
+                    open = gate.1.wait(open).unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
                 if fail { Err("the disk is full".into()) } else { Ok(()) }
             }))
         }
@@ -616,21 +644,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_write_is_answered_at_once_and_in_place_before_anything_looks_at_the_tree() {
+    async fn a_write_is_answered_at_once_and_lands_once_recorded_before_anything_looks_at_the_tree() {
         let dir = tempfile::tempdir().unwrap();
-        let waited = Arc::new(AtomicBool::new(false));
-        let records = Arc::new(Records { fail: AtomicBool::new(false), waited: waited.clone() });
+        let records = Arc::new(Records::default());
         let tools = worker_tools(dir.path(), records.clone());
         let target = dir.path().join("a.py");
         let written = tools.call("write_file", &json!({"path": "a.py", "content": "one\n"})).await;
         assert!(!written.is_error, "{}", written.content);
-        // Answered while its record is still on its way: not yet in place.
-        assert!(!waited.load(Ordering::SeqCst) && !target.exists());
-        // The next call finds it in place (an edit reads what the write wrote).
+        // Answered while its record is still on its way: not in place until it is durable.
+        assert!(!target.exists());
+        // Once it is, the write lands with no further call (within a sync of the answer, not
+        // at the model's next turn: the user may save the file meanwhile).
+        records.open_gate();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !target.exists() {
+            assert!(Instant::now() < deadline, "the write never landed by itself");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // The next call finds it in place (an edit reads what the write wrote), and the run's
+        // end waits for the last write.
         let edited = tools.call("edit_file", &json!({"path": "a.py", "old": "one", "new": "two"})).await;
         assert!(!edited.is_error, "{}", edited.content);
-        assert!(waited.load(Ordering::SeqCst));
-        // The run's end puts the last write in place.
         tools.finish();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "two\n");
         // A write whose record fails never takes its place, leaves nothing beside it, and the

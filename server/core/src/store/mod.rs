@@ -229,8 +229,9 @@ impl MissionStore {
         Ok((record, Ahead { log: self.log.durability(), len: self.log.written_len() }))
     }
 
-    /// Has every event recorded so far made durable and the projection files that show them
-    /// written, in the background; within a group, only once it ends.
+    /// Has every event recorded so far made durable at once and the projection files that
+    /// show them written soon after (paced while events come quickly), in the background;
+    /// within a group, only once it ends.
     pub fn refresh_views(&mut self) {
         if !self.grouping {
             self.views.update_later(self.log.written_len());

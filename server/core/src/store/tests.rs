@@ -686,7 +686,7 @@ fn views_follow_a_quick_run_of_events_paced_and_catch_up_with_no_further_call() 
     let view = store.dir().join("mission.json");
     let inode = || std::fs::metadata(&view).map(|m| m.ino()).ok();
     // A quick run of decisions, each its own update: every one is synced at once, but the
-    // view is replaced at most once per pacing interval (plus the first, at once).
+    // view is replaced at most once per pacing interval (the flush just rendered it).
     let started = std::time::Instant::now();
     let mut replaced = 0usize;
     let mut last = inode();

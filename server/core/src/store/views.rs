@@ -30,10 +30,11 @@ use super::{Projection, Record, StoreError};
 enum Job {
     /// The views to keep, sent first.
     Adopt(Box<ViewState>),
-    /// Make the log durable up to this many bytes, then fold these records (all within them)
-    /// and render and write every view the records folded so far changed.
+    /// Make the log durable up to this many bytes, then fold these records (all within them);
+    /// every view the records folded so far changed is rewritten now, or within
+    /// [`RENDER_EVERY`] of the last rewrite.
     Update(Vec<Record>, u64),
-    /// Answered once every job sent before it is done.
+    /// Answered once every job sent before it is done and every view is written.
     Barrier(mpsc::Sender<()>),
 }
 
