@@ -514,14 +514,12 @@ impl ToolBox {
             Err(message) => return ToolOutput::error(message),
         };
         let written = match &self.settings.work_recorder {
-            Some(recorder) => match recorder.before_write(&relative, text.as_bytes()) {
-                Ok(recorded) => files::write_aside(&resolved, &text).map(|aside| {
-                    let existed = aside.existed();
-                    self.land_once_recorded(relative.clone(), aside, recorded);
-                    existed
-                }),
-                Err(reason) => Err(reason),
-            },
+            Some(recorder) => recorder.before_write(&relative, text.as_bytes()).and_then(|recorded| {
+                let aside = files::write_aside(&resolved, &text)?;
+                let existed = aside.existed();
+                self.land_once_recorded(relative.clone(), aside, recorded);
+                Ok(existed)
+            }),
             None => files::write_file(&resolved, &text),
         };
         match written {

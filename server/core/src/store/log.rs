@@ -12,6 +12,8 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::StoreError;
 use super::events::{Event, Record, Urgency};
@@ -137,7 +139,7 @@ pub struct EventLog {
     /// further append may land after it until the log is reopened (and verified).
     poisoned: Option<String>,
     /// How much of the file is durable, shared with whoever syncs it from another thread.
-    durability: std::sync::Arc<Durability>,
+    durability: Arc<Durability>,
 }
 
 /// How much of a log must be and is durable (`fdatasync`'d), for the thread that
@@ -151,15 +153,15 @@ pub struct Durability {
     path: PathBuf,
     /// Bytes up to the end of the last event that is more than progress: what an effect the
     /// log must precede waits for ([`Durability::sync_needed`]).
-    needed: std::sync::atomic::AtomicU64,
+    needed: AtomicU64,
     /// Bytes known to be durable.
-    synced: std::sync::atomic::AtomicU64,
+    synced: AtomicU64,
     /// Held while a sync is under way, so syncs never overlap: of concurrent `fsync`s on one
     /// file, the kernel reports a write-back error to one only, and another must not take the
     /// lines it dropped for durable.
-    syncing: std::sync::Mutex<()>,
+    syncing: Mutex<()>,
     /// Why a sync failed, once one did; from then on nothing counts as durable.
-    failure: std::sync::Mutex<Option<String>>,
+    failure: Mutex<Option<String>>,
 }
 
 impl Durability {
@@ -172,14 +174,14 @@ impl Durability {
             path: path.to_owned(),
             needed: written.into(),
             synced: synced.into(),
-            syncing: std::sync::Mutex::new(()),
-            failure: std::sync::Mutex::new(None),
+            syncing: Mutex::new(()),
+            failure: Mutex::new(None),
         })
     }
 
     /// Makes the first `len` bytes of the log durable, unless they are already.
     pub fn sync_to(&self, len: u64) -> Result<(), StoreError> {
-        let durable = || self.synced.load(std::sync::atomic::Ordering::Acquire) >= len;
+        let durable = || self.synced.load(Ordering::Acquire) >= len;
         if self.failure().is_none() && durable() {
             return Ok(());
         }
@@ -194,7 +196,7 @@ impl Durability {
         }
         match self.file.sync_data() {
             Ok(()) => {
-                self.synced.fetch_max(len, std::sync::atomic::Ordering::AcqRel);
+                self.synced.fetch_max(len, Ordering::AcqRel);
                 Ok(())
             }
             Err(source) => {
@@ -211,7 +213,7 @@ impl Durability {
     /// started, a call's usage): losing that tail to a power cut after an effect is as if the
     /// effect came first.
     pub fn sync_needed(&self) -> Result<(), StoreError> {
-        self.sync_to(self.needed.load(std::sync::atomic::Ordering::Acquire))
+        self.sync_to(self.needed.load(Ordering::Acquire))
     }
 
     fn failure(&self) -> Option<String> {
@@ -221,7 +223,7 @@ impl Durability {
     /// Bytes known to be durable.
     #[cfg(test)]
     pub(crate) fn synced_len(&self) -> u64 {
-        self.synced.load(std::sync::atomic::Ordering::Acquire)
+        self.synced.load(Ordering::Acquire)
     }
 }
 
@@ -307,7 +309,7 @@ impl EventLog {
         }
         let file = OpenOptions::new().append(true).open(&path).map_err(io(&path))?;
         let len = line.len() as u64;
-        let durability = std::sync::Arc::new(Durability::new(&file, &path, len, len)?);
+        let durability = Arc::new(Durability::new(&file, &path, len, len)?);
         let log = EventLog { path, file, _lock: lock, len, next_seq: 2, last_hash: hash, poisoned: None, durability };
         Ok((log, record))
     }
@@ -329,7 +331,7 @@ impl EventLog {
         }
         // A writer that died may have left lines that were never synced: none counts as
         // durable, so they are made durable before anything (a view) shows them.
-        let durability = std::sync::Arc::new(Durability::new(&file, &path, contents.valid_len, 0)?);
+        let durability = Arc::new(Durability::new(&file, &path, contents.valid_len, 0)?);
         let log = EventLog {
             path: path.clone(),
             file,
@@ -385,7 +387,7 @@ impl EventLog {
             return Err(error);
         }
         if urgency != Urgency::Progress {
-            self.durability.needed.store(written, std::sync::atomic::Ordering::Release);
+            self.durability.needed.store(written, Ordering::Release);
         }
         self.len = written;
         self.next_seq += 1;
@@ -402,7 +404,7 @@ impl EventLog {
     }
 
     /// How much of the log is durable, for the threads that sync it.
-    pub fn durability(&self) -> std::sync::Arc<Durability> {
+    pub fn durability(&self) -> Arc<Durability> {
         self.durability.clone()
     }
 

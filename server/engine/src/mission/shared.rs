@@ -97,8 +97,9 @@ impl Shared {
     /// Runs `record`, whose events (a handoff and the feature's new status; a report's
     /// verdicts and findings) are made durable together by one sync after its end (in the
     /// background) rather than one each, and heard of by the subscriber at its end. Events
-    /// recorded before a failure (or a panic) are kept, and made durable all the same. Callers record one group at a
-    /// time (the engine's steps that do are sequential); a group within a group is part of it.
+    /// recorded before a failure (or a panic) are kept, and made durable all the same. Callers
+    /// record one group at a time (the engine's steps that do are sequential); a group within
+    /// a group is part of it.
     pub(super) fn together<T>(&self, record: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineError> {
         {
             let mut held = lock(&self.held);
